@@ -1,0 +1,1 @@
+"""Face networks and weights: InceptionResnetV1, MTCNN, alignment, pretrained weight registry."""

@@ -1,0 +1,337 @@
+"""MTCNN face detector (PNet, RNet, ONet) batched over images of different sizes.
+
+Follows facenet-pytorch's detection arithmetic (image pyramid, NMS, box regression, rerec, stretched crops,
+'Min' NMS at the last stage) so detections match the reference pipeline; crops for RNet/ONet are made for all
+candidates of all images at once with an integral image (exact 'area' resampling, no per-box loop).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from torch import nn
+from torch.nn import functional as F
+from torchvision.ops import batched_nms
+
+
+class PNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 10, kernel_size=3)
+        self.prelu1 = nn.PReLU(10)
+        self.pool1 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(10, 16, kernel_size=3)
+        self.prelu2 = nn.PReLU(16)
+        self.conv3 = nn.Conv2d(16, 32, kernel_size=3)
+        self.prelu3 = nn.PReLU(32)
+        self.conv4_1 = nn.Conv2d(32, 2, kernel_size=1)
+        self.softmax4_1 = nn.Softmax(dim=1)
+        self.conv4_2 = nn.Conv2d(32, 4, kernel_size=1)
+
+    def forward(self, x):
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.prelu3(self.conv3(self.prelu2(self.conv2(x))))
+        return self.conv4_2(x), self.softmax4_1(self.conv4_1(x))
+
+
+class RNet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 28, kernel_size=3)
+        self.prelu1 = nn.PReLU(28)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(28, 48, kernel_size=3)
+        self.prelu2 = nn.PReLU(48)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(48, 64, kernel_size=2)
+        self.prelu3 = nn.PReLU(64)
+        self.dense4 = nn.Linear(576, 128)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5_1 = nn.Linear(128, 2)
+        self.softmax5_1 = nn.Softmax(dim=1)
+        self.dense5_2 = nn.Linear(128, 4)
+
+    def forward(self, x):
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.prelu3(self.conv3(x))
+        x = x.permute(0, 3, 2, 1).contiguous()  # the weights' (W, H, C) flatten order
+        x = self.prelu4(self.dense4(x.view(x.shape[0], -1)))
+        return self.dense5_2(x), self.softmax5_1(self.dense5_1(x))
+
+
+class ONet(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv1 = nn.Conv2d(3, 32, kernel_size=3)
+        self.prelu1 = nn.PReLU(32)
+        self.pool1 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv2 = nn.Conv2d(32, 64, kernel_size=3)
+        self.prelu2 = nn.PReLU(64)
+        self.pool2 = nn.MaxPool2d(3, 2, ceil_mode=True)
+        self.conv3 = nn.Conv2d(64, 64, kernel_size=3)
+        self.prelu3 = nn.PReLU(64)
+        self.pool3 = nn.MaxPool2d(2, 2, ceil_mode=True)
+        self.conv4 = nn.Conv2d(64, 128, kernel_size=2)
+        self.prelu4 = nn.PReLU(128)
+        self.dense5 = nn.Linear(1152, 256)
+        self.prelu5 = nn.PReLU(256)
+        self.dense6_1 = nn.Linear(256, 2)
+        self.softmax6_1 = nn.Softmax(dim=1)
+        self.dense6_2 = nn.Linear(256, 4)
+        self.dense6_3 = nn.Linear(256, 10)
+
+    def forward(self, x):
+        x = self.pool1(self.prelu1(self.conv1(x)))
+        x = self.pool2(self.prelu2(self.conv2(x)))
+        x = self.pool3(self.prelu3(self.conv3(x)))
+        x = self.prelu4(self.conv4(x))
+        x = x.permute(0, 3, 2, 1).contiguous()
+        x = self.prelu5(self.dense5(x.view(x.shape[0], -1)))
+        return self.dense6_2(x), self.dense6_3(x), self.softmax6_1(self.dense6_1(x))
+
+
+@dataclass
+class Detections:
+    """Faces found in one image: boxes (n, 4) x1 y1 x2 y2, scores (n,), landmarks (n, 5, 2) x y.
+
+    Landmarks: left eye, right eye, nose, left mouth corner, right mouth corner (image coordinates).
+    """
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.scores)
+
+
+def _normalise(x: torch.Tensor) -> torch.Tensor:
+    return (x - 127.5) * 0.0078125
+
+
+def _generate_boxes(reg, probs, scale: float, thresh: float):
+    stride, cellsize = 2, 12
+    mask = probs >= thresh
+    idx = mask.nonzero()
+    image_inds = idx[:, 0]
+    score = probs[mask]
+    reg = reg.permute(1, 0, 2, 3)[:, mask].permute(1, 0)
+    bb = idx[:, 1:].to(reg.dtype).flip(1)
+    q1 = ((stride * bb + 1) / scale).floor()
+    q2 = ((stride * bb + cellsize) / scale).floor()
+    return torch.cat([q1, q2, score.unsqueeze(1), reg], dim=1), image_inds
+
+
+def _bbreg(boxes: torch.Tensor, reg: torch.Tensor) -> torch.Tensor:
+    w = boxes[:, 2] - boxes[:, 0] + 1
+    h = boxes[:, 3] - boxes[:, 1] + 1
+    out = boxes.clone()
+    out[:, 0:4] = boxes[:, 0:4] + reg[:, 0:4] * torch.stack([w, h, w, h], dim=1)
+    return out
+
+
+def _rerec(boxes: torch.Tensor) -> torch.Tensor:
+    """Make boxes square around their centre (side = longer side)."""
+    out = boxes.clone()
+    h = boxes[:, 3] - boxes[:, 1]
+    w = boxes[:, 2] - boxes[:, 0]
+    side = torch.max(w, h)
+    out[:, 0] = boxes[:, 0] + w * 0.5 - side * 0.5
+    out[:, 1] = boxes[:, 1] + h * 0.5 - side * 0.5
+    out[:, 2] = out[:, 0] + side
+    out[:, 3] = out[:, 1] + side
+    return out
+
+
+def nms_min(boxes: torch.Tensor, scores: torch.Tensor, groups: torch.Tensor, threshold: float) -> torch.Tensor:
+    """Greedy NMS with overlap = intersection / smaller area ('Min'), within each group; kept indexes."""
+    if boxes.numel() == 0:
+        return torch.zeros(0, dtype=torch.long, device=boxes.device)
+    order = torch.argsort(scores, descending=True)
+    b = boxes[order]
+    area = (b[:, 2] - b[:, 0] + 1) * (b[:, 3] - b[:, 1] + 1)
+    xx1 = torch.max(b[:, None, 0], b[None, :, 0])
+    yy1 = torch.max(b[:, None, 1], b[None, :, 1])
+    xx2 = torch.min(b[:, None, 2], b[None, :, 2])
+    yy2 = torch.min(b[:, None, 3], b[None, :, 3])
+    inter = (xx2 - xx1 + 1).clamp(min=0) * (yy2 - yy1 + 1).clamp(min=0)
+    overlap = inter / torch.min(area[:, None], area[None, :])
+    same = groups[order][:, None] == groups[order][None, :]
+    suppress = ((overlap > threshold) & same).cpu().numpy()
+    keep = np.ones(len(order), dtype=bool)
+    for i in range(len(order)):
+        if keep[i]:
+            later = suppress[i].copy()
+            later[: i + 1] = False
+            keep &= ~later
+    return order[torch.from_numpy(np.nonzero(keep)[0]).to(order.device)]
+
+
+def _integral(img: torch.Tensor) -> torch.Tensor:
+    """(C, H, W) -> (C, H+1, W+1) float64 summed-area table with a zero first row and column."""
+    ii = img.double().cumsum(1).cumsum(2)
+    return F.pad(ii, (1, 0, 1, 0))
+
+
+def area_crops(integrals: list[torch.Tensor], image_inds: torch.Tensor, regions: torch.Tensor, size: int):
+    """Resample integer regions [x1, x2) x [y1, y2) of several images to size x size by area averaging.
+
+    Same result as cropping each region (zero outside the image) and calling F.interpolate(mode='area'),
+    for all regions at once.
+    """
+    x1, y1, x2, y2 = regions.unbind(1)
+    i = torch.arange(size, device=regions.device)
+
+    def edges(a, b):
+        n = (b - a)[:, None]
+        lo = a[:, None] + torch.div(i[None] * n, size, rounding_mode="floor")
+        hi = a[:, None] + torch.div((i[None] + 1) * n + size - 1, size, rounding_mode="floor")
+        return lo, hi
+
+    ylo, yhi = edges(y1, y2)
+    xlo, xhi = edges(x1, x2)
+    area = ((yhi - ylo)[:, :, None] * (xhi - xlo)[:, None, :]).double()
+    out = torch.empty(len(regions), 3, size, size, dtype=torch.float32, device=regions.device)
+    for k in torch.unique(image_inds).tolist():
+        sel = (image_inds == k).nonzero()[:, 0]
+        ii = integrals[k]
+        h, w = ii.shape[1] - 1, ii.shape[2] - 1
+        # Clamping to the image makes everything outside it count as zero (the original MTCNN's padding).
+        a, b = ylo[sel].clamp(0, h)[:, :, None], yhi[sel].clamp(0, h)[:, :, None]
+        c, d = xlo[sel].clamp(0, w)[:, None, :], xhi[sel].clamp(0, w)[:, None, :]
+        s = ii[:, b, d] - ii[:, a, d] - ii[:, b, c] + ii[:, a, c]  # (C, n, size, size)
+        out[sel] = (s / area[sel]).permute(1, 0, 2, 3).float()
+    return out
+
+
+def _crop_regions(boxes: torch.Tensor, image_sizes: torch.Tensor, image_inds: torch.Tensor, pad: bool = True):
+    """Integer regions of the (truncated) boxes; keep only regions that overlap their image.
+
+    pad=True keeps the whole box, zero outside the image, as the original MTCNN does, so faces cut by the
+    frame keep their shape; pad=False clamps the box to the image (facenet-pytorch's stretched crop).
+    """
+    wh = image_sizes[image_inds]
+    x, y = boxes[:, 0].int() - 1, boxes[:, 1].int() - 1
+    ex, ey = boxes[:, 2].int(), boxes[:, 3].int()
+    if not pad:
+        x, y = x.clamp(min=0), y.clamp(min=0)
+        ex, ey = torch.min(ex, wh[:, 0]), torch.min(ey, wh[:, 1])
+    regions = torch.stack([x, y, ex, ey], dim=1).long()
+    valid = (ex > x) & (ey > y) & (ex > 0) & (ey > 0) & (x < wh[:, 0]) & (y < wh[:, 1])
+    return regions, valid
+
+
+class MTCNN(nn.Module):
+    """Detect all faces in a batch of RGB images (any sizes): boxes, scores and 5 landmarks each."""
+
+    def __init__(self, min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7), factor: float = 0.709,
+                 pad_crops: bool = True, device=None):
+        super().__init__()
+        self.min_face_size = min_face_size
+        self.pad_crops = pad_crops
+        self.thresholds = tuple(thresholds)
+        self.factor = factor
+        self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
+        self.device = torch.device(device or "cpu")
+        self.eval()
+
+    def load_weights(self, state_dicts: dict[str, dict]) -> "MTCNN":
+        for name in ("pnet", "rnet", "onet"):
+            getattr(self, name).load_state_dict(state_dicts[name], strict=True)
+        return self.to(self.device)
+
+    def _scales(self, h: int, w: int) -> list[float]:
+        m = 12.0 / self.min_face_size
+        minl = min(h, w) * m
+        scales, s = [], m
+        while minl >= 12:
+            scales.append(s)
+            s *= self.factor
+            minl *= self.factor
+        return scales
+
+    @torch.inference_mode()
+    def detect(self, images: list) -> list[Detections]:
+        """`images`: RGB uint8 arrays (H, W, 3) or PIL images. One Detections per image."""
+        tensors = [torch.from_numpy(np.array(im, dtype=np.uint8)).to(self.device).permute(2, 0, 1).float()
+                   for im in images]
+        if not tensors:
+            return []
+        sizes = torch.tensor([[t.shape[2], t.shape[1]] for t in tensors], device=self.device)
+        boxes, inds = self._stage_one(tensors)
+        integrals = [_integral(t) for t in tensors]
+        boxes, inds = self._stage_two(integrals, boxes, inds, sizes)
+        boxes, inds, points = self._stage_three(integrals, boxes, inds, sizes)
+        boxes_np, inds_np, points_np = boxes.cpu().numpy(), inds.cpu().numpy(), points.cpu().numpy()
+        out = []
+        for k in range(len(tensors)):
+            sel = inds_np == k
+            out.append(Detections(boxes=boxes_np[sel, :4].astype(np.float32), scores=boxes_np[sel, 4].astype(np.float32),
+                                  landmarks=points_np[sel].astype(np.float32)))
+        return out
+
+    def _stage_one(self, tensors):
+        # Images of one size share each pyramid level's PNet call.
+        groups: dict[tuple, list[int]] = {}
+        for k, t in enumerate(tensors):
+            groups.setdefault(tuple(t.shape[1:]), []).append(k)
+        all_boxes, all_inds = [], []
+        for (h, w), members in groups.items():
+            batch = torch.stack([tensors[k] for k in members])
+            member_idx = torch.tensor(members, device=self.device)
+            level_boxes, level_inds = [], []
+            for scale in self._scales(h, w):
+                im = F.interpolate(batch, size=(int(h * scale + 1), int(w * scale + 1)), mode="area")
+                reg, probs = self.pnet(_normalise(im))
+                b, local = _generate_boxes(reg, probs[:, 1], scale, self.thresholds[0])
+                keep = batched_nms(b[:, :4], b[:, 4], local, 0.5)
+                level_boxes.append(b[keep])
+                level_inds.append(member_idx[local[keep]])
+            all_boxes += level_boxes
+            all_inds += level_inds
+        boxes = torch.cat(all_boxes) if all_boxes else torch.zeros(0, 9, device=self.device)
+        inds = torch.cat(all_inds) if all_inds else torch.zeros(0, dtype=torch.long, device=self.device)
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        boxes, inds = boxes[keep], inds[keep]
+        regw = boxes[:, 2] - boxes[:, 0]
+        regh = boxes[:, 3] - boxes[:, 1]
+        q = boxes[:, :4] + boxes[:, 5:9] * torch.stack([regw, regh, regw, regh], dim=1)
+        return _rerec(torch.cat([q, boxes[:, 4:5]], dim=1)), inds
+
+    def _stage_two(self, integrals, boxes, inds, sizes):
+        if len(boxes) == 0:
+            return boxes, inds
+        regions, valid = _crop_regions(boxes, sizes, inds, self.pad_crops)
+        boxes, inds, regions = boxes[valid], inds[valid], regions[valid]
+        if len(boxes) == 0:
+            return boxes, inds
+        reg, probs = self.rnet(_normalise(area_crops(integrals, inds, regions, 24)))
+        score = probs[:, 1]
+        ok = score > self.thresholds[1]
+        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        inds, reg = inds[ok], reg[ok]
+        keep = batched_nms(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        return _rerec(_bbreg(boxes[keep], reg[keep])), inds[keep]
+
+    def _stage_three(self, integrals, boxes, inds, sizes):
+        empty_points = torch.zeros(0, 5, 2, device=self.device)
+        if len(boxes) == 0:
+            return boxes.reshape(0, 5), inds, empty_points
+        regions, valid = _crop_regions(boxes, sizes, inds, self.pad_crops)
+        boxes, inds, regions = boxes[valid], inds[valid], regions[valid]
+        if len(boxes) == 0:
+            return boxes.reshape(0, 5), inds, empty_points
+        reg, points, probs = self.onet(_normalise(area_crops(integrals, inds, regions, 48)))
+        score = probs[:, 1]
+        ok = score > self.thresholds[2]
+        boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
+        inds, reg, points = inds[ok], reg[ok], points[ok]
+        w = (boxes[:, 2] - boxes[:, 0] + 1)[:, None]
+        h = (boxes[:, 3] - boxes[:, 1] + 1)[:, None]
+        px = w * points[:, :5] + boxes[:, 0:1] - 1
+        py = h * points[:, 5:10] + boxes[:, 1:2] - 1
+        points = torch.stack([px, py], dim=2)
+        boxes = _bbreg(boxes, reg)
+        keep = nms_min(boxes[:, :4], boxes[:, 4], inds, 0.7)
+        return boxes[keep], inds[keep], points[keep]

@@ -1,0 +1,194 @@
+"""FacePipeline: image bytes -> faces (box, score, landmarks, aligned crop, 512-d unit embedding).
+
+`Embedder` is an immutable snapshot of one embedding model (network, device, preprocessing, version,
+thresholds): whoever holds it keeps using it, which is what makes hot swaps safe.
+"""
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+from model import align
+from model.decode import decode_image
+from model.inception_resnet import InceptionResnetV1
+from model.mtcnn import MTCNN, Detections
+from model.preprocessing import normalize
+from model.weights import REGISTRY, Preprocessing, WeightsError, fetch, state_dict_hash, _read
+
+log = logging.getLogger(__name__)
+
+
+def resolve_device(device: str = "auto") -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    return torch.device(device)
+
+
+@dataclass(frozen=True)
+class Checkpoint:
+    """A loaded embedder checkpoint: weights plus the metadata that travels with them."""
+    state_dict: dict
+    name: str
+    version: str
+    preprocessing: Preprocessing
+    thresholds: dict = field(default_factory=dict)
+    metadata: dict = field(default_factory=dict)
+
+
+def load_checkpoint(spec: str | Path) -> Checkpoint:
+    """A registry name ('casia-webface') or a file: a raw facenet-pytorch state_dict or our {state_dict, metadata}."""
+    spec_str = str(spec)
+    if spec_str in REGISTRY:
+        path, name = fetch(spec_str), spec_str
+    else:
+        path, name = Path(spec_str), Path(spec_str).stem
+        if not path.is_file():
+            raise WeightsError(f"checkpoint {path} does not exist")
+    obj = _read(path)
+    if not isinstance(obj, dict):
+        raise WeightsError(f"{path} does not hold a state_dict")
+    meta = dict(obj.get("metadata") or {}) if "state_dict" in obj else {}
+    sd = obj["state_dict"] if "state_dict" in obj else obj
+    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+        raise WeightsError(f"{path} does not hold a state_dict of tensors")
+    pre = Preprocessing(**meta["preprocessing"]) if "preprocessing" in meta else (
+        REGISTRY[name].preprocessing if name in REGISTRY else Preprocessing())
+    version = meta.get("version") or state_dict_hash(sd)[:16]
+    thresholds = dict(meta.get("thresholds") or (REGISTRY[name].thresholds if name in REGISTRY else {}))
+    return Checkpoint(state_dict=sd, name=meta.get("name", name), version=version, preprocessing=pre,
+                      thresholds=thresholds, metadata=meta)
+
+
+def build_network(ckpt: Checkpoint) -> InceptionResnetV1:
+    """InceptionResnetV1 with the checkpoint loaded strictly (a `logits` head is kept only if present)."""
+    sd = ckpt.state_dict
+    num_classes = sd["logits.weight"].shape[0] if "logits.weight" in sd else None
+    net = InceptionResnetV1(classify=False, num_classes=num_classes)
+    if num_classes is not None:
+        net.logits = torch.nn.Linear(net.last_linear.out_features, num_classes)
+    try:
+        net.load_state_dict(sd, strict=True)
+    except RuntimeError as exc:
+        raise WeightsError(f"checkpoint {ckpt.name} does not fit InceptionResnetV1: {str(exc)[:300]}") from exc
+    return net.eval()
+
+
+class Embedder:
+    """Immutable embedding model snapshot: uint8 face crops -> (n, 512) float32 unit vectors."""
+
+    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", precision: str = "fp32"):
+        from model.fast import optimise  # local: keeps import of this module light
+
+        self.name, self.version = ckpt.name, ckpt.version
+        self.preprocessing = ckpt.preprocessing
+        self.thresholds = dict(ckpt.thresholds)
+        self.device = resolve_device(str(device))
+        self.net, self.precision = optimise(build_network(ckpt).to(self.device), self.device, precision)
+
+    @torch.inference_mode()
+    def embed(self, crops: np.ndarray, max_batch_size: int = 64) -> np.ndarray:
+        """`crops`: (n, H, W, 3) uint8 RGB at the preprocessing's image size."""
+        if len(crops) == 0:
+            return np.zeros((0, self.preprocessing.embedding_size), dtype=np.float32)
+        out = []
+        for start in range(0, len(crops), max_batch_size):
+            batch = torch.from_numpy(np.ascontiguousarray(crops[start:start + max_batch_size])).to(self.device)
+            x = normalize(batch.permute(0, 3, 1, 2), self.preprocessing.normalization)
+            out.append(self.net(x).float().cpu().numpy())
+        emb = np.concatenate(out)
+        if not np.isfinite(emb).all():
+            raise ValueError("the model produced non-finite embeddings")
+        return emb
+
+
+@dataclass
+class Face:
+    box: np.ndarray          # x1 y1 x2 y2 in image pixels
+    score: float
+    landmarks: np.ndarray    # (5, 2)
+    crop: np.ndarray         # (S, S, 3) uint8, what the embedder saw
+    embedding: np.ndarray | None = None
+
+    @property
+    def size(self) -> float:
+        return float(min(self.box[2] - self.box[0], self.box[3] - self.box[1]))
+
+
+class FacePipeline:
+    """decode -> detect (MTCNN) -> crop -> embed. Detection is batched over images of any size."""
+
+    def __init__(self, detector: MTCNN, embedder: Embedder, max_detect_side: int = 1280,
+                 edge_pad_fraction: float = 0.1):
+        self.detector = detector
+        self.embedder = embedder
+        self.max_detect_side = max_detect_side
+        self.edge_pad_fraction = edge_pad_fraction
+
+    @classmethod
+    def load(cls, weights: str = "casia-webface", device: str = "auto", precision: str = "fp32",
+             min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7), max_detect_side: int = 1280,
+             edge_pad_fraction: float = 0.1) -> "FacePipeline":
+        dev = resolve_device(device)
+        detector = load_detector(device=dev, min_face_size=min_face_size, thresholds=thresholds)
+        return cls(detector, Embedder(load_checkpoint(weights), dev, precision), max_detect_side, edge_pad_fraction)
+
+    def detect(self, images: list[Image.Image]) -> list[Detections]:
+        """Detect on copies scaled so the longer side is at most max_detect_side; map results back.
+
+        A black border (edge_pad_fraction of the longer side) lets the detector see faces cut by the frame.
+        """
+        prepared, factors, pads = [], [], []
+        for im in images:
+            f = min(1.0, self.max_detect_side / max(im.size))
+            if f != 1.0:
+                im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
+            pad = int(round(max(im.size) * self.edge_pad_fraction))
+            if pad:
+                im = ImageOps.expand(im, border=pad, fill=(0, 0, 0))
+            prepared.append(im)
+            factors.append(f)
+            pads.append(pad)
+        dets = self.detector.detect(prepared)
+        for d, f, pad in zip(dets, factors, pads):
+            d.boxes -= pad
+            d.landmarks -= pad
+            d.boxes /= f
+            d.landmarks /= f
+        return dets
+
+    def faces(self, image: Image.Image, det: Detections, embedder: Embedder | None = None) -> list[Face]:
+        pre = (embedder or self.embedder).preprocessing
+        return [Face(box=det.boxes[i], score=float(det.scores[i]), landmarks=det.landmarks[i],
+                     crop=align.crop(image, det.boxes[i], pre.image_size, pre.margin)) for i in range(len(det))]
+
+    def process(self, data: bytes, max_pixels: int = 40_000_000, embedder: Embedder | None = None) -> list[Face]:
+        """All faces of one uploaded image, embedded by `embedder` (default: this pipeline's)."""
+        embedder = embedder or self.embedder
+        image = decode_image(data, max_pixels)
+        faces = self.faces(image, self.detect([image])[0], embedder)
+        if faces:
+            emb = embedder.embed(np.stack([f.crop for f in faces]))
+            for f, e in zip(faces, emb):
+                f.embedding = e
+        return faces
+
+
+def load_detector(device="cpu", min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7)) -> MTCNN:
+    sd = _read(fetch("mtcnn"))
+    return MTCNN(min_face_size=min_face_size, thresholds=thresholds, device=device).load_weights(sd)
+
+
+def infer(model: InceptionResnetV1, image) -> np.ndarray:
+    """The original design's helper: one face image (PIL or HxWx3 uint8, any size) -> its 512-d feature vector."""
+    arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
+    if arr.shape[:2] != (160, 160):
+        arr = np.asarray(Image.fromarray(arr).resize((160, 160), Image.BILINEAR))
+    x = normalize(torch.from_numpy(arr.copy()).permute(2, 0, 1)[None], "fixed_standardization")
+    model.eval()
+    with torch.inference_mode():
+        return model(x.to(next(model.parameters()).device)).float().cpu().numpy()[0]

@@ -1,0 +1,1 @@
+"""Fine-tuning FaceNet: triplet loss, online triplet selection, evaluation, checkpoint publishing."""

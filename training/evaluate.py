@@ -1,0 +1,97 @@
+"""Verification metrics: ROC, AUC, TAR at FAR, best accuracy, 10-fold accuracy, threshold calibration.
+
+Scores are cosine similarities (higher = more alike); `issame` is a boolean array of the same length.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+
+def roc(scores: np.ndarray, issame: np.ndarray):
+    """(far, tar, thresholds) with thresholds descending; a pair is accepted when score >= threshold."""
+    scores, issame = np.asarray(scores, dtype=np.float64), np.asarray(issame, dtype=bool)
+    order = np.argsort(-scores, kind="stable")
+    s, y = scores[order], issame[order]
+    distinct = np.r_[np.nonzero(np.diff(s))[0], len(s) - 1]
+    tp, fp = np.cumsum(y)[distinct], np.cumsum(~y)[distinct]
+    n_pos, n_neg = max(int(y.sum()), 1), max(int((~y).sum()), 1)
+    far = np.r_[0.0, fp / n_neg]
+    tar = np.r_[0.0, tp / n_pos]
+    thresholds = np.r_[np.inf, s[distinct]]
+    return far, tar, thresholds
+
+
+def auc(far: np.ndarray, tar: np.ndarray) -> float:
+    return float(np.trapezoid(tar, far)) if hasattr(np, "trapezoid") else float(np.trapz(tar, far))
+
+
+def tar_at_far(scores, issame, target_far: float) -> tuple[float, float]:
+    """(TAR, threshold) at the largest FAR not above `target_far`."""
+    far, tar, thr = roc(scores, issame)
+    ok = np.nonzero(far <= target_far)[0]
+    i = ok[-1]
+    return float(tar[i]), float(thr[i])
+
+
+def accuracy(scores, issame, threshold: float) -> float:
+    return float(np.mean((np.asarray(scores) >= threshold) == np.asarray(issame, dtype=bool)))
+
+
+def best_threshold(scores, issame) -> tuple[float, float]:
+    """(threshold, accuracy) maximising accuracy; the threshold sits midway between neighbouring scores."""
+    s = np.sort(np.unique(np.asarray(scores, dtype=np.float64)))
+    candidates = np.r_[s[0] - 1e-6, (s[:-1] + s[1:]) / 2, s[-1] + 1e-6]
+    y = np.asarray(issame, dtype=bool)
+    sc = np.asarray(scores, dtype=np.float64)
+    # vectorised over candidates via sorting: accepted same + rejected different
+    order = np.argsort(sc)
+    ys = y[order]
+    pos_below = np.r_[0, np.cumsum(ys)]            # same pairs with score < candidate (rejected)
+    neg_below = np.r_[0, np.cumsum(~ys)]           # different pairs rejected
+    idx = np.searchsorted(sc[order], candidates, side="left")
+    correct = (y.sum() - pos_below[idx]) + neg_below[idx]
+    k = int(np.argmax(correct))
+    return float(candidates[k]), float(correct[k] / len(y))
+
+
+def kfold_accuracy(scores, issame, folds: np.ndarray) -> dict:
+    """Threshold chosen on the other folds, accuracy scored on each fold (the LFW protocol)."""
+    scores, issame, folds = np.asarray(scores), np.asarray(issame, dtype=bool), np.asarray(folds)
+    accs, thresholds = [], []
+    for f in np.unique(folds):
+        train, test = folds != f, folds == f
+        thr, _ = best_threshold(scores[train], issame[train])
+        thresholds.append(thr)
+        accs.append(accuracy(scores[test], issame[test], thr))
+    return {"accuracy_mean": float(np.mean(accs)), "accuracy_std": float(np.std(accs)),
+            "fold_accuracies": [round(a, 4) for a in accs], "threshold_mean": float(np.mean(thresholds))}
+
+
+def verification_report(scores, issame) -> dict:
+    far, tar, _ = roc(scores, issame)
+    thr_best, acc_best = best_threshold(scores, issame)
+    out = {"pairs": int(len(scores)), "same_pairs": int(np.sum(issame)), "auc": auc(far, tar),
+           "best_accuracy": acc_best, "best_accuracy_threshold": thr_best}
+    for target in (1e-3, 1e-2):
+        t, th = tar_at_far(scores, issame, target)
+        out[f"tar_at_far_{target:g}"] = t
+        out[f"threshold_at_far_{target:g}"] = th
+    return out
+
+
+def plot_roc(scores, issame, path, label: str = "model") -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    far, tar, _ = roc(scores, issame)
+    fig, ax = plt.subplots(figsize=(5, 4))
+    ax.semilogx(np.clip(far, 1e-5, 1), tar, label=label)
+    ax.set_xlabel("FAR")
+    ax.set_ylabel("TAR")
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
