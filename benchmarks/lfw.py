@@ -27,12 +27,32 @@ def lfw_scores(pipeline: FacePipeline, cache_dir: Path | None, transform=None):
     if transform is not None:
         crops = transform(crops)
     emb, embed_s = embed_all(pipeline.embedder, crops)
+    info_extra = impostor_calibration(emb, [p.parent.name for p in paths])
     a = np.array([index[p[0]] for p in pairs])
     b = np.array([index[p[1]] for p in pairs])
     scores = np.sum(emb[a] * emb[b], axis=1)
     issame = np.array([p[2] for p in pairs])
     folds = np.array([p[3] for p in pairs])
-    return scores, issame, folds, {"images": len(paths), "no_face_found": misses, "embed_s": round(embed_s, 1)}
+    return scores, issame, folds, {"images": len(paths), "no_face_found": misses, "embed_s": round(embed_s, 1),
+                                   **info_extra}
+
+
+def impostor_calibration(emb: np.ndarray, names: list[str]) -> dict:
+    """Thresholds at low FAR over *all* different-person pairs of the images (millions, not 3,000):
+    identification compares a probe with every enrolled person, so it needs a per-comparison FAR far
+    below what pairs.txt can measure."""
+    labels = np.unique(names, return_inverse=True)[1]
+    sims = emb @ emb.T
+    iu = np.triu_indices(len(emb), k=1)
+    s, diff = sims[iu], labels[iu[0]] != labels[iu[1]]
+    imp = np.sort(s[diff])[::-1]
+    gen = s[~diff]
+    out = {"impostor_pairs": int(len(imp)), "genuine_pairs": int(len(gen))}
+    for far in (1e-3, 1e-4, 1e-5):
+        thr = float(imp[int(far * len(imp))])
+        out[f"all_pairs_threshold_at_far_{far:g}"] = thr
+        out[f"all_pairs_tar_at_far_{far:g}"] = float(np.mean(gen > thr))
+    return out
 
 
 def main(argv=None) -> int:

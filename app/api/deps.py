@@ -1,0 +1,33 @@
+"""Annotated dependency aliases: routes ask for what they need; tests override with dependency_overrides."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import Depends, Request
+
+from app.core.config import Settings
+from app.gallery.store import GalleryStore
+from app.services.embedder import ModelManager
+from app.services.recognition import FaceService
+
+
+def get_app_settings(request: Request) -> Settings:
+    return request.app.state.settings
+
+
+def get_service(request: Request) -> FaceService:
+    return request.app.state.service
+
+
+def get_store(request: Request) -> GalleryStore:
+    return request.app.state.service.store
+
+
+def get_models(request: Request) -> ModelManager:
+    return request.app.state.service.models
+
+
+SettingsDep = Annotated[Settings, Depends(get_app_settings)]
+ServiceDep = Annotated[FaceService, Depends(get_service)]
+StoreDep = Annotated[GalleryStore, Depends(get_store)]
+ModelsDep = Annotated[ModelManager, Depends(get_models)]

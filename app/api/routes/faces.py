@@ -1,0 +1,96 @@
+"""POST /embed, /enroll, /identify, /verify: thin routes over FaceService."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Request, status
+
+from app.api.deps import ServiceDep, SettingsDep
+from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
+from app.api.routes.gallery import face_public, identity_public
+from app.schemas import (EmbedResponse, EnrollJSON, EnrollResponse, ErrorResponse, IdentifyResponse, ImageJSON,
+                         VerifyJSON, VerifyResponse)
+from app.services.recognition import FaceError
+
+router = APIRouter(tags=["faces"])
+ERRORS = {413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+          503: {"model": ErrorResponse}}
+_ONE_IMAGE = request_body(multipart_schema({"file": False}, required=["file"]), ImageJSON,
+                          "one image: multipart field `file`, or JSON `{\"image\": \"<base64>\"}`")
+
+
+def _face_out(f) -> dict:
+    return {"box": [float(x) for x in f.box], "landmarks": f.landmarks.tolist(), "detection_score": f.score}
+
+
+@router.post("/embed", response_model=EmbedResponse, responses=ERRORS, openapi_extra=_ONE_IMAGE,
+             summary="Detect every face in an image and return its 512-d embedding")
+async def embed(request: Request, service: ServiceDep, settings: SettingsDep) -> dict:
+    images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
+    data = (images.get("file") or images["image"])[0]
+    r = await service.analyse(data)
+    return {"model_version": r.embedder.version, "image_width": r.width, "image_height": r.height,
+            "faces": [{**_face_out(f), "embedding": f.embedding.tolist()} for f in r.faces]}
+
+
+@router.post("/enroll", response_model=EnrollResponse, status_code=status.HTTP_201_CREATED, responses=ERRORS,
+             summary="Add faces to an identity (created if new)",
+             openapi_extra=request_body(multipart_schema(
+                 {"files": True}, {"label": {"type": "string", "minLength": 1, "maxLength": 200},
+                                   "face_index": {"type": "integer", "minimum": 0},
+                                   "face_box": {"type": "string", "description": "x1,y1,x2,y2", "example": "10,20,110,140"}},
+                 required=["files", "label"]), EnrollJSON,
+                 "label plus one or more images, each with exactly one usable face unless face_index/face_box says which"))
+async def enroll(request: Request, service: ServiceDep, settings: SettingsDep) -> dict:
+    n = settings.max_images_per_request
+    images, fields = await parse_body(request, EnrollJSON, {"files": (1, n)}, n)
+    data = images.get("files") or images.get("images") or []
+    if len(data) > n:
+        raise FaceError("too_many_files", f"at most {n} images per request", 413)
+    label = form_label(fields)
+    face_index = fields.get("face_index") if "face_index" in fields and not isinstance(fields.get("face_index"), str) \
+        else form_int(fields, "face_index", 0)
+    face_box = form_box(fields, "face_box")
+    ident, rows, created, embedder, _ = await service.enroll(label, data, face_index, face_box)
+    return {"model_version": embedder.version, "created": created,
+            "identity": identity_public(ident, service.store), "faces": [face_public(f) for f in rows]}
+
+
+@router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=_ONE_IMAGE,
+             summary="Identify every face in an image against the gallery")
+async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
+                   top_k: int | None = Query(None, ge=1, le=100, description="matches per face"),
+                   threshold: float | None = Query(None, ge=-1.0, le=1.0,
+                                                   description="cosine threshold; default: the model's")) -> dict:
+    images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
+    data = (images.get("file") or images["image"])[0]
+    r, matches, thr = await service.identify(data, top_k or settings.top_k, threshold)
+    faces = []
+    for f, ms in zip(r.faces, matches or [[] for _ in r.faces]):
+        best = ms[0] if ms else None
+        hit = best is not None and best.score >= thr
+        faces.append({**_face_out(f), "status": "match" if hit else "unknown",
+                      "identity": {"id": best.identity_id, "label": best.label} if hit else None,
+                      "score": best.score if best else None,
+                      "matches": [m.__dict__ for m in ms]})
+    return {"model_version": r.embedder.version, "threshold": thr, "faces": faces}
+
+
+@router.post("/verify", response_model=VerifyResponse, responses={**ERRORS, 404: {"model": ErrorResponse}},
+             summary="1:1 verification: two images, or an image and an enrolled identity",
+             openapi_extra=request_body(multipart_schema(
+                 {"file": False, "file_b": False}, {"identity_id": {"type": "integer"}}, required=["file"]),
+                 VerifyJSON, "`file` plus either `file_b` or `identity_id` (JSON: image + image_b | identity_id)"))
+async def verify(request: Request, service: ServiceDep,
+                 threshold: float | None = Query(None, ge=-1.0, le=1.0)) -> dict:
+    images, fields = await parse_body(request, VerifyJSON, {"file": (1, 1), "file_b": (0, 1)}, 2)
+    a = (images.get("file") or images["image"])[0]
+    b = (images.get("file_b") or images.get("image_b") or [None])[0]
+    identity_id = fields.get("identity_id")
+    if isinstance(identity_id, str) or identity_id is None:
+        identity_id = form_int(fields, "identity_id")
+    if (b is None) == (identity_id is None):
+        raise FaceError("invalid_request", "give exactly one of a second image (file_b / image_b) or identity_id", 422)
+    if b is not None:
+        score, thr, embedder = await service.verify_images(a, b, threshold)
+    else:
+        score, thr, embedder = await service.verify_identity(a, identity_id, threshold)
+    return {"model_version": embedder.version, "same_person": score >= thr, "score": score, "threshold": thr}

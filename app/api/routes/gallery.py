@@ -1,0 +1,92 @@
+"""Gallery management: list, get, rename and delete identities; get and delete faces."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Query, Response, status
+from sqlalchemy.exc import IntegrityError
+from starlette.concurrency import run_in_threadpool
+
+from app.api.deps import StoreDep
+from app.gallery.models import Face, Identity
+from app.gallery.store import GalleryStore
+from app.schemas import ErrorResponse, FacePublic, IdentitiesPage, IdentityDetail, IdentityPublic, IdentityUpdate
+from app.services.recognition import FaceError
+
+router = APIRouter(tags=["gallery"])
+NOT_FOUND = {404: {"model": ErrorResponse}}
+
+
+def face_public(f: Face) -> dict:
+    return FacePublic.model_validate(f).model_dump()
+
+
+def identity_public(ident: Identity, store: GalleryStore, face_count: int | None = None) -> dict:
+    if face_count is None:
+        full = store.get_identity(ident.id)
+        face_count = len(full.faces) if full else 0
+    return {"id": ident.id, "label": ident.label, "face_count": face_count,
+            "created_at": ident.created_at, "updated_at": ident.updated_at}
+
+
+def _missing(kind: str, id_: int) -> FaceError:
+    return FaceError(f"unknown_{kind}", f"{kind} {id_} does not exist", 404)
+
+
+@router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
+async def list_identities(store: StoreDep, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500),
+                          prefix: str | None = Query(None, max_length=200, description="label prefix filter")) -> dict:
+    rows, total = await run_in_threadpool(store.list_identities, offset, limit, prefix)
+    return {"items": [identity_public(i, store, n) for i, n in rows], "total": total, "offset": offset, "limit": limit}
+
+
+@router.get("/identities/{identity_id}", response_model=IdentityDetail, responses=NOT_FOUND,
+            summary="One identity with its faces")
+async def get_identity(identity_id: int, store: StoreDep) -> dict:
+    ident = await run_in_threadpool(store.get_identity, identity_id)
+    if ident is None:
+        raise _missing("identity", identity_id)
+    return {**identity_public(ident, store, len(ident.faces)), "faces": [face_public(f) for f in ident.faces]}
+
+
+@router.patch("/identities/{identity_id}", response_model=IdentityPublic,
+              responses={**NOT_FOUND, 409: {"model": ErrorResponse}}, summary="Rename an identity")
+async def rename_identity(identity_id: int, body: IdentityUpdate, store: StoreDep) -> dict:
+    try:
+        ident = await run_in_threadpool(store.rename, identity_id, body.label)
+    except IntegrityError:
+        raise FaceError("label_taken", f"another identity is already labelled {body.label!r}", 409) from None
+    if ident is None:
+        raise _missing("identity", identity_id)
+    return identity_public(ident, store)
+
+
+@router.delete("/identities/{identity_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
+               summary="Delete an identity and all its faces")
+async def delete_identity(identity_id: int, store: StoreDep) -> Response:
+    if not await run_in_threadpool(store.delete_identity, identity_id):
+        raise _missing("identity", identity_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.get("/faces/{face_id}", response_model=FacePublic, responses=NOT_FOUND, summary="One enrolled face")
+async def get_face(face_id: int, store: StoreDep) -> dict:
+    face = await run_in_threadpool(store.get_face, face_id)
+    if face is None:
+        raise _missing("face", face_id)
+    return face_public(face)
+
+
+@router.get("/faces/{face_id}/crop", responses={**NOT_FOUND, 200: {"content": {"image/png": {}}}},
+            response_class=Response, summary="The aligned face crop stored for re-embedding (PNG)")
+async def get_face_crop(face_id: int, store: StoreDep) -> Response:
+    face = await run_in_threadpool(store.get_face, face_id)
+    if face is None:
+        raise _missing("face", face_id)
+    return Response(face.crop_png, media_type="image/png")
+
+
+@router.delete("/faces/{face_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
+               summary="Delete one face (its identity goes too if it was the last)")
+async def delete_face(face_id: int, store: StoreDep) -> Response:
+    if not await run_in_threadpool(store.delete_face, face_id):
+        raise _missing("face", face_id)
+    return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -1,0 +1,25 @@
+"""Liveness and readiness."""
+from __future__ import annotations
+
+from fastapi import APIRouter, Request
+from starlette.concurrency import run_in_threadpool
+
+from app.schemas import Health, Ready
+
+router = APIRouter(tags=["health"])
+
+
+@router.get("/health", response_model=Health, summary="Liveness: the process answers")
+async def health() -> dict:
+    return {"status": "ok"}
+
+
+@router.get("/ready", response_model=Ready, summary="Readiness: model loaded, gallery open")
+async def ready(request: Request) -> dict:
+    service = request.app.state.service
+    emb = service.models.current
+    counts = await run_in_threadpool(service.store.counts)
+    idx = await run_in_threadpool(service.index.get, emb.version, emb.preprocessing.embedding_size)
+    return {"status": "ready", "model_version": emb.version, "model_name": emb.name, "device": str(emb.device),
+            "precision": emb.precision, "threshold": service.models.threshold_for(emb), **counts,
+            "indexed_vectors": len(idx), "batching": service.settings.batching}

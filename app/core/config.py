@@ -1,0 +1,73 @@
+"""Service settings: one pydantic-settings class (env prefix FACEID_), one instance, unsafe values refused."""
+from __future__ import annotations
+
+import ipaddress
+from functools import lru_cache
+from pathlib import Path
+
+from pydantic import Field, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=".env", extra="ignore")
+
+    # storage
+    database_url: str = "sqlite:///./data/faceid.db"
+    # model
+    weights: str = Field("casia-webface", description="registry name or checkpoint file name/path")
+    checkpoints_dir: Path = Path("./checkpoints")
+    device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:1 ...")
+    precision: str = Field("fp32", description="fp32 | fast (bf16/fp16 where the hardware has it)")
+    # matching
+    match_threshold: float | None = Field(None, ge=-1.0, le=1.0,
+                                          description="cosine similarity; default: the checkpoint's calibrated one")
+    default_threshold: float = Field(0.45, ge=-1.0, le=1.0, description="used when the checkpoint has none")
+    top_k: int = Field(5, ge=1, le=100)
+    # input limits
+    max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024)
+    max_image_pixels: int = Field(40_000_000, ge=10_000)
+    max_images_per_request: int = Field(10, ge=1)
+    max_faces_per_image: int = Field(50, ge=1)
+    # enrollment quality gate
+    enroll_min_face_size: int = Field(40, ge=1, description="pixels, shorter side of the face box")
+    enroll_min_detection_score: float = Field(0.95, ge=0.0, le=1.0)
+    # detector
+    detector_min_face_size: int = Field(20, ge=8)
+    detector_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
+    max_detect_side: int = Field(1280, ge=160)
+    # batching
+    batching: bool = True
+    max_batch_size: int = Field(32, ge=1)
+    batch_wait_timeout_s: float = Field(0.004, ge=0.0)
+    max_queue_size: int = Field(256, ge=1)
+    # server
+    host: str = "127.0.0.1"
+    port: int = 8000
+    torch_threads: int | None = Field(None, ge=1)
+
+    @model_validator(mode="after")
+    def _refuse_unsafe(self) -> "Settings":
+        if self.detector_thresholds and not all(0 < t < 1 for t in self.detector_thresholds):
+            raise ValueError("detector_thresholds must lie strictly between 0 and 1")
+        return self
+
+    @property
+    def is_loopback(self) -> bool:
+        if self.host in ("localhost",):
+            return True
+        try:
+            return ipaddress.ip_address(self.host).is_loopback
+        except ValueError:
+            return False
+
+    def sqlite_path(self) -> Path | None:
+        prefix = "sqlite:///"
+        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
+            return Path(self.database_url[len(prefix):])
+        return None
+
+
+@lru_cache
+def get_settings() -> Settings:
+    return Settings()

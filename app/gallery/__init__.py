@@ -1,0 +1,1 @@
+"""The gallery: SQLAlchemy models and store (the truth), and the in-memory vector index (a cache)."""

@@ -1,0 +1,62 @@
+"""Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version)."""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+
+from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+class Base(DeclarativeBase):
+    pass
+
+
+class Identity(Base):
+    __tablename__ = "identities"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    label: Mapped[str] = mapped_column(String(200), unique=True, index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    faces: Mapped[list["Face"]] = relationship(back_populates="identity", cascade="all, delete-orphan",
+                                               passive_deletes=True, order_by="Face.id")
+
+
+class Face(Base):
+    __tablename__ = "faces"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
+    crop_png: Mapped[bytes] = mapped_column(LargeBinary)   # what the embedder saw, lossless
+    crop_size: Mapped[int] = mapped_column(Integer)
+    crop_margin: Mapped[int] = mapped_column(Integer)
+    source_sha256: Mapped[str] = mapped_column(String(64), index=True)
+    box: Mapped[list] = mapped_column(JSON)
+    landmarks: Mapped[list] = mapped_column(JSON)
+    detection_score: Mapped[float] = mapped_column(Float)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    identity: Mapped[Identity] = relationship(back_populates="faces")
+    embeddings: Mapped[list["Embedding"]] = relationship(back_populates="face", cascade="all, delete-orphan",
+                                                         passive_deletes=True)
+
+
+class Embedding(Base):
+    __tablename__ = "embeddings"
+    __table_args__ = (UniqueConstraint("face_id", "model_version", name="uq_embedding_face_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)      # float32 little-endian, unit length
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    face: Mapped[Face] = relationship(back_populates="embeddings")
+
+
+class GalleryState(Base):
+    """One row. `generation` is bumped by every write; `rebuild_generation` only by writes that are not
+    pure appends (delete, rename, prune), so a process refreshes its index incrementally when it can."""
+    __tablename__ = "gallery_state"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    generation: Mapped[int] = mapped_column(Integer, default=0)
+    rebuild_generation: Mapped[int] = mapped_column(Integer, default=0)

@@ -1,0 +1,266 @@
+"""Gallery store: engine set-up (SQLite WAL, foreign keys, busy timeout), migrations, and CRUD.
+
+The database is the source of truth. Every write bumps `gallery_state.generation` in the same transaction,
+so any process can tell cheaply whether its in-memory index is stale.
+"""
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import io
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, selectinload, sessionmaker
+
+from app.gallery.models import Embedding, Face, GalleryState, Identity
+
+MIGRATIONS = Path(__file__).resolve().parent / "migrations"
+
+
+def make_engine(url: str) -> Engine:
+    if url.startswith("sqlite:///") and ":memory:" not in url:
+        Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    if url.startswith("sqlite"):
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=FULL")  # an acknowledged enrollment survives power loss too
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=30000")
+            cur.close()
+    return engine
+
+
+def migrate(engine: Engine) -> None:
+    """Upgrade the schema to the newest Alembic revision (idempotent; safe with several processes)."""
+    from alembic import command
+    from alembic.config import Config
+
+    cfg = Config()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    with _migration_lock(engine):
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+        with Session(engine) as s, s.begin():
+            if s.get(GalleryState, 1) is None:
+                s.add(GalleryState(id=1, generation=0))
+
+
+@contextmanager
+def _migration_lock(engine: Engine):
+    """Several workers start at once: SQLite DDL is not transactional here, so serialise with a file lock."""
+    db = engine.url.database
+    if engine.dialect.name != "sqlite" or not db or db == ":memory:":
+        yield
+        return
+    with open(f"{db}.migrate.lock", "a+") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
+
+
+def crop_to_png(crop: np.ndarray) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(crop).save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def png_to_crop(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
+
+
+def vector_to_bytes(v: np.ndarray) -> bytes:
+    return np.asarray(v, dtype="<f4").tobytes()
+
+
+def bytes_to_vector(b: bytes) -> np.ndarray:
+    return np.frombuffer(b, dtype="<f4")
+
+
+@dataclass
+class NewFace:
+    """A face ready to store: crop, where it was found, and its embeddings by model version."""
+    crop: np.ndarray
+    crop_margin: int
+    source_sha256: str
+    box: list
+    landmarks: list
+    detection_score: float
+    embeddings: dict[str, np.ndarray]
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+class GalleryStore:
+    def __init__(self, engine: Engine):
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+
+    def _bump(self, s: Session, rebuild: bool = False) -> None:
+        values = {"generation": GalleryState.generation + 1}
+        if rebuild:
+            values["rebuild_generation"] = GalleryState.rebuild_generation + 1
+        s.execute(update(GalleryState).where(GalleryState.id == 1).values(**values))
+
+    def generation(self) -> tuple[int, int]:
+        """(generation, rebuild_generation)."""
+        with self.sessions() as s:
+            row = s.execute(select(GalleryState.generation, GalleryState.rebuild_generation)
+                            .where(GalleryState.id == 1)).first()
+            return (row[0], row[1]) if row else (0, 0)
+
+    # --- writes -------------------------------------------------------------------------------------
+    def enroll(self, label: str, faces: list[NewFace]) -> tuple[Identity, list[Face], bool]:
+        """Add faces to identity `label` (created if new) in one transaction. Returns (identity, faces, created)."""
+        with self.sessions() as s, s.begin():
+            self._bump(s)  # takes SQLite's write lock first, so the label lookup below cannot race
+            ident = s.scalar(select(Identity).where(Identity.label == label))
+            created = ident is None
+            if created:
+                ident = Identity(label=label)
+                s.add(ident)
+                s.flush()
+            rows = []
+            for nf in faces:
+                face = Face(identity_id=ident.id, crop_png=crop_to_png(nf.crop), crop_size=int(nf.crop.shape[0]),
+                            crop_margin=nf.crop_margin, source_sha256=nf.source_sha256, box=nf.box,
+                            landmarks=nf.landmarks, detection_score=nf.detection_score)
+                s.add(face)
+                s.flush()
+                for version, vec in nf.embeddings.items():
+                    s.add(Embedding(face_id=face.id, model_version=version, vector=vector_to_bytes(vec)))
+                rows.append(face)
+            return ident, rows, created
+
+    def rename(self, identity_id: int, label: str) -> Identity | None:
+        with self.sessions() as s, s.begin():
+            ident = s.get(Identity, identity_id)
+            if ident is None:
+                return None
+            ident.label = label
+            self._bump(s, rebuild=True)
+            return ident
+
+    def delete_identity(self, identity_id: int) -> bool:
+        with self.sessions() as s, s.begin():
+            ident = s.get(Identity, identity_id)
+            if ident is None:
+                return False
+            s.delete(ident)
+            self._bump(s, rebuild=True)
+            return True
+
+    def delete_face(self, face_id: int) -> bool:
+        """Delete one face; an identity left without faces is deleted too (no empty identities)."""
+        with self.sessions() as s, s.begin():
+            face = s.get(Face, face_id)
+            if face is None:
+                return False
+            identity_id = face.identity_id
+            s.delete(face)
+            s.flush()
+            if not s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)):
+                s.delete(s.get(Identity, identity_id))
+            self._bump(s, rebuild=True)
+            return True
+
+    def add_embeddings(self, version: str, vectors: dict[int, np.ndarray]) -> int:
+        """Store embeddings of existing faces for `version` (faces deleted meanwhile are skipped)."""
+        with self.sessions() as s, s.begin():
+            existing = set(s.scalars(select(Face.id).where(Face.id.in_(list(vectors)))))
+            have = set(s.scalars(select(Embedding.face_id).where(Embedding.model_version == version,
+                                                                 Embedding.face_id.in_(list(vectors)))))
+            n = 0
+            for fid, vec in vectors.items():
+                if fid in existing and fid not in have:
+                    s.add(Embedding(face_id=fid, model_version=version, vector=vector_to_bytes(vec)))
+                    n += 1
+            self._bump(s)
+            return n
+
+    def prune_versions(self, keep: set[str]) -> int:
+        with self.sessions() as s, s.begin():
+            rows = s.scalars(select(Embedding).where(Embedding.model_version.not_in(keep))).all()
+            for r in rows:
+                s.delete(r)
+            self._bump(s, rebuild=True)
+            return len(rows)
+
+    # --- reads --------------------------------------------------------------------------------------
+    def get_identity(self, identity_id: int) -> Identity | None:
+        with self.sessions() as s:
+            return s.scalar(select(Identity).where(Identity.id == identity_id).options(selectinload(Identity.faces)))
+
+    def get_identity_by_label(self, label: str) -> Identity | None:
+        with self.sessions() as s:
+            return s.scalar(select(Identity).where(Identity.label == label).options(selectinload(Identity.faces)))
+
+    def list_identities(self, offset: int, limit: int, prefix: str | None = None):
+        """(rows of (identity, face count), total)."""
+        with self.sessions() as s:
+            q = select(Identity, func.count(Face.id)).outerjoin(Face).group_by(Identity.id)
+            cq = select(func.count(Identity.id))
+            if prefix:
+                q = q.where(Identity.label.startswith(prefix, autoescape=True))
+                cq = cq.where(Identity.label.startswith(prefix, autoescape=True))
+            rows = s.execute(q.order_by(Identity.id).offset(offset).limit(limit)).all()
+            return [(r[0], r[1]) for r in rows], s.scalar(cq) or 0
+
+    def get_face(self, face_id: int) -> Face | None:
+        with self.sessions() as s:
+            return s.get(Face, face_id)
+
+    def counts(self) -> dict[str, int]:
+        with self.sessions() as s:
+            return {"identities": s.scalar(select(func.count(Identity.id))) or 0,
+                    "faces": s.scalar(select(func.count(Face.id))) or 0}
+
+    def vectors(self, version: str, after_id: int = 0):
+        """(embedding ids, face ids, identity ids, labels, matrix) of `version`, embedding id > after_id."""
+        with self.sessions() as s:
+            rows = s.execute(
+                select(Embedding.id, Embedding.face_id, Face.identity_id, Identity.label, Embedding.vector)
+                .join(Face, Face.id == Embedding.face_id).join(Identity, Identity.id == Face.identity_id)
+                .where(Embedding.model_version == version, Embedding.id > after_id).order_by(Embedding.id)).all()
+        if not rows:
+            return (np.zeros(0, np.int64),) * 3 + ([], np.zeros((0, 0), np.float32))
+        ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
+        fids = np.fromiter((r[1] for r in rows), np.int64, len(rows))
+        iids = np.fromiter((r[2] for r in rows), np.int64, len(rows))
+        mat = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        return ids, fids, iids, [r[3] for r in rows], mat
+
+    def embedding_count(self, version: str) -> int:
+        with self.sessions() as s:
+            return s.scalar(select(func.count(Embedding.id)).where(Embedding.model_version == version)) or 0
+
+    def versions(self) -> dict[str, int]:
+        with self.sessions() as s:
+            return dict(s.execute(select(Embedding.model_version, func.count(Embedding.id))
+                                  .group_by(Embedding.model_version)).all())
+
+    def faces_missing(self, version: str, batch: int = 256):
+        """Yield batches of (face id, crop) for faces without an embedding of `version`."""
+        last = 0
+        while True:
+            with self.sessions() as s:
+                have = select(Embedding.face_id).where(Embedding.model_version == version)
+                rows = s.execute(select(Face.id, Face.crop_png).where(Face.id > last, Face.id.not_in(have))
+                                 .order_by(Face.id).limit(batch)).all()
+            if not rows:
+                return
+            last = rows[-1][0]
+            yield [(r[0], png_to_crop(r[1])) for r in rows]

@@ -1,0 +1,72 @@
+"""FastAPI application: create_app() and a lifespan that loads the model once and opens the gallery.
+
+Importing this module is cheap: nothing is loaded until the lifespan runs.
+"""
+from __future__ import annotations
+
+import logging
+from contextlib import asynccontextmanager
+
+import torch
+from fastapi import FastAPI
+
+from app.api.routes import faces, gallery, health
+from app.core import errors
+from app.core.config import Settings, get_settings
+
+log = logging.getLogger("faceid")
+
+DESCRIPTION = """Face identification over a durable gallery. FaceNet (InceptionResnetV1) embeddings, MTCNN
+detection. Images are multipart uploads (`file` / `files`) or JSON with base64 (`image` / `images`).
+Every error is `{"error": {"code", "message", "detail"?}}` with a stable machine-readable `code`."""
+
+
+def build_service(settings: Settings):
+    from app.gallery.store import GalleryStore, make_engine, migrate
+    from app.services.embedder import ModelManager
+    from app.services.recognition import FaceService
+    from model.pipeline import FacePipeline, load_detector, resolve_device
+
+    if settings.torch_threads:
+        torch.set_num_threads(settings.torch_threads)
+    device = resolve_device(settings.device)
+    weights = settings.weights
+    ckpt_path = settings.checkpoints_dir / weights
+    spec = str(ckpt_path) if ckpt_path.is_file() else weights
+    embedder = ModelManager.load(spec, str(device), settings.precision)
+    detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
+                             thresholds=settings.detector_thresholds)
+    pipeline = FacePipeline(detector, embedder, settings.max_detect_side)
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    store = GalleryStore(engine)
+    models = ModelManager(embedder, settings.default_threshold, settings.match_threshold)
+    service = FaceService(settings, pipeline, models, store)
+    service.index.get(embedder.version, embedder.preprocessing.embedding_size)  # warm the index from the DB
+    return service
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI):
+    settings: Settings = app.state.settings
+    service = build_service(settings)
+    app.state.service = service
+    emb = service.models.current
+    log.info("ready: model %s (%s) on %s, %s", emb.name, emb.version, emb.device, settings.database_url)
+    try:
+        yield
+    finally:
+        service.close()
+        service.store.engine.dispose()
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or get_settings()
+    app = FastAPI(title="faceid", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app.state.settings = settings
+    errors.install(app)
+    app.add_middleware(errors.BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    app.include_router(health.router)
+    app.include_router(faces.router)
+    app.include_router(gallery.router)
+    return app

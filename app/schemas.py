@@ -1,0 +1,146 @@
+"""Request and response models (pydantic), with OpenAPI examples."""
+from __future__ import annotations
+
+from datetime import datetime
+
+from pydantic import BaseModel, ConfigDict, Field
+
+Box = list[float]
+
+
+class ErrorBody(BaseModel):
+    code: str = Field(examples=["no_face"])
+    message: str = Field(examples=["no face found in image 0"])
+    detail: dict | list | None = None
+
+
+class ErrorResponse(BaseModel):
+    error: ErrorBody
+
+
+class FaceOut(BaseModel):
+    box: Box = Field(description="x1, y1, x2, y2 in image pixels", examples=[[48.2, 61.0, 171.5, 214.3]])
+    landmarks: list[list[float]] = Field(description="left eye, right eye, nose, mouth left, mouth right (x, y)")
+    detection_score: float = Field(examples=[0.9993])
+
+
+class EmbeddedFace(FaceOut):
+    embedding: list[float] = Field(description="512-d unit vector")
+
+
+class EmbedResponse(BaseModel):
+    model_version: str
+    image_width: int
+    image_height: int
+    faces: list[EmbeddedFace]
+
+
+class IdentityRef(BaseModel):
+    id: int
+    label: str
+
+
+class MatchOut(BaseModel):
+    identity_id: int
+    label: str
+    face_id: int
+    score: float = Field(description="cosine similarity, -1..1")
+
+
+class IdentifiedFace(FaceOut):
+    status: str = Field(description="'match' or 'unknown'", examples=["match"])
+    identity: IdentityRef | None = Field(description="the best match at or above the threshold; null when unknown")
+    score: float | None = Field(description="cosine similarity of the best match (even when unknown)")
+    matches: list[MatchOut] = Field(description="top-k identities, best first")
+
+
+class IdentifyResponse(BaseModel):
+    model_version: str
+    threshold: float
+    faces: list[IdentifiedFace]
+
+
+class VerifyResponse(BaseModel):
+    model_version: str
+    same_person: bool
+    score: float
+    threshold: float
+
+
+class FacePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True)
+    id: int
+    identity_id: int
+    box: Box
+    detection_score: float
+    source_sha256: str
+    created_at: datetime
+
+
+class IdentityPublic(BaseModel):
+    id: int
+    label: str
+    face_count: int
+    created_at: datetime
+    updated_at: datetime
+
+
+class IdentityDetail(IdentityPublic):
+    faces: list[FacePublic]
+
+
+class IdentitiesPage(BaseModel):
+    items: list[IdentityPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class IdentityUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$", examples=["Ada Lovelace"])
+
+
+class EnrollResponse(BaseModel):
+    model_version: str
+    created: bool = Field(description="true when the identity was new")
+    identity: IdentityPublic
+    faces: list[FacePublic]
+
+
+class ImageJSON(BaseModel):
+    """For clients that cannot send multipart: images as base64 strings."""
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(description="base64-encoded image bytes", min_length=1)
+
+
+class EnrollJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
+    images: list[str] = Field(min_length=1, description="base64-encoded images")
+    face_index: int | None = Field(None, ge=0)
+    face_box: list[float] | None = Field(None, min_length=4, max_length=4)
+
+
+class VerifyJSON(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    image: str = Field(min_length=1, description="base64-encoded image")
+    image_b: str | None = Field(None, description="second image (base64); or give identity_id")
+    identity_id: int | None = None
+
+
+class Health(BaseModel):
+    status: str
+
+
+class Ready(BaseModel):
+    status: str
+    model_version: str
+    model_name: str
+    device: str
+    precision: str
+    threshold: float
+    identities: int
+    faces: int
+    indexed_vectors: int
+    batching: bool

@@ -1,0 +1,243 @@
+"""Face operations behind the routes: detect + embed (micro-batched), enroll, identify, verify.
+
+Model work runs on one dedicated thread (torch uses all cores inside it); the event loop only schedules.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+import numpy as np
+from PIL import Image
+from starlette.concurrency import run_in_threadpool
+
+from app.core.config import Settings
+from app.gallery.index import Match, VectorIndex
+from app.gallery.store import GalleryStore, NewFace, sha256_bytes
+from app.services.batching import batch
+from app.services.embedder import ModelManager
+from model.decode import ImageError, decode_image
+from model.mtcnn import Detections
+from model.pipeline import Embedder, Face, FacePipeline
+
+log = logging.getLogger(__name__)
+
+
+class FaceError(Exception):
+    """A request that cannot be served as asked: stable `code`, HTTP `status`, human `message`."""
+
+    def __init__(self, code: str, message: str, status: int = 422, extra: dict | None = None):
+        super().__init__(message)
+        self.code, self.message, self.status, self.extra = code, message, status, extra or {}
+
+
+@dataclass
+class ImageFaces:
+    image_sha256: str
+    width: int
+    height: int
+    faces: list[Face]
+    embedder: Embedder
+
+
+class LiveIndex:
+    """Per model version, an in-memory index refreshed from the store when its generation moves on."""
+
+    def __init__(self, store: GalleryStore):
+        self.store = store
+        self._indexes: dict[str, VectorIndex] = {}
+        self._lock = threading.Lock()
+
+    def get(self, version: str, dim: int = 512) -> VectorIndex:
+        gen, rebuild_gen = self.store.generation()
+        idx = self._indexes.get(version)
+        if idx is not None and idx.generation == gen:
+            return idx
+        with self._lock:
+            idx = self._indexes.get(version)
+            if idx is None or getattr(idx, "rebuild_generation", None) != rebuild_gen:
+                idx = VectorIndex(version, dim)
+                idx.rebuild_generation = rebuild_gen
+                after = 0
+            else:
+                after = idx.last_embedding_id
+            if idx.generation != gen:
+                idx.add(*self.store.vectors(version, after_id=after))
+                idx.generation = gen
+                self._indexes[version] = idx
+            return idx
+
+    def drop(self, keep: set[str]) -> None:
+        with self._lock:
+            for v in list(self._indexes):
+                if v not in keep:
+                    del self._indexes[v]
+
+
+class FaceService:
+    def __init__(self, settings: Settings, pipeline: FacePipeline, models: ModelManager, store: GalleryStore):
+        self.settings = settings
+        self.pipeline = pipeline
+        self.models = models
+        self.store = store
+        self.index = LiveIndex(store)
+        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        s = settings
+        self.detect_batch = batch(self._detect_many, max_batch_size=max(1, s.max_batch_size // 4),
+                                  batch_wait_timeout_s=s.batch_wait_timeout_s, max_queue_size=s.max_queue_size,
+                                  executor=self.executor)
+        self.embed_batch = batch(self._embed_many, max_batch_size=s.max_batch_size,
+                                 batch_wait_timeout_s=s.batch_wait_timeout_s, max_queue_size=s.max_queue_size,
+                                 executor=self.executor, key=lambda item: id(item[0]), size=lambda item: len(item[1]))
+
+    def close(self) -> None:
+        self.executor.shutdown(wait=False, cancel_futures=True)
+
+    # --- model work (runs on the model thread) ------------------------------------------------------
+    def _detect_many(self, images: list[Image.Image]) -> list[Detections]:
+        return self.pipeline.detect(images)
+
+    @staticmethod
+    def _embed_many(items: list[tuple[Embedder, np.ndarray]]) -> list[np.ndarray]:
+        embedder = items[0][0]
+        sizes = [len(c) for _, c in items]
+        vectors = embedder.embed(np.concatenate([c for _, c in items]))
+        return np.split(vectors, np.cumsum(sizes)[:-1])
+
+    async def _run(self, fn, item):
+        if self.settings.batching:
+            return await fn.submit(item)
+        return (await asyncio.get_running_loop().run_in_executor(self.executor, fn, [item]))[0]
+
+    async def embed_crops(self, embedder: Embedder, crops: np.ndarray) -> np.ndarray:
+        if len(crops) == 0:
+            return np.zeros((0, embedder.preprocessing.embedding_size), np.float32)
+        return await self._run(self.embed_batch, (embedder, crops))
+
+    # --- request-level operations -------------------------------------------------------------------
+    async def analyse(self, data: bytes, embedder: Embedder | None = None) -> ImageFaces:
+        """Decode, detect, crop and embed every face of one image."""
+        embedder = embedder or self.models.current
+        try:
+            image = await run_in_threadpool(decode_image, data, self.settings.max_image_pixels)
+        except ImageError as exc:
+            raise FaceError(exc.code, exc.message, exc.status) from exc
+        det = await self._run(self.detect_batch, image)
+        if len(det) > self.settings.max_faces_per_image:
+            order = np.argsort(-det.scores)[: self.settings.max_faces_per_image]
+            det = Detections(det.boxes[order], det.scores[order], det.landmarks[order])
+        faces = await run_in_threadpool(self.pipeline.faces, image, det, embedder)
+        vectors = await self.embed_crops(embedder, np.stack([f.crop for f in faces]) if faces else np.zeros(0))
+        for f, v in zip(faces, vectors):
+            f.embedding = v
+        return ImageFaces(sha256_bytes(data), image.width, image.height, faces, embedder)
+
+    async def analyse_many(self, images: list[bytes], embedder: Embedder | None = None) -> list[ImageFaces]:
+        embedder = embedder or self.models.current
+        return list(await asyncio.gather(*(self.analyse(d, embedder) for d in images)))
+
+    def quality_problem(self, face: Face) -> str | None:
+        s = self.settings
+        if face.size < s.enroll_min_face_size:
+            return f"face is {face.size:.0f} px, enrollment needs at least {s.enroll_min_face_size} px"
+        if face.score < s.enroll_min_detection_score:
+            return f"detection score {face.score:.3f} is below {s.enroll_min_detection_score}"
+        return None
+
+    def pick_enroll_face(self, result: ImageFaces, image_no: int, face_index: int | None,
+                         face_box: list[float] | None) -> Face:
+        faces = result.faces
+        if not faces:
+            raise FaceError("no_face", f"no face found in image {image_no}", 422)
+        if face_index is not None:
+            if not 0 <= face_index < len(faces):
+                raise FaceError("face_index_out_of_range",
+                                f"image {image_no} has {len(faces)} faces; face_index {face_index} is out of range", 422)
+            face = faces[face_index]
+        elif face_box is not None:
+            face = max(faces, key=lambda f: _iou(f.box, face_box))
+            if _iou(face.box, face_box) < 0.3:
+                raise FaceError("face_box_no_match", f"no face in image {image_no} overlaps the given face_box", 422)
+        else:
+            usable = [f for f in faces if self.quality_problem(f) is None]
+            if len(usable) != 1:
+                raise FaceError("ambiguous_face" if len(usable) > 1 else "face_not_usable",
+                                f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected); "
+                                "enrollment needs exactly one, or say which with face_index or face_box", 422,
+                                {"faces": [_face_brief(i, f) for i, f in enumerate(faces)]})
+            face = usable[0]
+        problem = self.quality_problem(face)
+        if problem:
+            raise FaceError("face_quality", f"image {image_no}: {problem}", 422)
+        return face
+
+    async def enroll(self, label: str, images: list[bytes], face_index: int | None, face_box: list[float] | None):
+        embedder = self.models.current
+        results = await self.analyse_many(images, embedder)
+        chosen = [(r, self.pick_enroll_face(r, i, face_index, face_box)) for i, r in enumerate(results)]
+        new_faces = []
+        for r, f in chosen:
+            embeddings = {embedder.version: f.embedding}
+            new_faces.append(NewFace(crop=f.crop, crop_margin=embedder.preprocessing.margin,
+                                     source_sha256=r.image_sha256, box=[float(x) for x in f.box],
+                                     landmarks=f.landmarks.tolist(), detection_score=f.score,
+                                     embeddings=embeddings))
+        extra = await self.extra_embeddings(new_faces, embedder)
+        for nf, more in zip(new_faces, extra):
+            nf.embeddings.update(more)
+        ident, rows, created = await run_in_threadpool(self.store.enroll, label, new_faces)
+        return ident, rows, created, embedder, [f for _, f in chosen]
+
+    async def extra_embeddings(self, new_faces: list[NewFace], embedder: Embedder) -> list[dict]:
+        """Hook for hot swap: embeddings by other live models (none unless a swap is in progress)."""
+        return [{} for _ in new_faces]
+
+    def search(self, embedder: Embedder, vectors: np.ndarray, top_k: int) -> list[list[Match]]:
+        return self.index.get(embedder.version, embedder.preprocessing.embedding_size).search(vectors, top_k)
+
+    async def identify(self, data: bytes, top_k: int, threshold: float | None):
+        embedder = self.models.current
+        result = await self.analyse(data, embedder)
+        thr = self.models.threshold_for(embedder) if threshold is None else threshold
+        vectors = np.stack([f.embedding for f in result.faces]) if result.faces else np.zeros((0, 512), np.float32)
+        matches = await run_in_threadpool(self.search, embedder, vectors, top_k) if len(vectors) else []
+        return result, matches, thr
+
+    async def verify_images(self, a: bytes, b: bytes, threshold: float | None):
+        embedder = self.models.current
+        ra, rb = await self.analyse_many([a, b], embedder)
+        for no, r in enumerate((ra, rb)):
+            if not r.faces:
+                raise FaceError("no_face", f"no face found in image {no}", 422)
+        fa, fb = max(ra.faces, key=lambda f: f.size), max(rb.faces, key=lambda f: f.size)
+        thr = self.models.threshold_for(embedder) if threshold is None else threshold
+        return float(fa.embedding @ fb.embedding), thr, embedder
+
+    async def verify_identity(self, data: bytes, identity_id: int, threshold: float | None):
+        embedder = self.models.current
+        r = await self.analyse(data, embedder)
+        if not r.faces:
+            raise FaceError("no_face", "no face found in image 0", 422)
+        face = max(r.faces, key=lambda f: f.size)
+        idx = await run_in_threadpool(self.index.get, embedder.version, embedder.preprocessing.embedding_size)
+        score = idx.scores_for_identity(face.embedding, identity_id)
+        if score is None:
+            raise FaceError("unknown_identity", f"identity {identity_id} does not exist", 404)
+        thr = self.models.threshold_for(embedder) if threshold is None else threshold
+        return score, thr, embedder
+
+
+def _iou(a, b) -> float:
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
+def _face_brief(i: int, f: Face) -> dict:
+    return {"face_index": i, "box": [round(float(x), 1) for x in f.box], "detection_score": round(f.score, 4),
+            "size": round(f.size, 1)}

@@ -1,0 +1,87 @@
+"""Start a real uvicorn server of this repository on 127.0.0.1 (for tests and benchmarks) and stop it."""
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+from contextlib import contextmanager
+from pathlib import Path
+
+import httpx
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    def __init__(self, db_path: Path, port: int | None = None, workers: int = 1, env: dict | None = None,
+                 log_path: Path | None = None):
+        self.db_path = Path(db_path)
+        self.port = port or free_port()
+        self.workers = workers
+        self.env = {**os.environ, "FACEID_DATABASE_URL": f"sqlite:///{self.db_path}",
+                    "FACEID_HOST": "127.0.0.1", "FACEID_PORT": str(self.port), **(env or {})}
+        self.env.setdefault("TORCH_HOME", str(REPO / ".torch"))
+        self.log_path = log_path or self.db_path.with_suffix(f".{self.port}.log")
+        self.proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    def start(self, timeout_s: float = 120.0) -> "Server":
+        self._log = open(self.log_path, "ab")
+        cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
+               "--port", str(self.port), "--workers", str(self.workers)]
+        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+                                     start_new_session=True)
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"server exited with {self.proc.returncode}: {self.log_tail()}")
+            try:
+                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
+                    return self
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.2)
+        self.stop()
+        raise TimeoutError(f"server not ready after {timeout_s}s: {self.log_tail()}")
+
+    def log_tail(self, n: int = 3000) -> str:
+        try:
+            return self.log_path.read_text(errors="replace")[-n:]
+        except OSError:
+            return ""
+
+    def kill9(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGTERM)
+            try:
+                self.proc.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                self.kill9()
+        if getattr(self, "_log", None):
+            self._log.close()
+
+
+@contextmanager
+def running(db_path: Path, **kwargs):
+    server = Server(db_path, **kwargs).start()
+    try:
+        yield server
+    finally:
+        server.stop()

@@ -1,0 +1,111 @@
+"""Every kind of bad input: a 4xx with its own error code, and the gallery unchanged."""
+from __future__ import annotations
+
+import io
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.app.conftest import gallery_state, png_bytes
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def face_jpeg(faces) -> bytes:
+    return sorted((faces / "photos" / "Jennifer_Aniston").glob("*.jpg"))[0].read_bytes()
+
+
+def blank_png() -> bytes:
+    return png_bytes(np.full((240, 320, 3), 128, np.uint8))
+
+
+def cases(face_jpeg: bytes):
+    huge_canvas = png_bytes(np.zeros((6000, 6000), np.uint8))  # 36 MP, a few kB: over the 30 MP limit
+    gif = io.BytesIO()
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(gif, format="GIF")
+    return [
+        ("not_an_image", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.jpg", b"hello, I am text")}},
+         422, "not_an_image"),
+        ("truncated", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.jpg", face_jpeg[: len(face_jpeg) // 3])}},
+         422, "corrupt_image"),
+        ("gif", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.gif", gif.getvalue())}},
+         415, "unsupported_format"),
+        ("too_many_bytes", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.jpg", b"\xff" * (5 * 1024 * 1024))}},
+         413, "payload_too_large"),
+        ("too_many_pixels", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.png", huge_canvas)}},
+         413, "too_many_pixels"),
+        ("no_face", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.png", blank_png())}}, 422, "no_face"),
+        ("no_face_in_second_image", "/enroll",
+         {"data": {"label": "x"}, "files": [("files", ("a.jpg", face_jpeg)), ("files", ("b.png", blank_png()))]},
+         422, "no_face"),
+        ("missing_label", "/enroll", {"files": {"files": ("a.jpg", face_jpeg)}}, 422, "invalid_field"),
+        ("bad_face_index", "/enroll", {"data": {"label": "x", "face_index": "first"},
+                                       "files": {"files": ("a.jpg", face_jpeg)}}, 422, "invalid_field"),
+        ("face_index_out_of_range", "/enroll", {"data": {"label": "x", "face_index": "5"},
+                                                "files": {"files": ("a.jpg", face_jpeg)}}, 422, "face_index_out_of_range"),
+        ("wrong_file_field", "/enroll", {"data": {"label": "x"}, "files": {"image": ("a.jpg", face_jpeg)}},
+         422, "unexpected_field"),
+        ("no_file", "/identify", {"data": {"x": "1"}}, 422, "missing_file"),
+        ("empty_file", "/identify", {"files": {"file": ("a.jpg", b"")}}, 422, "empty_image"),
+        ("wrong_content_type", "/identify", {"content": b"raw", "headers": {"content-type": "image/jpeg"}},
+         415, "unsupported_media_type"),
+        ("bad_json", "/enroll", {"json": {"label": "x", "images": ["not base64!"]}}, 422, "invalid_base64"),
+        ("json_schema", "/enroll", {"json": {"label": "x"}}, 422, "invalid_request"),
+        ("bad_top_k", "/identify?top_k=0", {"files": {"file": ("a.jpg", face_jpeg)}}, 422, "invalid_request"),
+        ("unknown_identity_verify", "/verify", {"data": {"identity_id": "987654"}, "files": {"file": ("a.jpg", face_jpeg)}},
+         404, "unknown_identity"),
+        ("verify_needs_one_of", "/verify", {"files": {"file": ("a.jpg", face_jpeg)}}, 422, "invalid_request"),
+    ]
+
+
+def test_bad_inputs_are_refused_and_change_nothing(client, face_jpeg, faces):
+    client.post("/enroll", data={"label": "baseline"}, files={"files": ("a.jpg", face_jpeg)})
+    before = gallery_state(client)
+    for name, url, kwargs, status, code in cases(face_jpeg):
+        r = client.post(url, **kwargs)
+        assert r.status_code == status, (name, r.status_code, r.text[:300])
+        assert r.json()["error"]["code"] == code, (name, r.json())
+        assert gallery_state(client) == before, name
+
+
+def test_unknown_ids_are_404(client):
+    before = gallery_state(client)
+    for method, url, code in (("get", "/identities/987654", "unknown_identity"),
+                              ("delete", "/identities/987654", "unknown_identity"),
+                              ("get", "/faces/987654", "unknown_face"), ("delete", "/faces/987654", "unknown_face")):
+        r = getattr(client, method)(url)
+        assert r.status_code == 404 and r.json()["error"]["code"] == code
+    r = client.patch("/identities/987654", json={"label": "someone"})
+    assert r.status_code == 404
+    r = client.patch("/identities/1", json={"label": ""})
+    assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_request"
+    assert gallery_state(client) == before
+
+
+def test_odd_but_valid_images_are_accepted(client, faces, face_jpeg):
+    """Grayscale, palette, RGBA, 16-bit, CMYK and rotated-by-EXIF versions of a face all yield one face."""
+    base = Image.open(io.BytesIO(face_jpeg)).convert("RGB")
+    base.thumbnail((480, 480))
+    variants = {}
+    for mode in ("L", "P", "RGBA", "CMYK"):
+        buf = io.BytesIO()
+        base.convert(mode).save(buf, format="PNG" if mode != "CMYK" else "JPEG")
+        variants[mode] = buf.getvalue()
+    buf = io.BytesIO()
+    Image.fromarray((np.asarray(base.convert("L"), np.uint16) * 257)).save(buf, format="PNG")
+    variants["I;16"] = buf.getvalue()
+    buf = io.BytesIO()
+    exif = Image.Exif()
+    exif[0x0112] = 6  # "rotate 90 CW to view": stored rotated the other way
+    base.rotate(90, expand=True).save(buf, format="JPEG", exif=exif)
+    variants["exif_rotated"] = buf.getvalue()
+    for fmt in ("WEBP", "BMP", "TIFF"):
+        buf = io.BytesIO()
+        base.save(buf, format=fmt)
+        variants[fmt] = buf.getvalue()
+    for name, data in variants.items():
+        r = client.post("/embed", files={"file": ("x", data)})
+        assert r.status_code == 200, (name, r.text[:200])
+        assert len(r.json()["faces"]) == 1, name

@@ -1,0 +1,53 @@
+"""Identification quality end to end, restarts on the same database, and two processes on one gallery."""
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from benchmarks import identify_e2e
+from benchmarks.server import running
+
+pytestmark = [pytest.mark.faces, pytest.mark.slow]
+
+
+def identify(url: str, path) -> list:
+    r = httpx.post(f"{url}/identify", files={"file": (path.name, path.read_bytes())}, timeout=120)
+    r.raise_for_status()
+    return [(f["status"], f["identity"], [(m["identity_id"], round(m["score"], 5)) for m in f["matches"]])
+            for f in r.json()["faces"]]
+
+
+def test_lfw_identification_end_to_end(tmp_path, faces):
+    """Enroll 100 LFW people, identify another image of each, and 100 never-enrolled people."""
+    with running(tmp_path / "e2e.db") as server:
+        result = identify_e2e.run(server.url, n=100)
+    assert result["people_enrolled"] == 100, result["enroll_failures"]
+    assert result["rank1"] >= 0.94, result
+    assert result["unknown_rejected"] >= 0.90, result
+
+
+def test_restart_gives_identical_results_and_replicas_share_the_gallery(tmp_path, faces):
+    db = tmp_path / "g.db"
+    people = ["Angelina_Jolie", "Matt_Damon", "Jennifer_Aniston"]
+    probe = faces / "multi" / "selfie-many-people.jpg"
+    with running(db) as a:
+        for name in people:
+            img = sorted((faces / "photos" / name).glob("*.jpg"))[0]
+            r = httpx.post(f"{a.url}/enroll", data={"label": name}, files={"files": (img.name, img.read_bytes())},
+                           timeout=120)
+            assert r.status_code == 201, r.text
+        with running(db) as b:  # a second process (replica / worker) on the same gallery
+            late = sorted((faces / "photos" / "George_Clooney").glob("*.jpg"))[0]
+            r = httpx.post(f"{b.url}/enroll", data={"label": "George_Clooney"},
+                           files={"files": (late.name, late.read_bytes())}, timeout=120)
+            assert r.status_code == 201
+            probe_gc = sorted((faces / "photos" / "George_Clooney").glob("*.jpg"))[1]
+            seen_by_a = identify(a.url, probe_gc)
+            assert any(s == "match" and i["label"] == "George_Clooney" for s, i, _ in seen_by_a), seen_by_a
+            assert httpx.get(f"{a.url}/ready").json()["faces"] == 4
+            before = identify(a.url, probe)
+            assert identify(b.url, probe) == before
+    with running(db) as c:
+        after = identify(c.url, probe)
+    assert after == before
+    assert any(s == "match" and i["label"] == "Angelina_Jolie" for s, i, _ in after)
