@@ -10,9 +10,10 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
-from app.api.routes import faces, gallery, health
+from app.api.routes import admin, faces, gallery, health
 from app.core import errors
 from app.core.config import Settings, get_settings
+from app.core.observability import configure_logging, request_context
 
 log = logging.getLogger("faceid")
 
@@ -62,11 +63,43 @@ async def lifespan(app: FastAPI):
 
 def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
+    settings.refuse_unsafe_start()
+    configure_logging(settings.log_json)
     app = FastAPI(title="faceid", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
     app.state.settings = settings
     errors.install(app)
+    if settings.rate_limit:
+        _install_rate_limit(app, settings.rate_limit)
+    if settings.cors_origins:
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(errors.BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    app.include_router(health.router)
-    app.include_router(faces.router)
-    app.include_router(gallery.router)
+    app.middleware("http")(request_context)
+    for router in (health.router, faces.router, gallery.router, admin.router):
+        app.include_router(router)
     return app
+
+
+def _install_rate_limit(app: FastAPI, limit: str) -> None:
+    """slowapi limiter keyed by API key (hashed) or client address; 429 in our error shape."""
+    from slowapi import Limiter
+    from slowapi.errors import RateLimitExceeded
+    from slowapi.middleware import SlowAPIMiddleware
+    from slowapi.util import get_remote_address
+
+    from app.core.security import hash_key
+
+    def key(request):
+        presented = request.headers.get("x-api-key")
+        return f"key:{hash_key(presented)[:16]}" if presented else f"ip:{get_remote_address(request)}"
+
+    app.state.limiter = Limiter(key_func=key, default_limits=[limit], headers_enabled=True)
+
+    @app.exception_handler(RateLimitExceeded)
+    async def _limited(_request, exc: RateLimitExceeded):
+        return errors.error_response(429, "rate_limited", f"rate limit exceeded ({exc.detail})",
+                                     headers={"Retry-After": "1"})
+
+    app.add_middleware(SlowAPIMiddleware)

@@ -88,6 +88,7 @@ class Embedder:
         self.preprocessing = ckpt.preprocessing
         self.thresholds = dict(ckpt.thresholds)
         self.device = resolve_device(str(device))
+        self.precision_requested = precision
         self.net, self.precision = optimise(build_network(ckpt).to(self.device), self.device, precision)
 
     @torch.inference_mode()

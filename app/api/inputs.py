@@ -10,6 +10,7 @@ import binascii
 from typing import Any
 
 from fastapi import Request
+from starlette.exceptions import HTTPException
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 
@@ -46,7 +47,12 @@ async def parse_body(request: Request, json_model: type[BaseModel], file_fields:
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
         raise FaceError("unsupported_media_type",
                         "send multipart/form-data (file uploads) or application/json (base64)", 415)
-    form = await request.form(max_files=max_files, max_fields=32)
+    try:
+        form = await request.form(max_files=max_files, max_fields=32)
+    except HTTPException as exc:  # the multipart parser's own refusals
+        if "Too many files" in str(exc.detail):
+            raise FaceError("too_many_files", str(exc.detail), 413) from exc
+        raise FaceError("invalid_multipart", f"the multipart body could not be parsed ({exc.detail})", 400) from exc
     images, fields = {}, {}
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):

@@ -8,6 +8,8 @@ from pathlib import Path
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.core.security import ApiKey
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=".env", extra="ignore")
@@ -45,12 +47,29 @@ class Settings(BaseSettings):
     host: str = "127.0.0.1"
     port: int = 8000
     torch_threads: int | None = Field(None, ge=1)
+    # security
+    api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {name, sha256, scopes}")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed")
+    rate_limit: str | None = Field(None, description="per API key (or client address), e.g. '20/second'")
+    log_json: bool = True
+    allow_no_auth_in_container: bool = Field(False, description="docker/compose.yml publishes the port on the "
+                                             "host's loopback only; inside a container the API may then run keyless")
+    # hot swap
+    keep_old_versions: bool = Field(True, description="keep the previous model's vectors for instant rollback")
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> "Settings":
         if self.detector_thresholds and not all(0 < t < 1 for t in self.detector_thresholds):
             raise ValueError("detector_thresholds must lie strictly between 0 and 1")
         return self
+
+    def refuse_unsafe_start(self) -> None:
+        """An open (keyless) gallery of biometric data may only listen on loopback."""
+        in_container = Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
+        if not self.api_keys and not self.is_loopback and not (self.allow_no_auth_in_container and in_container):
+            raise RuntimeError(f"refusing to serve on {self.host} without API keys: set FACEID_API_KEYS "
+                               "(python -m app.core.security new-key --name NAME --scopes read,write,admin) "
+                               "or bind to 127.0.0.1")
 
     @property
     def is_loopback(self) -> bool:

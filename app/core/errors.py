@@ -32,6 +32,18 @@ def error_response(status: int, code: str, message: str, detail=None, headers=No
 
 
 def install(app: FastAPI) -> None:
+    from app.core.security import AuthError
+    from app.services.embedder import SwapError
+
+    @app.exception_handler(AuthError)
+    async def _auth(_: Request, exc: AuthError):
+        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
+        return error_response(exc.status, exc.code, exc.message, headers=headers)
+
+    @app.exception_handler(SwapError)
+    async def _swap(_: Request, exc: SwapError):
+        return error_response(exc.status, exc.code, exc.message)
+
     @app.exception_handler(FaceError)
     async def _face(_: Request, exc: FaceError):
         return error_response(exc.status, exc.code, exc.message, exc.extra or None)

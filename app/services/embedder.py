@@ -1,12 +1,52 @@
-"""Holds the serving model snapshot. Requests read `manager.current` once and use that snapshot throughout."""
+"""The serving model snapshot and hot swaps.
+
+Requests read `manager.current` once and use that snapshot (network, preprocessing, version, threshold)
+to the end, so a swap never mixes two models inside one request. A swap: validate the candidate beside
+the serving model, re-embed every stored face crop with it in the background (enrollments meanwhile are
+embedded by both), switch model and index in one reference assignment, then catch up stragglers.
+"""
 from __future__ import annotations
 
+import asyncio
 import logging
 import threading
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from starlette.concurrency import run_in_threadpool
 
 from model.pipeline import Embedder, load_checkpoint
+from model.weights import REGISTRY, WeightsError
 
 log = logging.getLogger(__name__)
+
+
+class SwapError(Exception):
+    def __init__(self, status: int, code: str, message: str):
+        super().__init__(message)
+        self.status, self.code, self.message = status, code, message
+
+
+@dataclass
+class SwapStatus:
+    state: str = "idle"               # idle | reembedding | switching | done | failed
+    candidate_version: str | None = None
+    candidate_name: str | None = None
+    previous_version: str | None = None
+    faces_total: int = 0
+    faces_done: int = 0
+    crops_per_s: float | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    error: str | None = None
+    history: list = field(default_factory=list)
+
+    def public(self) -> dict:
+        out = asdict(self)
+        out.pop("history")
+        return out
 
 
 class ModelManager:
@@ -16,6 +56,9 @@ class ModelManager:
         self.default_threshold = default_threshold
         self.threshold_override = threshold_override
         self.previous: Embedder | None = None
+        self.candidate: Embedder | None = None
+        self.status = SwapStatus()
+        self._task: asyncio.Task | None = None
 
     @property
     def current(self) -> Embedder:
@@ -34,6 +77,109 @@ class ModelManager:
             self.previous = old
             return old
 
+    @property
+    def swapping(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     @staticmethod
     def load(spec: str, device: str, precision: str) -> Embedder:
         return Embedder(load_checkpoint(spec), device, precision)
+
+
+def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> str:
+    """A registry name, or a file inside `checkpoints_dir` (never a path outside it)."""
+    if spec in REGISTRY and spec != "mtcnn":
+        return spec
+    root = Path(checkpoints_dir).resolve()
+    path = (root / spec).resolve()
+    if not path.is_relative_to(root):
+        raise SwapError(422, "checkpoint_outside_directory", f"checkpoints must be inside {root}")
+    if not path.is_file():
+        raise SwapError(404, "unknown_checkpoint", f"no checkpoint named {spec!r} in the checkpoints directory")
+    return str(path)
+
+
+def validate_candidate(spec: str, device, precision: str, probe: np.ndarray, embedding_size: int) -> Embedder:
+    """Load and probe a candidate; any problem is a SwapError (the serving model is untouched)."""
+    try:
+        cand = Embedder(load_checkpoint(spec), device, precision)
+    except WeightsError as exc:
+        raise SwapError(422, "invalid_checkpoint", str(exc)) from exc
+    try:
+        out = cand.embed(probe)
+    except ValueError as exc:
+        raise SwapError(422, "invalid_checkpoint", f"candidate failed the probe batch: {exc}") from exc
+    if out.shape != (len(probe), embedding_size) or not np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-3):
+        raise SwapError(422, "invalid_checkpoint", f"candidate gives embeddings of shape {out.shape}, "
+                                                   f"expected (n, {embedding_size}) unit vectors")
+    return cand
+
+
+async def reembed_missing(service, embedder: Embedder, status: SwapStatus | None = None, chunk: int = 64) -> int:
+    """Embed every stored crop that lacks `embedder`'s version, in chunks on the model thread (so serving
+    batches interleave). Returns how many were added."""
+    loop = asyncio.get_running_loop()
+    gen = service.store.faces_missing(embedder.version, batch=chunk)
+    added = 0
+    while True:
+        rows = await run_in_threadpool(next, gen, None)
+        if rows is None:
+            return added
+        crops = np.stack([c for _, c in rows])
+        vectors = await loop.run_in_executor(service.executor, embedder.embed, crops)
+        added += await run_in_threadpool(service.store.add_embeddings, embedder.version,
+                                         {fid: v for (fid, _), v in zip(rows, vectors)})
+        if status is not None:
+            status.faces_done += len(rows)
+
+
+async def run_swap(service, candidate: Embedder) -> None:
+    models: ModelManager = service.models
+    st = models.status
+    try:
+        st.faces_total = await run_in_threadpool(service.store.counts)
+        st.faces_total = st.faces_total["faces"]
+        t0 = time.perf_counter()
+        await reembed_missing(service, candidate, st)
+        st.crops_per_s = round(st.faces_done / max(time.perf_counter() - t0, 1e-9), 1)
+        await reembed_missing(service, candidate)          # faces enrolled by the old model alone meanwhile
+        st.state = "switching"
+        await run_in_threadpool(service.index.get, candidate.version, candidate.preprocessing.embedding_size)
+        old = models.switch(candidate)                     # model and (warm) index together
+        models.candidate = None
+        await reembed_missing(service, candidate)          # requests that started before the switch
+        if not service.settings.keep_old_versions:
+            await run_in_threadpool(service.store.prune_versions, {candidate.version})
+            service.index.drop({candidate.version})
+        st.state, st.finished_at = "done", time.time()
+        log.info("swapped model %s -> %s (%d faces re-embedded)", old.version, candidate.version, st.faces_done)
+    except Exception as exc:  # noqa: BLE001 - the old model keeps serving; the status says why
+        models.candidate = None
+        st.state, st.error, st.finished_at = "failed", f"{type(exc).__name__}: {exc}", time.time()
+        log.exception("model swap failed; still serving %s", models.current.version)
+    finally:
+        st.history.append(st.public())
+
+
+async def start_swap(service, spec: str) -> SwapStatus:
+    """Validate synchronously (errors are the caller's 4xx), then re-embed and switch in the background."""
+    models: ModelManager = service.models
+    if models.swapping:
+        raise SwapError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
+    path = resolve_checkpoint(spec, service.settings.checkpoints_dir)
+    current = models.current
+    probe = await run_in_threadpool(service.probe_crops)
+    candidate = await run_in_threadpool(validate_candidate, path, current.device, current.precision_requested,
+                                        probe, current.preprocessing.embedding_size)
+    if models.swapping:  # another request won the race while we validated
+        raise SwapError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
+    if candidate.version == current.version:
+        models.status = SwapStatus(state="done", candidate_version=candidate.version, candidate_name=candidate.name,
+                                   previous_version=current.version, finished_at=time.time(),
+                                   history=models.status.history)
+        return models.status
+    models.status = SwapStatus(state="reembedding", candidate_version=candidate.version, candidate_name=candidate.name,
+                               previous_version=current.version, started_at=time.time(), history=models.status.history)
+    models.candidate = candidate
+    models._task = asyncio.get_running_loop().create_task(run_swap(service, candidate))
+    return models.status

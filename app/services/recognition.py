@@ -86,12 +86,15 @@ class FaceService:
         self.index = LiveIndex(store)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         s = settings
+        from app.core.observability import BATCH_SIZE
+
         self.detect_batch = batch(self._detect_many, max_batch_size=max(1, s.max_batch_size // 4),
                                   batch_wait_timeout_s=s.batch_wait_timeout_s, max_queue_size=s.max_queue_size,
-                                  executor=self.executor)
+                                  executor=self.executor, on_batch=BATCH_SIZE.labels("detect").observe)
         self.embed_batch = batch(self._embed_many, max_batch_size=s.max_batch_size,
                                  batch_wait_timeout_s=s.batch_wait_timeout_s, max_queue_size=s.max_queue_size,
-                                 executor=self.executor, key=lambda item: id(item[0]), size=lambda item: len(item[1]))
+                                 executor=self.executor, key=lambda item: id(item[0]), size=lambda item: len(item[1]),
+                                 on_batch=BATCH_SIZE.labels("embed").observe)
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
@@ -192,8 +195,27 @@ class FaceService:
         return ident, rows, created, embedder, [f for _, f in chosen]
 
     async def extra_embeddings(self, new_faces: list[NewFace], embedder: Embedder) -> list[dict]:
-        """Hook for hot swap: embeddings by other live models (none unless a swap is in progress)."""
-        return [{} for _ in new_faces]
+        """During a hot swap, new faces are embedded by the candidate (and the serving model) too."""
+        others = [m for m in (self.models.candidate, self.models.current)
+                  if m is not None and m.version != embedder.version]
+        out = [{} for _ in new_faces]
+        for other in {m.version: m for m in others}.values():
+            vectors = await self.embed_crops(other, np.stack([nf.crop for nf in new_faces]))
+            for d, v in zip(out, vectors):
+                d[other.version] = v
+        return out
+
+    def probe_crops(self, n: int = 8) -> np.ndarray:
+        """Crops to test a candidate model on: stored faces where there are some, else random pixels."""
+        crops = []
+        for batch in self.store.faces_missing("\x00probe", batch=n):
+            crops = [c for _, c in batch]
+            break
+        size = self.models.current.preprocessing.image_size
+        rng = np.random.default_rng(0)
+        while len(crops) < 2:
+            crops.append(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
+        return np.stack(crops)
 
     def search(self, embedder: Embedder, vectors: np.ndarray, top_k: int) -> list[list[Match]]:
         return self.index.get(embedder.version, embedder.preprocessing.embedding_size).search(vectors, top_k)

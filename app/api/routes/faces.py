@@ -6,12 +6,13 @@ from fastapi import APIRouter, Query, Request, status
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
 from app.api.routes.gallery import face_public, identity_public
+from app.core.security import ReadKey, WriteKey
 from app.schemas import (EmbedResponse, EnrollJSON, EnrollResponse, ErrorResponse, IdentifyResponse, ImageJSON,
                          VerifyJSON, VerifyResponse)
 from app.services.recognition import FaceError
 
 router = APIRouter(tags=["faces"])
-ERRORS = {413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
+ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
           503: {"model": ErrorResponse}}
 _ONE_IMAGE = request_body(multipart_schema({"file": False}, required=["file"]), ImageJSON,
                           "one image: multipart field `file`, or JSON `{\"image\": \"<base64>\"}`")
@@ -23,7 +24,7 @@ def _face_out(f) -> dict:
 
 @router.post("/embed", response_model=EmbedResponse, responses=ERRORS, openapi_extra=_ONE_IMAGE,
              summary="Detect every face in an image and return its 512-d embedding")
-async def embed(request: Request, service: ServiceDep, settings: SettingsDep) -> dict:
+async def embed(request: Request, service: ServiceDep, settings: SettingsDep, _key: ReadKey) -> dict:
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = (images.get("file") or images["image"])[0]
     r = await service.analyse(data)
@@ -39,7 +40,7 @@ async def embed(request: Request, service: ServiceDep, settings: SettingsDep) ->
                                    "face_box": {"type": "string", "description": "x1,y1,x2,y2", "example": "10,20,110,140"}},
                  required=["files", "label"]), EnrollJSON,
                  "label plus one or more images, each with exactly one usable face unless face_index/face_box says which"))
-async def enroll(request: Request, service: ServiceDep, settings: SettingsDep) -> dict:
+async def enroll(request: Request, service: ServiceDep, settings: SettingsDep, _key: WriteKey) -> dict:
     n = settings.max_images_per_request
     images, fields = await parse_body(request, EnrollJSON, {"files": (1, n)}, n)
     data = images.get("files") or images.get("images") or []
@@ -56,7 +57,7 @@ async def enroll(request: Request, service: ServiceDep, settings: SettingsDep) -
 
 @router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=_ONE_IMAGE,
              summary="Identify every face in an image against the gallery")
-async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
+async def identify(request: Request, service: ServiceDep, settings: SettingsDep, _key: ReadKey,
                    top_k: int | None = Query(None, ge=1, le=100, description="matches per face"),
                    threshold: float | None = Query(None, ge=-1.0, le=1.0,
                                                    description="cosine threshold; default: the model's")) -> dict:
@@ -79,7 +80,7 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
              openapi_extra=request_body(multipart_schema(
                  {"file": False, "file_b": False}, {"identity_id": {"type": "integer"}}, required=["file"]),
                  VerifyJSON, "`file` plus either `file_b` or `identity_id` (JSON: image + image_b | identity_id)"))
-async def verify(request: Request, service: ServiceDep,
+async def verify(request: Request, service: ServiceDep, _key: ReadKey,
                  threshold: float | None = Query(None, ge=-1.0, le=1.0)) -> dict:
     images, fields = await parse_body(request, VerifyJSON, {"file": (1, 1), "file_b": (0, 1)}, 2)
     a = (images.get("file") or images["image"])[0]

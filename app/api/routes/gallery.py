@@ -1,18 +1,24 @@
 """Gallery management: list, get, rename and delete identities; get and delete faces."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Query, Response, status
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import StoreDep
+from app.core.security import ReadKey, WriteKey
 from app.gallery.models import Face, Identity
 from app.gallery.store import GalleryStore
 from app.schemas import ErrorResponse, FacePublic, IdentitiesPage, IdentityDetail, IdentityPublic, IdentityUpdate
 from app.services.recognition import FaceError
 
-router = APIRouter(tags=["gallery"])
+router = APIRouter(tags=["gallery"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
+                                                 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
 NOT_FOUND = {404: {"model": ErrorResponse}}
+IdentityId = Annotated[int, Path(ge=1, le=2**63 - 1, description="identity id")]
+FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="face id")]
 
 
 def face_public(f: Face) -> dict:
@@ -32,7 +38,7 @@ def _missing(kind: str, id_: int) -> FaceError:
 
 
 @router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
-async def list_identities(store: StoreDep, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500),
+async def list_identities(store: StoreDep, _key: ReadKey, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500),
                           prefix: str | None = Query(None, max_length=200, description="label prefix filter")) -> dict:
     rows, total = await run_in_threadpool(store.list_identities, offset, limit, prefix)
     return {"items": [identity_public(i, store, n) for i, n in rows], "total": total, "offset": offset, "limit": limit}
@@ -40,7 +46,7 @@ async def list_identities(store: StoreDep, offset: int = Query(0, ge=0, le=10**9
 
 @router.get("/identities/{identity_id}", response_model=IdentityDetail, responses=NOT_FOUND,
             summary="One identity with its faces")
-async def get_identity(identity_id: int, store: StoreDep) -> dict:
+async def get_identity(identity_id: IdentityId, store: StoreDep, _key: ReadKey) -> dict:
     ident = await run_in_threadpool(store.get_identity, identity_id)
     if ident is None:
         raise _missing("identity", identity_id)
@@ -49,7 +55,7 @@ async def get_identity(identity_id: int, store: StoreDep) -> dict:
 
 @router.patch("/identities/{identity_id}", response_model=IdentityPublic,
               responses={**NOT_FOUND, 409: {"model": ErrorResponse}}, summary="Rename an identity")
-async def rename_identity(identity_id: int, body: IdentityUpdate, store: StoreDep) -> dict:
+async def rename_identity(identity_id: IdentityId, body: IdentityUpdate, store: StoreDep, _key: WriteKey) -> dict:
     try:
         ident = await run_in_threadpool(store.rename, identity_id, body.label)
     except IntegrityError:
@@ -61,14 +67,14 @@ async def rename_identity(identity_id: int, body: IdentityUpdate, store: StoreDe
 
 @router.delete("/identities/{identity_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
                summary="Delete an identity and all its faces")
-async def delete_identity(identity_id: int, store: StoreDep) -> Response:
+async def delete_identity(identity_id: IdentityId, store: StoreDep, _key: WriteKey) -> Response:
     if not await run_in_threadpool(store.delete_identity, identity_id):
         raise _missing("identity", identity_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/faces/{face_id}", response_model=FacePublic, responses=NOT_FOUND, summary="One enrolled face")
-async def get_face(face_id: int, store: StoreDep) -> dict:
+async def get_face(face_id: FaceId, store: StoreDep, _key: ReadKey) -> dict:
     face = await run_in_threadpool(store.get_face, face_id)
     if face is None:
         raise _missing("face", face_id)
@@ -77,7 +83,7 @@ async def get_face(face_id: int, store: StoreDep) -> dict:
 
 @router.get("/faces/{face_id}/crop", responses={**NOT_FOUND, 200: {"content": {"image/png": {}}}},
             response_class=Response, summary="The aligned face crop stored for re-embedding (PNG)")
-async def get_face_crop(face_id: int, store: StoreDep) -> Response:
+async def get_face_crop(face_id: FaceId, store: StoreDep, _key: ReadKey) -> Response:
     face = await run_in_threadpool(store.get_face, face_id)
     if face is None:
         raise _missing("face", face_id)
@@ -86,7 +92,7 @@ async def get_face_crop(face_id: int, store: StoreDep) -> Response:
 
 @router.delete("/faces/{face_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
                summary="Delete one face (its identity goes too if it was the last)")
-async def delete_face(face_id: int, store: StoreDep) -> Response:
+async def delete_face(face_id: FaceId, store: StoreDep, _key: WriteKey) -> Response:
     if not await run_in_threadpool(store.delete_face, face_id):
         raise _missing("face", face_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)

@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
+from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from app.core.observability import metrics_response
 from app.schemas import Health, Ready
 
 router = APIRouter(tags=["health"])
@@ -12,6 +14,12 @@ router = APIRouter(tags=["health"])
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
 async def health() -> dict:
     return {"status": "ok"}
+
+
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
+            responses={200: {"content": {"text/plain": {}}}})
+async def metrics(request: Request) -> Response:
+    return await run_in_threadpool(metrics_response, request.app.state.service)
 
 
 @router.get("/ready", response_model=Ready, summary="Readiness: model loaded, gallery open")

@@ -1,0 +1,90 @@
+"""Request ids, structured JSON logs and Prometheus metrics.
+
+Logs carry method, route template, status, duration and the API key's *name*; never image data,
+embeddings, labels or keys. Metrics: request counts and latencies by route and status, batch sizes,
+queue depth, gallery size, model version. (Several uvicorn workers: set PROMETHEUS_MULTIPROC_DIR.)
+"""
+from __future__ import annotations
+
+import json
+import logging
+import time
+import uuid
+
+from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, Info, generate_latest
+from starlette.requests import Request
+from starlette.responses import Response
+
+REQUESTS = Counter("faceid_requests_total", "HTTP requests", ["method", "route", "status"])
+LATENCY = Histogram("faceid_request_seconds", "HTTP request latency", ["method", "route"],
+                    buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
+BATCH_SIZE = Histogram("faceid_batch_size", "items per model batch", ["stage"], buckets=(1, 2, 4, 8, 16, 32, 64, 128))
+QUEUE_DEPTH = Gauge("faceid_queue_depth", "requests waiting for the model", ["stage"])
+GALLERY = Gauge("faceid_gallery_size", "gallery rows", ["kind"])
+MODEL = Info("faceid_model", "serving model")
+
+access_log = logging.getLogger("faceid.access")
+
+
+class JsonFormatter(logging.Formatter):
+    def format(self, record: logging.LogRecord) -> str:
+        out = {"time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"), "level": record.levelname,
+               "logger": record.name, "message": record.getMessage()}
+        for key in ("request_id", "method", "route", "status", "duration_ms", "api_key", "client"):
+            if hasattr(record, key):
+                out[key] = getattr(record, key)
+        if record.exc_info:
+            out["exception"] = self.formatException(record.exc_info)
+        return json.dumps(out)
+
+
+def configure_logging(json_logs: bool) -> None:
+    handler = logging.StreamHandler()
+    handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    root = logging.getLogger("faceid")
+    root.handlers[:] = [handler]
+    root.setLevel(logging.INFO)
+    root.propagate = False
+    for name in ("app", "model"):
+        logging.getLogger(name).handlers[:] = [handler]
+        logging.getLogger(name).setLevel(logging.INFO)
+        logging.getLogger(name).propagate = False
+
+
+def _route(request: Request) -> str:
+    route = request.scope.get("route")
+    return getattr(route, "path", None) or "unmatched"
+
+
+async def request_context(request: Request, call_next):
+    """Middleware: request id (X-Request-ID in and out), access log line, metrics."""
+    rid = request.headers.get("x-request-id", "")
+    if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
+        rid = uuid.uuid4().hex
+    request.state.request_id = rid
+    t0 = time.perf_counter()
+    status = 500
+    try:
+        response = await call_next(request)
+        status = response.status_code
+    finally:
+        dt = time.perf_counter() - t0
+        route = _route(request)
+        REQUESTS.labels(request.method, route, str(status)).inc()
+        LATENCY.labels(request.method, route).observe(dt)
+        access_log.info("request", extra={"request_id": rid, "method": request.method, "route": route,
+                                          "status": status, "duration_ms": round(dt * 1000, 2),
+                                          "api_key": getattr(request.state, "api_key_name", None)})
+    response.headers["X-Request-ID"] = rid
+    return response
+
+
+def metrics_response(service) -> Response:
+    emb = service.models.current
+    MODEL.info({"version": emb.version, "name": emb.name, "precision": emb.precision, "device": str(emb.device)})
+    counts = service.store.counts()
+    GALLERY.labels("identities").set(counts["identities"])
+    GALLERY.labels("faces").set(counts["faces"])
+    QUEUE_DEPTH.labels("detect").set(service.detect_batch.queue.depth())
+    QUEUE_DEPTH.labels("embed").set(service.embed_batch.queue.depth())
+    return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

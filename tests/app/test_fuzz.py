@@ -1,0 +1,91 @@
+"""Fuzzing: schemathesis against our own OpenAPI schema on a real server; hypothesis over image decoding."""
+from __future__ import annotations
+
+import io
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+from PIL import Image
+
+from model.decode import ImageError, decode_image
+
+CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance,content_type_conformance"
+
+
+@pytest.mark.slow
+def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path):
+    from benchmarks.server import running
+
+    with running(tmp_path / "g.db") as srv:
+        proc = subprocess.run([str(Path(sys.executable).with_name("schemathesis")), "run", f"{srv.url}/openapi.json",
+                               "-n", "80", "--seed", "7", "--checks", CHECKS, "--report", "ndjson",
+                               "--report-dir", str(tmp_path / "report"), "--request-timeout", "60"],
+                              capture_output=True, text=True, timeout=900)
+        assert "Traceback" not in srv.log_tail(10_000_000)
+    out = proc.stdout
+    assert proc.returncode == 0, out[out.find("FAILURES"):][:6000]
+    events = [json.loads(line) for f in (tmp_path / "report").glob("*.ndjson") for line in f.open()]
+    requests = sum(len(e.get("ScenarioFinished", {}).get("recorder", {}).get("interactions", {}))
+                   for e in events)
+    generated = int(out.split(" generated")[0].rsplit(None, 1)[-1]) if " generated" in out else 0
+    assert max(requests, generated) >= 1000, (requests, generated, out[-1500:])
+
+
+def _jpeg(size=(64, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (*size[::-1], 3), dtype=np.uint8)).save(buf, "JPEG")
+    return buf.getvalue()
+
+
+def _png(size=(64, 48)) -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGBA", size, (10, 20, 30, 128)).save(buf, "PNG")
+    return buf.getvalue()
+
+
+SEEDS = [_jpeg(), _png()]
+
+
+@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(seed=st.sampled_from(SEEDS), cut=st.integers(0, 4000), flips=st.lists(st.tuples(st.integers(0, 4000),
+       st.integers(0, 255)), max_size=8), junk=st.binary(max_size=64))
+def test_decoder_never_crashes_on_corrupted_images(seed, cut, flips, junk):
+    data = bytearray(seed[: max(1, len(seed) - cut)])
+    for pos, val in flips:
+        if data:
+            data[pos % len(data)] = val
+    data += junk
+    try:
+        image = decode_image(bytes(data), max_pixels=1_000_000)
+    except ImageError as exc:
+        assert 400 <= exc.status < 500 and exc.code
+    else:
+        assert image.mode == "RGB" and image.width * image.height <= 1_000_000
+
+
+@settings(max_examples=200, deadline=None)
+@given(st.binary(max_size=2048))
+def test_decoder_on_arbitrary_bytes(data):
+    try:
+        decode_image(data, max_pixels=1_000_000)
+    except ImageError as exc:
+        assert exc.status in (413, 415, 422)
+
+
+def test_declared_size_checked_before_decoding():
+    """A PNG header declaring 20000 x 20000 is refused from its header alone."""
+    import struct
+    import zlib
+
+    ihdr = struct.pack(">IIBBBBB", 20000, 20000, 8, 2, 0, 0, 0)
+    chunk = lambda k, d: struct.pack(">I", len(d)) + k + d + struct.pack(">I", zlib.crc32(k + d) & 0xFFFFFFFF)  # noqa: E731
+    data = b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", zlib.compress(b"\0" * 100)) + chunk(b"IEND", b"")
+    with pytest.raises(ImageError) as info:
+        decode_image(data, max_pixels=40_000_000)
+    assert info.value.code == "too_many_pixels" and info.value.status == 413

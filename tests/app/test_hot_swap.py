@@ -1,0 +1,154 @@
+"""Hot swap over real HTTP: no failed request, versions never mixed, gallery re-embedded, bad checkpoints refused."""
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+import torch
+
+from benchmarks.server import running
+from model.pipeline import build_network, load_checkpoint
+from training.publish import checkpoint_payload, write_checkpoint
+
+pytestmark = [pytest.mark.slow, pytest.mark.faces]
+
+
+def second_checkpoint(path: Path, scale_seed: int = 1) -> str:
+    """A different but working model: casia-webface with its bottleneck batch-norm gains perturbed."""
+    ckpt = load_checkpoint("casia-webface")
+    net = build_network(ckpt)
+    g = torch.Generator().manual_seed(scale_seed)
+    with torch.no_grad():
+        net.last_bn.weight.mul_(1 + 0.3 * torch.rand(net.last_bn.weight.shape, generator=g))
+    payload = checkpoint_payload(net, name=path.stem, base_weights="casia-webface",
+                                 preprocessing=ckpt.preprocessing, thresholds={"cosine": 0.5})
+    write_checkpoint(payload, path)
+    return payload["metadata"]["version"]
+
+
+def photos(faces, name, n):
+    return sorted((faces / "photos" / name).glob("*.jpg"))[:n]
+
+
+def wait_swap(client, timeout_s=180) -> dict:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        state = client.get("/admin/model").json()
+        if state["swap"]["state"] in ("done", "failed"):
+            return state
+        time.sleep(0.1)
+    raise TimeoutError(state)
+
+
+def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces):
+    ckdir = tmp_path / "checkpoints"
+    new_version = second_checkpoint(ckdir / "second.pt")
+    db = tmp_path / "g.db"
+    env = {"FACEID_CHECKPOINTS_DIR": str(ckdir)}
+    people = ["Angelina_Jolie", "Matt_Damon", "Jennifer_Aniston", "George_Clooney", "Leonardo_DiCaprio"]
+    probe = faces / "multi" / "selfie-many-people.jpg"
+    with running(db, env=env) as srv:
+        c = httpx.Client(base_url=srv.url, timeout=120)
+        for name in people:
+            for p in photos(faces, name, 2):
+                assert c.post("/enroll", data={"label": name}, files={"files": (p.name, p.read_bytes())}).status_code == 201
+        old_version = c.get("/ready").json()["model_version"]
+        expected = {old_version: c.post("/identify", params={"top_k": 100},
+                                        files={"file": ("p.jpg", probe.read_bytes())}).json()}
+
+        failures, responses, enrolled = [], [], []
+        stop = threading.Event()
+        extra = photos(faces, "Katy_Perry", 3) + photos(faces, "Jeff_Bezos", 3)
+
+        def worker(w: int):
+            with httpx.Client(base_url=srv.url, timeout=120) as h:
+                i = 0
+                while not stop.is_set():
+                    try:
+                        if w % 2 == 0:
+                            r = h.post("/identify", params={"top_k": 100},
+                                       files={"file": ("p.jpg", probe.read_bytes())})
+                            (responses.append(r.json()) if r.status_code == 200 else failures.append(r.text))
+                        else:
+                            p = extra[(i + w) % len(extra)]
+                            label = f"swap-{w}-{i}"
+                            r = h.post("/enroll", data={"label": label}, files={"files": (p.name, p.read_bytes())})
+                            (enrolled.append((label, r.json()["model_version"])) if r.status_code == 201
+                             else failures.append(r.text))
+                    except httpx.HTTPError as exc:
+                        failures.append(repr(exc))
+                    i += 1
+
+        threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
+        for t in threads:
+            t.start()
+        time.sleep(2)
+        r = c.post("/admin/model", json={"checkpoint": "second.pt"})
+        assert r.status_code == 202, r.text
+        busy = c.post("/admin/model", json={"checkpoint": "casia-webface"})
+        assert busy.status_code == 409 and busy.json()["error"]["code"] == "swap_in_progress"
+        state = wait_swap(c)
+        time.sleep(2)
+        stop.set()
+        for t in threads:
+            t.join()
+        assert state["swap"]["state"] == "done", state
+        assert state["serving_version"] == new_version != old_version
+        assert failures == []
+        versions = {r["model_version"] for r in responses}
+        assert versions == {old_version, new_version}, versions
+        expected[new_version] = c.post("/identify", params={"top_k": 100},
+                                       files={"file": ("p.jpg", probe.read_bytes())}).json()
+
+        def people_scores(resp):  # the scores of the 5 original people, per face (gallery growth aside)
+            return [sorted((m["label"], round(m["score"], 4)) for m in f["matches"] if m["label"] in people)
+                    for f in resp["faces"]]
+
+        assert people_scores(expected[old_version]) != people_scores(expected[new_version])
+        for resp in responses:  # each answer's scores are those of the model it names
+            assert people_scores(resp) == people_scores(expected[resp["model_version"]])
+        labels_now = {i["label"] for i in c.get("/identities", params={"limit": 500}).json()["items"]}
+        assert {label for label, _ in enrolled} <= labels_now and len(enrolled) > 0
+        gallery = c.get("/admin/model").json()["versions_in_gallery"]
+        n_faces = c.get("/ready").json()["faces"]
+        assert gallery[new_version] == n_faces
+        after_swap = c.post("/identify", files={"file": ("p.jpg", probe.read_bytes())}).json()
+    with running(db, env={**env, "FACEID_WEIGHTS": "second.pt"}) as fresh:
+        again = httpx.post(f"{fresh.url}/identify", files={"file": ("p.jpg", probe.read_bytes())}, timeout=120).json()
+    assert again == after_swap
+
+
+def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces):
+    ckdir = tmp_path / "checkpoints"
+    ckdir.mkdir()
+    second_checkpoint(ckdir / "good.pt")
+    (ckdir / "truncated.pt").write_bytes((ckdir / "good.pt").read_bytes()[:100_000])
+    torch.save({"state_dict": {"conv.weight": torch.zeros(3, 3)}}, ckdir / "wrong-arch.pt")
+    ckpt = load_checkpoint("casia-webface")
+    sd = {k: v.clone() for k, v in ckpt.state_dict.items()}
+    sd["last_linear.weight"][0, 0] = float("nan")
+    torch.save(sd, ckdir / "nan.pt")
+    (tmp_path / "outside.pt").write_bytes((ckdir / "good.pt").read_bytes())
+    probe = photos(faces, "Matt_Damon", 1)[0]
+    with running(tmp_path / "g.db", env={"FACEID_CHECKPOINTS_DIR": str(ckdir)}) as srv:
+        c = httpx.Client(base_url=srv.url, timeout=120)
+        serving = c.get("/ready").json()["model_version"]
+        for name, status, code in (("truncated.pt", 422, "invalid_checkpoint"), ("wrong-arch.pt", 422, "invalid_checkpoint"),
+                                   ("nan.pt", 422, "invalid_checkpoint"),
+                                   ("../outside.pt", 422, "checkpoint_outside_directory"),
+                                   (str(tmp_path / "outside.pt"), 422, "checkpoint_outside_directory"),
+                                   ("missing.pt", 404, "unknown_checkpoint")):
+            r = c.post("/admin/model", json={"checkpoint": name})
+            assert (r.status_code, r.json()["error"]["code"]) == (status, code), (name, r.text)
+            r = c.post("/identify", files={"file": (probe.name, probe.read_bytes())})
+            assert r.status_code == 200 and r.json()["model_version"] == serving
+        assert c.get("/admin/model").json()["serving_version"] == serving
+        # a second swap while one runs is a conflict; rolling back to the previous version is immediate
+        assert c.post("/admin/model", json={"checkpoint": "good.pt"}).status_code == 202
+        wait_swap(c)
+        r = c.post("/admin/model", json={"checkpoint": "casia-webface"})
+        assert r.status_code == 202
+        assert wait_swap(c)["serving_version"] == serving

