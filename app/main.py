@@ -30,33 +30,64 @@ def build_service(settings: Settings):
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    try:
+        torch.set_num_interop_threads(1)  # model work runs on one thread; intra-op threads use the cores
+    except RuntimeError:
+        pass  # already fixed in this process
     device = resolve_device(settings.device)
-    weights = settings.weights
-    ckpt_path = settings.checkpoints_dir / weights
-    spec = str(ckpt_path) if ckpt_path.is_file() else weights
+    engine = make_engine(settings.database_url)
+    migrate(engine)
+    store = GalleryStore(engine)
+    spec = _startup_spec(settings, store)
     embedder = ModelManager.load(spec, str(device), settings.precision)
     detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
                              thresholds=settings.detector_thresholds)
     pipeline = FacePipeline(detector, embedder, settings.max_detect_side)
-    engine = make_engine(settings.database_url)
-    migrate(engine)
-    store = GalleryStore(engine)
     models = ModelManager(embedder, settings.default_threshold, settings.match_threshold)
     service = FaceService(settings, pipeline, models, store)
     service.index.get(embedder.version, embedder.preprocessing.embedding_size)  # warm the index from the DB
     return service
 
 
+def _startup_spec(settings: Settings, store) -> str:
+    """The model to serve: the gallery's record of a hot swap wins over FACEID_WEIGHTS (so restarted
+    workers keep serving what the others serve); otherwise FACEID_WEIGHTS."""
+    from app.services.embedder import SwapError, resolve_checkpoint
+
+    recorded, version = store.serving()
+    if recorded:
+        try:
+            spec = resolve_checkpoint(recorded, settings.checkpoints_dir)
+            if recorded != settings.weights:
+                log.warning("serving %s (%s), recorded by a hot swap; FACEID_WEIGHTS=%s is not used "
+                            "(POST /admin/model to change)", recorded, version, settings.weights)
+            return spec
+        except SwapError as exc:
+            log.warning("the gallery's serving model %s is unavailable here (%s); using FACEID_WEIGHTS",
+                        recorded, exc.message)
+    path = settings.checkpoints_dir / settings.weights
+    return str(path) if path.is_file() else settings.weights
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
+    import asyncio
+
+    from app.services.embedder import follow_serving, reembed_missing
+
     settings: Settings = app.state.settings
     service = build_service(settings)
     app.state.service = service
     emb = service.models.current
-    log.info("ready: model %s (%s) on %s, %s", emb.name, emb.version, emb.device, settings.database_url)
+    added = await reembed_missing(service, emb)  # a gallery enrolled under another model: embed it for this one
+    if added:
+        log.info("embedded %d stored faces for model %s", added, emb.version)
+    follower = asyncio.get_running_loop().create_task(follow_serving(service))
+    log.info("ready: model %s (%s) on %s", emb.name, emb.version, emb.device)
     try:
         yield
     finally:
+        follower.cancel()
         service.close()
         service.store.engine.dispose()
 

@@ -60,3 +60,6 @@ class GalleryState(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     generation: Mapped[int] = mapped_column(Integer, default=0)
     rebuild_generation: Mapped[int] = mapped_column(Integer, default=0)
+    # the model every process should serve (set by a hot swap), so all workers and replicas follow it
+    serving_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    serving_version: Mapped[str | None] = mapped_column(String(64), nullable=True)

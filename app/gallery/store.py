@@ -122,6 +122,18 @@ class GalleryStore:
                             .where(GalleryState.id == 1)).first()
             return (row[0], row[1]) if row else (0, 0)
 
+    def serving(self) -> tuple[str | None, str | None]:
+        """(checkpoint spec, model version) that the processes on this gallery should serve."""
+        with self.sessions() as s:
+            row = s.execute(select(GalleryState.serving_model, GalleryState.serving_version)
+                            .where(GalleryState.id == 1)).first()
+            return (row[0], row[1]) if row else (None, None)
+
+    def set_serving(self, spec: str, version: str) -> None:
+        with self.sessions() as s, s.begin():
+            s.execute(update(GalleryState).where(GalleryState.id == 1)
+                      .values(serving_model=spec, serving_version=version))
+
     # --- writes -------------------------------------------------------------------------------------
     def enroll(self, label: str, faces: list[NewFace]) -> tuple[Identity, list[Face], bool]:
         """Add faces to identity `label` (created if new) in one transaction. Returns (identity, faces, created)."""

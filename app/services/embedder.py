@@ -133,7 +133,7 @@ async def reembed_missing(service, embedder: Embedder, status: SwapStatus | None
             status.faces_done += len(rows)
 
 
-async def run_swap(service, candidate: Embedder) -> None:
+async def run_swap(service, candidate: Embedder, spec: str) -> None:
     models: ModelManager = service.models
     st = models.status
     try:
@@ -147,6 +147,7 @@ async def run_swap(service, candidate: Embedder) -> None:
         await run_in_threadpool(service.index.get, candidate.version, candidate.preprocessing.embedding_size)
         old = models.switch(candidate)                     # model and (warm) index together
         models.candidate = None
+        await run_in_threadpool(service.store.set_serving, spec, candidate.version)  # other processes follow
         await reembed_missing(service, candidate)          # requests that started before the switch
         if not service.settings.keep_old_versions:
             await run_in_threadpool(service.store.prune_versions, {candidate.version})
@@ -181,5 +182,35 @@ async def start_swap(service, spec: str) -> SwapStatus:
     models.status = SwapStatus(state="reembedding", candidate_version=candidate.version, candidate_name=candidate.name,
                                previous_version=current.version, started_at=time.time(), history=models.status.history)
     models.candidate = candidate
-    models._task = asyncio.get_running_loop().create_task(run_swap(service, candidate))
+    models._task = asyncio.get_running_loop().create_task(run_swap(service, candidate, spec))
     return models.status
+
+
+async def follow_serving(service, interval_s: float = 2.0) -> None:
+    """Background task of every process: when another process (worker or replica) has swapped the model,
+    load the same checkpoint, embed whatever it lacks, and switch too."""
+    models: ModelManager = service.models
+    failed: set[str] = set()
+    while True:
+        await asyncio.sleep(interval_s)
+        try:
+            spec, version = await run_in_threadpool(service.store.serving)
+            if not version or version == models.current.version or models.swapping or version in failed:
+                continue
+            path = resolve_checkpoint(spec, service.settings.checkpoints_dir)
+            cur = models.current
+            cand = await run_in_threadpool(Embedder, load_checkpoint(path), cur.device, cur.precision_requested)
+            if cand.version != version:
+                log.warning("gallery says serve %s (%s) but that file is now %s here; not following",
+                            spec, version, cand.version)
+                failed.add(version)
+                continue
+            await reembed_missing(service, cand)
+            await run_in_threadpool(service.index.get, cand.version, cand.preprocessing.embedding_size)
+            models.switch(cand)
+            log.info("followed the gallery's model swap to %s (%s)", spec, version)
+        except asyncio.CancelledError:
+            raise
+        except Exception:  # noqa: BLE001 - keep serving the current model; try again later
+            log.exception("could not follow the gallery's serving model")
+            await asyncio.sleep(10 * interval_s)

@@ -3,30 +3,16 @@ from __future__ import annotations
 
 import threading
 import time
-from pathlib import Path
 
 import httpx
 import pytest
 import torch
 
+from benchmarks.models import perturbed_checkpoint
 from benchmarks.server import running
-from model.pipeline import build_network, load_checkpoint
-from training.publish import checkpoint_payload, write_checkpoint
+from model.pipeline import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
-
-
-def second_checkpoint(path: Path, scale_seed: int = 1) -> str:
-    """A different but working model: casia-webface with its bottleneck batch-norm gains perturbed."""
-    ckpt = load_checkpoint("casia-webface")
-    net = build_network(ckpt)
-    g = torch.Generator().manual_seed(scale_seed)
-    with torch.no_grad():
-        net.last_bn.weight.mul_(1 + 0.3 * torch.rand(net.last_bn.weight.shape, generator=g))
-    payload = checkpoint_payload(net, name=path.stem, base_weights="casia-webface",
-                                 preprocessing=ckpt.preprocessing, thresholds={"cosine": 0.5})
-    write_checkpoint(payload, path)
-    return payload["metadata"]["version"]
 
 
 def photos(faces, name, n):
@@ -45,7 +31,7 @@ def wait_swap(client, timeout_s=180) -> dict:
 
 def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces):
     ckdir = tmp_path / "checkpoints"
-    new_version = second_checkpoint(ckdir / "second.pt")
+    new_version = perturbed_checkpoint(ckdir / "second.pt")
     db = tmp_path / "g.db"
     env = {"FACEID_CHECKPOINTS_DIR": str(ckdir)}
     people = ["Angelina_Jolie", "Matt_Damon", "Jennifer_Aniston", "George_Clooney", "Leonardo_DiCaprio"]
@@ -124,7 +110,7 @@ def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces):
 def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces):
     ckdir = tmp_path / "checkpoints"
     ckdir.mkdir()
-    second_checkpoint(ckdir / "good.pt")
+    perturbed_checkpoint(ckdir / "good.pt")
     (ckdir / "truncated.pt").write_bytes((ckdir / "good.pt").read_bytes()[:100_000])
     torch.save({"state_dict": {"conv.weight": torch.zeros(3, 3)}}, ckdir / "wrong-arch.pt")
     ckpt = load_checkpoint("casia-webface")
@@ -152,3 +138,37 @@ def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces
         r = c.post("/admin/model", json={"checkpoint": "casia-webface"})
         assert r.status_code == 202
         assert wait_swap(c)["serving_version"] == serving
+
+
+def test_other_processes_follow_a_swap_and_restarts_keep_it(tmp_path, faces):
+    ckdir = tmp_path / "checkpoints"
+    new_version = perturbed_checkpoint(ckdir / "second.pt")
+    env = {"FACEID_CHECKPOINTS_DIR": str(ckdir)}
+    db = tmp_path / "g.db"
+    img = photos(faces, "Matt_Damon", 2)
+    with running(db, env=env) as a, running(db, env=env) as b:
+        ca, cb = httpx.Client(base_url=a.url, timeout=120), httpx.Client(base_url=b.url, timeout=120)
+        assert ca.post("/enroll", data={"label": "Matt"}, files={"files": ("a.jpg", img[0].read_bytes())}).status_code == 201
+        assert ca.post("/admin/model", json={"checkpoint": "second.pt"}).status_code == 202
+        assert wait_swap(ca)["serving_version"] == new_version
+        deadline = time.monotonic() + 60
+        while cb.get("/ready").json()["model_version"] != new_version and time.monotonic() < deadline:
+            time.sleep(0.2)
+        r = cb.post("/identify", files={"file": ("b.jpg", img[1].read_bytes())}).json()
+        assert r["model_version"] == new_version and r["faces"][0]["identity"]["label"] == "Matt"
+    with running(db, env=env) as c:  # a restarted worker serves the swapped model, not FACEID_WEIGHTS
+        assert httpx.get(f"{c.url}/ready").json()["model_version"] == new_version
+
+
+def test_starting_another_model_on_a_gallery_embeds_it_at_start(tmp_path, faces):
+    ckdir = tmp_path / "checkpoints"
+    new_version = perturbed_checkpoint(ckdir / "second.pt")
+    db = tmp_path / "g.db"
+    img = photos(faces, "Jennifer_Aniston", 2)
+    with running(db) as a:
+        httpx.post(f"{a.url}/enroll", data={"label": "Jen"}, files={"files": ("a.jpg", img[0].read_bytes())}, timeout=120)
+    with running(db, env={"FACEID_CHECKPOINTS_DIR": str(ckdir), "FACEID_WEIGHTS": "second.pt"}) as b:
+        ready = httpx.get(f"{b.url}/ready").json()
+        assert ready["model_version"] == new_version and ready["indexed_vectors"] == ready["faces"] == 1
+        r = httpx.post(f"{b.url}/identify", files={"file": ("b.jpg", img[0].read_bytes())}, timeout=120).json()
+        assert r["faces"][0]["identity"]["label"] == "Jen"
