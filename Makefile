@@ -23,7 +23,7 @@ run: weights
 	HOST=$(HOST) PORT=$(PORT) ./docker/entrypoint.sh
 
 test: weights
-	$(PY) -m pytest -q -ra
+	$(PY) -m pytest -q -ra --durations=15
 
 test-fast: $(STAMP)
 	$(PY) -m pytest -q -ra -m "not slow"

@@ -100,7 +100,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     if settings.rate_limit:
-        _install_rate_limit(app, settings.rate_limit)
+        _install_rate_limit(app, settings.rate_limit, settings.rate_limit_storage)
     if settings.cors_origins:
         from fastapi.middleware.cors import CORSMiddleware
 
@@ -113,24 +113,25 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     return app
 
 
-def _install_rate_limit(app: FastAPI, limit: str) -> None:
-    """slowapi limiter keyed by API key (hashed) or client address; 429 in our error shape."""
-    from slowapi import Limiter
-    from slowapi.errors import RateLimitExceeded
-    from slowapi.middleware import SlowAPIMiddleware
-    from slowapi.util import get_remote_address
+def _install_rate_limit(app: FastAPI, limit: str, storage_uri: str) -> None:
+    """Per API key (hashed) or client address, with the `limits` library; 429 in our error shape.
+    Health, readiness and metrics are not limited (probes and scrapers)."""
+    from limits import parse, storage, strategies
 
     from app.core.security import hash_key
 
-    def key(request):
+    item = parse(limit)
+    limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_uri))
+    exempt = {"/health", "/ready", "/metrics"}
+
+    async def rate_limit(request, call_next):
+        if request.url.path in exempt:
+            return await call_next(request)
         presented = request.headers.get("x-api-key")
-        return f"key:{hash_key(presented)[:16]}" if presented else f"ip:{get_remote_address(request)}"
+        key = f"key:{hash_key(presented)[:16]}" if presented else f"ip:{request.client.host if request.client else '-'}"
+        if not limiter.hit(item, "faceid", key):
+            return errors.error_response(429, "rate_limited", f"rate limit exceeded ({limit})",
+                                         headers={"Retry-After": "1"})
+        return await call_next(request)
 
-    app.state.limiter = Limiter(key_func=key, default_limits=[limit], headers_enabled=True)
-
-    @app.exception_handler(RateLimitExceeded)
-    async def _limited(_request, exc: RateLimitExceeded):
-        return errors.error_response(429, "rate_limited", f"rate limit exceeded ({exc.detail})",
-                                     headers={"Retry-After": "1"})
-
-    app.add_middleware(SlowAPIMiddleware)
+    app.middleware("http")(rate_limit)

@@ -15,6 +15,7 @@ from PIL import Image
 
 from app.gallery.index import VectorIndex
 from benchmarks.faces import faces_dir
+from benchmarks.report import emit
 from model.decode import decode_image
 from model.pipeline import FacePipeline
 
@@ -42,6 +43,7 @@ def main(argv=None) -> int:
     ap.add_argument("--batch", type=int, default=16)
     ap.add_argument("--precision", default="fast")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     root = faces_dir()
     if not (root / "photos").is_dir():
@@ -95,8 +97,7 @@ def main(argv=None) -> int:
     result["request_time_share"] = {k: round(v / total, 3) for k, v in parts.items()}
     result["request_ms_mean"] = round(1000 * total / len(raw), 1)
     result["precision"] = pipe.embedder.precision
-    print(json.dumps(result, indent=2))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ run, at batch 1, 16 and 64, with the cosine check on real face crops. Prints JSO
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 import time
 
@@ -14,6 +13,7 @@ import numpy as np
 import torch
 
 from benchmarks.faces import faces_dir
+from benchmarks.report import emit
 from model import align
 from model.decode import decode_image
 from model.fast import optimise
@@ -52,6 +52,7 @@ def main(argv=None) -> int:
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--seconds", type=float, default=6.0)
     parser.add_argument("--batches", default="1,16,64")
+    parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     plain = build_network(load_checkpoint("casia-webface")).to(device).eval()
@@ -71,8 +72,7 @@ def main(argv=None) -> int:
         mine = rate(fast, x, args.seconds)
         result["batches"][str(b)] = {"plain_fp32_img_s": round(base, 2), "fast_img_s": round(mine, 2),
                                      "speedup": round(mine / base, 2)}
-    print(json.dumps(result, indent=2))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

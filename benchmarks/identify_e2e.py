@@ -16,6 +16,7 @@ from pathlib import Path
 import httpx
 
 from benchmarks.faces import faces_dir
+from benchmarks.report import emit
 from benchmarks.server import running
 
 
@@ -90,18 +91,16 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--people", type=int, default=100)
     parser.add_argument("--out", default=None)
+    parser.add_argument("--weights", default=None, help="FACEID_WEIGHTS for the server (registry name or path)")
     args = parser.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
         print(json.dumps({"skipped": f"no LFW under {faces_dir()}"}))
         return 0
-    with tempfile.TemporaryDirectory() as tmp, running(Path(tmp) / "gallery.db") as server:
+    env = {"FACEID_WEIGHTS": str(Path(args.weights).resolve()) if args.weights and Path(args.weights).is_file()
+           else args.weights} if args.weights else {}
+    with tempfile.TemporaryDirectory() as tmp, running(Path(tmp) / "gallery.db", env=env) as server:
         result = run(server.url, args.people)
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

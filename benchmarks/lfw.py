@@ -15,8 +15,9 @@ import torch
 
 from benchmarks.faces import faces_dir, read_pairs
 from benchmarks.lfw_embed import crops_cached, embed_all
+from benchmarks.report import emit
 from model.pipeline import FacePipeline
-from training.evaluate import kfold_accuracy, verification_report
+from training.evaluate import impostor_calibration, kfold_accuracy, verification_report
 
 
 def lfw_scores(pipeline: FacePipeline, cache_dir: Path | None, transform=None):
@@ -37,24 +38,6 @@ def lfw_scores(pipeline: FacePipeline, cache_dir: Path | None, transform=None):
                                    **info_extra}
 
 
-def impostor_calibration(emb: np.ndarray, names: list[str]) -> dict:
-    """Thresholds at low FAR over *all* different-person pairs of the images (millions, not 3,000):
-    identification compares a probe with every enrolled person, so it needs a per-comparison FAR far
-    below what pairs.txt can measure."""
-    labels = np.unique(names, return_inverse=True)[1]
-    sims = emb @ emb.T
-    iu = np.triu_indices(len(emb), k=1)
-    s, diff = sims[iu], labels[iu[0]] != labels[iu[1]]
-    imp = np.sort(s[diff])[::-1]
-    gen = s[~diff]
-    out = {"impostor_pairs": int(len(imp)), "genuine_pairs": int(len(gen))}
-    for far in (1e-3, 1e-4, 1e-5):
-        thr = float(imp[int(far * len(imp))])
-        out[f"all_pairs_threshold_at_far_{far:g}"] = thr
-        out[f"all_pairs_tar_at_far_{far:g}"] = float(np.mean(gen > thr))
-    return out
-
-
 def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="casia-webface", help="registry name or checkpoint path")
@@ -72,12 +55,7 @@ def main(argv=None) -> int:
               "precision": pipeline.embedder.precision, "device": str(pipeline.embedder.device),
               **kfold_accuracy(scores, issame, folds), **verification_report(scores, issame), **info,
               "wall_s": round(time.perf_counter() - t0, 1), "torch_threads": torch.get_num_threads()}
-    text = json.dumps(result, indent=2)
-    print(text)
-    if args.out:
-        Path(args.out).parent.mkdir(parents=True, exist_ok=True)
-        Path(args.out).write_text(text + "\n")
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -18,6 +18,7 @@ from app.gallery.store import GalleryStore, NewFace, make_engine, migrate
 from benchmarks.faces import faces_dir
 from benchmarks.lfw_embed import crops_cached
 from benchmarks.models import perturbed_checkpoint
+from benchmarks.report import emit
 from benchmarks.server import running
 from model.pipeline import FacePipeline
 
@@ -26,6 +27,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--faces", type=int, default=2000)
     ap.add_argument("--precision", default="fp32")
+    ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
         print(json.dumps({"skipped": f"no LFW under {faces_dir()}"}))
@@ -55,11 +57,10 @@ def main(argv=None) -> int:
                 time.sleep(0.2)
             wall = time.perf_counter() - t0
     swap = state["swap"]
-    print(json.dumps({"benchmark": "reembed", "faces": len(paths), "state": swap["state"],
+    return emit({"benchmark": "reembed", "faces": len(paths), "state": swap["state"],
                       "faces_reembedded": swap["faces_done"], "crops_per_s": swap["crops_per_s"],
                       "swap_wall_s": round(wall, 1), "serving_version": state["serving_version"],
-                      "expected_version": version, "precision": args.precision}, indent=2))
-    return 0
+                      "expected_version": version, "precision": args.precision}, args.out)
 
 
 if __name__ == "__main__":

@@ -6,7 +6,6 @@ Prints JSON.
 from __future__ import annotations
 
 import argparse
-import json
 import resource
 import sys
 import time
@@ -14,6 +13,7 @@ import time
 import numpy as np
 
 from app.gallery.index import VectorIndex
+from benchmarks.report import emit
 
 
 def rss_mb() -> float:
@@ -29,6 +29,7 @@ def main(argv=None) -> int:
     ap.add_argument("--sizes", default="10000,100000,1000000")
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     rng = np.random.default_rng(0)
     out = {"benchmark": "search", "dim": 512, "top_k": args.top_k, "sizes": {}}
@@ -53,11 +54,11 @@ def main(argv=None) -> int:
             times.append((time.perf_counter() - t) * 1000)
         out["sizes"][str(n)] = {"p50_ms": round(float(np.percentile(times, 50)), 2),
                                 "p95_ms": round(float(np.percentile(times, 95)), 2),
-                                "vectors_mb": round(n * 512 * 4 / 2**20, 1), "rss_delta_mb": round(mem, 1)}
+                                "vectors_held_mb": round(n * 512 * idx._mat.element_size() / 2**20, 1),
+                                "rss_delta_mb": round(mem, 1)}
         del idx
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    print(json.dumps(out, indent=2))
-    return 0
+    return emit(out, args.out)
 
 
 if __name__ == "__main__":

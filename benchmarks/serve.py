@@ -17,6 +17,7 @@ import httpx
 import numpy as np
 
 from benchmarks.faces import faces_dir
+from benchmarks.report import emit
 from benchmarks.server import running
 
 
@@ -59,6 +60,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seconds", type=float, default=20.0)
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--precision", default="fast")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
         print(json.dumps({"skipped": f"no LFW under {faces_dir()}"}))
@@ -80,8 +82,7 @@ def main(argv=None) -> int:
     top = str(max(int(x) for x in args.clients.split(",")))
     result["rps_ratio_at_max_clients"] = round(on[top]["rps"] / off[top]["rps"], 2)
     result["p99_ratio_max_vs_single_client"] = round(on[top]["p99_ms"] / on["1"]["p99_ms"], 2)
-    print(json.dumps(result, indent=2))
-    return 0
+    return emit(result, args.out)
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
 from model import align
 from model.decode import decode_image
@@ -141,26 +141,30 @@ class FacePipeline:
     def detect(self, images: list[Image.Image]) -> list[Detections]:
         """Detect on copies scaled so the longer side is at most max_detect_side; map results back.
 
-        A black border (edge_pad_fraction of the longer side) lets the detector see faces cut by the frame.
+        The copies get a mirrored border (edge_pad_fraction of the longer side): a face cut by the frame is
+        completed by its own reflection and found; detections centred outside the image (mirror images) are
+        dropped.
         """
-        prepared, factors, pads = [], [], []
+        prepared, factors, pads, sizes = [], [], [], []
         for im in images:
             f = min(1.0, self.max_detect_side / max(im.size))
             if f != 1.0:
                 im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
-            pad = int(round(max(im.size) * self.edge_pad_fraction))
+            arr = np.asarray(im)
+            pad = int(round(max(im.size) * self.edge_pad_fraction)) if min(im.size) >= 2 else 0
             if pad:
-                im = ImageOps.expand(im, border=pad, fill=(0, 0, 0))
-            prepared.append(im)
+                arr = np.pad(arr, ((pad, pad), (pad, pad), (0, 0)), mode="reflect")
+            prepared.append(arr)
             factors.append(f)
             pads.append(pad)
-        dets = self.detector.detect(prepared)
-        for d, f, pad in zip(dets, factors, pads):
-            d.boxes -= pad
-            d.landmarks -= pad
-            d.boxes /= f
-            d.landmarks /= f
-        return dets
+            sizes.append(im.size)
+        out = []
+        for d, f, pad, (w, h) in zip(self.detector.detect(prepared), factors, pads, sizes):
+            cx, cy = (d.boxes[:, 0] + d.boxes[:, 2]) / 2 - pad, (d.boxes[:, 1] + d.boxes[:, 3]) / 2 - pad
+            keep = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
+            out.append(Detections(boxes=(d.boxes[keep] - pad) / f, scores=d.scores[keep],
+                                  landmarks=(d.landmarks[keep] - pad) / f))
+        return out
 
     def faces(self, image: Image.Image, det: Detections, embedder: Embedder | None = None) -> list[Face]:
         pre = (embedder or self.embedder).preprocessing

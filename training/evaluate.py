@@ -95,3 +95,29 @@ def plot_roc(scores, issame, path, label: str = "model") -> None:
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def impostor_calibration(emb: np.ndarray, names: list, fars=(1e-3, 1e-4, 1e-5)) -> dict:
+    """Thresholds at low FAR over *all* different-person pairs of the images (millions, not 3,000):
+    identification compares a probe with every enrolled person, so it needs a per-comparison FAR far
+    below what pairs.txt can measure."""
+    labels = np.unique(names, return_inverse=True)[1]
+    sims = emb @ emb.T
+    iu = np.triu_indices(len(emb), k=1)
+    s, diff = sims[iu], labels[iu[0]] != labels[iu[1]]
+    imp = np.sort(s[diff])[::-1]
+    gen = s[~diff]
+    out = {"impostor_pairs": int(len(imp)), "genuine_pairs": int(len(gen))}
+    for far in fars:
+        thr = float(imp[int(far * len(imp))])
+        out[f"all_pairs_threshold_at_far_{far:g}"] = thr
+        out[f"all_pairs_tar_at_far_{far:g}"] = float(np.mean(gen > thr))
+    return out
+
+
+def calibrated_threshold(emb: np.ndarray, labels, far: float = 1e-3) -> dict:
+    """{"cosine": threshold at `far` over all different-person pairs, "calibration": how} for a checkpoint."""
+    cal = impostor_calibration(emb, list(labels), fars=(far,))
+    return {"cosine": round(cal[f"all_pairs_threshold_at_far_{far:g}"], 4),
+            "calibration": f"all {cal['impostor_pairs']} different-person pairs of {len(emb)} images, FAR {far:g}",
+            "tar_at_that_far": round(cal[f"all_pairs_tar_at_far_{far:g}"], 4)}

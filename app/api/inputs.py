@@ -10,9 +10,9 @@ import binascii
 from typing import Any
 
 from fastapi import Request
-from starlette.exceptions import HTTPException
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
+from starlette.exceptions import HTTPException
 
 from app.services.recognition import FaceError
 

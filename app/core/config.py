@@ -20,7 +20,8 @@ class Settings(BaseSettings):
     weights: str = Field("casia-webface", description="registry name or checkpoint file name/path")
     checkpoints_dir: Path = Path("./checkpoints")
     device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:1 ...")
-    precision: str = Field("fp32", description="fp32 | fast (bf16/fp16 where the hardware has it)")
+    precision: str = Field("fast", description="fast (folded batch-norm, channels-last, bf16 on CPUs with "
+                           "AVX512-BF16/AMX, bf16/fp16 on CUDA) or fp32 (the network as trained)")
     # matching
     match_threshold: float | None = Field(None, ge=-1.0, le=1.0,
                                           description="cosine similarity; default: the checkpoint's calibrated one")
@@ -51,6 +52,8 @@ class Settings(BaseSettings):
     api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {name, sha256, scopes}")
     cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed")
     rate_limit: str | None = Field(None, description="per API key (or client address), e.g. '20/second'")
+    rate_limit_storage: str = Field("memory://", description="limits storage URI; memory:// counts per process, "
+                                    "redis://host:6379 shares counts between workers and replicas")
     log_json: bool = True
     allow_no_auth_in_container: bool = Field(False, description="docker/compose.yml publishes the port on the "
                                              "host's loopback only; inside a container the API may then run keyless")

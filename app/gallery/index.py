@@ -2,6 +2,9 @@
 
 `VectorIndex.search` returns, per query, the best-scoring faces grouped by identity. A larger engine
 (FAISS, pgvector...) can replace it by implementing the same methods.
+
+Vectors are held in float16 (half the memory, and brute-force search is memory-bound): every vector is
+scored, candidates are then re-scored in float32 from the stored values (scores within ~1e-3 of float32).
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ import threading
 from dataclasses import dataclass
 
 import numpy as np
+import torch
 
 
 @dataclass(frozen=True)
@@ -28,7 +32,7 @@ class VectorIndex:
         self._lock = threading.Lock()
         self._cap = 0
         self._n = 0
-        self._mat = np.zeros((0, dim), np.float32)
+        self._mat = torch.zeros((0, dim), dtype=torch.float16)
         self._emb_ids = np.zeros(0, np.int64)
         self._face_ids = np.zeros(0, np.int64)
         self._ident_ids = np.zeros(0, np.int64)
@@ -47,13 +51,15 @@ class VectorIndex:
             if n_new > self._cap:  # grow geometrically; searches keep reading the old arrays meanwhile
                 cap = max(n_new, int(self._cap * 1.5) + 1024)
                 grow = lambda a, shape, dt: np.concatenate([a[:self._n], np.zeros(shape, dt)])  # noqa: E731
-                self._mat = grow(self._mat, (cap - self._n, self.dim), np.float32)
+                grown = torch.zeros((cap, self.dim), dtype=torch.float16)
+                grown[: self._n] = self._mat[: self._n]
+                self._mat = grown
                 self._emb_ids = grow(self._emb_ids, cap - self._n, np.int64)
                 self._face_ids = grow(self._face_ids, cap - self._n, np.int64)
                 self._ident_ids = grow(self._ident_ids, cap - self._n, np.int64)
                 self._cap = cap
             sl = slice(self._n, n_new)
-            self._mat[sl] = mat
+            self._mat[sl] = torch.from_numpy(np.ascontiguousarray(mat, dtype=np.float32)).half()
             self._emb_ids[sl], self._face_ids[sl], self._ident_ids[sl] = emb_ids, face_ids, ident_ids
             for i, lab in zip(np.asarray(ident_ids).tolist(), labels):
                 self._labels[i] = lab
@@ -61,35 +67,47 @@ class VectorIndex:
             self.last_embedding_id = max(self.last_embedding_id, int(np.max(emb_ids)))
 
     def search(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:
-        """Top-k identities per query (each identity scored by its best face)."""
+        """Top-k identities per query (each identity scored by its best face), best first."""
         n = self._n
-        mat, ident_ids, face_ids, labels = self._mat[:n], self._ident_ids[:n], self._face_ids[:n], self._labels
+        mat = self._mat[:n]
         if n == 0:
             return [[] for _ in range(len(queries))]
-        scores = np.asarray(queries, np.float32) @ mat.T  # (q, n)
+        q32 = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        with torch.inference_mode():
+            coarse = (mat @ q32.half().T).T.float()  # (q, n): one pass over every vector
         out = []
-        for row in scores:
+        for qi, row in enumerate(coarse):
             k = min(n, max(top_k * 4, 32))
-            cand = np.argpartition(-row, k - 1)[:k] if k < n else np.arange(n)
-            cand = cand[np.argsort(-row[cand], kind="stable")]
-            seen, matches = set(), []
-            for j in cand:
-                iid = int(ident_ids[j])
-                if iid in seen:
-                    continue
-                seen.add(iid)
-                matches.append(Match(iid, labels[iid], int(face_ids[j]), float(row[j])))
-                if len(matches) == top_k:
-                    break
-            if len(matches) < top_k and k < n:  # rare: many faces of few identities; fall back to all
-                best = {}
-                for j in np.argsort(-row, kind="stable"):
-                    best.setdefault(int(ident_ids[j]), j)
-                    if len(best) == top_k:
-                        break
-                matches = [Match(i, labels[i], int(face_ids[j]), float(row[j])) for i, j in best.items()]
+            matches = self._best_per_identity(mat, q32[qi], torch.topk(row, k).indices.numpy(), top_k)
+            if len(matches) < top_k and k < n:  # many faces of few identities: walk further down
+                matches = self._best_per_identity(mat, q32[qi], self._first_rows_of_identities(row, top_k), top_k)
             out.append(matches)
         return out
+
+    def _first_rows_of_identities(self, row: torch.Tensor, top_k: int) -> np.ndarray:
+        rows, seen = [], set()
+        for j in torch.argsort(row, descending=True).numpy():
+            iid = int(self._ident_ids[j])
+            if iid not in seen:
+                seen.add(iid)
+                rows.append(j)
+                if len(rows) == top_k:
+                    break
+        return np.asarray(rows)
+
+    def _best_per_identity(self, mat: torch.Tensor, q: torch.Tensor, rows: np.ndarray, top_k: int) -> list[Match]:
+        """Candidate rows re-scored in float32; the best face of each identity, best first."""
+        exact = (mat[torch.from_numpy(rows)].float() @ q).numpy()
+        order = np.argsort(-exact, kind="stable")
+        seen, matches = set(), []
+        for j, score in zip(rows[order], exact[order]):
+            iid = int(self._ident_ids[j])
+            if iid not in seen:
+                seen.add(iid)
+                matches.append(Match(iid, self._labels[iid], int(self._face_ids[j]), float(score)))
+                if len(matches) == top_k:
+                    break
+        return matches
 
     def identity_ids(self) -> set[int]:
         return set(self._ident_ids[: self._n].tolist())
@@ -102,4 +120,5 @@ class VectorIndex:
         sel = self._ident_ids[:n] == identity_id
         if not sel.any():
             return None
-        return float(np.max(self._mat[:n][sel] @ np.asarray(query, np.float32)))
+        rows = self._mat[:n][torch.from_numpy(sel)].float()
+        return float((rows @ torch.from_numpy(np.asarray(query, np.float32))).max())

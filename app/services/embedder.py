@@ -91,7 +91,10 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> str:
     if spec in REGISTRY and spec != "mtcnn":
         return spec
     root = Path(checkpoints_dir).resolve()
-    path = (root / spec).resolve()
+    try:
+        path = (root / spec).resolve()
+    except (ValueError, OSError) as exc:  # NUL bytes, names too long for the file system
+        raise SwapError(422, "invalid_checkpoint_name", f"not a usable file name ({exc})") from None
     if not path.is_relative_to(root):
         raise SwapError(422, "checkpoint_outside_directory", f"checkpoints must be inside {root}")
     if not path.is_file():

@@ -127,3 +127,16 @@ def test_bomb_and_huge_upload_are_refused_within_memory(tmp_path):
         assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large"
         assert httpx.get(f"{srv.url}/health").status_code == 200
         assert _peak_rss_mb(srv.proc.pid) < 2048
+
+
+def test_rate_limit_per_key(tmp_path):
+    entries = [{"name": "a", "sha256": hash_key(KEYS["read"]), "scopes": ["read"]},
+               {"name": "b", "sha256": hash_key(KEYS["write"]), "scopes": ["write"]}]
+    env = {"FACEID_API_KEYS": json.dumps(entries), "FACEID_RATE_LIMIT": "5/minute"}
+    with running(tmp_path / "g.db", env=env) as srv:
+        h = httpx.Client(base_url=srv.url, timeout=30)
+        codes = [h.get("/identities", headers={"X-API-Key": KEYS["read"]}).status_code for _ in range(7)]
+        assert codes == [200] * 5 + [429] * 2
+        r = h.get("/identities", headers={"X-API-Key": KEYS["read"]})
+        assert r.json()["error"]["code"] == "rate_limited" and r.headers["retry-after"]
+        assert h.get("/identities", headers={"X-API-Key": KEYS["write"]}).status_code == 200  # another key

@@ -7,8 +7,16 @@ from app.api.deps import ServiceDep, SettingsDep
 from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
 from app.api.routes.gallery import face_public, identity_public
 from app.core.security import ReadKey, WriteKey
-from app.schemas import (EmbedResponse, EnrollJSON, EnrollResponse, ErrorResponse, IdentifyResponse, ImageJSON,
-                         VerifyJSON, VerifyResponse)
+from app.schemas import (
+    EmbedResponse,
+    EnrollJSON,
+    EnrollResponse,
+    ErrorResponse,
+    IdentifyResponse,
+    ImageJSON,
+    VerifyJSON,
+    VerifyResponse,
+)
 from app.services.recognition import FaceError
 
 router = APIRouter(tags=["faces"])

@@ -73,21 +73,22 @@ async def delete_identity(identity_id: IdentityId, store: StoreDep, _key: WriteK
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
-@router.get("/faces/{face_id}", response_model=FacePublic, responses=NOT_FOUND, summary="One enrolled face")
-async def get_face(face_id: FaceId, store: StoreDep, _key: ReadKey) -> dict:
+async def _face_or_404(store: GalleryStore, face_id: int) -> Face:
     face = await run_in_threadpool(store.get_face, face_id)
     if face is None:
         raise _missing("face", face_id)
-    return face_public(face)
+    return face
+
+
+@router.get("/faces/{face_id}", response_model=FacePublic, responses=NOT_FOUND, summary="One enrolled face")
+async def get_face(face_id: FaceId, store: StoreDep, _key: ReadKey) -> dict:
+    return face_public(await _face_or_404(store, face_id))
 
 
 @router.get("/faces/{face_id}/crop", responses={**NOT_FOUND, 200: {"content": {"image/png": {}}}},
             response_class=Response, summary="The aligned face crop stored for re-embedding (PNG)")
 async def get_face_crop(face_id: FaceId, store: StoreDep, _key: ReadKey) -> Response:
-    face = await run_in_threadpool(store.get_face, face_id)
-    if face is None:
-        raise _missing("face", face_id)
-    return Response(face.crop_png, media_type="image/png")
+    return Response((await _face_or_404(store, face_id)).crop_png, media_type="image/png")
 
 
 @router.delete("/faces/{face_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,

@@ -1,0 +1,41 @@
+"""The vector index against a brute-force float64 oracle on small random galleries."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.gallery.index import VectorIndex
+
+
+def unit(rng, n, d=512):
+    v = rng.standard_normal((n, d))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+@pytest.mark.parametrize("n_faces,n_people,top_k", [(50, 50, 5), (300, 7, 5), (300, 3, 5), (1000, 200, 10)])
+def test_search_equals_brute_force(n_faces, n_people, top_k):
+    rng = np.random.default_rng(n_faces + n_people)
+    vecs = unit(rng, n_faces)
+    people = rng.integers(1, n_people + 1, n_faces)
+    idx = VectorIndex("v")
+    half = n_faces // 2  # two appends, as incremental refreshes do
+    for sl in (slice(0, half), slice(half, n_faces)):
+        ids = np.arange(n_faces)[sl] + 1
+        idx.add(ids, ids, people[sl], [f"p{p}" for p in people[sl]], vecs[sl])
+    queries = unit(rng, 4)
+    for q, got in zip(queries, idx.search(queries, top_k)):
+        scores = vecs.astype(np.float64) @ q
+        best = {}
+        for j in np.argsort(-scores):
+            best.setdefault(int(people[j]), j)
+        want = list(best.items())[:top_k]
+        assert [m.identity_id for m in got] == [p for p, _ in want]
+        assert [m.face_id for m in got] == [int(j) + 1 for _, j in want]
+        assert np.allclose([m.score for m in got], [scores[j] for _, j in want], atol=2e-3)
+        assert got[0].label == f"p{got[0].identity_id}"
+    assert abs(idx.scores_for_identity(queries[0], int(people[0])) -
+               max(float(vecs[j] @ queries[0]) for j in np.nonzero(people == people[0])[0])) < 2e-3
+
+
+def test_empty_index():
+    assert VectorIndex("v").search(np.zeros((2, 512), np.float32), 5) == [[], []]
