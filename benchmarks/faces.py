@@ -36,8 +36,3 @@ def read_people(path: Path) -> list[tuple[str, int]]:
     """peopleDevTrain/DevTest.txt -> [(name, image count)]."""
     lines = [x.split() for x in path.read_text().split("\n")[1:] if x.strip()]
     return [(p[0], int(p[1])) for p in lines]
-
-
-def people_with_images(min_images: int = 2) -> list[str]:
-    root = faces_dir() / "lfw"
-    return sorted(d.name for d in root.iterdir() if d.is_dir() and len(list(d.glob("*.jpg"))) >= min_images)

@@ -109,12 +109,6 @@ class VectorIndex:
                     break
         return matches
 
-    def identity_ids(self) -> set[int]:
-        return set(self._ident_ids[: self._n].tolist())
-
-    def face_ids(self) -> np.ndarray:
-        return self._face_ids[: self._n].copy()
-
     def scores_for_identity(self, query: np.ndarray, identity_id: int) -> float | None:
         n = self._n
         sel = self._ident_ids[:n] == identity_id

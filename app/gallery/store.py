@@ -216,10 +216,6 @@ class GalleryStore:
         with self.sessions() as s:
             return s.scalar(select(Identity).where(Identity.id == identity_id).options(selectinload(Identity.faces)))
 
-    def get_identity_by_label(self, label: str) -> Identity | None:
-        with self.sessions() as s:
-            return s.scalar(select(Identity).where(Identity.label == label).options(selectinload(Identity.faces)))
-
     def list_identities(self, offset: int, limit: int, prefix: str | None = None):
         """(rows of (identity, face count), total)."""
         with self.sessions() as s:
@@ -255,14 +251,15 @@ class GalleryStore:
         mat = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1)
         return ids, fids, iids, [r[3] for r in rows], mat
 
-    def embedding_count(self, version: str) -> int:
-        with self.sessions() as s:
-            return s.scalar(select(func.count(Embedding.id)).where(Embedding.model_version == version)) or 0
-
     def versions(self) -> dict[str, int]:
         with self.sessions() as s:
             return dict(s.execute(select(Embedding.model_version, func.count(Embedding.id))
                                   .group_by(Embedding.model_version)).all())
+
+    def some_crops(self, n: int) -> list[np.ndarray]:
+        """Up to n stored face crops (the first enrolled), e.g. to probe a candidate model with."""
+        with self.sessions() as s:
+            return [png_to_crop(b) for b in s.scalars(select(Face.crop_png).order_by(Face.id).limit(n))]
 
     def faces_missing(self, version: str, batch: int = 256):
         """Yield batches of (face id, crop) for faces without an embedding of `version`."""

@@ -207,8 +207,7 @@ class FaceService:
 
     def probe_crops(self, n: int = 8) -> np.ndarray:
         """Crops to test a candidate model on: stored faces where there are some, else random pixels."""
-        stored = next(self.store.faces_missing("\x00probe", batch=n), [])  # no face has this version
-        crops = [c for _, c in stored]
+        crops = self.store.some_crops(n)
         size = self.models.current.preprocessing.image_size
         rng = np.random.default_rng(0)
         while len(crops) < 2:
