@@ -74,6 +74,7 @@ async def parse_body(request: Request, json_model: type[BaseModel], file_fields:
 
 
 def form_int(fields: dict, name: str, minimum: int | None = None) -> int | None:
+    """An integer field, from a multipart string or an already-validated JSON integer."""
     raw = fields.get(name)
     if raw is None or raw == "":
         return None

@@ -38,7 +38,8 @@ class VectorIndex:
         self._ident_ids = np.zeros(0, np.int64)
         self._labels: dict[int, str] = {}
         self.last_embedding_id = 0
-        self.generation = -1
+        self.generation = -1          # gallery generation this index reflects
+        self.rebuild_generation = -1  # non-append writes seen; a change means rebuild
 
     def __len__(self) -> int:
         return self._n

@@ -64,8 +64,11 @@ class ModelManager:
     def current(self) -> Embedder:
         return self._current
 
-    def threshold_for(self, embedder: Embedder) -> float:
-        """Settings override, else the checkpoint's calibrated cosine threshold, else the default."""
+    def threshold_for(self, embedder: Embedder, requested: float | None = None) -> float:
+        """The request's own threshold, else the settings override, else the checkpoint's calibrated cosine
+        threshold, else the default."""
+        if requested is not None:
+            return requested
         if self.threshold_override is not None:
             return self.threshold_override
         return float(embedder.thresholds.get("cosine", self.default_threshold))

@@ -58,7 +58,7 @@ class LiveIndex:
             return idx
         with self._lock:
             idx = self._indexes.get(version)
-            if idx is None or getattr(idx, "rebuild_generation", None) != rebuild_gen:
+            if idx is None or idx.rebuild_generation != rebuild_gen:
                 idx = VectorIndex(version, dim)
                 idx.rebuild_generation = rebuild_gen
                 after = 0
@@ -220,7 +220,7 @@ class FaceService:
     async def identify(self, data: bytes, top_k: int, threshold: float | None):
         embedder = self.models.current
         result = await self.analyse(data, embedder)
-        thr = self.models.threshold_for(embedder) if threshold is None else threshold
+        thr = self.models.threshold_for(embedder, threshold)
         vectors = np.stack([f.embedding for f in result.faces]) if result.faces else np.zeros((0, 512), np.float32)
         matches = await run_in_threadpool(self.search, embedder, vectors, top_k) if len(vectors) else []
         return result, matches, thr
@@ -232,7 +232,7 @@ class FaceService:
             if not r.faces:
                 raise FaceError("no_face", f"no face found in image {no}", 422)
         fa, fb = max(ra.faces, key=lambda f: f.size), max(rb.faces, key=lambda f: f.size)
-        thr = self.models.threshold_for(embedder) if threshold is None else threshold
+        thr = self.models.threshold_for(embedder, threshold)
         return float(fa.embedding @ fb.embedding), thr, embedder
 
     async def verify_identity(self, data: bytes, identity_id: int, threshold: float | None):
@@ -245,7 +245,7 @@ class FaceService:
         score = idx.scores_for_identity(face.embedding, identity_id)
         if score is None:
             raise FaceError("unknown_identity", f"identity {identity_id} does not exist", 404)
-        thr = self.models.threshold_for(embedder) if threshold is None else threshold
+        thr = self.models.threshold_for(embedder, threshold)
         return score, thr, embedder
 
 

@@ -55,8 +55,7 @@ async def enroll(request: Request, service: ServiceDep, settings: SettingsDep, _
     if len(data) > n:
         raise FaceError("too_many_files", f"at most {n} images per request", 413)
     label = form_label(fields)
-    face_index = fields.get("face_index") if "face_index" in fields and not isinstance(fields.get("face_index"), str) \
-        else form_int(fields, "face_index", 0)
+    face_index = form_int(fields, "face_index", 0)  # a form string or a JSON integer
     face_box = form_box(fields, "face_box")
     ident, rows, created, embedder, _ = await service.enroll(label, data, face_index, face_box)
     return {"model_version": embedder.version, "created": created,
@@ -93,9 +92,7 @@ async def verify(request: Request, service: ServiceDep, _key: ReadKey,
     images, fields = await parse_body(request, VerifyJSON, {"file": (1, 1), "file_b": (0, 1)}, 2)
     a = (images.get("file") or images["image"])[0]
     b = (images.get("file_b") or images.get("image_b") or [None])[0]
-    identity_id = fields.get("identity_id")
-    if isinstance(identity_id, str) or identity_id is None:
-        identity_id = form_int(fields, "identity_id")
+    identity_id = form_int(fields, "identity_id")
     if (b is None) == (identity_id is None):
         raise FaceError("invalid_request", "give exactly one of a second image (file_b / image_b) or identity_id", 422)
     if b is not None:
