@@ -1,12 +1,18 @@
 """MTCNN throughput on ~640x480 photos and on LFW images: batched detection vs a one-image-at-a-time loop
 over the same images, in one run; and where a request's time goes (decode, detect, embed, search). JSON.
 
+Three loops over the same images, interleaved pass by pass (median of the passes): this project's MTCNN
+one image per call, the same in batches, and, when `facenet_pytorch` is importable, facenet-pytorch's MTCNN
+one image per call (the plain reference; `pip install --no-deps facenet-pytorch==2.6.0`, its wheel pins an
+old torch). `photos_640x480` resizes the photos to one size, the best case for batching at that size.
+
     python -m benchmarks.detect [--repeats 3]
 """
 from __future__ import annotations
 
 import argparse
 import json
+import statistics
 import sys
 import time
 
@@ -29,12 +35,26 @@ def photos_640(root) -> list[Image.Image]:
     return out
 
 
-def rate(fn, images, repeats: int) -> float:
-    fn(images[:2])
-    t0 = time.perf_counter()
+def reference_detector(device: str):
+    """facenet-pytorch's MTCNN with the same settings as ours, or None when it is not installed."""
+    try:
+        from facenet_pytorch import MTCNN as Reference
+    except ImportError:
+        return None
+    return Reference(keep_all=True, min_face_size=20, thresholds=[0.6, 0.7, 0.7], factor=0.709, device=device)
+
+
+def rates(loops: dict, images, repeats: int) -> dict[str, float]:
+    """Images per second of each loop: median over `repeats` passes, the loops taking turns."""
+    for fn in loops.values():
+        fn(images[:2])
+    times: dict[str, list[float]] = {name: [] for name in loops}
     for _ in range(repeats):
-        fn(images)
-    return repeats * len(images) / (time.perf_counter() - t0)
+        for name, fn in loops.items():
+            t0 = time.perf_counter()
+            fn(images)
+            times[name].append(time.perf_counter() - t0)
+    return {name: len(images) / statistics.median(ts) for name, ts in times.items()}
 
 
 def main(argv=None) -> int:
@@ -50,24 +70,35 @@ def main(argv=None) -> int:
         print(json.dumps({"skipped": f"no face data under {root}"}))
         return 0
     pipe = FacePipeline.load(device=args.device, precision=args.precision)
-    sets = {"photos_640": photos_640(root),
+    reference = reference_detector(args.device)
+    photos = photos_640(root)
+    sets = {"photos_640": photos, "photos_640x480": [im.resize((640, 480), Image.BILINEAR) for im in photos],
             "lfw_250": [decode_image(p.read_bytes()) for p in sorted((root / "lfw").glob("*/*_0001.jpg"))[:64]]}
-    result = {"benchmark": "detect", "batch": args.batch, "sets": {}}
+    result = {"benchmark": "detect", "batch": args.batch, "repeats": args.repeats,
+              "reference": "facenet_pytorch" if reference else "not installed", "sets": {}}
+
+    def in_batches(fn):
+        return lambda items: [fn(items[i:i + args.batch]) for i in range(0, len(items), args.batch)]
+
     for name, images in sets.items():
-        def batched(ims):
-            for i in range(0, len(ims), args.batch):
-                pipe.detect(ims[i:i + args.batch])
-
-        def one_by_one(ims):
-            for im in ims:
-                pipe.detect([im])
-
-        loop = rate(one_by_one, images, args.repeats)
-        many = rate(batched, images, args.repeats)
-        sizes = sorted({im.size for im in images})
-        result["sets"][name] = {"images": len(images), "distinct_sizes": len(sizes), "example_size": list(sizes[0]),
-                                "one_at_a_time_img_s": round(loop, 2), "batched_img_s": round(many, 2),
-                                "speedup": round(many / loop, 2)}
+        pairs = [(im, np.asarray(im)) for im in images]  # the detector takes arrays, the service PIL images
+        loops = {"mtcnn_one_at_a_time": lambda items: [pipe.detector.detect([a]) for _, a in items],
+                 "mtcnn_batched": in_batches(lambda items: pipe.detector.detect([a for _, a in items])),
+                 # what the service calls: the same with a mirrored border (more pixels)
+                 "service_detect_batched": in_batches(lambda items: pipe.detect([im for im, _ in items]))}
+        if reference:
+            loops["facenet_pytorch_one_at_a_time"] = lambda items: [reference.detect(im) for im, _ in items]
+        got = rates(loops, pairs, args.repeats)
+        row = {"images": len(images), "distinct_sizes": len({im.size for im in images}),
+               "example_size": list(images[0].size), **{f"{k}_img_s": round(v, 2) for k, v in got.items()},
+               "speedup_vs_own_loop": round(got["mtcnn_batched"] / got["mtcnn_one_at_a_time"], 2)}
+        row["faces_found"] = sum(len(d) for d in pipe.detector.detect([a for _, a in pairs]))
+        if reference:
+            row["speedup_vs_facenet_pytorch_loop"] = round(
+                got["mtcnn_batched"] / got["facenet_pytorch_one_at_a_time"], 2)
+            row["faces_found_facenet_pytorch"] = sum(0 if b is None else len(b)
+                                                     for b in (reference.detect(im)[0] for im, _ in pairs))
+        result["sets"][name] = row
     # request time breakdown for one photo (single request, as the service does it)
     raw = [p.read_bytes() for p in sorted((root / "photos").glob("*/*.jpg"))[:20]]
     index = VectorIndex("bench")

@@ -105,3 +105,32 @@ def test_finds_a_face_in_every_photo(faces, pipeline):
     images = [decode_image(p.read_bytes()) for p in paths]
     missed = [str(p) for p, d in zip(paths, pipeline.detect(images)) if len(d) == 0]
     assert missed == []
+
+
+@pytest.mark.faces
+def test_antialiased_pyramid_finds_the_faces_the_area_pyramid_finds(faces):
+    """The fast pyramid (antialiased bilinear) against facenet-pytorch's (area): confident faces agree."""
+    from PIL import Image
+    from torchvision.ops import box_iou
+
+    from model.decode import decode_image
+
+    fast, area = load_detector(), load_detector()
+    area.resample = "area"
+    images = []
+    for p in sorted((faces / "photos").glob("*/*.jpg")):
+        im = decode_image(p.read_bytes())
+        im.thumbnail((640, 640), Image.BILINEAR)
+        images.append(np.asarray(im))
+    unmatched = 0
+    for a, b in zip(fast.detect(images), area.detect(images)):
+        for one, other in ((a, b), (b, a)):
+            confident = one.boxes[one.scores >= 0.95]
+            if len(confident) == 0:
+                continue
+            if len(other) == 0:
+                unmatched += len(confident)
+                continue
+            iou = box_iou(torch.from_numpy(confident), torch.from_numpy(other.boxes)).max(1).values
+            unmatched += int((iou < 0.5).sum())
+    assert unmatched == 0
