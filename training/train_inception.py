@@ -98,6 +98,7 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
             loss.backward()
             optimizer.step()
             step += 1
+            loss = loss.detach()
             history["loss"].append(float(loss))
             history["active_fraction"].append(active)
             history["triplets"].append(int(a.numel()))
