@@ -68,7 +68,7 @@ def int8_fake_quant_cosine(net: nn.Module, calib: torch.Tensor, test: torch.Tens
     def quantise_input(m, inputs):
         lo, hi = ranges[m]
         scale = max(hi - lo, 1e-8) / 255
-        return (torch.fake_quantize_per_tensor_affine(inputs[0], scale, int(round(-lo / scale)), 0, 255),)
+        return (torch.fake_quantize_per_tensor_affine(inputs[0], scale, round(-lo / scale), 0, 255),)
 
     for m in layers:
         if m not in ranges:  # never called in forward (the classification head)
@@ -88,7 +88,10 @@ def int8_fx(plain: nn.Module, calib: torch.Tensor, test: torch.Tensor, seconds: 
     import warnings
 
     from torch.ao.quantization import QConfig, get_default_qconfig_mapping
-    from torch.ao.quantization.observer import HistogramObserver, PerChannelMinMaxObserver
+    from torch.ao.quantization.observer import (
+        HistogramObserver,
+        PerChannelMinMaxObserver,
+    )
     from torch.ao.quantization.quantize_fx import convert_fx, prepare_fx
 
     class Features(nn.Module):  # the traceable part; L2 normalisation is applied outside
