@@ -35,12 +35,13 @@ def test_networks_match_onnx_reference(detector, name, shape):
 
 def test_area_crops_equal_per_box_interpolate():
     gen = torch.Generator().manual_seed(0)
-    imgs = [torch.rand(3, 37, 53, generator=gen) * 255, torch.rand(3, 20, 18, generator=gen) * 255]
+    imgs = [torch.randint(0, 256, (3, 37, 53), generator=gen, dtype=torch.uint8),
+            torch.randint(0, 256, (3, 20, 18), generator=gen, dtype=torch.uint8)]
     regions = torch.tensor([[0, 0, 53, 37], [5, 3, 30, 29], [-4, -2, 10, 12], [40, 30, 60, 45], [2, 1, 17, 19]])
     inds = torch.tensor([0, 0, 0, 0, 1])
     got = area_crops([_integral(i) for i in imgs], inds, regions, 24)
     for k, (x1, y1, x2, y2) in enumerate(regions.tolist()):
-        img = imgs[inds[k]]
+        img = imgs[inds[k]].float()
         padded = torch.zeros(3, y2 - y1, x2 - x1)  # zero outside the image
         sy, sx = max(y1, 0), max(x1, 0)
         ey, ex = min(y2, img.shape[1]), min(x2, img.shape[2])
