@@ -50,6 +50,13 @@ def test_area_crops_equal_per_box_interpolate():
         assert torch.allclose(got[k], want, atol=1e-3), k
 
 
+def test_integral_image_is_exact_past_int32():
+    small = _integral(torch.full((3, 100, 100), 255, dtype=torch.uint8))
+    assert small.dtype == torch.int32 and int(small[-1, -1, 0]) == 255 * 100 * 100
+    big = _integral(torch.full((3, 3000, 3000), 255, dtype=torch.uint8))  # 255 * 9e6 > 2**31
+    assert big.dtype == torch.int64 and int(big[-1, -1, 2]) == 255 * 3000 * 3000
+
+
 def test_nms_min_matches_brute_force():
     rng = np.random.default_rng(3)
     xy = rng.uniform(0, 50, (30, 2))
