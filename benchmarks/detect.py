@@ -61,6 +61,7 @@ def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=16)
+    ap.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
     ap.add_argument("--precision", default="fast")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default=None, help="also write the JSON here")
@@ -71,9 +72,10 @@ def main(argv=None) -> int:
         return 0
     pipe = FacePipeline.load(device=args.device, precision=args.precision)
     reference = reference_detector(args.device)
-    photos = photos_640(root)
+    photos = photos_640(root)[: args.limit]
     sets = {"photos_640": photos, "photos_640x480": [im.resize((640, 480), Image.BILINEAR) for im in photos],
-            "lfw_250": [decode_image(p.read_bytes()) for p in sorted((root / "lfw").glob("*/*_0001.jpg"))[:64]]}
+            "lfw_250": [decode_image(p.read_bytes())
+                        for p in sorted((root / "lfw").glob("*/*_0001.jpg"))[: min(64, args.limit or 64)]]}
     result = {"benchmark": "detect", "batch": args.batch, "repeats": args.repeats,
               "reference": "facenet_pytorch" if reference else "not installed", "sets": {}}
 
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
                                                      for b in (reference.detect(im)[0] for im, _ in pairs))
         result["sets"][name] = row
     # request time breakdown for one photo (single request, as the service does it)
-    raw = [p.read_bytes() for p in sorted((root / "photos").glob("*/*.jpg"))[:20]]
+    raw = [p.read_bytes() for p in sorted((root / "photos").glob("*/*.jpg"))[: min(20, args.limit or 20)]]
     index = VectorIndex("bench")
     rng = np.random.default_rng(0)
     v = rng.standard_normal((10_000, 512), dtype=np.float32)

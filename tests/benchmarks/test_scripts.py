@@ -1,0 +1,55 @@
+"""Each benchmark script runs end to end on a small scale and prints the JSON its README line promises."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+
+from benchmarks.server import REPO
+
+
+def run(module: str, *args: str) -> dict:
+    env = {**os.environ, "TORCH_HOME": os.environ.get("TORCH_HOME", str(REPO / ".torch"))}
+    out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
+                         timeout=600)
+    assert out.returncode == 0, out.stderr[-2000:]
+    return json.loads(out.stdout)
+
+
+def test_search_script():
+    got = run("benchmarks.search", "--sizes", "2000", "--queries", "5")
+    row = got["sizes"]["2000"]
+    assert row["p50_ms"] > 0 and row["p50_ms"] <= row["p95_ms"]
+
+
+@pytest.mark.faces
+@pytest.mark.slow
+def test_embed_script(faces):
+    got = run("benchmarks.embed", "--seconds", "0.2", "--batches", "1,4")
+    assert set(got["batches"]) == {"1", "4"}
+    assert got["faces_checked"] == 64 and got["cosine_min"] >= 0.999
+    assert all(r["fast_img_s"] > 0 and r["plain_fp32_img_s"] > 0 for r in got["batches"].values())
+
+
+@pytest.mark.faces
+@pytest.mark.slow
+def test_detect_script(faces):
+    got = run("benchmarks.detect", "--limit", "4", "--repeats", "1", "--batch", "2")
+    assert set(got["sets"]) == {"photos_640", "photos_640x480", "lfw_250"}
+    for row in got["sets"].values():
+        assert row["images"] == 4 and row["faces_found"] >= 4
+        assert row["speedup_vs_own_loop"] > 0
+    assert abs(sum(got["request_time_share"].values()) - 1) < 0.01
+
+
+@pytest.mark.faces
+@pytest.mark.slow
+def test_ceiling_script(faces):
+    got = run("benchmarks.ceiling", "--seconds", "0.2")
+    assert 2.7 < got["gflop_per_face"] < 3.0  # InceptionResnetV1 at 160x160
+    assert set(got["gemm_peak_gflops"]) == {"fp32", "bf16", "int8"}
+    assert 0.99 < got["int8_fake_quant"]["cosine_min"] <= 1.0
+    assert got["int8_fx"]["speedup"] > 0
