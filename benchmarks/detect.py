@@ -1,12 +1,13 @@
 """MTCNN throughput on ~640x480 photos and on LFW images: batched detection vs a one-image-at-a-time loop
 over the same images, in one run; and where a request's time goes (decode, detect, embed, search). JSON.
 
-Three loops over the same images, interleaved pass by pass (median of the passes): this project's MTCNN
-one image per call, the same in batches, and, when `facenet_pytorch` is importable, facenet-pytorch's MTCNN
-one image per call (the plain reference; `pip install --no-deps facenet-pytorch==2.6.0`, its wheel pins an
-old torch). `photos_640x480` resizes the photos to one size, the best case for batching at that size.
+Loops over the same images, taking turns pass by pass (median of the passes): this project's MTCNN one
+image per call; the same in batches; the service's detect in batches (with its mirrored border, so more
+pixels); and, when `facenet_pytorch` is importable, facenet-pytorch's MTCNN one image per call (the plain
+reference; `pip install --no-deps facenet-pytorch==2.6.0`, its wheel pins an old torch). `photos_640x480`
+resizes the photos to one size, the best case for batching at that size.
 
-    python -m benchmarks.detect [--repeats 3]
+    python -m benchmarks.detect [--repeats 3] [--limit N]
 """
 from __future__ import annotations
 
