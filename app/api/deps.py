@@ -7,7 +7,6 @@ from fastapi import Depends, Request
 
 from app.core.config import Settings
 from app.gallery.store import GalleryStore
-from app.services.embedder import ModelManager
 from app.services.recognition import FaceService
 
 
@@ -23,11 +22,6 @@ def get_store(request: Request) -> GalleryStore:
     return request.app.state.service.store
 
 
-def get_models(request: Request) -> ModelManager:
-    return request.app.state.service.models
-
-
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]
 ServiceDep = Annotated[FaceService, Depends(get_service)]
 StoreDep = Annotated[GalleryStore, Depends(get_store)]
-ModelsDep = Annotated[ModelManager, Depends(get_models)]

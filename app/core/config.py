@@ -83,12 +83,6 @@ class Settings(BaseSettings):
         except ValueError:
             return False
 
-    def sqlite_path(self) -> Path | None:
-        prefix = "sqlite:///"
-        if self.database_url.startswith(prefix) and ":memory:" not in self.database_url:
-            return Path(self.database_url[len(prefix):])
-        return None
-
 
 @lru_cache
 def get_settings() -> Settings:

@@ -84,10 +84,6 @@ def vector_to_bytes(v: np.ndarray) -> bytes:
     return np.asarray(v, dtype="<f4").tobytes()
 
 
-def bytes_to_vector(b: bytes) -> np.ndarray:
-    return np.frombuffer(b, dtype="<f4")
-
-
 @dataclass
 class NewFace:
     """A face ready to store: crop, where it was found, and its embeddings by model version."""

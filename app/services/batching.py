@@ -12,7 +12,7 @@ import functools
 import time
 from collections.abc import Callable, Sequence
 from concurrent.futures import Executor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 
@@ -25,7 +25,6 @@ class _Pending:
     item: Any
     size: int
     future: asyncio.Future
-    enqueued_s: float = field(default_factory=time.perf_counter)
 
 
 @dataclass
