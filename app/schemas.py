@@ -101,6 +101,12 @@ class IdentityUpdate(BaseModel):
     label: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$", examples=["Ada Lovelace"])
 
 
+class IdentityMerge(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    from_identity_id: int = Field(ge=1, le=2**63 - 1, description="the identity whose faces move; it is deleted",
+                                  examples=[7])
+
+
 class EnrollResponse(BaseModel):
     model_version: str
     created: bool = Field(description="true when the identity was new")

@@ -14,11 +14,11 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import create_engine, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from app.gallery.models import Embedding, Face, GalleryState, Identity
+from app.gallery.models import Embedding, Face, GalleryState, Identity, utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -98,6 +98,10 @@ class NewFace:
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
+
+
+class _Unchanged(Exception):
+    """Raised inside a write transaction to roll it back."""
 
 
 class GalleryStore:
@@ -184,6 +188,23 @@ class GalleryStore:
                 s.delete(s.get(Identity, identity_id))
             self._bump(s, rebuild=True)
             return True
+
+    def merge(self, into_id: int, from_id: int) -> Identity | None:
+        """Move every face of identity `from_id` into `into_id` and delete `from_id`, in one transaction.
+        None when either identity does not exist (nothing changes)."""
+        try:
+            with self.sessions() as s, s.begin():
+                self._bump(s, rebuild=True)  # takes SQLite's write lock first: no enroll can slip in between
+                into = s.get(Identity, into_id)
+                if into is None or s.get(Identity, from_id) is None:
+                    raise _Unchanged  # leaving the block rolls the bump back
+                # bulk statements: loading the source's faces would let the ORM's delete-orphan cascade delete them
+                s.execute(update(Face).where(Face.identity_id == from_id).values(identity_id=into_id))
+                s.execute(delete(Identity).where(Identity.id == from_id))
+                into.updated_at = utcnow()
+                return into
+        except _Unchanged:
+            return None
 
     def add_embeddings(self, version: str, vectors: dict[int, np.ndarray]) -> int:
         """Store embeddings of existing faces for `version` (faces deleted meanwhile are skipped)."""

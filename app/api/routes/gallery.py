@@ -1,4 +1,4 @@
-"""Gallery management: list, get, rename and delete identities; get and delete faces."""
+"""Gallery management: list, get, rename, merge and delete identities; get and delete faces."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -11,7 +11,15 @@ from app.api.deps import StoreDep
 from app.core.security import ReadKey, WriteKey
 from app.gallery.models import Face, Identity
 from app.gallery.store import GalleryStore
-from app.schemas import ErrorResponse, FacePublic, IdentitiesPage, IdentityDetail, IdentityPublic, IdentityUpdate
+from app.schemas import (
+    ErrorResponse,
+    FacePublic,
+    IdentitiesPage,
+    IdentityDetail,
+    IdentityMerge,
+    IdentityPublic,
+    IdentityUpdate,
+)
 from app.services.recognition import FaceError
 
 router = APIRouter(tags=["gallery"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
@@ -71,6 +79,19 @@ async def delete_identity(identity_id: IdentityId, store: StoreDep, _key: WriteK
     if not await run_in_threadpool(store.delete_identity, identity_id):
         raise _missing("identity", identity_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/identities/{identity_id}/merge", response_model=IdentityPublic, responses=NOT_FOUND,
+             summary="Merge another identity into this one: its faces move here and it is deleted")
+async def merge_identity(identity_id: IdentityId, body: IdentityMerge, store: StoreDep, _key: WriteKey) -> dict:
+    if body.from_identity_id == identity_id:
+        raise FaceError("merge_into_self", "an identity cannot be merged into itself", 422)
+    ident = await run_in_threadpool(store.merge, identity_id, body.from_identity_id)
+    if ident is None:
+        missing = identity_id if await run_in_threadpool(store.get_identity, identity_id) is None \
+            else body.from_identity_id
+        raise _missing("identity", missing)
+    return identity_public(ident, store)
 
 
 async def _face_or_404(store: GalleryStore, face_id: int) -> Face:
