@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from app.api.routes import admin, faces, gallery, health
 from app.core import errors
 from app.core.config import Settings, get_settings
+from app.core.errors import AppError
 from app.core.observability import configure_logging, request_context
 
 log = logging.getLogger("faceid")
@@ -52,7 +53,7 @@ def build_service(settings: Settings):
 def _startup_spec(settings: Settings, store) -> str:
     """The model to serve: the gallery's record of a hot swap wins over FACEID_WEIGHTS (so restarted
     workers keep serving what the others serve); otherwise FACEID_WEIGHTS."""
-    from app.services.embedder import SwapError, resolve_checkpoint
+    from app.services.embedder import resolve_checkpoint
 
     recorded, version = store.serving()
     if recorded:
@@ -62,7 +63,7 @@ def _startup_spec(settings: Settings, store) -> str:
                 log.warning("serving %s (%s), recorded by a hot swap; FACEID_WEIGHTS=%s is not used "
                             "(POST /admin/model to change)", recorded, version, settings.weights)
             return spec
-        except SwapError as exc:
+        except AppError as exc:
             log.warning("the gallery's serving model %s is unavailable here (%s); using FACEID_WEIGHTS",
                         recorded, exc.message)
     path = settings.checkpoints_dir / settings.weights

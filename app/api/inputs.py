@@ -14,16 +14,16 @@ from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
-from app.services.recognition import FaceError
+from app.core.errors import AppError
 
 
 def _b64(value: str, field: str) -> bytes:
     try:
         data = base64.b64decode(value.split(",", 1)[1] if value.startswith("data:") else value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise FaceError("invalid_base64", f"field '{field}' is not valid base64", 422) from exc
+        raise AppError(422, "invalid_base64", f"field '{field}' is not valid base64") from exc
     if not data:
-        raise FaceError("empty_image", f"field '{field}' is empty", 422)
+        raise AppError(422, "empty_image", f"field '{field}' is empty")
     return data
 
 
@@ -35,8 +35,8 @@ async def parse_body(request: Request, json_model: type[BaseModel], file_fields:
         try:
             body = json_model.model_validate_json(await request.body())
         except ValidationError as exc:
-            raise FaceError("invalid_request", "the JSON body does not match the schema", 422,
-                            {"errors": exc.errors(include_url=False, include_context=False, include_input=False)})
+            raise AppError(422, "invalid_request", "the JSON body does not match the schema",
+                           {"errors": exc.errors(include_url=False, include_context=False, include_input=False)})
         fields = body.model_dump()
         images: dict[str, list[bytes]] = {}
         for name in ("image", "image_b", "images"):
@@ -45,19 +45,19 @@ async def parse_body(request: Request, json_model: type[BaseModel], file_fields:
                 images[name] = [_b64(v, name) for v in (raw if isinstance(raw, list) else [raw])]
         return images, fields
     if ctype not in ("multipart/form-data", "application/x-www-form-urlencoded"):
-        raise FaceError("unsupported_media_type",
-                        "send multipart/form-data (file uploads) or application/json (base64)", 415)
+        raise AppError(415, "unsupported_media_type",
+                       "send multipart/form-data (file uploads) or application/json (base64)")
     try:
         form = await request.form(max_files=max_files, max_fields=32)
     except HTTPException as exc:  # the multipart parser's own refusals
         if "Too many files" in str(exc.detail):
-            raise FaceError("too_many_files", str(exc.detail), 413) from exc
-        raise FaceError("invalid_multipart", f"the multipart body could not be parsed ({exc.detail})", 400) from exc
+            raise AppError(413, "too_many_files", str(exc.detail)) from exc
+        raise AppError(400, "invalid_multipart", f"the multipart body could not be parsed ({exc.detail})") from exc
     images, fields = {}, {}
     for key, value in form.multi_items():
         if isinstance(value, UploadFile):
             if key not in file_fields:
-                raise FaceError("unexpected_field", f"unexpected file field '{key}'", 422)
+                raise AppError(422, "unexpected_field", f"unexpected file field '{key}'")
             images.setdefault(key, []).append(await value.read())
         else:
             fields[key] = value
@@ -65,11 +65,11 @@ async def parse_body(request: Request, json_model: type[BaseModel], file_fields:
         n = len(images.get(name, []))
         if n < lo or n > hi:
             want = f"{lo}" if lo == hi else f"{lo} to {hi}"
-            raise FaceError("missing_file" if n < lo else "too_many_files",
-                            f"field '{name}' needs {want} file(s), got {n}", 422 if n < lo else 413)
+            raise AppError(422 if n < lo else 413, "missing_file" if n < lo else "too_many_files",
+                           f"field '{name}' needs {want} file(s), got {n}")
         for i, data in enumerate(images.get(name, [])):
             if not data:
-                raise FaceError("empty_image", f"file {i} of field '{name}' is empty", 422)
+                raise AppError(422, "empty_image", f"file {i} of field '{name}' is empty")
     return images, fields
 
 
@@ -81,9 +81,9 @@ def form_int(fields: dict, name: str, minimum: int | None = None) -> int | None:
     try:
         value = int(raw)
     except (TypeError, ValueError):
-        raise FaceError("invalid_field", f"field '{name}' must be an integer", 422) from None
+        raise AppError(422, "invalid_field", f"field '{name}' must be an integer") from None
     if minimum is not None and value < minimum:
-        raise FaceError("invalid_field", f"field '{name}' must be >= {minimum}", 422)
+        raise AppError(422, "invalid_field", f"field '{name}' must be >= {minimum}")
     return value
 
 
@@ -100,17 +100,17 @@ def form_box(fields: dict, name: str) -> list[float] | None:
     except (TypeError, ValueError):
         box = []
     if len(box) != 4 or not (box[2] > box[0] and box[3] > box[1]):
-        raise FaceError("invalid_field", f"field '{name}' must be 'x1,y1,x2,y2' with x2>x1 and y2>y1", 422)
+        raise AppError(422, "invalid_field", f"field '{name}' must be 'x1,y1,x2,y2' with x2>x1 and y2>y1")
     return box
 
 
 def form_label(fields: dict) -> str:
     label = fields.get("label")
     if not isinstance(label, str) or not label.strip():
-        raise FaceError("invalid_field", "field 'label' is required (1 to 200 characters)", 422)
+        raise AppError(422, "invalid_field", "field 'label' is required (1 to 200 characters)")
     label = label.strip()
     if len(label) > 200:
-        raise FaceError("invalid_field", "field 'label' is longer than 200 characters", 422)
+        raise AppError(422, "invalid_field", "field 'label' is longer than 200 characters")
     return label
 
 

@@ -1,4 +1,9 @@
-"""One JSON error shape for every failure: {"error": {"code", "message", "detail"?}}."""
+"""One error type and one JSON error shape for every failure: {"error": {"code", "message", "detail"?}}.
+
+Every layer of `app/` raises `AppError`; `model/` raises its own plain exceptions (e.g. `ImageError`), which
+the service translates into an `AppError` where it calls the library. This module imports nothing from
+`app.services` (the services import it).
+"""
 from __future__ import annotations
 
 import logging
@@ -8,9 +13,6 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from app.services.batching import QueueFull
-from app.services.recognition import FaceError
-
 log = logging.getLogger(__name__)
 
 _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "not_found",
@@ -18,9 +20,23 @@ _HTTP_CODES = {400: "bad_request", 401: "unauthorized", 403: "forbidden", 404: "
                422: "invalid_request", 429: "rate_limited"}
 
 
-class BodyTooLarge(Exception):
+class AppError(Exception):
+    """A request that cannot be served as asked: HTTP `status`, stable machine-readable `code`, human
+    `message`, optional JSON-able `detail`, optional response `headers` (e.g. Retry-After)."""
+
+    def __init__(self, status: int, code: str, message: str, detail=None, *, headers: dict | None = None):
+        super().__init__(message)
+        self.status, self.code, self.message, self.detail, self.headers = status, code, message, detail, headers
+
+    def __repr__(self) -> str:
+        return f"AppError({self.status}, {self.code!r}, {self.message!r})"
+
+
+class BodyTooLarge(AppError):
+    """The streamed request body passed the upload limit (raised from inside the body-limit middleware)."""
+
     def __init__(self, limit: int):
-        super().__init__(f"request body is larger than {limit} bytes")
+        super().__init__(413, "payload_too_large", f"request body is larger than {limit} bytes")
         self.limit = limit
 
 
@@ -32,30 +48,14 @@ def error_response(status: int, code: str, message: str, detail=None, headers=No
 
 
 def install(app: FastAPI) -> None:
-    from app.core.security import AuthError
-    from app.services.embedder import SwapError
+    """The handlers: AppError, schema validation, Starlette's HTTP errors, and a logged 500 for the rest."""
 
-    @app.exception_handler(AuthError)
-    async def _auth(_: Request, exc: AuthError):
-        headers = {"WWW-Authenticate": "ApiKey"} if exc.status == 401 else None
-        return error_response(exc.status, exc.code, exc.message, headers=headers)
-
-    @app.exception_handler(SwapError)
-    async def _swap(_: Request, exc: SwapError):
-        return error_response(exc.status, exc.code, exc.message)
-
-    @app.exception_handler(FaceError)
-    async def _face(_: Request, exc: FaceError):
-        return error_response(exc.status, exc.code, exc.message, exc.extra or None)
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(_: Request, exc: BodyTooLarge):
-        return error_response(413, "payload_too_large", str(exc))
-
-    @app.exception_handler(QueueFull)
-    async def _busy(_: Request, exc: QueueFull):
-        return error_response(503, "overloaded", f"the server is busy ({exc}); retry shortly",
-                              headers={"Retry-After": "1"})
+    @app.exception_handler(AppError)
+    async def _app_error(_: Request, exc: AppError):
+        headers = exc.headers
+        if exc.status == 401 and not headers:
+            headers = {"WWW-Authenticate": "ApiKey"}
+        return error_response(exc.status, exc.code, exc.message, exc.detail, headers=headers)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):

@@ -18,6 +18,8 @@ from typing import Annotated
 from fastapi import Depends, Request
 from pydantic import BaseModel, Field
 
+from app.core.errors import AppError
+
 SCOPES = ("read", "write", "admin")
 _IMPLIES = {"read": {"read"}, "write": {"read", "write"}, "admin": {"read", "write", "admin"}}
 
@@ -34,10 +36,7 @@ class ApiKey(BaseModel):
         return out
 
 
-class AuthError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+AuthError = AppError  # deprecated alias, kept until branches written against it have rebased
 
 
 def hash_key(key: str) -> str:
@@ -66,9 +65,9 @@ def require(scope: str):
             return None
         key = find_key(request.headers.get("x-api-key"), keys)
         if key is None:
-            raise AuthError(401, "unauthorized", "a valid X-API-Key header is required")
+            raise AppError(401, "unauthorized", "a valid X-API-Key header is required")
         if scope not in key.granted():
-            raise AuthError(403, "forbidden", f"this key lacks the '{scope}' scope")
+            raise AppError(403, "forbidden", f"this key lacks the '{scope}' scope")
         request.state.api_key_name = key.name
         return key
 

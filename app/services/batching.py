@@ -15,9 +15,15 @@ from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
 
+from app.core.errors import AppError
 
-class QueueFull(RuntimeError):
-    """The batch queue is at capacity; retry later."""
+
+class QueueFull(AppError):
+    """The batch queue is at capacity: 503 with Retry-After, so clients back off and retry."""
+
+    def __init__(self, waiting: int):
+        super().__init__(503, "overloaded", f"the server is busy ({waiting} requests waiting); retry shortly",
+                         headers={"Retry-After": "1"})
 
 
 @dataclass
@@ -60,7 +66,7 @@ class _BatchQueue:
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run())
         if self._queue.qsize() >= self.max_queue_size:
-            raise QueueFull(f"{self._queue.qsize()} requests waiting")
+            raise QueueFull(self._queue.qsize())
         fut = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(item, max(1, self.size(item)), fut))
         return await fut

@@ -17,16 +17,14 @@ from pathlib import Path
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
+from app.core.errors import AppError
 from model.pipeline import Embedder, load_checkpoint
 from model.weights import REGISTRY, WeightsError
 
 log = logging.getLogger(__name__)
 
 
-class SwapError(Exception):
-    def __init__(self, status: int, code: str, message: str):
-        super().__init__(message)
-        self.status, self.code, self.message = status, code, message
+SwapError = AppError  # deprecated alias, kept until branches written against it have rebased
 
 
 @dataclass
@@ -97,26 +95,26 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> str:
     try:
         path = (root / spec).resolve()
     except (ValueError, OSError) as exc:  # NUL bytes, names too long for the file system
-        raise SwapError(422, "invalid_checkpoint_name", f"not a usable file name ({exc})") from None
+        raise AppError(422, "invalid_checkpoint_name", f"not a usable file name ({exc})") from None
     if not path.is_relative_to(root):
-        raise SwapError(422, "checkpoint_outside_directory", f"checkpoints must be inside {root}")
+        raise AppError(422, "checkpoint_outside_directory", f"checkpoints must be inside {root}")
     if not path.is_file():
-        raise SwapError(404, "unknown_checkpoint", f"no checkpoint named {spec!r} in the checkpoints directory")
+        raise AppError(404, "unknown_checkpoint", f"no checkpoint named {spec!r} in the checkpoints directory")
     return str(path)
 
 
 def validate_candidate(spec: str, device, precision: str, probe: np.ndarray, embedding_size: int) -> Embedder:
-    """Load and probe a candidate; any problem is a SwapError (the serving model is untouched)."""
+    """Load and probe a candidate; any problem is an AppError (the serving model is untouched)."""
     try:
         cand = Embedder(load_checkpoint(spec), device, precision)
     except WeightsError as exc:
-        raise SwapError(422, "invalid_checkpoint", str(exc)) from exc
+        raise AppError(422, "invalid_checkpoint", str(exc)) from exc
     try:
         out = cand.embed(probe)
     except ValueError as exc:
-        raise SwapError(422, "invalid_checkpoint", f"candidate failed the probe batch: {exc}") from exc
+        raise AppError(422, "invalid_checkpoint", f"candidate failed the probe batch: {exc}") from exc
     if out.shape != (len(probe), embedding_size) or not np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-3):
-        raise SwapError(422, "invalid_checkpoint", f"candidate gives embeddings of shape {out.shape}, "
+        raise AppError(422, "invalid_checkpoint", f"candidate gives embeddings of shape {out.shape}, "
                                                    f"expected (n, {embedding_size}) unit vectors")
     return cand
 
@@ -172,14 +170,14 @@ async def start_swap(service, spec: str) -> SwapStatus:
     """Validate synchronously (errors are the caller's 4xx), then re-embed and switch in the background."""
     models: ModelManager = service.models
     if models.swapping:
-        raise SwapError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
+        raise AppError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
     path = resolve_checkpoint(spec, service.settings.checkpoints_dir)
     current = models.current
     probe = await run_in_threadpool(service.probe_crops)
     candidate = await run_in_threadpool(validate_candidate, path, current.device, current.precision_requested,
                                         probe, current.preprocessing.embedding_size)
     if models.swapping:  # another request won the race while we validated
-        raise SwapError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
+        raise AppError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
     if candidate.version == current.version:
         models.status = SwapStatus(state="done", candidate_version=candidate.version, candidate_name=candidate.name,
                                    previous_version=current.version, finished_at=time.time(),

@@ -15,6 +15,7 @@ from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
+from app.core.errors import AppError
 from app.gallery.index import Match, VectorIndex
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import batch
@@ -26,12 +27,10 @@ from model.pipeline import Embedder, Face, FacePipeline
 log = logging.getLogger(__name__)
 
 
-class FaceError(Exception):
-    """A request that cannot be served as asked: stable `code`, HTTP `status`, human `message`."""
-
-    def __init__(self, code: str, message: str, status: int = 422, extra: dict | None = None):
-        super().__init__(message)
-        self.code, self.message, self.status, self.extra = code, message, status, extra or {}
+def FaceError(code: str, message: str, status: int = 422, extra: dict | None = None) -> AppError:  # noqa: N802
+    """Deprecated: the old argument order, kept only until branches written against it have rebased.
+    Returns an `AppError`; raise `AppError(status, code, message, detail)` directly instead."""
+    return AppError(status, code, message, extra or None)
 
 
 @dataclass
@@ -127,7 +126,7 @@ class FaceService:
         try:
             image = await run_in_threadpool(decode_image, data, self.settings.max_image_pixels)
         except ImageError as exc:
-            raise FaceError(exc.code, exc.message, exc.status) from exc
+            raise AppError(exc.status, exc.code, exc.message) from exc
         det = await self._run(self.detect_batch, image)
         if len(det) > self.settings.max_faces_per_image:
             order = np.argsort(-det.scores)[: self.settings.max_faces_per_image]
@@ -154,27 +153,27 @@ class FaceService:
                          face_box: list[float] | None) -> Face:
         faces = result.faces
         if not faces:
-            raise FaceError("no_face", f"no face found in image {image_no}", 422)
+            raise AppError(422, "no_face", f"no face found in image {image_no}")
         if face_index is not None:
             if not 0 <= face_index < len(faces):
-                raise FaceError("face_index_out_of_range",
-                                f"image {image_no} has {len(faces)} faces; face_index {face_index} is out of range", 422)
+                raise AppError(422, "face_index_out_of_range",
+                               f"image {image_no} has {len(faces)} faces; face_index {face_index} is out of range")
             face = faces[face_index]
         elif face_box is not None:
             face = max(faces, key=lambda f: _iou(f.box, face_box))
             if _iou(face.box, face_box) < 0.3:
-                raise FaceError("face_box_no_match", f"no face in image {image_no} overlaps the given face_box", 422)
+                raise AppError(422, "face_box_no_match", f"no face in image {image_no} overlaps the given face_box")
         else:
             usable = [f for f in faces if self.quality_problem(f) is None]
             if len(usable) != 1:
-                raise FaceError("ambiguous_face" if len(usable) > 1 else "face_not_usable",
-                                f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected); "
-                                "enrollment needs exactly one, or say which with face_index or face_box", 422,
-                                {"faces": [_face_brief(i, f) for i, f in enumerate(faces)]})
+                raise AppError(422, "ambiguous_face" if len(usable) > 1 else "face_not_usable",
+                               f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected); "
+                               "enrollment needs exactly one, or say which with face_index or face_box",
+                               {"faces": [_face_brief(i, f) for i, f in enumerate(faces)]})
             face = usable[0]
         problem = self.quality_problem(face)
         if problem:
-            raise FaceError("face_quality", f"image {image_no}: {problem}", 422)
+            raise AppError(422, "face_quality", f"image {image_no}: {problem}")
         return face
 
     async def enroll(self, label: str, images: list[bytes], face_index: int | None, face_box: list[float] | None):
@@ -230,7 +229,7 @@ class FaceService:
         ra, rb = await self.analyse_many([a, b], embedder)
         for no, r in enumerate((ra, rb)):
             if not r.faces:
-                raise FaceError("no_face", f"no face found in image {no}", 422)
+                raise AppError(422, "no_face", f"no face found in image {no}")
         fa, fb = max(ra.faces, key=lambda f: f.size), max(rb.faces, key=lambda f: f.size)
         thr = self.models.threshold_for(embedder, threshold)
         return float(fa.embedding @ fb.embedding), thr, embedder
@@ -239,12 +238,12 @@ class FaceService:
         embedder = self.models.current
         r = await self.analyse(data, embedder)
         if not r.faces:
-            raise FaceError("no_face", "no face found in image 0", 422)
+            raise AppError(422, "no_face", "no face found in image 0")
         face = max(r.faces, key=lambda f: f.size)
         idx = await run_in_threadpool(self.index.get, embedder.version, embedder.preprocessing.embedding_size)
         score = idx.scores_for_identity(face.embedding, identity_id)
         if score is None:
-            raise FaceError("unknown_identity", f"identity {identity_id} does not exist", 404)
+            raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
         thr = self.models.threshold_for(embedder, threshold)
         return score, thr, embedder
 

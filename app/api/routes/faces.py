@@ -17,7 +17,7 @@ from app.schemas import (
     VerifyJSON,
     VerifyResponse,
 )
-from app.services.recognition import FaceError
+from app.core.errors import AppError
 
 router = APIRouter(tags=["faces"])
 ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -53,7 +53,7 @@ async def enroll(request: Request, service: ServiceDep, settings: SettingsDep, _
     images, fields = await parse_body(request, EnrollJSON, {"files": (1, n)}, n)
     data = images.get("files") or images.get("images") or []
     if len(data) > n:
-        raise FaceError("too_many_files", f"at most {n} images per request", 413)
+        raise AppError(413, "too_many_files", f"at most {n} images per request")
     label = form_label(fields)
     face_index = form_int(fields, "face_index", 0)  # a form string or a JSON integer
     face_box = form_box(fields, "face_box")
@@ -94,7 +94,8 @@ async def verify(request: Request, service: ServiceDep, _key: ReadKey,
     b = (images.get("file_b") or images.get("image_b") or [None])[0]
     identity_id = form_int(fields, "identity_id")
     if (b is None) == (identity_id is None):
-        raise FaceError("invalid_request", "give exactly one of a second image (file_b / image_b) or identity_id", 422)
+        raise AppError(422, "invalid_request",
+                       "give exactly one of a second image (file_b / image_b) or identity_id")
     if b is not None:
         score, thr, embedder = await service.verify_images(a, b, threshold)
     else:

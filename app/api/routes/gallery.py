@@ -8,6 +8,7 @@ from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import StoreDep
+from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
 from app.gallery.models import Face, Identity
 from app.gallery.store import GalleryStore
@@ -20,7 +21,6 @@ from app.schemas import (
     IdentityPublic,
     IdentityUpdate,
 )
-from app.services.recognition import FaceError
 
 router = APIRouter(tags=["gallery"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
                                                  403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
@@ -41,8 +41,8 @@ def identity_public(ident: Identity, store: GalleryStore, face_count: int | None
             "created_at": ident.created_at, "updated_at": ident.updated_at}
 
 
-def _missing(kind: str, id_: int) -> FaceError:
-    return FaceError(f"unknown_{kind}", f"{kind} {id_} does not exist", 404)
+def _missing(kind: str, id_: int) -> AppError:
+    return AppError(404, f"unknown_{kind}", f"{kind} {id_} does not exist")
 
 
 @router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
@@ -67,7 +67,7 @@ async def rename_identity(identity_id: IdentityId, body: IdentityUpdate, store: 
     try:
         ident = await run_in_threadpool(store.rename, identity_id, body.label)
     except IntegrityError:
-        raise FaceError("label_taken", f"another identity is already labelled {body.label!r}", 409) from None
+        raise AppError(409, "label_taken", f"another identity is already labelled {body.label!r}") from None
     if ident is None:
         raise _missing("identity", identity_id)
     return identity_public(ident, store)
@@ -85,7 +85,7 @@ async def delete_identity(identity_id: IdentityId, store: StoreDep, _key: WriteK
              summary="Merge another identity into this one: its faces move here and it is deleted")
 async def merge_identity(identity_id: IdentityId, body: IdentityMerge, store: StoreDep, _key: WriteKey) -> dict:
     if body.from_identity_id == identity_id:
-        raise FaceError("merge_into_self", "an identity cannot be merged into itself", 422)
+        raise AppError(422, "merge_into_self", "an identity cannot be merged into itself")
     ident = await run_in_threadpool(store.merge, identity_id, body.from_identity_id)
     if ident is None:
         missing = identity_id if await run_in_threadpool(store.get_identity, identity_id) is None \
