@@ -1,4 +1,5 @@
-"""Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version)."""
+"""Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version),
+templates (one per identity and model version)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -51,6 +52,19 @@ class Embedding(Base):
     vector: Mapped[bytes] = mapped_column(LargeBinary)      # float32 little-endian, unit length
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     face: Mapped[Face] = relationship(back_populates="embeddings")
+
+
+class Template(Base):
+    """An identity searched as a whole: the normalised mean of its faces' embeddings of one model version.
+    Kept by the store in the same transaction as every write that changes the identity's faces."""
+    __tablename__ = "templates"
+    __table_args__ = (UniqueConstraint("identity_id", "model_version", name="uq_template_identity_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    vector: Mapped[bytes] = mapped_column(LargeBinary)      # float32 little-endian, unit length
+    n_faces: Mapped[int] = mapped_column(Integer)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 
 
 class GalleryState(Base):

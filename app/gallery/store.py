@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, delete, event, func, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from app.gallery.models import Embedding, Face, GalleryState, Identity, utcnow
+from app.gallery.models import Embedding, Face, GalleryState, Identity, Template, utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -84,6 +84,16 @@ def vector_to_bytes(v: np.ndarray) -> bytes:
     return np.asarray(v, dtype="<f4").tobytes()
 
 
+def bytes_to_matrix(blobs: list[bytes]) -> np.ndarray:
+    return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
+
+
+def template_of(vectors: np.ndarray) -> np.ndarray:
+    """An identity's template: the normalised mean of its faces' unit embeddings (one place for the rule)."""
+    mean = np.asarray(vectors, dtype=np.float64).sum(axis=0)
+    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+
+
 @dataclass
 class NewFace:
     """A face ready to store: crop, where it was found, and its embeddings by model version."""
@@ -135,6 +145,27 @@ class GalleryStore:
                       .values(serving_model=spec, serving_version=version))
 
     # --- writes -------------------------------------------------------------------------------------
+    @staticmethod
+    def _refresh_templates(s: Session, identity_ids, version: str | None = None) -> None:
+        """Re-make the templates of `identity_ids` (all model versions, or one) from their faces' embeddings,
+        inside the caller's transaction; an identity or version without embeddings keeps no template."""
+        ids = sorted(set(int(i) for i in identity_ids))
+        if not ids:
+            return
+        q = delete(Template).where(Template.identity_id.in_(ids))
+        e = (select(Face.identity_id, Embedding.model_version, Embedding.vector)
+             .join(Face, Face.id == Embedding.face_id).where(Face.identity_id.in_(ids)))
+        if version is not None:
+            q = q.where(Template.model_version == version)
+            e = e.where(Embedding.model_version == version)
+        s.execute(q)
+        groups: dict[tuple[int, str], list[bytes]] = {}
+        for iid, ver, blob in s.execute(e.order_by(Embedding.id)).all():
+            groups.setdefault((iid, ver), []).append(blob)
+        for (iid, ver), blobs in groups.items():
+            s.add(Template(identity_id=iid, model_version=ver, n_faces=len(blobs),
+                           vector=vector_to_bytes(template_of(bytes_to_matrix(blobs)))))
+
     def enroll(self, label: str, faces: list[NewFace]) -> tuple[Identity, list[Face], bool]:
         """Add faces to identity `label` (created if new) in one transaction. Returns (identity, faces, created)."""
         with self.sessions() as s, s.begin():
@@ -155,6 +186,8 @@ class GalleryStore:
                 for version, vec in nf.embeddings.items():
                     s.add(Embedding(face_id=face.id, model_version=version, vector=vector_to_bytes(vec)))
                 rows.append(face)
+            s.flush()
+            self._refresh_templates(s, [ident.id])
             return ident, rows, created
 
     def rename(self, identity_id: int, label: str) -> Identity | None:
@@ -186,6 +219,8 @@ class GalleryStore:
             s.flush()
             if not s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)):
                 s.delete(s.get(Identity, identity_id))
+            else:
+                self._refresh_templates(s, [identity_id])
             self._bump(s, rebuild=True)
             return True
 
@@ -201,6 +236,7 @@ class GalleryStore:
                 # bulk statements: loading the source's faces would let the ORM's delete-orphan cascade delete them
                 s.execute(update(Face).where(Face.identity_id == from_id).values(identity_id=into_id))
                 s.execute(delete(Identity).where(Identity.id == from_id))
+                self._refresh_templates(s, [into_id])
                 into.updated_at = utcnow()
                 return into
         except _Unchanged:
@@ -217,6 +253,10 @@ class GalleryStore:
                 if fid in existing and fid not in have:
                     s.add(Embedding(face_id=fid, model_version=version, vector=vector_to_bytes(vec)))
                     n += 1
+            if n:
+                s.flush()
+                touched = s.scalars(select(Face.identity_id).where(Face.id.in_(list(existing - have))).distinct())
+                self._refresh_templates(s, list(touched), version)
             self._bump(s)
             return n
 
@@ -225,6 +265,7 @@ class GalleryStore:
             rows = s.scalars(select(Embedding).where(Embedding.model_version.not_in(keep))).all()
             for r in rows:
                 s.delete(r)
+            s.execute(delete(Template).where(Template.model_version.not_in(keep)))
             self._bump(s, rebuild=True)
             return len(rows)
 
@@ -265,8 +306,14 @@ class GalleryStore:
         ids = np.fromiter((r[0] for r in rows), np.int64, len(rows))
         fids = np.fromiter((r[1] for r in rows), np.int64, len(rows))
         iids = np.fromiter((r[2] for r in rows), np.int64, len(rows))
-        mat = np.frombuffer(b"".join(r[4] for r in rows), dtype="<f4").reshape(len(rows), -1)
-        return ids, fids, iids, [r[3] for r in rows], mat
+        return ids, fids, iids, [r[3] for r in rows], bytes_to_matrix([r[4] for r in rows])
+
+    def templates(self, version: str) -> dict[int, tuple[np.ndarray, int]]:
+        """{identity id: (template vector, number of faces)} of `version`."""
+        with self.sessions() as s:
+            rows = s.execute(select(Template.identity_id, Template.vector, Template.n_faces)
+                             .where(Template.model_version == version)).all()
+        return {r[0]: (np.frombuffer(r[1], dtype="<f4").copy(), r[2]) for r in rows}
 
     def versions(self) -> dict[str, int]:
         with self.sessions() as s:

@@ -1,0 +1,131 @@
+"""The operating-point derivation against brute-force simulation on synthetic score distributions."""
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+
+from model.calibration import (
+    CalibrationError,
+    ImpostorTail,
+    fpir_at,
+    impostor_scores_of,
+    operating_point,
+    per_comparison_rate,
+)
+
+
+def simulated_fpir(rng, draw, threshold: float, n_compared: int, probes: int = 20_000) -> float:
+    """Brute force: `probes` strangers, each compared with `n_compared` impostor scores; share whose best clears."""
+    hits = 0
+    for start in range(0, probes, 2000):
+        m = min(2000, probes - start)
+        hits += int((draw(rng, (m, n_compared)).max(axis=1) >= threshold).sum())
+    return hits / probes
+
+
+def normal(mu, sigma):
+    return lambda rng, shape: rng.normal(mu, sigma, shape).astype(np.float32)
+
+
+def gumbelish(rng, shape):  # a heavier right tail than the normal
+    return (0.05 + 0.06 * rng.gumbel(size=shape)).astype(np.float32)
+
+
+@pytest.mark.parametrize("draw", [normal(0.1, 0.1), gumbelish], ids=["normal", "heavy-tail"])
+@pytest.mark.parametrize("n_compared", [1, 10, 100, 1000])
+def test_threshold_holds_target_fpir_in_simulation(draw, n_compared):
+    rng = np.random.default_rng(0)
+    tail = ImpostorTail.from_scores(draw(rng, 5_000_000), source="synthetic")
+    op = operating_point(tail, 0.01, n_compared)
+    assert op.source == "calibrated" and not op.extrapolated
+    fpir = simulated_fpir(np.random.default_rng(1), draw, op.threshold, n_compared)
+    # 20,000 probes at FPIR 0.01: binomial sd 0.0007; interpolation between tail points adds a little
+    assert 0.0075 <= fpir <= 0.013, (n_compared, op.threshold, fpir)
+    assert math.isclose(fpir_at(tail, op.threshold, n_compared), 0.01, rel_tol=0.05)
+
+
+def test_threshold_grows_with_the_gallery():
+    tail = ImpostorTail.from_scores(np.random.default_rng(0).normal(0, 0.1, 2_000_000))
+    thresholds = [operating_point(tail, 0.01, n).threshold for n in (1, 10, 100, 1000, 10_000)]
+    assert all(a < b for a, b in zip(thresholds, thresholds[1:])), thresholds
+
+
+def test_per_comparison_rate_matches_definition():
+    for n in (1, 7, 1000, 10**6):
+        p = per_comparison_rate(0.01, n)
+        assert math.isclose(-math.expm1(n * math.log1p(-p)), 0.01, rel_tol=1e-9)
+
+
+def test_tail_points_count_the_pairs_beyond_them():
+    scores = np.arange(1_000_000, dtype=np.float64) / 1_000_000  # uniform on [0, 1)
+    tail = ImpostorTail.from_scores(scores)
+    for p, t, k in tail.points:
+        assert k == int(p * 1_000_000) and k >= 10
+        assert abs((scores >= t).mean() - p) <= 2e-6
+    assert tail.deepest_p == pytest.approx(1e-5)  # 10 pairs beyond: the last supported level
+    assert tail.supports(1e-5) and not tail.supports(1e-6)
+
+
+def test_extrapolation_below_the_deepest_point_is_flagged_and_monotone():
+    tail = ImpostorTail.from_scores(np.random.default_rng(0).normal(0, 0.1, 100_000))
+    shallow = operating_point(tail, 0.01, 10)
+    deep = operating_point(tail, 0.01, 100_000)
+    assert not shallow.extrapolated and deep.extrapolated and deep.threshold > shallow.threshold
+    assert any("extrapolated" in w for w in deep.warnings)
+    assert tail.score_at(1e-8) > tail.score_at(1e-7) > tail.score_at(tail.deepest_p)
+
+
+def test_round_trip_and_malformed_tails_are_refused():
+    tail = ImpostorTail.from_scores(np.random.default_rng(0).normal(0, 0.1, 100_000), source="x")
+    again = ImpostorTail.from_dict(tail.to_dict())
+    assert again.points == tuple((p, round(t, 6), k) for p, t, k in tail.points)
+    bad = tail.to_dict()
+    bad["points"][2][1] = float("inf")
+    with pytest.raises(CalibrationError):
+        ImpostorTail.from_dict(bad)
+    with pytest.raises(CalibrationError):
+        ImpostorTail.from_dict({"n_pairs": 10, "points": []})
+    with pytest.raises(CalibrationError):
+        ImpostorTail.from_dict({"points": "nope"})
+
+
+@pytest.mark.parametrize("n_gallery_pairs", [3_000, 500_000])
+def test_a_shifted_gallery_moves_the_operating_point_to_its_own_domain(n_gallery_pairs):
+    """The prior says impostors sit at N(0.1, 0.1); the deployment's cameras put them at N(0.25, 0.12).
+    With the gallery's own pairs the served FPIR lands near the target; with the prior alone it does not."""
+    rng = np.random.default_rng(0)
+    prior = ImpostorTail.from_scores(rng.normal(0.1, 0.1, 5_000_000))
+    domain = normal(0.25, 0.12)
+    gallery = ImpostorTail.from_scores(domain(rng, n_gallery_pairs))
+    n = 100
+    alone = operating_point(prior, 0.01, n)
+    both = operating_point(prior, 0.01, n, gallery)
+    assert both.threshold > alone.threshold and both.warnings
+    fpir_alone = simulated_fpir(np.random.default_rng(2), domain, alone.threshold, n, 5000)
+    fpir_both = simulated_fpir(np.random.default_rng(2), domain, both.threshold, n, 20_000)
+    assert fpir_alone > 0.5
+    assert 0.005 <= fpir_both <= 0.02, (both.public(), fpir_both)
+
+
+def test_a_gallery_like_the_prior_does_not_move_the_operating_point():
+    rng = np.random.default_rng(0)
+    prior = ImpostorTail.from_scores(rng.normal(0.1, 0.1, 5_000_000))
+    gallery = ImpostorTail.from_scores(rng.normal(0.1, 0.1, 200_000))
+    alone, both = operating_point(prior, 0.01, 1000), operating_point(prior, 0.01, 1000, gallery)
+    assert not both.warnings
+    assert fpir_at(prior, both.threshold, 1000) >= 0.5 * 0.01
+
+
+def test_gallery_impostor_scores_brute_force():
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(40, 8)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = np.repeat(np.arange(10), 4)
+    scores, used = impostor_scores_of(emb, labels)
+    expected = sorted(float(emb[i] @ emb[j]) for i in range(40) for j in range(i + 1, 40) if labels[i] != labels[j])
+    assert used == 40 and len(scores) == 40 * 36 // 2
+    np.testing.assert_allclose(np.sort(scores), expected, atol=1e-6)
+    sub, used = impostor_scores_of(emb, labels, max_faces=20)
+    assert used == 20 and len(sub) < len(scores)
