@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
-from app.api.routes import admin, faces, gallery, health
+from app.api.routes import admin, faces, gallery, health, transfer
 from app.core import errors
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError
@@ -109,7 +109,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(errors.BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     app.middleware("http")(request_context)
-    for router in (health.router, faces.router, gallery.router, admin.router):
+    for router in (health.router, faces.router, transfer.router, gallery.router, admin.router):
         app.include_router(router)
     return app
 

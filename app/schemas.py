@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
+from typing import Annotated
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -72,8 +73,11 @@ class FacePublic(BaseModel):
     id: int
     identity_id: int
     box: Box
+    landmarks: list[list[float]] = Field(description="left eye, right eye, nose, mouth left, mouth right (x, y)")
     detection_score: float
-    source_sha256: str
+    source_sha256: str = Field(description="SHA-256 of the uploaded image the face came from")
+    crop_size: int = Field(description="side of the stored aligned crop, pixels")
+    crop_margin: int = Field(description="margin around the detected box in the crop, pixels")
     created_at: datetime
 
 
@@ -150,3 +154,34 @@ class Ready(BaseModel):
     faces: int
     indexed_vectors: int
     batching: bool
+
+
+class FaceWithLabel(FacePublic):
+    label: str
+
+
+class FacesBySource(BaseModel):
+    items: list[FaceWithLabel] = Field(description="stored faces whose source image has one of the given hashes")
+
+
+Sha256 = Annotated[str, Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256, 64 lowercase hex digits")]
+Coord = Annotated[float, Field(ge=-1e6, le=1e6, allow_inf_nan=False)]
+
+
+class ImportedFace(BaseModel):
+    """A stored aligned crop from another gallery (an export archive), with the metadata it was stored with."""
+    model_config = ConfigDict(extra="forbid")
+    crop: str = Field(min_length=1, description="base64 image (PNG) of the aligned crop, "
+                      "image_size x image_size of the serving model's preprocessing")
+    source_sha256: Sha256
+    box: list[Coord] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in the source image")
+    landmarks: list[Annotated[list[Coord], Field(min_length=2, max_length=2)]] = Field(
+        max_length=5, description="5 (x, y) points in the source image")
+    detection_score: float = Field(ge=0.0, le=1.0)
+    crop_margin: int = Field(ge=0, le=10_000)
+
+
+class FacesImport(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
+    faces: list[ImportedFace] = Field(min_length=1)

@@ -289,6 +289,13 @@ class GalleryStore:
         with self.sessions() as s:
             return s.get(Face, face_id)
 
+    def faces_by_source(self, hashes: list[str]) -> list[tuple[Face, str]]:
+        """(face, its identity's label) for every stored face whose source image hash is in `hashes`."""
+        with self.sessions() as s:
+            rows = s.execute(select(Face, Identity.label).join(Identity, Identity.id == Face.identity_id)
+                             .where(Face.source_sha256.in_(hashes)).order_by(Face.id)).all()
+            return [(r[0], r[1]) for r in rows]
+
     def counts(self) -> dict[str, int]:
         with self.sessions() as s:
             return {"identities": s.scalar(select(func.count(Identity.id))) or 0,

@@ -1,0 +1,174 @@
+"""Client-side bulk work over the API: enroll a folder `DIR/<label>/<images>`, identify many images.
+
+Uploads run on a bounded thread pool sharing one FaceIDClient. Enrollment is resumable: every file is hashed
+(SHA-256 of its bytes, as the server records `source_sha256`) and files already enrolled are skipped. An
+answer that concerns one file (a 4xx such as no_face) refuses that file and the run goes on; anything else
+(unreachable, 401/403, 5xx after retries) stops the run at once.
+"""
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable, Iterator
+from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from app.client import FaceIDClient, FaceIDError
+from app.schemas import IdentifyResponse
+
+IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
+# Answers about one input: refuse that file, go on with the others.
+PER_FILE_STATUSES = frozenset({400, 413, 415, 422})
+
+
+def is_per_file(exc: FaceIDError) -> bool:
+    return exc.status in PER_FILE_STATUSES
+
+
+def file_sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def image_files(paths: list[Path]) -> list[Path]:
+    """Files as given, and the image files under directories (recursively, sorted); hidden ones skipped."""
+    out: list[Path] = []
+    for p in paths:
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+                              and not any(part.startswith(".") for part in f.relative_to(p).parts)))
+        else:
+            out.append(p)
+    return out
+
+
+@dataclass(frozen=True)
+class EnrollItem:
+    path: Path
+    label: str
+    sha256: str
+
+
+@dataclass
+class EnrollReport:
+    enrolled: list[tuple[EnrollItem, int]] = field(default_factory=list)        # (item, face id)
+    skipped: list[tuple[EnrollItem, str]] = field(default_factory=list)         # (item, why)
+    refused: list[tuple[EnrollItem, str, str]] = field(default_factory=list)    # (item, code, message)
+    not_attempted: list[EnrollItem] = field(default_factory=list)               # beyond --max-files
+
+    def refused_by_code(self) -> dict[str, list[tuple[EnrollItem, str]]]:
+        out: dict[str, list[tuple[EnrollItem, str]]] = {}
+        for item, code, message in self.refused:
+            out.setdefault(code, []).append((item, message))
+        return dict(sorted(out.items()))
+
+
+def scan_folder(root: Path) -> list[EnrollItem]:
+    """`root/<label>/**/<image>`, sorted by label then path; files directly in `root` are not enrolled."""
+    items = []
+    for label_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
+        label = label_dir.name.strip()
+        for f in image_files([label_dir]):
+            items.append(EnrollItem(f, label, file_sha256(f)))
+    return items
+
+
+def plan_enrollment(client: FaceIDClient, items: list[EnrollItem], report: EnrollReport) -> list[EnrollItem]:
+    """The items still to upload; the others go to `report` (already enrolled, or duplicates)."""
+    enrolled_as: dict[str, set[str]] = {}
+    for face in client.faces_by_source(i.sha256 for i in items):
+        enrolled_as.setdefault(face.source_sha256, set()).add(face.label)
+    first_seen: dict[str, EnrollItem] = {}
+    todo = []
+    for item in items:
+        labels = enrolled_as.get(item.sha256, set())
+        seen = first_seen.setdefault(item.sha256, item)
+        if item.label in labels:
+            report.skipped.append((item, "already enrolled"))
+        elif labels:
+            report.refused.append((item, "enrolled_as_other",
+                                   f"the same image is already enrolled as {sorted(labels)[0]!r}"))
+        elif seen is not item and seen.label == item.label:
+            report.skipped.append((item, f"same content as {seen.path.name}"))
+        elif seen is not item:
+            report.refused.append((item, "duplicate_image", f"the same image is in {seen.label!r} ({seen.path})"))
+        else:
+            todo.append(item)
+    return todo
+
+
+def enroll_folder(client: FaceIDClient, root: Path, concurrency: int = 4, max_files: int | None = None,
+                  on_plan: Callable[[int], None] | None = None,
+                  on_done: Callable[[EnrollItem, str], None] | None = None) -> EnrollReport:
+    """Enroll every image of `root/<label>/` not enrolled yet, one image per request, `concurrency` at a time.
+    `max_files` uploads only the first N pending files (the rest are reported as not attempted): a
+    deterministic interruption. `on_plan(n)` is told how many uploads there will be, `on_done(item, outcome)`
+    as each one finishes (progress)."""
+    report = EnrollReport()
+    todo = plan_enrollment(client, scan_folder(root), report)
+    if max_files is not None:
+        todo, report.not_attempted = todo[:max_files], todo[max_files:]
+    if on_plan:
+        on_plan(len(todo))
+
+    def upload(item: EnrollItem) -> int:
+        return client.enroll(item.label, [item.path.read_bytes()]).faces[0].id
+
+    for item, result in _run_pool(upload, todo, concurrency):
+        if isinstance(result, FaceIDError):
+            report.refused.append((item, result.code, result.message))
+            outcome = "refused"
+        else:
+            report.enrolled.append((item, result))
+            outcome = "enrolled"
+        if on_done:
+            on_done(item, outcome)
+    return report
+
+
+def identify_files(client: FaceIDClient, files: list[Path], concurrency: int = 4, top_k: int | None = None,
+                   threshold: float | None = None) -> Iterator[tuple[Path, IdentifyResponse | FaceIDError]]:
+    """(path, answer or per-file error) for each file, in completion order."""
+    def one(path: Path) -> IdentifyResponse:
+        try:
+            data = path.read_bytes()
+        except OSError as exc:
+            raise FaceIDError(400, "unreadable_file", f"{path}: {exc.strerror or exc}") from exc
+        return client.identify(data, top_k=top_k, threshold=threshold)
+
+    yield from _run_pool(one, files, concurrency)
+
+
+def _run_pool(fn, items, concurrency: int):
+    """Run fn over items with at most `concurrency` in flight; yield (item, result or per-file FaceIDError).
+    Any other error cancels what has not started and is raised."""
+    pending: dict[Future, object] = {}
+    it = iter(items)
+    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="faceid") as pool:
+        try:
+            while True:
+                while len(pending) < max(1, concurrency):  # bounded: never more queued than workers
+                    item = next(it, _END)
+                    if item is _END:
+                        break
+                    pending[pool.submit(fn, item)] = item
+                if not pending:
+                    return
+                done, _ = wait(pending, return_when=FIRST_COMPLETED)
+                for fut in done:
+                    item = pending.pop(fut)
+                    try:
+                        yield item, fut.result()
+                    except FaceIDError as exc:
+                        if not is_per_file(exc):
+                            raise
+                        yield item, exc
+        finally:
+            for fut in pending:
+                fut.cancel()
+
+
+_END = object()

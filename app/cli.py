@@ -1,0 +1,390 @@
+"""The `faceid` command: serve the API, and script it (enroll folders, identify, verify, export/import).
+
+Human output by default, `--json` for scripts. Exit codes: 0 done; 1 error (the API's error code and message
+are printed; server unreachable; unusable archive); 2 usage error; 3 done, but not a full yes (some inputs
+were refused, or verify found two different people). `--url`/`FACEID_URL` and `--api-key`/`FACEID_API_KEY`
+say which server and key.
+"""
+from __future__ import annotations
+
+import csv
+import json
+import os
+import shlex
+import sys
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+
+from app.client import DEFAULT_URL, FaceIDClient, FaceIDError
+
+EXIT_ERROR, EXIT_PARTIAL = 1, 3
+
+app = typer.Typer(name="faceid", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
+                  help="Face identification service: serve it, and script it from the shell.\n\n"
+                       "Exit codes: 0 done, 1 error, 2 usage, 3 done but some inputs refused (or verify: "
+                       "different people).")
+weights_app = typer.Typer(no_args_is_help=True, help="Model weights in $TORCH_HOME/checkpoints.")
+keys_app = typer.Typer(no_args_is_help=True, help="API keys for FACEID_API_KEYS.")
+app.add_typer(weights_app, name="weights")
+app.add_typer(keys_app, name="keys")
+
+Url = Annotated[str, typer.Option("--url", envvar="FACEID_URL", help="server URL", show_default=True)]
+ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="FACEID_API_KEY", show_default=False,
+                                               help="API key (X-API-Key)")]
+Timeout = Annotated[float, typer.Option("--timeout", min=0.1, help="seconds per request")]
+Json = Annotated[bool, typer.Option("--json", help="JSON on stdout for scripts")]
+Concurrency = Annotated[int, typer.Option("--concurrency", "-c", min=1, max=64, help="requests in flight")]
+Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")]
+
+
+def _client(url: str, api_key: str | None, timeout_s: float) -> FaceIDClient:
+    """FACEID_RETRIES (default 3): extra attempts on 503/429 and on connection failures."""
+    retries = int(os.environ.get("FACEID_RETRIES") or 3)
+    return FaceIDClient(url, api_key=api_key or None, timeout_s=timeout_s, retries=retries)
+
+
+def _emit(data, as_json: bool, human: str | None = None) -> None:
+    if as_json:
+        typer.echo(json.dumps(data, indent=None, default=str))
+    elif human is not None:
+        typer.echo(human)
+
+
+@contextmanager
+def _errors(as_json: bool):
+    """API errors -> their code and message on stderr (and as JSON on stdout with --json), exit 1."""
+    from app.archive import ArchiveError
+
+    try:
+        yield
+    except FaceIDError as exc:
+        hint = {401: " (check --api-key / FACEID_API_KEY)", 403: " (this key's scopes do not allow it)",
+                0: " (is the server running? --url / FACEID_URL)"}.get(exc.status, "")
+        typer.echo(f"error: {exc.code}" + (f" ({exc.status})" if exc.status else "") + f": {exc.message}{hint}",
+                   err=True)
+        if as_json:
+            _emit({"error": {"status": exc.status, "code": exc.code, "message": exc.message}}, True)
+        raise typer.Exit(EXIT_ERROR) from None
+    except ArchiveError as exc:
+        typer.echo(f"error: invalid_archive: {exc}", err=True)
+        if as_json:
+            _emit({"error": {"status": 0, "code": "invalid_archive", "message": str(exc)}}, True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+class _Bar:
+    """A tqdm progress bar on stderr (on a terminal, unless --progress/--no-progress says otherwise) that
+    appears once its total is known (`start`)."""
+
+    def __init__(self, enabled: bool | None, unit: str, desc: str, total: int | None = None):
+        self.enabled = sys.stderr.isatty() if enabled is None else enabled
+        self.unit, self.desc, self.bar = unit, desc, None
+        if total is not None:
+            self.start(total)
+
+    def start(self, total: int) -> None:
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=total, unit=self.unit, desc=self.desc, file=sys.stderr, dynamic_ncols=True,
+                        disable=not self.enabled)
+
+    def update(self, n: int = 1) -> None:
+        if self.bar is not None:
+            self.bar.update(n)
+
+    def __enter__(self) -> "_Bar":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        if self.bar is not None:
+            self.bar.close()
+
+
+# --- serve ---------------------------------------------------------------------------------------------
+@app.command()
+def serve(host: Annotated[str, typer.Option(envvar="FACEID_HOST", help="bind address")] = "127.0.0.1",
+          port: Annotated[int, typer.Option(envvar="FACEID_PORT", min=1, max=65535)] = 8000,
+          workers: Annotated[int, typer.Option(envvar="FACEID_WORKERS", min=1)] = 1,
+          fetch_weights: Annotated[bool, typer.Option("--fetch-weights/--no-fetch-weights",
+                                                      help="fetch or convert the weights first")] = True) -> None:
+    """Run the REST API (what `make run` and the container run).
+
+    Settings come from FACEID_* variables (app/core/config.py); FACEID_UVICORN_ARGS adds uvicorn options.
+
+    \b
+    Example: faceid serve --port 8000
+    """
+    if fetch_weights:
+        _fetch_serving_weights()
+    os.environ["FACEID_HOST"], os.environ["FACEID_PORT"] = host, str(port)  # Settings checks the bind address
+    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", host, "--port", str(port),
+            "--workers", str(workers), "--timeout-graceful-shutdown", "10",
+            *shlex.split(os.environ.get("FACEID_UVICORN_ARGS", ""))]
+    sys.stdout.flush()
+    os.execv(sys.executable, argv)  # uvicorn becomes this process: signals reach it directly
+
+
+def _fetch_serving_weights() -> None:
+    """The configured registry weights (a checkpoint file needs nothing) and MTCNN, fetched or converted."""
+    from app.core.config import get_settings
+    from model.weights import REGISTRY, WeightsError, fetch
+
+    name = get_settings().weights
+    if name in REGISTRY:
+        try:
+            fetch(name)
+        except WeightsError as exc:
+            typer.echo(f"warning: weights {name}: {exc}", err=True)
+    try:
+        fetch("mtcnn")
+    except WeightsError as exc:
+        typer.echo(f"error: weights mtcnn: {exc}", err=True)
+        raise typer.Exit(EXIT_ERROR) from None
+
+
+# --- status --------------------------------------------------------------------------------------------
+@app.command()
+def status(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 30.0, as_json: Json = False) -> None:
+    """Show the server's model and gallery size (GET /ready)."""
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        r = c.ready()
+        _emit(r.model_dump(mode="json"), as_json,
+              f"{url}: {r.status}, model {r.model_name} ({r.model_version}) on {r.device}, threshold "
+              f"{r.threshold:.3f}; {r.identities} identities, {r.faces} faces")
+
+
+# --- enroll --------------------------------------------------------------------------------------------
+@app.command()
+def enroll(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="DIR", help="DIR/<label>/<images>")],
+           url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+           concurrency: Concurrency = 4,
+           max_files: Annotated[Optional[int], typer.Option(min=0, help="upload at most N files, then stop "
+                                                            "(a later run resumes)")] = None,
+           progress: Progress = None, as_json: Json = False) -> None:
+    """Enroll every image under FOLDER/<label>/ as that label; files already enrolled are skipped.
+
+    Resumable: each file's SHA-256 is looked up first, so a rerun uploads only what is missing.
+
+    \b
+    Example: faceid enroll photos/ --concurrency 4
+    """
+    from app.bulk import enroll_folder
+
+    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "img", "enroll") as bar:
+        report = enroll_folder(c, folder, concurrency, max_files, on_plan=bar.start,
+                               on_done=lambda _item, _outcome: bar.update())
+    refused = report.refused_by_code()
+    summary = {"enrolled": len(report.enrolled), "skipped": len(report.skipped), "refused": len(report.refused),
+               "not_attempted": len(report.not_attempted),
+               "refusals": [{"path": str(i.path), "label": i.label, "code": code, "message": msg}
+                            for i, code, msg in report.refused],
+               "skips": [{"path": str(i.path), "label": i.label, "why": why} for i, why in report.skipped],
+               "enrollments": [{"path": str(i.path), "label": i.label, "face_id": fid} for i, fid in report.enrolled]}
+    lines = [f"enrolled {summary['enrolled']}, skipped {summary['skipped']} (already enrolled), "
+             f"refused {summary['refused']}" + (f", not attempted {summary['not_attempted']} (--max-files)"
+                                                 if report.not_attempted else "")]
+    for code, items in refused.items():
+        lines.append(f"  {code}: {len(items)}")
+        lines.extend(f"    {item.path}: {msg}" for item, msg in items)
+    _emit(summary, as_json, "\n".join(lines))
+    if report.refused:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+
+# --- identify ------------------------------------------------------------------------------------------
+CSV_FIELDS = ["path", "face", "status", "label", "identity_id", "score", "threshold", "x1", "y1", "x2", "y2",
+              "detection_score", "error_code", "error_message"]
+
+
+def _identify_rows(path: Path, result) -> list[dict]:
+    """CSV rows for one image: one per face; one `no_face` row for an image without faces; one `error` row."""
+    if isinstance(result, FaceIDError):
+        return [{"path": str(path), "status": "error", "error_code": result.code, "error_message": result.message}]
+    if not result.faces:
+        return [{"path": str(path), "status": "no_face", "threshold": result.threshold}]
+    return [{"path": str(path), "face": n, "status": f.status, "label": f.identity.label if f.identity else "",
+             "identity_id": f.identity.id if f.identity else "",
+             "score": "" if f.score is None else round(f.score, 6), "threshold": round(result.threshold, 6),
+             **dict(zip(("x1", "y1", "x2", "y2"), (round(x, 1) for x in f.box))),
+             "detection_score": round(f.detection_score, 6)} for n, f in enumerate(result.faces)]
+
+
+def _identify_human(path: Path, result) -> str:
+    if isinstance(result, FaceIDError):
+        return f"{path}: error {result.code}: {result.message}"
+    if not result.faces:
+        return f"{path}: no face"
+    parts = [(f"{f.identity.label} ({f.score:.3f})" if f.identity else
+              "unknown" + (f" (best {f.matches[0].label} {f.score:.3f})" if f.matches else ""))
+             for f in result.faces]
+    return f"{path}: " + (parts[0] if len(parts) == 1 else ", ".join(f"face {i}: {p}" for i, p in enumerate(parts)))
+
+
+@app.command()
+def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, or folders of images")],
+             csv_file: Annotated[Optional[Path], typer.Option("--csv", dir_okay=False,
+                                                              help="write one row per face to this CSV file")] = None,
+             top_k: Annotated[Optional[int], typer.Option(min=1, max=100)] = None,
+             threshold: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0,
+                                                                help="cosine threshold (default: the server's)")] = None,
+             url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+             concurrency: Concurrency = 4, progress: Progress = None, as_json: Json = False) -> None:
+    """Identify every face in images (folders are searched recursively).
+
+
+    \b
+    Example: faceid identify photos/ --csv results.csv
+    """
+    from app.bulk import identify_files, image_files
+
+    if csv_file is not None and as_json:
+        raise typer.BadParameter("give --csv or --json, not both")
+    files = image_files(paths)
+    results: dict[Path, object] = {}
+    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "img", "identify", len(files)) as bar:
+        for path, result in identify_files(c, files, concurrency, top_k, threshold):
+            results[path] = result
+            bar.update(1)
+    ordered = [(p, results[p]) for p in files]  # input order, whatever order the answers came in
+    errors = sum(isinstance(r, FaceIDError) for _, r in ordered)
+    if csv_file is not None:
+        tmp = csv_file.with_name(f".{csv_file.name}.tmp")
+        with open(tmp, "w", newline="") as f:
+            w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
+            w.writeheader()
+            for path, result in ordered:
+                w.writerows(_identify_rows(path, result))
+        os.replace(tmp, csv_file)
+        n_faces = sum(len(r.faces) for _, r in ordered if not isinstance(r, FaceIDError))
+        typer.echo(f"{len(files)} images, {n_faces} faces, {errors} errors -> {csv_file}")
+    elif as_json:
+        _emit([{"path": str(p), "error": {"status": r.status, "code": r.code, "message": r.message}}
+               if isinstance(r, FaceIDError) else {"path": str(p), **r.model_dump(mode="json")}
+               for p, r in ordered], True)
+    else:
+        for path, result in ordered:
+            typer.echo(_identify_human(path, result))
+    if errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+# --- verify --------------------------------------------------------------------------------------------
+@app.command()
+def verify(image: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+           other: Annotated[Optional[Path], typer.Argument(exists=True, dir_okay=False,
+                                                           help="second image (or give --identity)")] = None,
+           identity: Annotated[Optional[int], typer.Option("--identity", min=1,
+                                                           help="compare with this enrolled identity id")] = None,
+           threshold: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0)] = None,
+           url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False) -> None:
+    """Are two images (or an image and an enrolled identity) the same person? Exit 0 if yes, 3 if not.
+
+
+    \b
+    Example: faceid verify a.jpg b.jpg
+    """
+    if (other is None) == (identity is None):
+        raise typer.BadParameter("give a second image or --identity ID (one of them)")
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        r = c.verify(image.read_bytes(), other.read_bytes() if other else None, identity, threshold)
+    _emit(r.model_dump(mode="json"), as_json,
+          f"{'same person' if r.same_person else 'different people'}: score {r.score:.3f} "
+          f"{'>=' if r.same_person else '<'} threshold {r.threshold:.3f}")
+    if not r.same_person:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
+# --- export / import -----------------------------------------------------------------------------------
+@app.command("export")
+def export_(file: Annotated[Path, typer.Argument(dir_okay=False, help="archive to write (.zip)")],
+            url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+            concurrency: Concurrency = 4, progress: Progress = None, as_json: Json = False) -> None:
+    """Write the gallery (identities, labels, stored aligned crops and their metadata) to one archive.
+
+
+    \b
+    Example: faceid export gallery.zip
+    """
+    from app.archive import export_gallery
+
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        total = c.ready().faces
+        with _Bar(progress, "face", "export", total) as bar:
+            r = export_gallery(c, file, concurrency, on_face=bar.update)
+    _emit({"path": str(r.path), "identities": r.identities, "faces": r.faces, "skipped_faces": r.skipped_faces},
+          as_json, f"exported {r.identities} identities, {r.faces} faces to {r.path}")
+
+
+@app.command("import")
+def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="archive from faceid export")],
+            url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+            concurrency: Concurrency = 4,
+            batch_size: Annotated[int, typer.Option(min=1, max=100, help="faces per request")] = 10,
+            progress: Progress = None, as_json: Json = False) -> None:
+    """Add an archive's identities and faces to the gallery (empty or not), embedded by the serving model.
+
+    Idempotent: faces already there are skipped; afterwards every archived face is checked to be present.
+
+    \b
+    Example: faceid import gallery.zip --url http://new-host:8000
+    """
+    from app.archive import import_gallery
+
+    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "face", "import") as bar:
+        r = import_gallery(c, file, batch_size, concurrency, on_plan=bar.start, on_faces=bar.update)
+    _emit({"identities": r.identities, "identities_created": r.identities_created, "faces": r.faces,
+           "faces_added": r.faces_added, "faces_present": r.faces_present, "verified": r.verified,
+           "problems": r.problems}, as_json,
+          f"imported {r.identities} identities ({r.identities_created} new), {r.faces} faces: {r.faces_added} added, "
+          f"{r.faces_present} already there; " + ("verified: every archived face is present" if r.verified
+                                                  else "NOT verified: " + "; ".join(r.problems)))
+    if not r.verified:
+        raise typer.Exit(EXIT_ERROR)
+
+
+# --- weights, keys -------------------------------------------------------------------------------------
+@weights_app.command("fetch")
+def weights_fetch(names: Annotated[Optional[list[str]], typer.Argument(help="weight sets (default: casia-webface mtcnn)")] = None,
+                  source: Annotated[str, typer.Option(help="auto | download | convert")] = "auto") -> None:
+    """Fetch (or convert offline) weight sets into $TORCH_HOME/checkpoints (python -m model.weights fetch)."""
+    from model.weights import main as weights_main
+
+    raise typer.Exit(weights_main(["fetch", *(names or []), "--source", source]))
+
+
+@weights_app.command("list")
+def weights_list() -> None:
+    """Show the registry of weight sets."""
+    from model.weights import main as weights_main
+
+    raise typer.Exit(weights_main(["list"]))
+
+
+@keys_app.command("new")
+def keys_new(name: Annotated[str, typer.Option(help="who holds the key (logged, never the key)")],
+             scopes: Annotated[str, typer.Option(help="comma-separated: read, write, admin")] = "read",
+             as_json: Json = False) -> None:
+    """Make a random API key: print it once, and its settings entry (its SHA-256) for FACEID_API_KEYS."""
+    from app.core import security
+
+    if not as_json:
+        raise typer.Exit(security.main(["new-key", "--name", name, "--scopes", scopes]))
+    wanted = [s for s in scopes.split(",") if s]
+    if any(s not in security.SCOPES for s in wanted):
+        raise typer.BadParameter(f"scopes must be among {security.SCOPES}", param_hint="--scopes")
+    import secrets
+
+    key = secrets.token_urlsafe(32)
+    _emit({"key": key, "entry": {"name": name, "sha256": security.hash_key(key), "scopes": wanted}}, True)
+
+
+def main() -> None:
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,194 @@
+"""A small typed client of the faceid REST API (httpx): API key, timeouts, bounded retries on 503/429.
+
+    from app.client import FaceIDClient, FaceIDError
+    with FaceIDClient("http://127.0.0.1:8000", api_key="...") as fid:
+        result = fid.identify(Path("group.jpg").read_bytes())
+        for face in result.faces:
+            print(face.status, face.identity.label if face.identity else None, face.score)
+
+Every API error is raised as `FaceIDError` with the API's `status`, `code` and `message`; a server that
+cannot be reached is a `FaceIDError` with status 0 and code `unreachable`. The client is thread-safe
+(one httpx connection pool), so one instance serves a pool of worker threads.
+"""
+from __future__ import annotations
+
+import base64
+import email.utils
+import time
+from collections.abc import Callable, Iterable, Iterator
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import httpx
+
+from app.schemas import (
+    EnrollResponse,
+    FacesBySource,
+    FaceWithLabel,
+    IdentifyResponse,
+    IdentityDetail,
+    IdentityPublic,
+    Ready,
+    VerifyResponse,
+)
+
+Image = bytes | Path
+DEFAULT_URL = "http://127.0.0.1:8000"
+
+
+class FaceIDError(Exception):
+    """An error answer of the API (`status`, `code`, `message`, `detail`), or status 0 when unreachable."""
+
+    def __init__(self, status: int, code: str, message: str, detail: Any = None):
+        super().__init__(f"{code} ({status}): {message}" if status else f"{code}: {message}")
+        self.status, self.code, self.message, self.detail = status, code, message, detail
+
+
+def retry_after_s(value: str | None, now: datetime | None = None) -> float | None:
+    """Seconds to wait from a Retry-After header: delta-seconds or an HTTP date (RFC 9110); None if absent/bad."""
+    if not value:
+        return None
+    value = value.strip()
+    if value.isdigit():
+        return float(value)
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    if when.tzinfo is None:
+        when = when.replace(tzinfo=timezone.utc)
+    return max(0.0, (when - (now or datetime.now(timezone.utc))).total_seconds())
+
+
+def _read(image: Image) -> bytes:
+    return image.read_bytes() if isinstance(image, Path) else image
+
+
+class FaceIDClient:
+    """Typed methods over the public API. `retries` extra attempts on 503 (overloaded, database down) and 429
+    (rate limited), waiting what `Retry-After` says (else exponential back-off), at most `max_retry_wait_s`
+    per wait; connection failures are retried the same way (the request never reached the server)."""
+
+    def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout_s: float = 120.0,
+                 retries: int = 3, max_retry_wait_s: float = 30.0, transport: httpx.BaseTransport | None = None,
+                 sleep: Callable[[float], None] = time.sleep):
+        headers = {"X-API-Key": api_key} if api_key else {}
+        self.url = url.rstrip("/")
+        self.retries, self.max_retry_wait_s, self._sleep = retries, max_retry_wait_s, sleep
+        self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, transport=transport)
+
+    def close(self) -> None:
+        self.http.close()
+
+    def __enter__(self) -> "FaceIDClient":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    # --- transport ----------------------------------------------------------------------------------
+    def request(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """One API call with the retry policy; a non-2xx answer raises FaceIDError."""
+        for attempt in range(self.retries + 1):
+            last = attempt == self.retries
+            try:
+                resp = self.http.request(method, path, **kwargs)
+            except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
+                if last:
+                    raise FaceIDError(0, "unreachable", f"cannot reach {self.url} ({exc})") from exc
+                self._sleep(min(2.0 ** attempt * 0.5, self.max_retry_wait_s))
+                continue
+            except httpx.TimeoutException as exc:
+                raise FaceIDError(0, "timeout", f"{method} {path} got no answer in time ({exc})") from exc
+            except httpx.HTTPError as exc:
+                raise FaceIDError(0, "transport_error", f"{method} {path} failed ({exc})") from exc
+            if resp.status_code in (429, 503) and not last:
+                wait = retry_after_s(resp.headers.get("retry-after"))
+                self._sleep(min(wait if wait is not None else 2.0 ** attempt * 0.5, self.max_retry_wait_s))
+                continue
+            if resp.is_success:
+                return resp
+            raise self._error(resp)
+        raise AssertionError("unreachable")  # the loop returns or raises
+
+    @staticmethod
+    def _error(resp: httpx.Response) -> FaceIDError:
+        try:
+            err = resp.json()["error"]
+            return FaceIDError(resp.status_code, str(err["code"]), str(err["message"]), err.get("detail"))
+        except (ValueError, KeyError, TypeError):
+            text = resp.text.strip()[:200] or resp.reason_phrase
+            return FaceIDError(resp.status_code, "http_error", f"HTTP {resp.status_code}: {text}")
+
+    # --- service ------------------------------------------------------------------------------------
+    def ready(self) -> Ready:
+        return Ready.model_validate(self.request("GET", "/ready").json())
+
+    def enroll(self, label: str, images: Iterable[Image], face_index: int | None = None) -> EnrollResponse:
+        files = [("files", (f"image{i}", _read(im), "application/octet-stream")) for i, im in enumerate(images)]
+        data: dict[str, str] = {"label": label}
+        if face_index is not None:
+            data["face_index"] = str(face_index)
+        return EnrollResponse.model_validate(self.request("POST", "/enroll", data=data, files=files).json())
+
+    def identify(self, image: Image, top_k: int | None = None, threshold: float | None = None) -> IdentifyResponse:
+        params = {k: v for k, v in (("top_k", top_k), ("threshold", threshold)) if v is not None}
+        resp = self.request("POST", "/identify", params=params,
+                            files={"file": ("image", _read(image), "application/octet-stream")})
+        return IdentifyResponse.model_validate(resp.json())
+
+    def verify(self, image: Image, other: Image | None = None, identity_id: int | None = None,
+               threshold: float | None = None) -> VerifyResponse:
+        """Two images, or an image and an enrolled identity (exactly one of `other`, `identity_id`)."""
+        if (other is None) == (identity_id is None):
+            raise ValueError("give exactly one of other, identity_id")
+        files = {"file": ("a", _read(image), "application/octet-stream")}
+        data = {}
+        if other is not None:
+            files["file_b"] = ("b", _read(other), "application/octet-stream")
+        else:
+            data["identity_id"] = str(identity_id)
+        params = {"threshold": threshold} if threshold is not None else {}
+        return VerifyResponse.model_validate(self.request("POST", "/verify", params=params, data=data,
+                                                          files=files).json())
+
+    # --- gallery ------------------------------------------------------------------------------------
+    def identities(self, prefix: str | None = None, page_size: int = 500) -> Iterator[IdentityPublic]:
+        """Every identity (all pages), in id order."""
+        offset = 0
+        while True:
+            params: dict[str, Any] = {"offset": offset, "limit": page_size}
+            if prefix:
+                params["prefix"] = prefix
+            page = self.request("GET", "/identities", params=params).json()
+            for item in page["items"]:
+                yield IdentityPublic.model_validate(item)
+            offset += len(page["items"])
+            if not page["items"] or offset >= page["total"]:
+                return
+
+    def identity(self, identity_id: int) -> IdentityDetail:
+        return IdentityDetail.model_validate(self.request("GET", f"/identities/{identity_id}").json())
+
+    def find_identity(self, label: str) -> IdentityPublic | None:
+        """The identity with exactly this label, if any."""
+        return next((i for i in self.identities(prefix=label) if i.label == label), None)
+
+    def face_crop(self, face_id: int) -> bytes:
+        return self.request("GET", f"/faces/{face_id}/crop").content
+
+    def faces_by_source(self, hashes: Iterable[str], chunk: int = 100) -> list[FaceWithLabel]:
+        """Stored faces whose source image SHA-256 is among `hashes` (asked `chunk` at a time)."""
+        hashes = sorted(set(hashes))
+        out: list[FaceWithLabel] = []
+        for i in range(0, len(hashes), chunk):
+            resp = self.request("GET", "/faces", params={"source_sha256": hashes[i:i + chunk]})
+            out.extend(FacesBySource.model_validate(resp.json()).items)
+        return out
+
+    def import_faces(self, label: str, faces: list[dict]) -> EnrollResponse:
+        """Add stored aligned crops to `label`. Each face: crop (PNG bytes), source_sha256, box, landmarks,
+        detection_score, crop_margin."""
+        body = {"label": label, "faces": [{**f, "crop": base64.b64encode(f["crop"]).decode()} for f in faces]}
+        return EnrollResponse.model_validate(self.request("POST", "/faces/import", json=body).json())

@@ -1,0 +1,84 @@
+"""The `faceid` command's argument handling, exit codes and offline commands (Typer's CliRunner, no server)."""
+from __future__ import annotations
+
+import hashlib
+import json
+import zipfile
+
+import pytest
+from typer.testing import CliRunner
+
+from app.cli import app
+from app.core.security import hash_key
+
+# Nothing listens on port 9 of loopback (discard); one attempt, no waiting.
+OFFLINE = {"FACEID_URL": "http://127.0.0.1:9", "FACEID_API_KEY": "", "FACEID_RETRIES": "0"}
+
+
+@pytest.fixture
+def run():
+    runner = CliRunner(env=OFFLINE)
+    return lambda *args: runner.invoke(app, [str(a) for a in args])
+
+
+def test_help_lists_every_command(run):
+    r = run("--help")
+    assert r.exit_code == 0
+    for cmd in ("serve", "status", "enroll", "identify", "verify", "export", "import", "weights", "keys"):
+        assert cmd in r.stdout
+    enroll = run("enroll", "--help").stdout
+    assert "FACEID_URL" in enroll and "FACEID_API_KEY" in enroll and "--max-files" in enroll
+
+
+def test_usage_errors_exit_2(run, tmp_path):
+    img = tmp_path / "a.jpg"
+    img.write_bytes(b"x")
+    assert run("verify", img).exit_code == 2                          # neither a second image nor --identity
+    assert run("verify", img, img, "--identity", 1).exit_code == 2    # both
+    assert run("identify", img, "--csv", tmp_path / "o.csv", "--json").exit_code == 2
+    assert run("enroll", tmp_path / "missing").exit_code == 2
+    assert run("keys", "new", "--name", "x", "--scopes", "root", "--json").exit_code == 2
+
+
+def test_keys_new_prints_a_key_and_its_settings_entry(run):
+    r = run("keys", "new", "--name", "door-1", "--scopes", "read,write", "--json")
+    assert r.exit_code == 0
+    out = json.loads(r.stdout)
+    assert out["entry"] == {"name": "door-1", "sha256": hash_key(out["key"]), "scopes": ["read", "write"]}
+    human = run("keys", "new", "--name", "door-2")
+    assert human.exit_code == 0 and "FACEID_API_KEYS" in human.stdout
+
+
+def test_unreachable_server_is_a_clear_error_exit_1(run):
+    r = run("status", "--json")
+    assert r.exit_code == 1
+    assert "error: unreachable" in r.stderr and "--url / FACEID_URL" in r.stderr
+    assert json.loads(r.stdout)["error"]["code"] == "unreachable"
+
+
+def _archive(path, crop=b"\x89PNG fake", tamper=False, counts=None):
+    face = {"crop": "crops/0000001.png", "crop_sha256": hashlib.sha256(crop).hexdigest(), "source_sha256": "0" * 64,
+            "box": [1, 2, 3, 4], "landmarks": [[1, 2]] * 5, "detection_score": 0.99, "crop_size": 160,
+            "crop_margin": 14, "created_at": "2026-01-01T00:00:00+00:00"}
+    manifest = {"format": "faceid-gallery", "version": 1, "counts": counts or {"identities": 1, "faces": 1},
+                "identities": [{"label": "a", "faces": [face]}]}
+    with zipfile.ZipFile(path, "w") as zf:
+        zf.writestr("manifest.json", json.dumps(manifest))
+        zf.writestr("crops/0000001.png", crop + (b"!" if tamper else b""))
+    return path
+
+
+@pytest.mark.parametrize("kind", ["not_zip", "tampered", "bad_counts", "no_manifest"])
+def test_a_bad_archive_is_refused_before_any_request(run, tmp_path, kind):
+    path = tmp_path / "g.zip"
+    if kind == "not_zip":
+        path.write_bytes(b"plain text")
+    elif kind == "tampered":
+        _archive(path, tamper=True)
+    elif kind == "bad_counts":
+        _archive(path, counts={"identities": 1, "faces": 2})
+    else:
+        with zipfile.ZipFile(path, "w") as zf:
+            zf.writestr("other.json", "{}")
+    r = run("import", path)  # the URL points nowhere: an attempted request would say "unreachable"
+    assert r.exit_code == 1 and "error: invalid_archive" in r.stderr, r.stderr
