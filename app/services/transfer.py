@@ -13,7 +13,8 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app.gallery.store import NewFace
-from app.services.recognition import FaceError, FaceService
+from app.core.errors import AppError
+from app.services.recognition import FaceService
 from model.decode import ImageError, decode_image
 
 
@@ -34,10 +35,10 @@ def _decode_crops(items: list[CropIn], size: int, max_pixels: int) -> np.ndarray
         try:
             image = decode_image(item.crop, max_pixels)
         except ImageError as exc:
-            raise FaceError(exc.code, f"crop {i}: {exc.message}", exc.status) from exc
+            raise AppError(exc.status, exc.code, f"crop {i}: {exc.message}") from exc
         if image.size != (size, size):
-            raise FaceError("crop_size_mismatch", f"crop {i} is {image.width}x{image.height} px; the serving model "
-                            f"embeds {size}x{size} px crops", 422)
+            raise AppError(422, "crop_size_mismatch", f"crop {i} is {image.width}x{image.height} px; the serving model "
+                           f"embeds {size}x{size} px crops")
         crops.append(np.asarray(image, dtype=np.uint8))
     return np.stack(crops)
 

@@ -33,7 +33,8 @@ def keyed(tmp_path_factory):
 def needed_scope(method: str, path: str) -> str:
     if path.startswith("/admin"):
         return "admin"
-    if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge") or method in ("patch", "delete"):
+    if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import") \
+            or method in ("patch", "delete"):
         return "write"
     return "read"
 

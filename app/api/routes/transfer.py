@@ -10,9 +10,9 @@ from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep, SettingsDep, StoreDep
 from app.api.routes.gallery import face_public, identity_public
+from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
 from app.schemas import EnrollResponse, ErrorResponse, FacesBySource, FacesImport
-from app.services.recognition import FaceError
 from app.services.transfer import CropIn, import_crops
 
 router = APIRouter(tags=["gallery"], responses={401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
@@ -27,10 +27,10 @@ _SHA256 = re.compile(r"^[0-9a-f]{64}$")
 async def faces_by_source(store: StoreDep, _key: ReadKey,
                           source_sha256: list[str] = Query(..., description="SHA-256 of an uploaded image (hex)")) -> dict:
     if not 1 <= len(source_sha256) <= MAX_HASHES:
-        raise FaceError("invalid_field", f"give 1 to {MAX_HASHES} source_sha256 values, got {len(source_sha256)}", 422)
+        raise AppError(422, "invalid_field", f"give 1 to {MAX_HASHES} source_sha256 values, got {len(source_sha256)}")
     bad = [h for h in source_sha256 if not _SHA256.match(h)]
     if bad:
-        raise FaceError("invalid_field", "source_sha256 must be 64 lowercase hex digits", 422)
+        raise AppError(422, "invalid_field", "source_sha256 must be 64 lowercase hex digits")
     rows = await run_in_threadpool(store.faces_by_source, sorted(set(source_sha256)))
     return {"items": [{**face_public(f), "label": label} for f, label in rows]}
 
@@ -39,9 +39,9 @@ def _crop_bytes(value: str, i: int) -> bytes:
     try:
         data = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError) as exc:
-        raise FaceError("invalid_base64", f"faces[{i}].crop is not valid base64", 422) from exc
+        raise AppError(422, "invalid_base64", f"faces[{i}].crop is not valid base64") from exc
     if not data:
-        raise FaceError("empty_image", f"faces[{i}].crop is empty", 422)
+        raise AppError(422, "empty_image", f"faces[{i}].crop is empty")
     return data
 
 
@@ -55,7 +55,7 @@ def _crop_bytes(value: str, i: int) -> bytes:
 async def import_faces(body: FacesImport, service: ServiceDep, settings: SettingsDep, _key: WriteKey) -> dict:
     n = settings.max_images_per_request
     if len(body.faces) > n:
-        raise FaceError("too_many_files", f"at most {n} faces per request", 413)
+        raise AppError(413, "too_many_files", f"at most {n} faces per request")
     items = [CropIn(crop=_crop_bytes(f.crop, i), source_sha256=f.source_sha256, box=f.box, landmarks=f.landmarks,
                     detection_score=f.detection_score, crop_margin=f.crop_margin) for i, f in enumerate(body.faces)]
     ident, rows, created, embedder = await import_crops(service, body.label, items)
