@@ -42,7 +42,7 @@ def build_service(settings: Settings):
     spec = _startup_spec(settings, store)
     embedder = ModelManager.load(spec, str(device), settings.precision)
     detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
-                             thresholds=settings.detector_thresholds)
+                             thresholds=settings.detector_thresholds, backend=settings.detector_backend)
     pipeline = FacePipeline(detector, embedder, settings.max_detect_side)
     models = ModelManager(embedder, settings.default_threshold, settings.match_threshold)
     service = FaceService(settings, pipeline, models, store)

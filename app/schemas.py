@@ -149,6 +149,7 @@ class Ready(BaseModel):
     model_name: str
     device: str
     precision: str
+    detector_backend: str
     threshold: float
     identities: int
     faces: int

@@ -42,6 +42,7 @@ def main(argv=None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--weights", default="casia-webface", help="registry name or checkpoint path")
     parser.add_argument("--precision", default="fp32")
+    parser.add_argument("--detector-backend", default="torch", help="torch | onnxruntime | auto")
     parser.add_argument("--cache", default=".cache/benchmarks", help="face-crop cache folder ('' for none)")
     parser.add_argument("--out", default=None, help="also write the JSON here")
     args = parser.parse_args(argv)
@@ -49,10 +50,12 @@ def main(argv=None) -> int:
         print(json.dumps({"skipped": f"no LFW under {faces_dir()}"}))
         return 0
     t0 = time.perf_counter()
-    pipeline = FacePipeline.load(weights=args.weights, device="auto", precision=args.precision)
+    pipeline = FacePipeline.load(weights=args.weights, device="auto", precision=args.precision,
+                                 detector_backend=args.detector_backend)
     scores, issame, folds, info = lfw_scores(pipeline, Path(args.cache) if args.cache else None)
     result = {"benchmark": "lfw_10fold", "weights": args.weights, "model_version": pipeline.embedder.version,
-              "precision": pipeline.embedder.precision, "device": str(pipeline.embedder.device),
+              "precision": pipeline.embedder.precision,
+              "detector_backend": pipeline.detector.backend, "device": str(pipeline.embedder.device),
               **kfold_accuracy(scores, issame, folds), **verification_report(scores, issame), **info,
               "wall_s": round(time.perf_counter() - t0, 1), "torch_threads": torch.get_num_threads()}
     return emit(result, args.out)

@@ -35,7 +35,8 @@ def crops_cached(pipeline: FacePipeline, paths: list[Path], cache_dir: Path | No
     """Face crops of `paths`, cached by the list of paths and preprocessing (detection is the slow part)."""
     pre = pipeline.embedder.preprocessing
     key = hashlib.sha256(("|".join(map(str, paths)) + f"|{pre.image_size}|{pre.margin}|"
-                          f"{pipeline.edge_pad_fraction}|reflect|{pipeline.detector.resample}").encode()).hexdigest()[:16]
+                          f"{pipeline.edge_pad_fraction}|reflect|{pipeline.detector.resample}"
+                          + ("" if pipeline.detector.backend == "torch" else f"|{pipeline.detector.backend}")).encode()).hexdigest()[:16]
     path = cache_dir / f"crops-{key}.npz" if cache_dir else None
     if path and path.is_file():
         data = np.load(path)

@@ -109,9 +109,11 @@ class Detections:
         return len(self.scores)
 
 
-def _normalise(x: torch.Tensor) -> torch.Tensor:
-    # channels-last: the small convolutions and ceil-mode max-pools of P/R/ONet run 2-3x faster on CPU
-    return ((x - 127.5) * 0.0078125).contiguous(memory_format=torch.channels_last)
+def _normalise(x: torch.Tensor, channels_last: bool = True) -> torch.Tensor:
+    # channels-last: the small convolutions and ceil-mode max-pools of P/R/ONet run 2-3x faster in PyTorch
+    # on CPU; ONNX Runtime takes plain NCHW (it picks its own blocked layout)
+    fmt = torch.channels_last if channels_last else torch.contiguous_format
+    return ((x - 127.5) * 0.0078125).contiguous(memory_format=fmt)
 
 
 def _generate_boxes(reg, probs, scale: float, thresh: float):
@@ -253,12 +255,36 @@ class MTCNN(nn.Module):
         self.factor = factor
         self.pnet, self.rnet, self.onet = PNet(), RNet(), ONet()
         self.device = torch.device(device or "cpu")
+        self.backend = "torch"
+        self._runners: dict | None = None  # ONNX Runtime sessions standing in for pnet/rnet/onet
         self.eval()
 
     def load_weights(self, state_dicts: dict[str, dict]) -> "MTCNN":
         for name in ("pnet", "rnet", "onet"):
             getattr(self, name).load_state_dict(state_dicts[name], strict=True)
-        return self.to(self.device, memory_format=torch.channels_last)
+        self.to(self.device, memory_format=torch.channels_last)
+        return self.use_backend(self.backend)
+
+    def use_backend(self, backend: str, threads: int | None = None) -> "MTCNN":
+        """Run P/R/ONet with 'torch' or 'onnxruntime' (CPU only; exports the loaded weights, so call it
+        after load_weights). `threads`: ONNX Runtime's intra-op threads (default: torch's)."""
+        if backend == "torch":
+            self._runners = None
+        elif backend == "onnxruntime":
+            if self.device.type != "cpu":
+                raise ValueError("the onnxruntime detector backend runs on CPU; use 'torch' on CUDA")
+            from model.mtcnn_ort import ort_runners
+            self._runners = ort_runners(self.pnet, self.rnet, self.onet, threads)
+        else:
+            raise ValueError("detector backend is 'torch' or 'onnxruntime'")
+        self.backend = backend
+        return self
+
+    def _run(self, name: str, x: torch.Tensor):
+        """Normalise uint8-range input and call network `name` on the chosen backend."""
+        if self._runners is None:
+            return getattr(self, name)(_normalise(x))
+        return self._runners[name](_normalise(x, channels_last=False))
 
     def _scales(self, h: int, w: int) -> list[float]:
         m = 12.0 / self.min_face_size
@@ -313,7 +339,7 @@ class MTCNN(nn.Module):
             level_boxes, level_inds = [], []
             for scale in self._scales(h, w):
                 im = self._resize(batch, int(h * scale + 1), int(w * scale + 1))
-                reg, probs = self.pnet(_normalise(im))
+                reg, probs = self._run("pnet", im)
                 b, local = _generate_boxes(reg, probs[:, 1], scale, self.thresholds[0])
                 keep = batched_nms(b[:, :4], b[:, 4], local, 0.5)
                 level_boxes.append(b[keep])
@@ -336,7 +362,7 @@ class MTCNN(nn.Module):
         boxes, inds, regions = boxes[valid], inds[valid], regions[valid]
         if len(boxes) == 0:
             return boxes, inds
-        reg, probs = self.rnet(_normalise(area_crops(integrals, inds, regions, 24)))
+        reg, probs = self._run("rnet", area_crops(integrals, inds, regions, 24))
         score = probs[:, 1]
         ok = score > self.thresholds[1]
         boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)
@@ -352,7 +378,7 @@ class MTCNN(nn.Module):
         boxes, inds, regions = boxes[valid], inds[valid], regions[valid]
         if len(boxes) == 0:
             return boxes.reshape(0, 5), inds, empty_points
-        reg, points, probs = self.onet(_normalise(area_crops(integrals, inds, regions, 48)))
+        reg, points, probs = self._run("onet", area_crops(integrals, inds, regions, 48))
         score = probs[:, 1]
         ok = score > self.thresholds[2]
         boxes = torch.cat([boxes[ok, :4], score[ok, None]], dim=1)

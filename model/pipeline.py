@@ -133,9 +133,10 @@ class FacePipeline:
     @classmethod
     def load(cls, weights: str = "casia-webface", device: str = "auto", precision: str = "fp32",
              min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7), max_detect_side: int = 1280,
-             edge_pad_fraction: float = 0.1) -> "FacePipeline":
+             edge_pad_fraction: float = 0.1, detector_backend: str = "torch") -> "FacePipeline":
         dev = resolve_device(device)
-        detector = load_detector(device=dev, min_face_size=min_face_size, thresholds=thresholds)
+        detector = load_detector(device=dev, min_face_size=min_face_size, thresholds=thresholds,
+                                 backend=detector_backend)
         return cls(detector, Embedder(load_checkpoint(weights), dev, precision), max_detect_side, edge_pad_fraction)
 
     def detect(self, images: list[Image.Image]) -> list[Detections]:
@@ -183,9 +184,21 @@ class FacePipeline:
         return faces
 
 
-def load_detector(device="cpu", min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7)) -> MTCNN:
+def resolve_detector_backend(device: torch.device, backend: str = "auto") -> str:
+    """'auto': ONNX Runtime on CPU (about 1.5x PyTorch there, benchmarks/detect.py) when it is installed,
+    PyTorch on CUDA."""
+    if backend != "auto":
+        return backend
+    from model.mtcnn_ort import onnxruntime_available
+    return "onnxruntime" if torch.device(device).type == "cpu" and onnxruntime_available() else "torch"
+
+
+def load_detector(device="cpu", min_face_size: int = 20, thresholds=(0.6, 0.7, 0.7), backend: str = "torch",
+                  threads: int | None = None) -> MTCNN:
+    """MTCNN with the registry weights; `backend`: torch | onnxruntime | auto (resolve_detector_backend)."""
     sd = _read(fetch("mtcnn"))
-    return MTCNN(min_face_size=min_face_size, thresholds=thresholds, device=device).load_weights(sd)
+    det = MTCNN(min_face_size=min_face_size, thresholds=thresholds, device=device).load_weights(sd)
+    return det.use_backend(resolve_detector_backend(det.device, backend), threads)
 
 
 def infer(model: InceptionResnetV1, image) -> np.ndarray:

@@ -4,6 +4,7 @@ from __future__ import annotations
 import ipaddress
 from functools import lru_cache
 from pathlib import Path
+from typing import Literal
 
 from pydantic import Field, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
@@ -39,6 +40,8 @@ class Settings(BaseSettings):
     detector_min_face_size: int = Field(20, ge=8)
     detector_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     max_detect_side: int = Field(1280, ge=160)
+    detector_backend: Literal["auto", "torch", "onnxruntime"] = Field(
+        "auto", description="P/R/ONet runtime; auto: onnxruntime on CPU (faster there), torch on CUDA")
     # batching
     batching: bool = True
     max_batch_size: int = Field(32, ge=1)

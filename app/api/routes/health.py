@@ -29,5 +29,6 @@ async def ready(request: Request) -> dict:
     counts = await run_in_threadpool(service.store.counts)
     idx = await run_in_threadpool(service.index.get, emb.version, emb.preprocessing.embedding_size)
     return {"status": "ready", "model_version": emb.version, "model_name": emb.name, "device": str(emb.device),
-            "precision": emb.precision, "threshold": service.models.threshold_for(emb), **counts,
+            "precision": emb.precision,
+            "detector_backend": service.pipeline.detector.backend, "threshold": service.models.threshold_for(emb), **counts,
             "indexed_vectors": len(idx), "batching": service.settings.batching}
