@@ -2,12 +2,13 @@
 over the same images, in one run; and where a request's time goes (decode, detect, embed, search). JSON.
 
 Loops over the same images, taking turns pass by pass (median of the passes): this project's MTCNN one
-image per call; the same in batches; the service's detect in batches (with its mirrored border, so more
+image per call and in batches, for each detector backend (`--backends torch,onnxruntime`: PyTorch and
+ONNX Runtime running the same networks); the service's detect in batches (with its mirrored border, so more
 pixels); and, when `facenet_pytorch` is importable, facenet-pytorch's MTCNN one image per call (the plain
 reference; `pip install --no-deps facenet-pytorch==2.6.0`, its wheel pins an old torch). `photos_640x480`
 resizes the photos to one size, the best case for batching at that size.
 
-    python -m benchmarks.detect [--repeats 3] [--limit N]
+    python -m benchmarks.detect [--repeats 3] [--limit N] [--sets photos_640] [--backends torch,onnxruntime]
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ from app.gallery.index import VectorIndex
 from benchmarks.faces import faces_dir
 from benchmarks.report import emit
 from model.decode import decode_image
-from model.pipeline import FacePipeline
+from model.pipeline import FacePipeline, load_detector
 
 
 def photos_640(root) -> list[Image.Image]:
@@ -65,43 +66,66 @@ def main(argv=None) -> int:
     ap.add_argument("--limit", type=int, default=None, help="images per set (default: all)")
     ap.add_argument("--precision", default="fast")
     ap.add_argument("--device", default="cpu")
+    ap.add_argument("--backends", default="torch,onnxruntime",
+                    help="detector backends to time side by side (the last one is the figures' main backend)")
+    ap.add_argument("--detector-backend", default="auto", help="the service pipeline's backend (breakdown)")
+    ap.add_argument("--sets", default="photos_640,photos_640x480,lfw_250")
+    ap.add_argument("--no-breakdown", action="store_true", help="skip the request-time breakdown")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     root = faces_dir()
     if not (root / "photos").is_dir():
         print(json.dumps({"skipped": f"no face data under {root}"}))
         return 0
-    pipe = FacePipeline.load(device=args.device, precision=args.precision)
+    backends = args.backends.split(",")
+    pipe = FacePipeline.load(device=args.device, precision=args.precision, detector_backend=args.detector_backend)
+    detectors = {b: load_detector(device=args.device, backend=b) for b in backends}
     reference = reference_detector(args.device)
     photos = photos_640(root)[: args.limit]
-    sets = {"photos_640": photos, "photos_640x480": [im.resize((640, 480), Image.BILINEAR) for im in photos],
-            "lfw_250": [decode_image(p.read_bytes())
-                        for p in sorted((root / "lfw").glob("*/*_0001.jpg"))[: min(64, args.limit or 64)]]}
-    result = {"benchmark": "detect", "batch": args.batch, "repeats": args.repeats,
+    sets = {"photos_640": lambda: photos,
+            "photos_640x480": lambda: [im.resize((640, 480), Image.BILINEAR) for im in photos],
+            "lfw_250": lambda: [decode_image(p.read_bytes())
+                                for p in sorted((root / "lfw").glob("*/*_0001.jpg"))[: min(64, args.limit or 64)]]}
+    result = {"benchmark": "detect", "batch": args.batch, "repeats": args.repeats, "backends": backends,
+              "service_detector_backend": pipe.detector.backend,
               "reference": "facenet_pytorch" if reference else "not installed", "sets": {}}
 
     def in_batches(fn):
         return lambda items: [fn(items[i:i + args.batch]) for i in range(0, len(items), args.batch)]
 
-    for name, images in sets.items():
+    def own_loops(det):
+        return (lambda items: [det.detect([a]) for _, a in items],
+                in_batches(lambda items: det.detect([a for _, a in items])))
+
+    for name in args.sets.split(","):
+        images = sets[name]()
         pairs = [(im, np.asarray(im)) for im in images]  # the detector takes arrays, the service PIL images
-        loops = {"mtcnn_one_at_a_time": lambda items: [pipe.detector.detect([a]) for _, a in items],
-                 "mtcnn_batched": in_batches(lambda items: pipe.detector.detect([a for _, a in items])),
-                 # what the service calls: the same with a mirrored border (more pixels)
-                 "service_detect_batched": in_batches(lambda items: pipe.detect([im for im, _ in items]))}
+        loops = {}
+        for b, det in detectors.items():
+            loops[f"{b}_one_at_a_time"], loops[f"{b}_batched"] = own_loops(det)
+        # what the service calls: the same with a mirrored border (more pixels)
+        loops["service_detect_batched"] = in_batches(lambda items: pipe.detect([im for im, _ in items]))
         if reference:
             loops["facenet_pytorch_one_at_a_time"] = lambda items: [reference.detect(im) for im, _ in items]
         got = rates(loops, pairs, args.repeats)
+        main_backend = backends[-1]
         row = {"images": len(images), "distinct_sizes": len({im.size for im in images}),
                "example_size": list(images[0].size), **{f"{k}_img_s": round(v, 2) for k, v in got.items()},
-               "speedup_vs_own_loop": round(got["mtcnn_batched"] / got["mtcnn_one_at_a_time"], 2)}
-        row["faces_found"] = sum(len(d) for d in pipe.detector.detect([a for _, a in pairs]))
+               "speedup_vs_own_loop": round(got[f"{main_backend}_batched"] / got[f"{main_backend}_one_at_a_time"], 2)}
+        if {"torch", "onnxruntime"} <= set(backends):
+            for mode in ("one_at_a_time", "batched"):
+                row[f"onnxruntime_vs_torch_{mode}"] = round(got[f"onnxruntime_{mode}"] / got[f"torch_{mode}"], 2)
+        for b, det in detectors.items():
+            row[f"faces_found_{b}"] = sum(len(d) for d in det.detect([a for _, a in pairs]))
+        row["faces_found"] = row[f"faces_found_{main_backend}"]
         if reference:
             row["speedup_vs_facenet_pytorch_loop"] = round(
-                got["mtcnn_batched"] / got["facenet_pytorch_one_at_a_time"], 2)
+                got[f"{main_backend}_batched"] / got["facenet_pytorch_one_at_a_time"], 2)
             row["faces_found_facenet_pytorch"] = sum(0 if b is None else len(b)
                                                      for b in (reference.detect(im)[0] for im, _ in pairs))
         result["sets"][name] = row
+    if args.no_breakdown:
+        return emit(result, args.out)
     # request time breakdown for one photo (single request, as the service does it)
     raw = [p.read_bytes() for p in sorted((root / "photos").glob("*/*.jpg"))[: min(20, args.limit or 20)]]
     index = VectorIndex("bench")
