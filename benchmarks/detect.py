@@ -70,7 +70,7 @@ def main(argv=None) -> int:
                     help="detector backends to time side by side (the last one is the figures' main backend)")
     ap.add_argument("--detector-backend", default="auto", help="the service pipeline's backend (breakdown)")
     ap.add_argument("--sets", default="photos_640,photos_640x480,lfw_250")
-    ap.add_argument("--no-breakdown", action="store_true", help="skip the request-time breakdown")
+    ap.add_argument("--no-breakdown", action="store_true", help="only the detector loops: no service loop, no request-time breakdown")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     root = faces_dir()
@@ -103,8 +103,8 @@ def main(argv=None) -> int:
         loops = {}
         for b, det in detectors.items():
             loops[f"{b}_one_at_a_time"], loops[f"{b}_batched"] = own_loops(det)
-        # what the service calls: the same with a mirrored border (more pixels)
-        loops["service_detect_batched"] = in_batches(lambda items: pipe.detect([im for im, _ in items]))
+        if not args.no_breakdown:  # what the service calls: the same with a mirrored border (more pixels)
+            loops["service_detect_batched"] = in_batches(lambda items: pipe.detect([im for im, _ in items]))
         if reference:
             loops["facenet_pytorch_one_at_a_time"] = lambda items: [reference.detect(im) for im, _ in items]
         got = rates(loops, pairs, args.repeats)
