@@ -149,7 +149,7 @@ class Ready(BaseModel):
     model_name: str
     device: str
     precision: str
-    detector_backend: str
+    detector_backend: str | None = None  # torch | onnxruntime (None from servers before it existed)
     threshold: float
     identities: int
     faces: int
