@@ -10,7 +10,7 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
-from app.api.routes import admin, faces, gallery, health, transfer
+from app.api.routes import admin, faces, gallery, health, transfer, ui
 from app.core import errors
 from app.core.config import Settings, get_settings
 from app.core.errors import AppError
@@ -111,6 +111,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.middleware("http")(request_context)
     for router in (health.router, faces.router, transfer.router, gallery.router, admin.router):
         app.include_router(router)
+    ui.install(app)  # the web UI at / (static files, public API only)
     return app
 
 

@@ -1,0 +1,313 @@
+"""The web UI in real Chromium against a real open server: enroll, identify, gallery, verify, model, layout."""
+from __future__ import annotations
+
+import json
+import re
+
+import httpx
+import pytest
+
+from benchmarks.server import Server
+
+pytestmark = [pytest.mark.slow, pytest.mark.faces]
+PAGES = ("identify", "enroll", "gallery", "verify", "model")
+XSS = "<img src=x onerror=alert(1)>"
+
+
+def expect(locator):
+    from playwright.sync_api import expect as pw_expect
+
+    return pw_expect(locator)
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _patient_expect():
+    from playwright.sync_api import expect as pw_expect
+
+    pw_expect.set_options(timeout=120_000)  # a shared 2-core machine: identify can take a while
+
+
+@pytest.fixture(scope="module")
+def ckdir(tmp_path_factory):
+    return tmp_path_factory.mktemp("checkpoints")
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, ckdir, browser):  # `browser` first: without Chromium, skip before starting a server
+    srv = Server(tmp_path_factory.mktemp("ui") / "gallery.db", env={"FACEID_CHECKPOINTS_DIR": str(ckdir)})
+    srv.start()
+    yield srv
+    srv.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c
+
+
+def photos(faces, name, n, skip=0):
+    return sorted((faces / "photos" / name).glob("*.jpg"))[skip:skip + n]
+
+
+def api_enroll(api, label, paths, **fields):
+    r = api.post("/enroll", data={"label": label, **fields},
+                 files=[("files", (p.name, p.read_bytes())) for p in paths])
+    assert r.status_code == 201, r.text
+    return r.json()["identity"]
+
+
+def enroll_ui(page, label, paths):
+    page.goto("/#enroll")
+    page.fill("#enroll-label", label)
+    page.set_input_files("#enroll-files", [str(p) for p in paths])
+    expect(page.locator("#enroll-selected li")).to_have_count(len(paths))
+    page.click("#enroll-submit")
+    expect(page.locator("#enroll-msg")).to_contain_text(re.compile("enrolled into|No photo enrolled"))
+
+
+def identify_ui(page, path):
+    page.goto("/#identify")
+    page.set_input_files("#identify-file", str(path))
+    expect(page.locator("#identify-result")).to_be_visible()
+    expect(page.locator("#identify-summary")).to_contain_text("face")
+
+
+def no_horizontal_scroll(page) -> int:
+    return page.evaluate("document.documentElement.scrollWidth - document.documentElement.clientWidth")
+
+
+def test_enroll_several_photos_then_identify_the_group_selfie(server, new_page, console, faces, shots):
+    console.allow_status(422)  # the two-face photo is refused on purpose
+    page = new_page(server.url)
+    angelina = photos(faces, "Angelina_Jolie", 4)
+    enroll_ui(page, "Angelina Jolie", angelina + [faces / "multi" / "couple.jpg"])
+    results = page.locator("#enroll-results li")
+    expect(results).to_have_count(5)
+    expect(page.locator("#enroll-results li.ok")).to_have_count(4)
+    for i in range(4):
+        expect(results.nth(i)).to_contain_text(re.compile(r"face #\d+ used: box"))
+        expect(results.nth(i).locator("img.crop")).to_have_attribute("src", re.compile("^blob:"))
+    expect(results.nth(4)).to_have_class(re.compile("refused"))
+    expect(results.nth(4)).to_contain_text("ambiguous_face")
+    expect(page.locator("#enroll-msg")).to_have_text(
+        re.compile(r"^4 of 5 photos enrolled into Angelina Jolie \(identity #\d+, 4 faces\)\.$"))
+    page.screenshot(path=shots / "enroll-results-1280.png", full_page=True)
+
+    identify_calls = []
+    page.on("request", lambda r: identify_calls.append(r.url) if "/identify" in r.url else None)
+    identify_ui(page, faces / "multi" / "selfie-many-people.jpg")
+    boxes, matched = page.locator("#identify-boxes .box"), page.locator("#identify-boxes .box.match")
+    expect(boxes).to_have_count(7)
+    expect(matched).to_have_count(1)
+    expect(matched).to_contain_text("Angelina Jolie")
+    expect(page.locator("#identify-boxes .box.unknown")).to_have_count(6)
+    expect(page.locator("#identify-boxes .box", has_text="Angelina Jolie")).to_have_count(1)
+    page.screenshot(path=shots / "identify-1280.png", full_page=True)
+
+    # the slider re-decides locally: no new request
+    page.locator("#identify-threshold").fill("0.99")
+    expect(matched).to_have_count(0)
+    page.locator("#identify-threshold").fill("-1")
+    expect(matched).to_have_count(7)  # everyone's best (and only) candidate is her
+    page.click("#identify-threshold-reset")
+    expect(matched).to_have_count(1)
+    assert len(identify_calls) == 1
+
+    page.click("summary:text('Raw JSON')")
+    body = json.loads(page.locator("#identify-json").text_content())
+    assert len(body["faces"]) == 7 and "threshold" in body
+    page.click("summary:text('curl')")
+    expect(page.locator("#identify-curl")).to_have_text(
+        f"curl -F 'file=@selfie-many-people.jpg' '{server.url}/identify?top_k=5'")
+
+    # "enroll this face as...": the largest unknown face becomes someone, and its box turns green
+    unknown = [(i, f) for i, f in enumerate(body["faces"]) if f["status"] == "unknown"]
+    i, _ = max(unknown, key=lambda x: (x[1]["box"][2] - x[1]["box"][0]) * (x[1]["box"][3] - x[1]["box"][1]))
+    item = page.locator(f"#face-{i}")
+    item.locator("input").fill("Selfie friend")
+    item.locator("button", has_text="Enroll this face as").click()
+    expect(item.locator(".msg")).to_contain_text("Enrolled as Selfie friend")
+    expect(matched).to_have_count(2)
+    expect(page.locator("#identify-boxes .box.match", has_text="Selfie friend")).to_have_count(1)
+    assert len(identify_calls) == 2
+    fig = page.locator("#identify-photo").bounding_box()  # down to the photo's bottom: docs/ui-identify.png
+    page.screenshot(path=shots / "identify-enrolled-1280.png", full_page=True,
+                    clip={"x": 0, "y": 0, "width": 1280, "height": fig["y"] + fig["height"] + 16})
+
+
+def test_gallery_search_pages_rename_merge_and_delete(server, api, new_page, faces, shots):
+    lfw = sorted(p for p in (faces / "lfw").iterdir() if p.is_dir())[:13]
+    for n, person in enumerate(lfw):
+        api_enroll(api, f"Pager {n:02d}", sorted(person.glob("*.jpg"))[:1], face_box="75,75,175,175")  # LFW: centre
+    clooney = photos(faces, "George_Clooney", 3)
+    a = api_enroll(api, "Clooney A", clooney[:2])
+    b = api_enroll(api, "Clooney B", clooney[2:])
+    page = new_page(server.url)
+    page.goto("/#gallery")
+    page.fill("#gallery-prefix", "Pager")
+    page.press("#gallery-prefix", "Enter")
+    expect(page.locator("#gallery-range")).to_have_text("1–12 of 13")
+    expect(page.locator(".card")).to_have_count(12)
+    expect(page.locator("#gallery-prev")).to_be_disabled()
+    page.click("#gallery-next")
+    expect(page.locator("#gallery-range")).to_have_text("13–13 of 13")
+    expect(page.locator(".card h3")).to_have_text(["Pager 12"])
+    expect(page.locator("#gallery-next")).to_be_disabled()
+
+    page.fill("#gallery-prefix", "Clooney")
+    page.click("#gallery-search button")
+    expect(page.locator(".card h3")).to_have_text(["Clooney A", "Clooney B"])
+    card_a = page.locator(f".card[data-identity='{a['id']}']")
+    expect(card_a.locator(".crops img[src^='blob:']")).to_have_count(2)
+    page.screenshot(path=shots / "gallery-1280.png", full_page=True)
+
+    card_a.locator("button", has_text="Rename").click()
+    card_a.locator(".tools input").fill("Clooney, George")
+    card_a.locator(".tools button", has_text="Save").click()
+    expect(page.locator("#gallery-msg")).to_have_text(f"Renamed #{a['id']} to Clooney, George.")
+    expect(page.locator(".card h3")).to_have_text(["Clooney, George", "Clooney B"])
+
+    card_a.locator("button", has_text="Merge").click()
+    card_a.locator(".tools select").select_option(str(b["id"]))
+    card_a.locator(".tools button", has_text="Merge").click()
+    expect(page.locator("#confirm")).to_be_visible()
+    expect(page.locator("#confirm-text")).to_contain_text('"Clooney B" into "Clooney, George"')
+    page.click("#confirm-ok")
+    expect(page.locator("#gallery-msg")).to_have_text("Merged Clooney B into Clooney, George (3 faces).")
+    expect(page.locator(".card h3")).to_have_text(["Clooney, George"])
+    expect(card_a.locator(".crops img")).to_have_count(3)
+    assert api.get(f"/identities/{b['id']}").status_code == 404
+
+    first = card_a.locator(".crops li").first
+    face_id = int(first.locator("img").get_attribute("alt").split()[-1])
+    first.locator("button").click()
+    page.click("#confirm-ok")
+    expect(page.locator("#gallery-msg")).to_have_text(f"Deleted face #{face_id}.")
+    expect(card_a.locator(".crops img")).to_have_count(2)
+    assert api.get(f"/faces/{face_id}").status_code == 404
+
+    card_a.locator("button", has_text="Delete").click()
+    page.click("#confirm-cancel")  # changing one's mind changes nothing
+    expect(page.locator("#confirm")).to_be_hidden()
+    assert api.get(f"/identities/{a['id']}").status_code == 200
+    card_a.locator("button", has_text="Delete").click()
+    expect(page.locator("#confirm-text")).to_contain_text('Delete "Clooney, George" and its 2 face(s)?')
+    page.click("#confirm-ok")
+    expect(page.locator("#gallery-msg")).to_have_text("Deleted Clooney, George.")
+    expect(page.locator(".card")).to_have_count(0)
+    assert api.get(f"/identities/{a['id']}").status_code == 404
+
+
+def test_verify_same_and_different_people(server, new_page, faces, shots):
+    page = new_page(server.url)
+    page.goto("/#verify")
+    leo = photos(faces, "Leonardo_DiCaprio", 2)
+    page.set_input_files("#verify-file-a", str(leo[0]))
+    page.set_input_files("#verify-file-b", str(leo[1]))
+    page.click("#verify-run")
+    expect(page.locator("#verify-decision")).to_have_text("Same person")
+    score, thr = (float(page.locator(s).text_content()) for s in ("#verify-score", "#verify-threshold"))
+    assert score >= thr
+    page.screenshot(path=shots / "verify-1280.png", full_page=True)
+    page.set_input_files("#verify-file-b", str(photos(faces, "Jeff_Bezos", 1)[0]))
+    expect(page.locator("#verify-result")).to_be_hidden()
+    page.click("#verify-run")
+    expect(page.locator("#verify-decision")).to_have_text("Different people")
+    assert float(page.locator("#verify-score").text_content()) < float(page.locator("#verify-threshold").text_content())
+
+
+def test_a_label_is_shown_as_text_never_as_html(server, new_page, faces, console):
+    page = new_page(server.url)
+    enroll_ui(page, XSS, photos(faces, "Katy_Perry", 2))
+    expect(page.locator("#enroll-msg")).to_contain_text(f"enrolled into {XSS} (identity #")
+    page.goto("/#gallery")
+    page.fill("#gallery-prefix", "<img")
+    page.press("#gallery-prefix", "Enter")
+    expect(page.locator(".card h3")).to_have_text([XSS])
+    identify_ui(page, photos(faces, "Katy_Perry", 1, skip=2)[0])
+    expect(page.locator("#identify-boxes .box.match .tag")).to_have_text(re.compile("^" + re.escape(XSS) + r" 0\.\d\d$"))
+    expect(page.locator("#identify-faces .topk .name").first).to_have_text(XSS)
+    assert page.locator("img[src='x']").count() == 0  # no element was made from the label
+    assert console.dialogs == []
+
+
+def test_keyboard_only(server, api, new_page, faces):
+    api_enroll(api, "Keyboard Person", photos(faces, "Jennifer_Aniston", 1))
+    page = new_page(server.url)
+    page.goto("/")
+    for _ in range(10):  # tab from the top of the page to the Gallery link
+        page.keyboard.press("Tab")
+        if page.evaluate("document.activeElement.textContent") == "Gallery":
+            break
+    page.keyboard.press("Enter")
+    expect(page.locator("#page-gallery")).to_be_visible()
+    page.focus("#gallery-prefix")
+    page.keyboard.type("Keyboard")
+    page.keyboard.press("Enter")
+    card = page.locator(".card", has_text="Keyboard Person")
+    expect(card).to_have_count(1)
+    card.locator("button", has_text="Rename").focus()
+    page.keyboard.press("Enter")
+    expect(card.locator(".tools input")).to_be_focused()
+    page.keyboard.press("End")
+    page.keyboard.type(" Two")
+    page.keyboard.press("Enter")
+    expect(page.locator("#gallery-msg")).to_contain_text("to Keyboard Person Two.")
+    page.locator(".card", has_text="Keyboard Person Two").locator("button", has_text="Delete").focus()
+    page.keyboard.press("Enter")
+    expect(page.locator("#confirm-cancel")).to_be_focused()
+    page.keyboard.press("Escape")
+    expect(page.locator("#confirm")).to_be_hidden()
+    expect(page.locator(".card h3")).to_have_text(["Keyboard Person Two"])
+
+
+@pytest.mark.parametrize("width", [375, 1280])
+def test_every_page_fits_the_width(server, new_page, faces, shots, width):
+    page = new_page(server.url, width=width)
+    for name in PAGES:
+        page.goto(f"/#{name}")
+        expect(page.locator(f"#page-{name}")).to_be_visible()
+        if name == "identify":
+            identify_ui(page, faces / "multi" / "selfie-many-people.jpg")
+            expect(page.locator("#identify-boxes .box")).to_have_count(7)
+            page.click("summary:text('Raw JSON')")
+            page.click("summary:text('curl')")
+        elif name == "enroll":
+            enroll_ui(page, "Angelina Jolie", photos(faces, "Angelina_Jolie", 2, skip=4))
+            expect(page.locator("#enroll-results li.ok")).to_have_count(2)
+        elif name == "gallery":
+            expect(page.locator(".card").first).to_be_visible()
+            expect(page.locator(".card .crops img[src^='blob:']").first).to_be_visible()
+            expect(page.locator(".card .crops img:not([src])")).to_have_count(0)  # every crop loaded
+        elif name == "verify":
+            page.set_input_files("#verify-file-a", str(photos(faces, "Matt_Damon", 1)[0]))
+            page.set_input_files("#verify-file-b", str(photos(faces, "Matt_Damon", 1, skip=1)[0]))
+            page.click("#verify-run")
+            expect(page.locator("#verify-result")).to_be_visible()
+        elif name == "model":
+            expect(page.locator("#model-ready dt").first).to_be_visible()
+            expect(page.locator("#model-state dt").first).to_be_visible()
+        page.screenshot(path=shots / f"{name}-{width}.png", full_page=True)
+        assert no_horizontal_scroll(page) <= 0, f"{name} scrolls sideways at {width} px"
+
+
+def test_model_page_swaps_with_progress_and_shows_errors(server, new_page, console, ckdir, shots):
+    from benchmarks.models import perturbed_checkpoint
+
+    console.allow_status(404)
+    version = perturbed_checkpoint(ckdir / "second.pt")
+    page = new_page(server.url)
+    page.goto("/#model")
+    expect(page.locator("#model-ready")).to_contain_text("casia-webface")
+    page.fill("#model-checkpoint", "missing.pt")
+    page.click("#model-swap")
+    expect(page.locator("#model-msg")).to_have_text(re.compile(r"^404 unknown_checkpoint: no checkpoint named 'missing.pt'"))
+    page.fill("#model-checkpoint", "second.pt")
+    page.click("#model-swap")
+    expect(page.locator("#model-msg")).to_have_text("Swapped: now serving second.")
+    bar = page.locator("#model-progress")
+    assert bar.evaluate("b => b.value === b.max && b.max > 1")
+    expect(page.locator("#model-progress-label")).to_contain_text("done:")
+    expect(page.locator("#model-ready")).to_contain_text(version)
+    page.screenshot(path=shots / "model-swapped-1280.png", full_page=True)
