@@ -47,6 +47,8 @@ def test_store_merge_moves_faces_and_deletes_the_source(store):
     _, _, iids, labels, _ = store.vectors("v1")
     assert set(iids.tolist()) == {a.id} and set(labels) == {"a"}
     assert store.counts() == {"identities": 1, "faces": 5}
+    templates = store.templates("v1")  # one template, of all five faces
+    assert list(templates) == [a.id] and templates[a.id][1] == 5
 
 
 def test_store_merge_with_an_unknown_identity_changes_nothing(store):

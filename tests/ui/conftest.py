@@ -33,7 +33,8 @@ def browser():
         pytest.skip("no Chromium found (apt-get install -y chromium, or set FACEID_CHROMIUM); .ci/run installs it")
     sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (requirements-dev.txt)")
     with sync_api.sync_playwright() as pw:
-        b = pw.chromium.launch(executable_path=path, args=["--no-sandbox"])
+        b = pw.chromium.launch(executable_path=path, args=[
+            "--no-sandbox", "--use-fake-device-for-media-stream", "--use-fake-ui-for-media-stream"])  # a test camera
         yield b
         b.close()
 

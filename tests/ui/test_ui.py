@@ -1,6 +1,7 @@
 """The web UI in real Chromium against a real open server: enroll, identify, gallery, verify, model, layout."""
 from __future__ import annotations
 
+import base64
 import json
 import re
 
@@ -131,9 +132,9 @@ def test_enroll_several_photos_then_identify_the_group_selfie(server, new_page, 
     expect(matched).to_have_count(2)
     expect(page.locator("#identify-boxes .box.match", has_text="Selfie friend")).to_have_count(1)
     assert len(identify_calls) == 2
-    fig = page.locator("#identify-photo").bounding_box()  # down to the photo's bottom: docs/ui-identify.png
-    page.screenshot(path=shots / "identify-enrolled-1280.png", full_page=True,
-                    clip={"x": 0, "y": 0, "width": 1280, "height": fig["y"] + fig["height"] + 16})
+    bottom = page.evaluate("document.getElementById('identify-photo').getBoundingClientRect().bottom + window.scrollY")
+    page.screenshot(path=shots / "identify-enrolled-1280.png", full_page=True,  # down to the photo: docs/ui-identify.png
+                    clip={"x": 0, "y": 0, "width": 1280, "height": bottom + 16})
 
 
 def test_gallery_search_pages_rename_merge_and_delete(server, api, new_page, faces, shots):
@@ -245,6 +246,7 @@ def test_keyboard_only(server, api, new_page, faces):
     page.focus("#gallery-prefix")
     page.keyboard.type("Keyboard")
     page.keyboard.press("Enter")
+    expect(page.locator("#gallery-cards")).to_have_attribute("aria-busy", "false")  # the search, not the first load
     card = page.locator(".card", has_text="Keyboard Person")
     expect(card).to_have_count(1)
     card.locator("button", has_text="Rename").focus()
@@ -260,6 +262,44 @@ def test_keyboard_only(server, api, new_page, faces):
     page.keyboard.press("Escape")
     expect(page.locator("#confirm")).to_be_hidden()
     expect(page.locator(".card h3")).to_have_text(["Keyboard Person Two"])
+    page.focus(".skip")  # the skip link moves focus to the content and keeps the page
+    page.keyboard.press("Enter")
+    expect(page.locator("#main")).to_be_focused()
+    expect(page.locator("#page-gallery")).to_be_visible()
+
+
+DROP_OR_PASTE = """([kind, selector, b64, name]) => {
+    const bytes = Uint8Array.from(atob(b64), (c) => c.charCodeAt(0));
+    const data = new DataTransfer();
+    data.items.add(new File([bytes], name, {type: 'image/jpeg'}));
+    const event = kind === 'drop' ? new DragEvent('drop', {dataTransfer: data, bubbles: true, cancelable: true})
+                                  : new ClipboardEvent('paste', {clipboardData: data, bubbles: true, cancelable: true});
+    document.querySelector(selector).dispatchEvent(event);
+}"""
+
+
+def test_drop_paste_and_webcam_reach_identify_and_verify(server, new_page, faces):
+    couple = faces / "multi" / "couple.jpg"
+    b64 = base64.b64encode(couple.read_bytes()).decode()
+    page = new_page(server.url)
+    page.goto("/#identify")
+    page.evaluate(DROP_OR_PASTE, ["drop", "#identify-picker .drop", b64, "dropped.jpg"])
+    expect(page.locator("#identify-boxes .box")).to_have_count(2)
+    expect(page.locator("#identify-curl")).to_contain_text("file=@dropped.jpg")
+    page.goto("/#verify")
+    page.evaluate(DROP_OR_PASTE, ["paste", "body", b64, "pasted-a.jpg"])
+    page.evaluate(DROP_OR_PASTE, ["paste", "body", b64, "pasted-b.jpg"])
+    expect(page.locator("#verify-preview-a .name")).to_have_text("pasted-a.jpg")
+    expect(page.locator("#verify-preview-b .name")).to_have_text("pasted-b.jpg")
+    page.goto("/#identify")  # the webcam: Chromium's fake camera (a test pattern, no face)
+    page.context.grant_permissions(["camera"])
+    page.click("#webcam-open")
+    expect(page.locator("#webcam-capture")).to_be_enabled()  # the camera has a picture
+    page.click("#webcam-capture")
+    expect(page.locator("#identify-summary")).to_have_text("No face found in this photo.")
+    expect(page.locator("#identify-curl")).to_contain_text("file=@webcam.jpg")
+    page.click("#webcam-close")
+    expect(page.locator("#webcam")).to_be_hidden()
 
 
 @pytest.mark.parametrize("width", [375, 1280])

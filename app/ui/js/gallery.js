@@ -24,12 +24,14 @@ const fail = (e) => say($('gallery-msg'), e instanceof ApiError ? e.text : Strin
 
 async function load(note = '') {
   const mine = ++seq;
+  const cards = $('gallery-cards');
+  cards.setAttribute('aria-busy', 'true');
   const prefix = $('gallery-prefix').value.trim();
   let page;
   try {
     page = await request('GET', '/identities', { query: { offset, limit: PAGE, prefix } });
   } catch (e) {
-    if (mine === seq) { $('gallery-cards').replaceChildren(); pager(0, 0); fail(e); }
+    if (mine === seq) { cards.replaceChildren(); pager(0, 0); fail(e); cards.setAttribute('aria-busy', 'false'); }
     return;
   }
   if (mine !== seq) return;
@@ -41,7 +43,8 @@ async function load(note = '') {
   total = page.total;
   urls.clear();
   say($('gallery-msg'), note || (total ? '' : (prefix ? 'No identity label starts with that.' : 'The gallery is empty: enroll someone first.')), note ? 'ok' : 'info');
-  $('gallery-cards').replaceChildren(...page.items.map(card));
+  cards.replaceChildren(...page.items.map(card));
+  cards.setAttribute('aria-busy', 'false');
   pager(page.items.length, total);
 }
 

@@ -156,9 +156,14 @@ async function enrollFace(face, label, out) {
 async function openWebcam() {
   try {
     stream = await navigator.mediaDevices.getUserMedia({ video: true, audio: false });
-    $('webcam-video').srcObject = stream;
+    const video = $('webcam-video');
+    $('webcam-capture').disabled = true;  // until the first frame's size is known
+    video.addEventListener('loadedmetadata', () => {
+      $('webcam-capture').disabled = false;
+      $('webcam-capture').focus();
+    }, { once: true });
+    video.srcObject = stream;
     $('webcam').hidden = false;
-    $('webcam-capture').focus();
   } catch (e) {
     say($('identify-msg'), `No webcam: ${e.message}`, 'error');
   }

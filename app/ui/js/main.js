@@ -11,7 +11,8 @@ const pages = { identify, enroll, gallery, verify, model };
 let current = null;
 
 function route() {
-  const name = (location.hash || '#identify').slice(1);
+  const name = location.hash.slice(1);
+  if (!pages[name] && current) return;  // an in-page anchor (the skip link): stay on this page
   const next = pages[name] ? name : 'identify';
   for (const p of Object.keys(pages)) $(`page-${p}`).hidden = p !== next;
   for (const a of document.querySelectorAll('nav a[data-page]')) {
