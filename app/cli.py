@@ -42,7 +42,10 @@ Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="progre
 
 def _client(url: str, api_key: str | None, timeout_s: float) -> FaceIDClient:
     """FACEID_RETRIES (default 3): extra attempts on 503/429 and on connection failures."""
-    retries = int(os.environ.get("FACEID_RETRIES") or 3)
+    try:
+        retries = max(0, int(os.environ.get("FACEID_RETRIES") or 3))
+    except ValueError:
+        raise typer.BadParameter("FACEID_RETRIES must be an integer") from None
     return FaceIDClient(url, api_key=api_key or None, timeout_s=timeout_s, retries=retries)
 
 
@@ -68,10 +71,11 @@ def _errors(as_json: bool):
         if as_json:
             _emit({"error": {"status": exc.status, "code": exc.code, "message": exc.message}}, True)
         raise typer.Exit(EXIT_ERROR) from None
-    except ArchiveError as exc:
-        typer.echo(f"error: invalid_archive: {exc}", err=True)
+    except (ArchiveError, OSError) as exc:  # an unusable archive; a file that cannot be read or written
+        code = "invalid_archive" if isinstance(exc, ArchiveError) else "file_error"
+        typer.echo(f"error: {code}: {exc}", err=True)
         if as_json:
-            _emit({"error": {"status": 0, "code": "invalid_archive", "message": str(exc)}}, True)
+            _emit({"error": {"status": 0, "code": code, "message": str(exc)}}, True)
         raise typer.Exit(EXIT_ERROR) from None
 
 
@@ -253,12 +257,12 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
     errors = sum(isinstance(r, FaceIDError) for _, r in ordered)
     if csv_file is not None:
         tmp = csv_file.with_name(f".{csv_file.name}.tmp")
-        with open(tmp, "w", newline="") as f:
+        with _errors(as_json), open(tmp, "w", newline="") as f:
             w = csv.DictWriter(f, fieldnames=CSV_FIELDS)
             w.writeheader()
             for path, result in ordered:
                 w.writerows(_identify_rows(path, result))
-        os.replace(tmp, csv_file)
+        os.replace(tmp, csv_file)  # whole or not at all
         n_faces = sum(len(r.faces) for _, r in ordered if not isinstance(r, FaceIDError))
         typer.echo(f"{len(files)} images, {n_faces} faces, {errors} errors -> {csv_file}")
     elif as_json:
@@ -311,6 +315,8 @@ def export_(file: Annotated[Path, typer.Argument(dir_okay=False, help="archive t
     """
     from app.archive import export_gallery
 
+    if not file.parent.is_dir():  # before a long export, not after it
+        raise typer.BadParameter(f"directory {file.parent} does not exist", param_hint="FILE")
     with _errors(as_json), _client(url, api_key, timeout) as c:
         total = c.ready().faces
         with _Bar(progress, "face", "export", total) as bar:

@@ -127,3 +127,16 @@ def test_enroll_resume_identify_export_import(servers, faces, tmp_path):
     key = ("path", "face", "status", "label", "x1", "y1", "x2", "y2")
     assert [tuple(r[k] for k in key) for r in rows_b] == [tuple(r[k] for k in key) for r in rows_a]
     assert max(abs(float(x["score"]) - float(y["score"])) for x, y in zip(rows_a, rows_b) if x["score"]) < 1e-3
+
+
+def test_verify_answers_with_its_exit_code(servers, faces):
+    a, _ = servers
+    aj = sorted((faces / "photos" / "Angelina_Jolie").glob("*.jpg"))
+    em = sorted((faces / "photos" / "Elon_Musk").glob("*.jpg"))
+    same = faceid(a.url, "verify", aj[0], aj[1], "--json", key=READ_KEY)
+    assert same.exit_code == 0, same.stderr
+    assert json.loads(same.stdout)["same_person"] is True
+    different = faceid(a.url, "verify", aj[0], em[0], key=READ_KEY)
+    assert different.exit_code == 3 and different.stdout.startswith("different people"), different.stdout
+    none = faceid(a.url, "verify", aj[0], "--identity", 999_999, key=READ_KEY)
+    assert none.exit_code == 1 and "error: unknown_identity (404)" in none.stderr, none.stderr

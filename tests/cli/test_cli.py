@@ -82,3 +82,8 @@ def test_a_bad_archive_is_refused_before_any_request(run, tmp_path, kind):
             zf.writestr("other.json", "{}")
     r = run("import", path)  # the URL points nowhere: an attempted request would say "unreachable"
     assert r.exit_code == 1 and "error: invalid_archive" in r.stderr, r.stderr
+
+
+def test_export_into_a_missing_directory_is_refused_before_contacting_the_server(run, tmp_path):
+    r = run("export", tmp_path / "no" / "such" / "dir" / "g.zip")
+    assert r.exit_code == 2 and "does not exist" in r.stderr and "unreachable" not in r.stderr
