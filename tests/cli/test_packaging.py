@@ -54,3 +54,8 @@ def test_pip_install_gives_a_working_faceid_command(tmp_path):
     assert out.returncode == 0, out.stderr
     location, tables = out.stdout.splitlines()
     assert location.startswith(str(env_dir)) and "faces" in tables and "identities" in tables
+    # and every other file under app/ (web UI, migration template, ...), whatever it is
+    def files(root: Path) -> set[str]:
+        return {str(f.relative_to(root)) for f in root.rglob("*") if f.is_file() and "__pycache__" not in f.parts}
+    missing = files(src / "app") - files(Path(location).parent)
+    assert not missing, missing
