@@ -5,19 +5,32 @@ with --no-deps into a new venv, and the venv finds the dependencies through a .p
 interpreter's site-packages (appended after the venv's own, so `app` comes from the wheel, not the repo)."""
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 import sys
 import sysconfig
+import tomllib
 import venv
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parents[2]
-pytestmark = pytest.mark.slow
 
 
+def _names(lines) -> set[str]:
+    return {re.split(r"[=<>~!\[; ]", line.strip(), maxsplit=1)[0].lower() for line in lines
+            if line.strip() and not line.strip().startswith(("#", "-"))}
+
+
+def test_pyproject_depends_on_what_requirements_txt_pins():
+    project = tomllib.loads((REPO / "pyproject.toml").read_text())["project"]
+    assert _names(project["dependencies"]) == _names((REPO / "requirements.txt").read_text().splitlines())
+    assert project["scripts"]["faceid"] == "app.cli:main"
+
+
+@pytest.mark.slow
 def test_pip_install_gives_a_working_faceid_command(tmp_path):
     src = tmp_path / "src"  # a clean copy: building must not leave build/ or *.egg-info in the repo
     src.mkdir()
