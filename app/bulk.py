@@ -8,6 +8,7 @@ answer that concerns one file (a 4xx such as no_face) refuses that file and the 
 from __future__ import annotations
 
 import hashlib
+import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
@@ -70,7 +71,8 @@ def scan_folder(root: Path) -> list[EnrollItem]:
     """`root/<label>/**/<image>`, sorted by label then path; files directly in `root` are not enrolled."""
     items = []
     for label_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        label = label_dir.name.strip()
+        # the server's label rule (NFC, stripped): a decomposed "José" folder (macOS) must match what it stores
+        label = unicodedata.normalize("NFC", label_dir.name).strip()
         for f in image_files([label_dir]):
             items.append(EnrollItem(f, label, file_sha256(f)))
     return items

@@ -1,0 +1,56 @@
+"""Folder scanning and the resume plan of `faceid enroll` (the server's lookup answer scripted with MockTransport)."""
+from __future__ import annotations
+
+import hashlib
+import unicodedata
+
+import httpx
+
+from app.bulk import EnrollReport, plan_enrollment, scan_folder
+from app.client import FaceIDClient
+
+
+def write(path, data: bytes):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(data)
+    return hashlib.sha256(data).hexdigest()
+
+
+def test_scan_takes_labels_from_folders_and_only_visible_images(tmp_path):
+    decomposed = unicodedata.normalize("NFD", "José")
+    write(tmp_path / decomposed / "a.JPG", b"1")
+    write(tmp_path / "ann" / "sub" / "b.png", b"2")
+    write(tmp_path / "ann" / ".hidden.jpg", b"3")
+    write(tmp_path / "ann" / "notes.txt", b"4")
+    write(tmp_path / "loose.jpg", b"5")            # not in a label folder
+    write(tmp_path / ".trash" / "c.jpg", b"6")
+    items = scan_folder(tmp_path)
+    assert [(i.label, i.path.name) for i in items] == [("José", "a.JPG"), ("ann", "b.png")]
+    assert items[0].label == unicodedata.normalize("NFC", "José")  # what the server stores
+    assert items[1].sha256 == hashlib.sha256(b"2").hexdigest()
+
+
+def test_plan_skips_enrolled_files_and_refuses_conflicting_duplicates(tmp_path):
+    done = write(tmp_path / "ann" / "1.jpg", b"enrolled")
+    write(tmp_path / "ann" / "2.jpg", b"new")
+    write(tmp_path / "ann" / "3.jpg", b"new")               # same content, same label: uploaded once
+    write(tmp_path / "bob" / "4.jpg", b"new")               # same content, another label
+    write(tmp_path / "bob" / "5.jpg", b"enrolled")          # enrolled as ann already
+    face = {"id": 1, "identity_id": 1, "label": "ann", "box": [0, 0, 1, 1], "landmarks": [[0, 0]] * 5,
+            "detection_score": 0.99, "source_sha256": done, "crop_size": 160, "crop_margin": 14,
+            "created_at": "2026-01-01T00:00:00Z"}
+    asked = []
+
+    def handler(request: httpx.Request) -> httpx.Response:
+        asked.extend(request.url.params.get_list("source_sha256"))
+        return httpx.Response(200, json={"items": [face] if done in asked else []})
+
+    client = FaceIDClient("http://faceid.test", transport=httpx.MockTransport(handler))
+    report = EnrollReport()
+    todo = plan_enrollment(client, scan_folder(tmp_path), report)
+    assert len(asked) == 2  # every distinct hash asked about, once
+    assert [(i.label, i.path.name) for i in todo] == [("ann", "2.jpg")]
+    assert [(i.path.name, why) for i, why in report.skipped] == [("1.jpg", "already enrolled"),
+                                                                  ("3.jpg", "same content as 2.jpg")]
+    assert sorted((i.path.name, code) for i, code, _ in report.refused) == [("4.jpg", "duplicate_image"),
+                                                                            ("5.jpg", "enrolled_as_other")]
