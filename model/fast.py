@@ -11,6 +11,8 @@ import torch
 from torch import nn
 from torch.nn.utils.fusion import fuse_conv_bn_eval, fuse_linear_bn_eval
 
+from model.inception_resnet import BasicConv2d, l2_normalize
+
 
 def cpu_has_native_bf16() -> bool:
     try:
@@ -22,8 +24,6 @@ def cpu_has_native_bf16() -> bool:
 
 def fold_batchnorm(net: nn.Module) -> nn.Module:
     """Eval-mode copy with every conv+bn (and last_linear+last_bn) fused into one layer."""
-    from model.inception_resnet import BasicConv2d
-
     net = copy.deepcopy(net).eval()
     for module in net.modules():
         if isinstance(module, BasicConv2d) and isinstance(module.bn, nn.BatchNorm2d):
@@ -45,7 +45,7 @@ class _Cast(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = x.to(self.dtype).contiguous(memory_format=torch.channels_last)
         feats = self.net.forward_head(self.net.forward_features(x)).float()
-        return torch.nn.functional.normalize(feats, p=2, dim=1)
+        return l2_normalize(feats)
 
 
 def resolve_precision(device: torch.device, precision: str) -> str:

@@ -1,20 +1,21 @@
 """InceptionResnetV1 (FaceNet) with facenet-pytorch's layer names, so its published state_dicts load.
 
 Layer names follow the TensorFlow original via facenet-pytorch (`conv2d_1a`, `repeat_1`, `mixed_6a`,
-`block8`, `last_linear`, `last_bn`, `logits`). Weights are never downloaded in the constructor unless
-`pretrained` is given, and then only through `model.weights` (cache first, offline source second).
+`block8`, `last_linear`, `last_bn`, `logits`). The network knows nothing about weight files: build one
+with published weights through `model.weights.load_pretrained(name)` (cache first, offline source second).
 """
 from __future__ import annotations
-
-import os
 
 import torch
 from torch import nn
 from torch.nn import functional as F
 
-# Number of training classes of each published weight set (the size of its `logits` head).
-PRETRAINED_NUM_CLASSES = {"vggface2": 8631, "casia-webface": 10575}
 EMBEDDING_SIZE = 512
+
+
+def l2_normalize(embeddings: torch.Tensor) -> torch.Tensor:
+    """(N, D) -> rows of unit length. The one place embeddings are L2-normalised (eval, fast path, training)."""
+    return F.normalize(embeddings, p=2, dim=1)
 
 
 class BasicConv2d(nn.Module):
@@ -131,20 +132,21 @@ class Mixed_7a(nn.Module):  # noqa: N801 (TensorFlow name)
 class InceptionResnetV1(nn.Module):
     """FaceNet embedder: (N, 3, 160, 160) standardised RGB -> (N, 512) unit vectors, or logits.
 
-    `pretrained` ('vggface2' / 'casia-webface') adds the matching `logits` head and loads the weights
-    through the weight registry. With `classify=True` and `num_classes`, `logits` is a fresh head of that size.
+    With `num_classes`, a `logits` head of that size exists (so published state_dicts, which carry one, load
+    strictly); `classify=True` makes `forward` return its logits instead of embeddings.
     """
 
-    def __init__(self, pretrained: str | None = None, classify: bool = False,
-                 num_classes: int | None = None, dropout_prob: float = 0.6, device=None):
+    # Forward order of the feature layers, defined once: `forward_features` runs them, training freezes a prefix.
+    FEATURE_LAYERS = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
+                      "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a")
+
+    def __init__(self, classify: bool = False, num_classes: int | None = None, dropout_prob: float = 0.6,
+                 device=None):
         super().__init__()
-        self.pretrained = pretrained
         self.classify = classify
         self.num_classes = num_classes
-        if pretrained is not None and pretrained not in PRETRAINED_NUM_CLASSES:
-            raise ValueError(f"pretrained must be one of {sorted(PRETRAINED_NUM_CLASSES)}, got {pretrained!r}")
-        if pretrained is None and classify and num_classes is None:
-            raise ValueError('If "pretrained" is not given and "classify" is True, "num_classes" must be given')
+        if classify and num_classes is None:
+            raise ValueError('"classify" needs "num_classes"')
 
         self.conv2d_1a = BasicConv2d(3, 32, kernel_size=3, stride=2)
         self.conv2d_2a = BasicConv2d(32, 32, kernel_size=3, stride=1)
@@ -164,10 +166,7 @@ class InceptionResnetV1(nn.Module):
         self.last_linear = nn.Linear(1792, EMBEDDING_SIZE, bias=False)
         self.last_bn = nn.BatchNorm1d(EMBEDDING_SIZE, eps=0.001, momentum=0.1, affine=True)
 
-        if pretrained is not None:
-            self.logits = nn.Linear(EMBEDDING_SIZE, PRETRAINED_NUM_CLASSES[pretrained])
-            load_weights(self, pretrained)
-        if classify and num_classes is not None:
+        if num_classes is not None:
             self.logits = nn.Linear(EMBEDDING_SIZE, num_classes)
 
         self.device = torch.device("cpu")
@@ -175,23 +174,13 @@ class InceptionResnetV1(nn.Module):
             self.device = torch.device(device)
             self.to(self.device)
 
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        """Backbone: image batch -> (N, 1792) pooled features."""
-        x = self.conv2d_1a(x)
-        x = self.conv2d_2a(x)
-        x = self.conv2d_2b(x)
-        x = self.maxpool_3a(x)
-        x = self.conv2d_3b(x)
-        x = self.conv2d_4a(x)
-        x = self.conv2d_4b(x)
-        x = self.repeat_1(x)
-        x = self.mixed_6a(x)
-        x = self.repeat_2(x)
-        x = self.mixed_7a(x)
-        x = self.repeat_3(x)
-        x = self.block8(x)
-        x = self.avgpool_1a(x)
-        return torch.flatten(x, 1)
+    def forward_features(self, x: torch.Tensor, start: int = 0, stop: int | None = None) -> torch.Tensor:
+        """Backbone: image batch -> (N, 1792) pooled features. `start`/`stop` run a slice of FEATURE_LAYERS
+        (a partial run returns the raw activation, unflattened, so it can be fed back with `start`)."""
+        stop = len(self.FEATURE_LAYERS) if stop is None else stop
+        for name in self.FEATURE_LAYERS[start:stop]:
+            x = getattr(self, name)(x)
+        return torch.flatten(x, 1) if stop == len(self.FEATURE_LAYERS) else x
 
     def forward_head(self, features: torch.Tensor) -> torch.Tensor:
         """Bottleneck: (N, 1792) -> (N, 512) unnormalised embedding (before L2 / logits)."""
@@ -201,19 +190,5 @@ class InceptionResnetV1(nn.Module):
         x = self.forward_head(self.forward_features(x))
         if self.classify:
             return self.logits(x)
-        # The one place where embeddings are L2-normalised.
-        return F.normalize(x, p=2, dim=1)
+        return l2_normalize(x)
 
-
-def get_torch_home() -> str:
-    """`$TORCH_HOME`, else `$XDG_CACHE_HOME/torch`, else `~/.cache/torch` (as torch.hub does)."""
-    return os.path.expanduser(
-        os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
-    )
-
-
-def load_weights(mdl: nn.Module, dname: str) -> None:
-    """Load the pretrained weight set `dname` ('vggface2' / 'casia-webface') into `mdl` (strict)."""
-    from model.weights import load_state_dict  # local import: weights imports this module
-
-    mdl.load_state_dict(load_state_dict(dname), strict=True)

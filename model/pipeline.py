@@ -69,8 +69,6 @@ def build_network(ckpt: Checkpoint) -> InceptionResnetV1:
     sd = ckpt.state_dict
     num_classes = sd["logits.weight"].shape[0] if "logits.weight" in sd else None
     net = InceptionResnetV1(classify=False, num_classes=num_classes)
-    if num_classes is not None:
-        net.logits = torch.nn.Linear(net.last_linear.out_features, num_classes)
     try:
         net.load_state_dict(sd, strict=True)
     except RuntimeError as exc:

