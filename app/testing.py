@@ -1,4 +1,7 @@
-"""Start a real uvicorn server of this repository on 127.0.0.1 (for tests and benchmarks) and stop it."""
+"""Run this service for real: a uvicorn subprocess on 127.0.0.1 with its own SQLite file (tests, benchmarks).
+
+Like `starlette.testclient`, a helper the service ships for its callers; nothing in `app/` imports it.
+"""
 from __future__ import annotations
 
 import os

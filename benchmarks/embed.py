@@ -12,28 +12,11 @@ import time
 import numpy as np
 import torch
 
-from benchmarks.faces import faces_dir
 from benchmarks.report import emit
-from model import align
-from model.decode import decode_image
 from model.fast import optimise
-from model.pipeline import build_network, load_checkpoint, load_detector
+from model.pipeline import build_network, load_checkpoint
 from model.preprocessing import fixed_image_standardization
-
-
-def real_crops(n: int = 64) -> np.ndarray:
-    """Face crops from LFW (or random pixels when the data is absent: cosine figures are then not about faces)."""
-    root = faces_dir() / "lfw"
-    if not root.is_dir():
-        return np.random.default_rng(0).integers(0, 255, (n, 160, 160, 3), dtype=np.uint8)
-    paths = sorted(root.glob("*/*_0001.jpg"))[:n]
-    images = [decode_image(p.read_bytes()) for p in paths]
-    det = load_detector()
-    crops = []
-    for im, d in zip(images, det.detect(images)):
-        box = d.boxes[0] if len(d) else align.centre_box(im.width, im.height, 0.45)
-        crops.append(align.crop(im, box, 160, 14))
-    return np.stack(crops)
+from training.datasets import sample_crops as real_crops
 
 
 def rate(fn, x: torch.Tensor, seconds: float) -> float:

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from benchmarks.faces import faces_dir
+from training.datasets import faces_dir
 
 REPO = Path(__file__).resolve().parent.parent
 os.environ.setdefault("TORCH_HOME", str(REPO / ".torch"))

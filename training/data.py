@@ -1,12 +1,14 @@
 """Training data: `root/<class_label>/<image>` folders, MTCNN face crops cached on disk, P x K batches.
 
+Crops and standardisation follow the checkpoint training starts from (its `Preprocessing`: image size,
+margin, normalisation), and the crops come from `model.crops`, the one crop cache.
+
 `load_dataset(root, batchsize, shuffle)` keeps the original design's signature: it returns a DataLoader
 whose batches hold `batchsize` crops from batchsize // K identities (K images each), as online triplet
 mining needs several images of each identity in a batch.
 """
 from __future__ import annotations
 
-import hashlib
 import random
 from pathlib import Path
 
@@ -14,7 +16,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, Sampler
 
-from model.preprocessing import fixed_image_standardization
+from model.crops import crops_cached
+from model.preprocessing import normalize
+from model.weights import Preprocessing
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
@@ -30,29 +34,26 @@ def list_images(root: Path) -> tuple[list[Path], list[str]]:
     return paths, labels
 
 
-def cached_crops(paths: list[Path], cache_dir: Path | None = None, image_size: int = 160, margin: int = 14,
+def cached_crops(paths: list[Path], cache_dir: Path | None = None, preprocessing: Preprocessing | None = None,
                  pipeline=None) -> np.ndarray:
-    """MTCNN crops (largest face; image centre when none), computed once and cached by path list."""
-    key = hashlib.sha256(("|".join(map(str, paths)) + f"|{image_size}|{margin}").encode()).hexdigest()[:16]
-    cache = Path(cache_dir) / f"train-crops-{key}.npy" if cache_dir else None
-    if cache is not None and cache.is_file():
-        return np.load(cache)
-    from benchmarks.lfw_embed import face_crops  # the service's crop, shared with the benchmarks
-    from model.pipeline import FacePipeline
+    """MTCNN crops (largest face; image centre when none) at `preprocessing`'s size and margin (default: the
+    pipeline's checkpoint's), computed once and cached by `model.crops` (keyed by paths and crop settings)."""
+    if pipeline is None:
+        from model.pipeline import FacePipeline  # loads weights: only when crops must be made
 
-    pipeline = pipeline or FacePipeline.load(device="cpu")
-    crops, _ = face_crops(pipeline, list(paths), image_size, margin)
-    if cache is not None:
-        cache.parent.mkdir(parents=True, exist_ok=True)
-        np.save(cache, crops)
+        pipeline = FacePipeline.load(device="cpu")
+    crops, _ = crops_cached(pipeline, list(paths), Path(cache_dir) if cache_dir else None, preprocessing)
     return crops
 
 
 class FaceCrops(Dataset):
-    """uint8 crops (N, S, S, 3) + integer labels -> (standardised float tensor, label), light augmentation."""
+    """uint8 crops (N, S, S, 3) + integer labels -> (normalised float tensor, label), light augmentation.
+    `normalization` is the checkpoint's (`Preprocessing.normalization`)."""
 
-    def __init__(self, crops: np.ndarray, labels, augment: bool = True, seed: int = 0):
+    def __init__(self, crops: np.ndarray, labels, augment: bool = True, seed: int = 0,
+                 normalization: str = "fixed_standardization"):
         self.crops = crops
+        self.normalization = normalization
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
         self.augment = augment
         self.rng = np.random.default_rng(seed)
@@ -67,7 +68,7 @@ class FaceCrops(Dataset):
                 x = x.flip(2)
             gain = 1.0 + self.rng.uniform(-0.1, 0.1)          # small brightness/contrast jitter
             x = ((x - x.mean()) * gain + x.mean() + self.rng.uniform(-8, 8)).clamp(0, 255)
-        return fixed_image_standardization(x), self.labels[i]
+        return normalize(x, self.normalization), self.labels[i]
 
 
 class PKSampler(Sampler[list[int]]):
@@ -104,18 +105,22 @@ class PKSampler(Sampler[list[int]]):
 
 
 def make_loader(crops: np.ndarray, labels, batchsize: int, k: int = 4, shuffle: bool = True, augment: bool = True,
-                batches: int | None = None, seed: int = 0) -> DataLoader:
+                batches: int | None = None, seed: int = 0, normalization: str = "fixed_standardization") -> DataLoader:
     sampler = PKSampler(labels, max(2, batchsize // k), k, shuffle, seed, batches)
-    return DataLoader(FaceCrops(crops, labels, augment, seed), batch_sampler=sampler, num_workers=0)
+    return DataLoader(FaceCrops(crops, labels, augment, seed, normalization), batch_sampler=sampler, num_workers=0)
 
 
-def load_dataset(root, batchsize: int, shuffle: bool = True, k: int = 4, cache_dir=".cache/training"):
-    """DataLoader over root/<class_label>/<image> with P x K batches; `.dataset.classes` lists the labels."""
+def load_dataset(root, batchsize: int, shuffle: bool = True, k: int = 4, cache_dir=".cache/training",
+                 preprocessing: Preprocessing | None = None):
+    """DataLoader over root/<class_label>/<image> with P x K batches; `.dataset.classes` lists the labels.
+    `preprocessing`: the starting checkpoint's (default: the default weights')."""
     paths, names = list_images(Path(root))
     if not paths:
         raise ValueError(f"no images under {root}/<class_label>/")
     classes = sorted(set(names))
     labels = [classes.index(n) for n in names]
-    loader = make_loader(cached_crops(paths, cache_dir), labels, batchsize, k, shuffle)
+    pre = preprocessing or Preprocessing()
+    loader = make_loader(cached_crops(paths, cache_dir, pre), labels, batchsize, k, shuffle,
+                         normalization=pre.normalization)
     loader.dataset.classes = classes
     return loader

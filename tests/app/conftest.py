@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from benchmarks.server import Server
+from app.testing import Server
 
 
 @pytest.fixture(scope="session")

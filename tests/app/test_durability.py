@@ -1,11 +1,10 @@
-"""Identification quality end to end, restarts on the same database, and two processes on one gallery."""
+"""Restarts on the same database give identical results, and two processes share one gallery."""
 from __future__ import annotations
 
 import httpx
 import pytest
 
-from benchmarks import identify_e2e
-from benchmarks.server import running
+from app.testing import running
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 
@@ -15,15 +14,6 @@ def identify(url: str, path) -> list:
     r.raise_for_status()
     return [(f["status"], f["identity"], [(m["identity_id"], round(m["score"], 5)) for m in f["matches"]])
             for f in r.json()["faces"]]
-
-
-def test_lfw_identification_end_to_end(tmp_path, faces):
-    """Enroll 100 LFW people, identify another image of each, and 100 never-enrolled people."""
-    with running(tmp_path / "e2e.db") as server:
-        result = identify_e2e.run(server.url, n=100)
-    assert result["people_enrolled"] == 100, result["enroll_failures"]
-    assert result["rank1"] >= 0.94, result
-    assert result["unknown_rejected"] >= 0.90, result
 
 
 def test_restart_gives_identical_results_and_replicas_share_the_gallery(tmp_path, faces):

@@ -21,7 +21,7 @@ CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path):
-    from benchmarks.server import running
+    from app.testing import running
 
     with running(tmp_path / "g.db") as srv:
         proc = subprocess.run([str(Path(sys.executable).with_name("schemathesis")), "run", f"{srv.url}/openapi.json",

@@ -8,8 +8,8 @@ import httpx
 import pytest
 import torch
 
-from benchmarks.models import perturbed_checkpoint
-from benchmarks.server import running
+from training.perturb import perturbed_checkpoint
+from app.testing import running
 from model.pipeline import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from benchmarks.server import Server, running
+from app.testing import Server, running
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 

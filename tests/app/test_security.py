@@ -12,7 +12,7 @@ import httpx
 import pytest
 
 from app.core.security import hash_key
-from benchmarks.server import REPO, Server, running
+from app.testing import REPO, Server, running
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from benchmarks.server import REPO
+from app.testing import REPO
 
 
 def run(module: str, *args: str) -> dict:

@@ -26,9 +26,9 @@ def test_folding_batchnorm_keeps_the_embeddings(plain):
 @pytest.mark.faces
 def test_fast_path_embeddings_match_fp32_on_real_faces(faces, plain):
     """The issue's guard: every fast-path embedding of a real face within cosine 0.999 of fp32."""
-    from benchmarks.embed import real_crops
+    from training.datasets import sample_crops
 
-    crops = fixed_image_standardization(torch.from_numpy(real_crops(32)).permute(0, 3, 1, 2))
+    crops = fixed_image_standardization(torch.from_numpy(sample_crops(32)).permute(0, 3, 1, 2))
     fast, precision = optimise(plain, torch.device("cpu"), "fast")
     with torch.inference_mode():
         cos = (plain(crops) * fast(crops)).sum(1)
