@@ -1,12 +1,17 @@
 """Command line: fine-tune (--train 1) or evaluate (--train 0) FaceNet on root/<class_label>/<image>.
 
     python -m training.main --rootdir datasets/custom_images --lrin 1e-5 --lrcl 1e-3 --bs 64 --epochs 5 --train 1
+
+Preprocessing (crop size, margin, normalisation) is the starting checkpoint's, and the fine-tuned checkpoint
+carries it on. `--publish-url` tells a server to swap; a keyed server needs `--api-key` (or FACEID_API_KEY)
+with the admin scope.
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import sys
 from pathlib import Path
 
@@ -17,19 +22,19 @@ from model.pipeline import build_network, load_checkpoint
 from training.data import cached_crops, list_images, make_loader
 from training.evaluate import plot_roc, verification_report
 from training.loss import TripletLoss
+from model.preprocessing import normalize
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
-from model.preprocessing import fixed_image_standardization
 from training.train_inception import FEATURE_LAYERS, embed_for_training, train_inception
 from training.triplet_selection import MINING, TripletSelection
 
 
-def embed_crops(net, crops: np.ndarray, batch: int = 64) -> np.ndarray:
+def embed_crops(net, crops: np.ndarray, batch: int = 64, normalization: str = "fixed_standardization") -> np.ndarray:
     """(n, 512) unit embeddings of uint8 crops with the network as it is now (eval mode, fp32)."""
     net.eval()
     out = []
     with torch.inference_mode():
         for i in range(0, len(crops), batch):
-            x = fixed_image_standardization(torch.from_numpy(crops[i:i + batch]).permute(0, 3, 1, 2))
+            x = normalize(torch.from_numpy(crops[i:i + batch]).permute(0, 3, 1, 2), normalization)
             out.append(embed_for_training(net, x, None)[0].float().numpy())
     return np.concatenate(out)
 
@@ -55,7 +60,13 @@ def pair_report(emb: np.ndarray, pairs: np.ndarray, issame: np.ndarray) -> dict:
     return verification_report(scores, issame), scores
 
 
-def main(argv=None) -> int:
+def publish(args: argparse.Namespace, checkpoint: Path) -> dict:
+    """Tell the server at `--publish-url` to swap to `checkpoint` (a name inside its checkpoints folder),
+    with `--api-key` / FACEID_API_KEY when given (a keyed server answers 401 without it)."""
+    return notify_server(args.publish_url, Path(checkpoint).name, api_key=args.api_key)
+
+
+def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rootdir", required=True, help="image root: <rootdir>/<class_label>/<image>")
     ap.add_argument("--lrin", type=float, default=1e-5, help="learning rate of the InceptionResnetV1 body")
@@ -75,7 +86,13 @@ def main(argv=None) -> int:
     ap.add_argument("--target-far", type=float, default=1e-3, help="FAR at which the threshold is calibrated")
     ap.add_argument("--logdir", default="runs/finetune")
     ap.add_argument("--publish-url", default=None, help="tell this faceid server to swap to the checkpoint")
-    args = ap.parse_args(argv)
+    ap.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"),
+                    help="X-API-Key (admin scope) for --publish-url; default $FACEID_API_KEY")
+    return ap
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
     paths, names = list_images(Path(args.rootdir))
@@ -84,17 +101,18 @@ def main(argv=None) -> int:
     rng = np.random.default_rng(0)
     val_classes = set(rng.choice(len(classes), int(len(classes) * args.val_identities), replace=False).tolist())
     is_val = np.array([lab in val_classes for lab in labels])
-    crops = cached_crops(paths, ".cache/training")
     ckpt = load_checkpoint(args.weights)
+    pre = ckpt.preprocessing  # crop and standardise as the starting checkpoint was trained
+    crops = cached_crops(paths, ".cache/training", pre)
     net = build_network(ckpt)
     use_gpu = args.device in ("auto", "cuda") and torch.cuda.is_available()
 
     pairs, issame = all_pairs(labels[is_val], n_negative=min(100_000, int(is_val.sum()) ** 2 // 4 + 1))
-    before, _ = pair_report(embed_crops(net, crops[is_val]), pairs, issame)
+    before, _ = pair_report(embed_crops(net, crops[is_val], normalization=pre.normalization), pairs, issame)
     result = {"base": before}
     if args.train:
         train_labels = np.unique(labels[~is_val], return_inverse=True)[1]
-        loader = make_loader(crops[~is_val], train_labels, args.bs, args.k)
+        loader = make_loader(crops[~is_val], train_labels, args.bs, args.k, normalization=pre.normalization)
         params = [{"params": [p for n, p in net.named_parameters() if not n.startswith("logits.")], "lr": args.lrin}]
         if args.lrcl > 0:
             net.logits = torch.nn.Linear(512, int(train_labels.max()) + 1)
@@ -109,10 +127,10 @@ def main(argv=None) -> int:
                                   resume_path=Path(args.out).with_suffix(".resume.pt"))
         writer.close()
         net = net.cpu()
-        after, scores = pair_report(embed_crops(net, crops[is_val]), pairs, issame)
+        after, scores = pair_report(embed_crops(net, crops[is_val], normalization=pre.normalization), pairs, issame)
         result.update({"finetuned": after, "steps": history["steps"], "train_minutes": history["train_minutes"]})
         payload = checkpoint_payload(net, name=Path(args.out).stem, base_weights=args.weights,
-                                     preprocessing=ckpt.preprocessing,
+                                     preprocessing=pre,
                                      thresholds={"cosine": after[f"threshold_at_far_{args.target_far:g}"],
                                                  "calibration": f"held-out identities, FAR {args.target_far:g}"},
                                      metrics=after, data={"root": str(args.rootdir), "images": len(paths),
@@ -122,7 +140,7 @@ def main(argv=None) -> int:
         out.with_suffix(".report.json").write_text(json.dumps(result, indent=2))
         result["checkpoint"] = str(out)
         if args.publish_url:
-            result["published"] = notify_server(args.publish_url, out.name)
+            result["published"] = publish(args, out)
     print(json.dumps(result, indent=2))
     return 0
 
