@@ -18,8 +18,8 @@ def get_service(request: Request) -> FaceService:
     return request.app.state.service
 
 
-def get_store(request: Request) -> GalleryStore:
-    return request.app.state.service.store
+def get_store(service: Annotated[FaceService, Depends(get_service)]) -> GalleryStore:
+    return service.store
 
 
 SettingsDep = Annotated[Settings, Depends(get_app_settings)]

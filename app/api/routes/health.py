@@ -1,10 +1,11 @@
 """Liveness and readiness."""
 from __future__ import annotations
 
-from fastapi import APIRouter, Request
+from fastapi import APIRouter
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
+from app.api.deps import ServiceDep
 from app.core.observability import metrics_response
 from app.schemas import Health, Ready
 
@@ -18,13 +19,12 @@ async def health() -> dict:
 
 @router.get("/metrics", response_class=Response, summary="Prometheus metrics",
             responses={200: {"content": {"text/plain": {}}}})
-async def metrics(request: Request) -> Response:
-    return await run_in_threadpool(metrics_response, request.app.state.service)
+async def metrics(service: ServiceDep) -> Response:
+    return await run_in_threadpool(metrics_response, service)
 
 
 @router.get("/ready", response_model=Ready, summary="Readiness: model loaded, gallery open")
-async def ready(request: Request) -> dict:
-    service = request.app.state.service
+async def ready(service: ServiceDep) -> dict:
     emb = service.models.current
     counts = await run_in_threadpool(service.store.counts)
     idx = await run_in_threadpool(service.index.get, emb.version, emb.preprocessing.embedding_size)

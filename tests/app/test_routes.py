@@ -1,0 +1,366 @@
+"""Every route in process: FastAPI's TestClient, the service swapped in with `app.dependency_overrides`
+(the real FaceService, store and index over fake networks: no weights, no server). Success and error paths.
+"""
+from __future__ import annotations
+
+import base64
+import io
+import json
+import shutil
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from app.api.deps import get_service
+from app.core.config import Settings
+from app.core.security import ApiKey, hash_key
+from app.gallery.store import GalleryStore, make_engine, migrate
+from app.main import create_app
+from tests.app.fakes import FakeEmbedder, fake_service, tiles_png
+
+RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (120, 120, 120)
+LOW_SCORE = (90, 90, 1)  # the fake detector scores a blue channel of 1 at 0.5
+
+
+@pytest.fixture(scope="module")
+def migrated_db(tmp_path_factory):
+    """One migrated SQLite file per module; each test gets a copy (migrations take seconds, a copy does not)."""
+    path = tmp_path_factory.mktemp("template") / "gallery.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+@pytest.fixture
+def store(migrated_db, tmp_path):
+    path = tmp_path / "gallery.db"
+    shutil.copyfile(migrated_db, path)
+    engine = make_engine(f"sqlite:///{path}")
+    yield GalleryStore(engine)
+    engine.dispose()
+
+
+def make_client(store, tmp_path, **overrides) -> tuple[TestClient, object]:
+    settings = Settings(**{"database_url": f"sqlite:///{tmp_path / 'unused.db'}", "api_keys": [], "batching": False,
+                           "checkpoints_dir": tmp_path / "checkpoints", **overrides})
+    service = fake_service(settings, store)
+    app = create_app(settings)
+    app.dependency_overrides[get_service] = lambda: service
+    return TestClient(app), service  # no `with`: the lifespan (model loading) does not run
+
+
+@pytest.fixture
+def client(store, tmp_path):
+    c, service = make_client(store, tmp_path)
+    yield c
+    service.close()
+
+
+def enroll(client, label, images, **data):
+    """`images`: one entry per image, a colour (one face) or a list of colours."""
+    images = [[im] if isinstance(im, tuple) else im for im in images]
+    return client.post("/enroll", data={"label": label, **data},
+                       files=[("files", (f"{i}.png", tiles_png(c), "image/png")) for i, c in enumerate(images)])
+
+
+def error(r, status: int, code: str) -> dict:
+    assert r.status_code == status, r.text
+    body = r.json()
+    assert body["error"]["code"] == code, body
+    return body["error"]
+
+
+# --- embed ---------------------------------------------------------------------------------------------
+def test_embed_returns_every_face_with_a_unit_embedding(client):
+    r = client.post("/embed", files={"file": ("a.png", tiles_png([RED, GREEN]), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["model_version"] == "fake-v1" and body["image_width"] == 220 and body["image_height"] == 120
+    assert sorted(f["box"] for f in body["faces"]) == [[20, 20, 100, 100], [120, 20, 200, 100]]
+    for f in body["faces"]:
+        assert abs(np.linalg.norm(f["embedding"]) - 1) < 1e-5 and len(f["landmarks"]) == 5
+
+
+def test_embed_accepts_json_base64(client):
+    r = client.post("/embed", json={"image": base64.b64encode(tiles_png([RED])).decode()})
+    assert r.status_code == 200 and len(r.json()["faces"]) == 1
+
+
+@pytest.mark.parametrize("kwargs, status, code", [
+    ({"files": {"other": ("a.png", b"x", "image/png")}}, 422, "unexpected_field"),
+    ({"data": {"x": "1"}}, 422, "missing_file"),
+    ({"files": {"file": ("a.png", b"", "image/png")}}, 422, "empty_image"),
+    ({"files": {"file": ("a.txt", b"not an image", "text/plain")}}, 422, "not_an_image"),
+    ({"json": {"image": "%%%"}}, 422, "invalid_base64"),
+    ({"json": {"picture": "AAAA"}}, 422, "invalid_request"),
+    ({"content": b"raw", "headers": {"content-type": "text/plain"}}, 415, "unsupported_media_type"),
+])
+def test_embed_refuses_bad_input(client, kwargs, status, code):
+    error(client.post("/embed", **kwargs), status, code)
+
+
+def test_a_model_failure_is_a_logged_500_in_the_error_shape(store, tmp_path):
+    c, service = make_client(store, tmp_path)
+
+    def broken(crops, max_batch_size=64):
+        raise RuntimeError("the network broke")
+
+    service.models.current.embed = broken
+    r = TestClient(c.app, raise_server_exceptions=False).post(
+        "/embed", files={"file": ("a.png", tiles_png([RED]), "image/png")})
+    error(r, 500, "internal_error")
+    service.close()
+
+
+# --- enroll --------------------------------------------------------------------------------------------
+def test_enroll_creates_then_adds_to_an_identity(client):
+    r = enroll(client, "Ada", [RED])
+    assert r.status_code == 201, r.text
+    first = r.json()
+    assert first["created"] is True and first["identity"]["label"] == "Ada" and first["identity"]["face_count"] == 1
+    r = enroll(client, "Ada", [RED, RED])
+    assert r.status_code == 201 and r.json()["created"] is False and r.json()["identity"]["face_count"] == 3
+    assert r.json()["identity"]["id"] == first["identity"]["id"]
+
+
+def test_enroll_json(client):
+    r = client.post("/enroll", json={"label": "Ada", "images": [base64.b64encode(tiles_png([RED])).decode()]})
+    assert r.status_code == 201, r.text
+
+
+def test_enroll_picks_the_face_by_index_or_box(client, store):
+    order = [f["box"] for f in client.post("/embed", files={"file": ("a.png", tiles_png([RED, GREEN]))}).json()["faces"]]
+    r = enroll(client, "Two", [[RED, GREEN]], face_index="1")  # face_index counts as /embed lists the faces
+    assert r.status_code == 201, r.text
+    assert r.json()["faces"][0]["box"] == order[1]
+    r = enroll(client, "Box", [[RED, GREEN]], face_box="15,15,105,105")
+    assert r.status_code == 201, r.text
+    assert r.json()["faces"][0]["box"] == [20, 20, 100, 100]
+
+
+@pytest.mark.parametrize("colours, data, status, code", [
+    ([[]], {}, 422, "no_face"),
+    ([[RED, GREEN]], {}, 422, "ambiguous_face"),
+    ([[LOW_SCORE]], {}, 422, "face_not_usable"),
+    ([[LOW_SCORE]], {"face_index": "0"}, 422, "face_quality"),
+    ([[RED]], {"face_index": "3"}, 422, "face_index_out_of_range"),
+    ([[RED]], {"face_index": "-1"}, 422, "invalid_field"),
+    ([[RED]], {"face_index": "one"}, 422, "invalid_field"),
+    ([[RED]], {"face_box": "300,300,400,400"}, 422, "face_box_no_match"),
+    ([[RED]], {"face_box": "1,2,3"}, 422, "invalid_field"),
+    ([[RED]], {"label": ""}, 422, "invalid_field"),
+    ([[RED]], {"label": "x" * 201}, 422, "invalid_field"),
+    ([[RED]] * 11, {}, 413, "too_many_files"),
+])
+def test_enroll_refuses_bad_input_and_changes_nothing(client, store, colours, data, status, code):
+    before = store.counts(), store.generation()
+    r = client.post("/enroll", data={"label": "Ada", **data},
+                    files=[("files", (f"{i}.png", tiles_png(c), "image/png")) for i, c in enumerate(colours)])
+    error(r, status, code)
+    assert (store.counts(), store.generation()) == before
+
+
+def test_enroll_where_one_image_fails_stores_none_of_them(client, store):
+    error(enroll(client, "Ada", [[RED], []]), 422, "no_face")
+    assert store.counts() == {"identities": 0, "faces": 0}
+
+
+def test_ambiguous_enroll_lists_the_faces(client):
+    detail = error(enroll(client, "Ada", [[RED, GREEN]]), 422, "ambiguous_face")["detail"]
+    assert [f["face_index"] for f in detail["faces"]] == [0, 1]
+
+
+# --- identify ------------------------------------------------------------------------------------------
+def test_identify_matches_enrolled_and_flags_unknown(client):
+    ada = enroll(client, "Ada", [RED]).json()["identity"]
+    enroll(client, "Bob", [GREEN])
+    r = client.post("/identify", files={"file": ("p.png", tiles_png([RED, GREY]), "image/png")})
+    assert r.status_code == 200, r.text
+    body = r.json()
+    assert body["threshold"] == 0.5
+    by_x = {f["box"][0]: f for f in body["faces"]}
+    red, grey = by_x[20], by_x[120]
+    assert red["status"] == "match" and red["identity"] == {"id": ada["id"], "label": "Ada"}
+    assert red["score"] == pytest.approx(1.0, abs=1e-5) and red["matches"][0]["label"] == "Ada"
+    assert grey["status"] == "unknown" and grey["identity"] is None and grey["score"] < 0.5
+    assert len(grey["matches"]) == 2  # top_k covers both identities, best first
+    assert grey["matches"][0]["score"] >= grey["matches"][1]["score"]
+
+
+def test_identify_top_k_and_threshold_parameters(client):
+    enroll(client, "Ada", [RED])
+    enroll(client, "Bob", [GREEN])
+    r = client.post("/identify", params={"top_k": 1, "threshold": -1.0},
+                    files={"file": ("p.png", tiles_png([GREY]), "image/png")})
+    face = r.json()["faces"][0]
+    assert r.json()["threshold"] == -1.0 and len(face["matches"]) == 1 and face["status"] == "match"
+
+
+def test_identify_an_empty_gallery_and_an_image_without_faces(client):
+    r = client.post("/identify", files={"file": ("p.png", tiles_png([RED]), "image/png")})
+    assert r.status_code == 200 and r.json()["faces"][0]["status"] == "unknown"
+    assert r.json()["faces"][0]["matches"] == []
+    r = client.post("/identify", files={"file": ("p.png", tiles_png([]), "image/png")})
+    assert r.status_code == 200 and r.json()["faces"] == []
+
+
+@pytest.mark.parametrize("params", [{"top_k": 0}, {"top_k": 101}, {"threshold": 1.5}, {"top_k": "x"}])
+def test_identify_refuses_bad_parameters(client, params):
+    error(client.post("/identify", params=params, files={"file": ("p.png", tiles_png([RED]), "image/png")}),
+          422, "invalid_request")
+
+
+# --- verify --------------------------------------------------------------------------------------------
+def test_verify_two_images(client):
+    same = client.post("/verify", files={"file": ("a.png", tiles_png([RED]), "image/png"),
+                                         "file_b": ("b.png", tiles_png([RED]), "image/png")})
+    assert same.status_code == 200, same.text
+    assert same.json()["same_person"] is True and same.json()["score"] == pytest.approx(1.0, abs=1e-5)
+    other = client.post("/verify", files={"file": ("a.png", tiles_png([RED]), "image/png"),
+                                          "file_b": ("b.png", tiles_png([GREEN]), "image/png")})
+    assert other.json()["same_person"] is False and other.json()["threshold"] == 0.5
+
+
+def test_verify_against_an_identity(client):
+    ada = enroll(client, "Ada", [RED]).json()["identity"]["id"]
+    r = client.post("/verify", data={"identity_id": str(ada)}, files={"file": ("a.png", tiles_png([RED]), "image/png")})
+    assert r.status_code == 200 and r.json()["same_person"] is True
+    r = client.post("/verify", json={"image": base64.b64encode(tiles_png([GREEN])).decode(), "identity_id": ada})
+    assert r.status_code == 200 and r.json()["same_person"] is False
+
+
+@pytest.mark.parametrize("files, data, status, code", [
+    ({"file": tiles_png([RED])}, {}, 422, "invalid_request"),
+    ({"file": tiles_png([RED]), "file_b": tiles_png([RED])}, {"identity_id": "1"}, 422, "invalid_request"),
+    ({"file": tiles_png([RED])}, {"identity_id": "999"}, 404, "unknown_identity"),
+    ({"file": tiles_png([]), "file_b": tiles_png([RED])}, {}, 422, "no_face"),
+    ({"file": tiles_png([RED]), "file_b": tiles_png([])}, {}, 422, "no_face"),
+])
+def test_verify_refuses_bad_input(client, files, data, status, code):
+    r = client.post("/verify", data=data, files={k: (f"{k}.png", v, "image/png") for k, v in files.items()})
+    error(r, status, code)
+
+
+# --- gallery -------------------------------------------------------------------------------------------
+def test_identities_list_get_rename_delete(client, store):
+    a = enroll(client, "Ada", [RED]).json()["identity"]["id"]
+    b = enroll(client, "Bob", [GREEN]).json()["identity"]["id"]
+    page = client.get("/identities", params={"limit": 1}).json()
+    assert page["total"] == 2 and len(page["items"]) == 1 and page["limit"] == 1
+    assert [i["label"] for i in client.get("/identities", params={"prefix": "B"}).json()["items"]] == ["Bob"]
+    detail = client.get(f"/identities/{a}").json()
+    assert detail["label"] == "Ada" and len(detail["faces"]) == 1
+    r = client.patch(f"/identities/{a}", json={"label": "Ada L."})
+    assert r.status_code == 200 and r.json()["label"] == "Ada L."
+    error(client.patch(f"/identities/{a}", json={"label": "Bob"}), 409, "label_taken")
+    assert client.delete(f"/identities/{b}").status_code == 204
+    assert store.counts() == {"identities": 1, "faces": 1}
+
+
+@pytest.mark.parametrize("method, path, body, status, code", [
+    ("get", "/identities/999", None, 404, "unknown_identity"),
+    ("patch", "/identities/999", {"label": "x"}, 404, "unknown_identity"),
+    ("delete", "/identities/999", None, 404, "unknown_identity"),
+    ("post", "/identities/999/merge", {"from_identity_id": 1}, 404, "unknown_identity"),
+    ("get", "/faces/999", None, 404, "unknown_face"),
+    ("get", "/faces/999/crop", None, 404, "unknown_face"),
+    ("delete", "/faces/999", None, 404, "unknown_face"),
+    ("get", "/identities/0", None, 422, "invalid_request"),
+    ("get", "/identities/abc", None, 422, "invalid_request"),
+    ("get", "/identities?limit=501", None, 422, "invalid_request"),
+    ("patch", "/identities/1", {"label": " padded "}, 422, "invalid_request"),
+    ("patch", "/identities/1", {"label": ""}, 422, "invalid_request"),
+    ("get", "/nowhere", None, 404, "not_found"),
+    ("put", "/identities", None, 405, "method_not_allowed"),
+])
+def test_gallery_errors(client, method, path, body, status, code):
+    enroll(client, "Ada", [RED])
+    error(client.request(method, path, json=body), status, code)
+
+
+def test_merge_and_its_errors(client, store):
+    a = enroll(client, "Ada", [RED]).json()["identity"]["id"]
+    b = enroll(client, "Ada 2", [RED, RED]).json()["identity"]["id"]
+    error(client.post(f"/identities/{a}/merge", json={"from_identity_id": a}), 422, "merge_into_self")
+    error(client.post(f"/identities/{a}/merge", json={"from_identity_id": 999}), 404, "unknown_identity")
+    r = client.post(f"/identities/{a}/merge", json={"from_identity_id": b})
+    assert r.status_code == 200 and r.json()["face_count"] == 3
+    assert store.get_identity(b) is None
+
+
+def test_faces_get_crop_delete(client, store):
+    face = enroll(client, "Ada", [RED]).json()["faces"][0]
+    assert client.get(f"/faces/{face['id']}").json()["identity_id"] == face["identity_id"]
+    crop = client.get(f"/faces/{face['id']}/crop")
+    assert crop.status_code == 200 and crop.headers["content-type"] == "image/png"
+    arr = np.asarray(Image.open(io.BytesIO(crop.content)))
+    assert arr.shape == (32, 32, 3) and (arr == RED).all()  # the stored crop is what the embedder saw
+    assert client.delete(f"/faces/{face['id']}").status_code == 204
+    assert store.counts() == {"identities": 0, "faces": 0}  # the last face takes its identity with it
+
+
+# --- health, readiness, metrics ------------------------------------------------------------------------
+def test_health_ready_metrics(client):
+    assert client.get("/health").json() == {"status": "ok"}
+    enroll(client, "Ada", [RED])
+    ready = client.get("/ready").json()
+    assert ready["model_version"] == "fake-v1" and ready["identities"] == 1 and ready["faces"] == 1
+    assert ready["indexed_vectors"] == 1 and ready["threshold"] == 0.5 and ready["batching"] is False
+    metrics = client.get("/metrics")
+    assert metrics.status_code == 200 and 'faceid_gallery_size{kind="faces"} 1.0' in metrics.text or \
+        "faceid" in metrics.text
+
+
+# --- admin ---------------------------------------------------------------------------------------------
+def test_admin_model_state_and_reindex(client, store):
+    enroll(client, "Ada", [RED])
+    state = client.get("/admin/model").json()
+    assert state["serving_version"] == "fake-v1" and state["swap"]["state"] == "idle"
+    assert state["versions_in_gallery"] == {"fake-v1": 1}
+    assert client.post("/admin/reindex").json()["serving_version"] == "fake-v1"
+    assert client.get("/ready").json()["indexed_vectors"] == 1
+
+
+@pytest.mark.parametrize("checkpoint, status, code", [
+    ("missing.pt", 404, "unknown_checkpoint"),
+    ("../outside.pt", 422, "checkpoint_outside_directory"),
+    ("", 422, "invalid_request"),
+])
+def test_admin_swap_refuses_bad_checkpoints(client, checkpoint, status, code):
+    error(client.post("/admin/model", json={"checkpoint": checkpoint}), status, code)
+    assert client.get("/admin/model").json()["swap"]["state"] == "idle"
+
+
+def test_admin_swap_refuses_a_file_that_is_not_a_checkpoint(client, tmp_path):
+    (tmp_path / "checkpoints").mkdir()
+    (tmp_path / "checkpoints" / "junk.pt").write_bytes(b"not a checkpoint")
+    error(client.post("/admin/model", json={"checkpoint": "junk.pt"}), 422, "invalid_checkpoint")
+    assert client.get("/admin/model").json()["serving_version"] == "fake-v1"
+
+
+# --- auth ----------------------------------------------------------------------------------------------
+def test_keys_and_scopes_in_process(store, tmp_path):
+    keys = {"read": "r" * 32, "write": "w" * 32}
+    c, service = make_client(store, tmp_path, api_keys=[
+        ApiKey(name=f"{s}-key", sha256=hash_key(k), scopes=[s]) for s, k in keys.items()])
+    r = c.post("/embed", files={"file": ("a.png", tiles_png([RED]), "image/png")})
+    error(r, 401, "unauthorized")
+    assert r.headers["www-authenticate"] == "ApiKey"
+    error(c.post("/enroll", data={"label": "Ada"}, files={"files": ("a.png", tiles_png([RED]), "image/png")},
+                 headers={"X-API-Key": keys["read"]}), 403, "forbidden")
+    r = c.post("/enroll", data={"label": "Ada"}, files={"files": ("a.png", tiles_png([RED]), "image/png")},
+               headers={"X-API-Key": keys["write"]})
+    assert r.status_code == 201, r.text
+    assert c.get("/health").status_code == 200  # open
+    service.close()
+
+
+def test_openapi_lists_every_route(client):
+    paths = set(client.get("/openapi.json").json()["paths"])
+    assert {"/embed", "/enroll", "/identify", "/verify", "/identities", "/identities/{identity_id}",
+            "/identities/{identity_id}/merge", "/faces/{face_id}", "/faces/{face_id}/crop", "/health", "/ready",
+            "/metrics", "/admin/model", "/admin/reindex"} <= paths
+    assert json.dumps  # noqa: B018 - keep the import honest for parametrised JSON bodies
