@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from benchmarks.server import Server
+from app.testing import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 PAGES = ("identify", "enroll", "gallery", "verify", "model")
@@ -333,7 +333,7 @@ def test_every_page_fits_the_width(server, new_page, faces, shots, width):
 
 
 def test_model_page_swaps_with_progress_and_shows_errors(server, new_page, console, ckdir, shots):
-    from benchmarks.models import perturbed_checkpoint
+    from training.perturb import perturbed_checkpoint
 
     console.allow_status(404)
     version = perturbed_checkpoint(ckdir / "second.pt")
