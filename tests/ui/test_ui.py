@@ -302,6 +302,31 @@ def test_drop_paste_and_webcam_reach_identify_and_verify(server, new_page, faces
     expect(page.locator("#webcam")).to_be_hidden()
 
 
+def test_statuses_and_fields_the_ui_does_not_know_are_shown_as_they_are(server, api, new_page, faces):
+    """The server's answer grows (e.g. a `low_quality` face status, `target_fpir`): the real answer with one
+    face's status changed still draws, that face keeps its status under any threshold, nothing throws."""
+    selfie = faces / "multi" / "selfie-many-people.jpg"
+    if not api.get("/identities").json()["total"]:  # run alone: someone to compare with
+        api_enroll(api, "Status check", photos(faces, "Katy_Perry", 1))
+
+    def with_low_quality(route):  # Chromium does not expose the uploaded file to the route: ask the server here
+        body = api.post("/identify", params={"top_k": 5}, files={"file": (selfie.name, selfie.read_bytes())}).json()
+        body["target_fpir"] = 0.01
+        body["faces"][0].update(status="low_quality", identity=None, quality={"reason": "blurred"})
+        route.fulfill(json=body)
+
+    page = new_page(server.url)
+    page.route("**/identify?*", with_low_quality)
+    identify_ui(page, selfie)
+    first = page.locator("#identify-boxes .box").first
+    expect(page.locator("#identify-boxes .box")).to_have_count(7)
+    expect(first).to_have_class(re.compile(r"\bother\b"))
+    expect(first.locator(".tag")).to_have_text("low quality")
+    page.locator("#identify-threshold").fill("-1")
+    expect(first.locator(".tag")).to_have_text("low quality")
+    expect(page.locator("#identify-boxes .box.match")).to_have_count(6)  # the others: their best candidate
+
+
 @pytest.mark.parametrize("width", [375, 1280])
 def test_every_page_fits_the_width(server, new_page, faces, shots, width):
     page = new_page(server.url, width=width)
