@@ -36,7 +36,7 @@ def ckdir(tmp_path_factory):
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, ckdir, browser):  # `browser` first: without Chromium, skip before starting a server
     srv = Server(tmp_path_factory.mktemp("ui") / "gallery.db", env={"FACEID_CHECKPOINTS_DIR": str(ckdir)})
-    srv.start()
+    srv.start(timeout_s=600)  # a busy shared machine can take minutes to load the models
     yield srv
     srv.stop()
 

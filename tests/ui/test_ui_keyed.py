@@ -25,7 +25,7 @@ def expect(locator):
 def keyed(tmp_path_factory, browser):
     entries = [{"name": f"ui-{s}", "sha256": hash_key(k), "scopes": [s]} for s, k in KEYS.items()]
     srv = Server(tmp_path_factory.mktemp("ui-keyed") / "gallery.db", env={"FACEID_API_KEYS": json.dumps(entries)})
-    srv.start()
+    srv.start(timeout_s=600)  # a busy shared machine can take minutes to load the models
     yield srv
     srv.stop()
 
