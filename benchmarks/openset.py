@@ -1,0 +1,191 @@
+"""1:N open-set identification on LFW in the style of NIST FRVT 1:N. Prints JSON.
+
+People with >= 2 images are shuffled (seed); 200 of them are held out and never enrolled. Galleries of
+N = 100, 1,000 and all remaining people enrol 1 or 3 images each (always leaving one to search with);
+mated searches are up to 5 other images of enrolled people, non-mated searches one image of each of the
+~4,000 single-image people and up to 3 of each held-out person. Every image goes through the service's
+pipeline (MTCNN, crop, embedding at the service's precision; `benchmarks.lfw_all` caches it), and the
+decision through the service's own rules (`app.services.operating_point`): identity templates or best
+face, flip test-time augmentation, the impostor-tail operating point with or without the gallery's own pairs.
+
+Reported per gallery: closed-set rank-1; FNIR at FPIR 0.001, 0.01, 0.1 (thresholds set on the non-mated
+searches); and FPIR/FNIR at the operating point the service ships, beside main's fixed 0.51 on best faces.
+`--domain degraded` runs the same on grayscale 24-px crops (as `benchmarks.domain_adapt` degrades them).
+
+    python -m benchmarks.openset [--sizes 100,1000,all] [--domain lfw|degraded] [--out benchmarks/results/openset.json]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from dataclasses import dataclass
+
+import numpy as np
+
+from benchmarks.lfw_all import lfw_embeddings
+from benchmarks.report import emit
+from model.calibration import ImpostorTail, impostor_scores_of, operating_point
+
+HELD_OUT_PEOPLE = 200
+FIXED_THRESHOLD_OF_MAIN = 0.51
+
+
+@dataclass
+class Protocol:
+    gallery_rows: list[np.ndarray]   # per enrolled identity: its enrolled image rows
+    mated_rows: np.ndarray           # probe image rows of enrolled people
+    mated_truth: np.ndarray          # index of the probe's identity in gallery_rows
+    nonmated_rows: np.ndarray
+
+
+def people(names: list[str]) -> dict[str, np.ndarray]:
+    out: dict[str, list[int]] = {}
+    for i, n in enumerate(names):
+        out.setdefault(n, []).append(i)
+    return {n: np.array(r) for n, r in sorted(out.items())}
+
+
+def protocol(names: list[str], n_gallery: int | None, k_enroll: int, seed: int = 0,
+             mated_per_person: int = 5, nonmated_per_held_out: int = 3) -> Protocol:
+    rng = np.random.default_rng(seed)
+    by = people(names)
+    multi = [n for n, r in by.items() if len(r) >= 2]
+    single = [n for n, r in by.items() if len(r) == 1]
+    order = rng.permutation(len(multi))
+    held_out = [multi[i] for i in order[:HELD_OUT_PEOPLE]]
+    candidates = [multi[i] for i in order[HELD_OUT_PEOPLE:]]
+    enrolled = candidates if n_gallery is None else candidates[:n_gallery]
+    gallery_rows, mated, truth = [], [], []
+    for gi, name in enumerate(enrolled):
+        rows = rng.permutation(by[name])
+        k = min(k_enroll, len(rows) - 1)
+        gallery_rows.append(rows[:k])
+        probes = rows[k:k + mated_per_person]
+        mated.extend(probes)
+        truth.extend([gi] * len(probes))
+    nonmated = [by[n][0] for n in single] + [r for n in held_out
+                                             for r in rng.permutation(by[n])[:nonmated_per_held_out]]
+    return Protocol(gallery_rows, np.array(mated), np.array(truth), np.array(nonmated))
+
+
+def identity_scores(probes: np.ndarray, gallery: list[np.ndarray], mode: str) -> np.ndarray:
+    """(probes, identities) scores: each identity by its template (normalised mean) or by its best face."""
+    if mode == "template":
+        from app.gallery.store import template_of
+
+        return probes @ np.stack([template_of(g) for g in gallery]).T
+    flat = np.concatenate(gallery)
+    owner = np.repeat(np.arange(len(gallery)), [len(g) for g in gallery])
+    starts = np.r_[0, np.cumsum([len(g) for g in gallery])[:-1]]
+    return np.maximum.reduceat(probes @ flat.T, starts, axis=1) if len(owner) else np.zeros((len(probes), 0))
+
+
+def fnir_at_fpir(mated_top: np.ndarray, mated_ok: np.ndarray, nonmated_top: np.ndarray, fpir: float) -> dict:
+    """Threshold set on the non-mated searches so that at most `fpir` of them clear it; FNIR there."""
+    s = np.sort(nonmated_top)[::-1]
+    k = int(np.floor(fpir * len(s)))
+    thr = float(np.nextafter(s[k], np.inf)) if k < len(s) else float(s[-1])
+    return {"threshold": round(thr, 4), "fpir": round(float(np.mean(nonmated_top >= thr)), 5),
+            "fnir": round(float(1 - np.mean(mated_ok & (mated_top >= thr))), 4)}
+
+
+def evaluate(scores_mated: np.ndarray, truth: np.ndarray, scores_non: np.ndarray, thresholds: dict) -> dict:
+    top = scores_mated.argmax(1)
+    mated_top = scores_mated.max(1)
+    ok = top == truth
+    non_top = scores_non.max(1)
+    out = {"rank1": round(float(ok.mean()), 4),
+           **{f"fnir_at_fpir_{f:g}": fnir_at_fpir(mated_top, ok, non_top, f) for f in (0.001, 0.01, 0.1)}}
+    for name, thr in thresholds.items():
+        out[name] = {"threshold": round(float(thr), 4), "fpir": round(float(np.mean(non_top >= thr)), 4),
+                     "fnir": round(float(1 - np.mean(ok & (mated_top >= thr))), 4)}
+    return out
+
+
+def gallery_tail(gallery_emb: list[np.ndarray]) -> ImpostorTail | None:
+    flat = np.concatenate(gallery_emb)
+    labels = np.repeat(np.arange(len(gallery_emb)), [len(g) for g in gallery_emb])
+    scores, used = impostor_scores_of(flat, labels)
+    return ImpostorTail.from_scores(scores, source=f"gallery, {used} faces") if len(scores) else None
+
+
+def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: int | None, k_enroll: int,
+            mode: str, target_fpir: float, seed: int = 0) -> dict:
+    p = protocol(names, n_gallery, k_enroll, seed)
+    g_emb = [emb[r] for r in p.gallery_rows]
+    gt = gallery_tail(g_emb)
+    op_prior = operating_point(prior, target_fpir, len(g_emb))
+    op_both = operating_point(prior, target_fpir, len(g_emb), gt)
+    res = evaluate(identity_scores(emb[p.mated_rows], g_emb, mode), p.mated_truth,
+                   identity_scores(emb[p.nonmated_rows], g_emb, mode),
+                   {"at_operating_point": op_both.threshold, "at_operating_point_prior_only": op_prior.threshold,
+                    "at_fixed_0.51": FIXED_THRESHOLD_OF_MAIN})
+    res.update({"identities": len(g_emb), "enrolled_faces": int(sum(len(g) for g in g_emb)),
+                "mated_searches": int(len(p.mated_rows)), "nonmated_searches": int(len(p.nonmated_rows)),
+                "operating_point": op_both.public()})
+    return res
+
+
+def degrade_and_embed(rows: np.ndarray, weights: str, precision: str) -> np.ndarray:
+    """Embeddings of the degraded (grayscale, 24 px) crops of LFW images `rows`."""
+    from benchmarks.domain_adapt import degrade
+    from benchmarks.lfw_all import lfw_paths
+    from benchmarks.lfw_embed import crops_cached, embed_all
+    from model.pipeline import FacePipeline
+
+    pipeline = FacePipeline.load(weights=weights, device="auto", precision=precision)
+    paths = lfw_paths()
+    crops, _ = crops_cached(pipeline, paths, __import__("pathlib").Path(".cache/benchmarks"))
+    emb, _ = embed_all(pipeline.embedder, degrade(crops[rows]))
+    return emb
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--weights", default="casia-webface")
+    ap.add_argument("--precision", default="fast")
+    ap.add_argument("--sizes", default="100,1000,all")
+    ap.add_argument("--enroll", default="1,3", help="images enrolled per person")
+    ap.add_argument("--target-fpir", type=float, default=0.01)
+    ap.add_argument("--domain", default="lfw", choices=["lfw", "degraded"])
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    t0 = time.perf_counter()
+    from model.pipeline import load_checkpoint
+    from app.services.operating_point import tail_of
+
+    prior = tail_of(load_checkpoint(args.weights).thresholds)
+    d = lfw_embeddings(args.weights, args.precision)
+    names = d["names"]
+    variants = {"face": d["emb"], "template": d["emb"]}
+    flip = d["emb"] + d["emb_flip"]
+    variants["template+flip"] = flip / np.linalg.norm(flip, axis=1, keepdims=True)
+    if args.domain == "degraded":
+        need = set()
+        for size in args.sizes.split(","):
+            for k in map(int, args.enroll.split(",")):
+                p = protocol(names, None if size == "all" else int(size), k)
+                need |= set(np.concatenate(p.gallery_rows).tolist()) | set(p.mated_rows.tolist()) | set(
+                    p.nonmated_rows.tolist())
+        rows = np.array(sorted(need))
+        emb = np.zeros_like(d["emb"])
+        emb[rows] = degrade_and_embed(rows, args.weights, args.precision)
+        variants = {"face": emb, "template": emb}
+    results = []
+    for size in args.sizes.split(","):
+        for k in map(int, args.enroll.split(",")):
+            for mode, emb in variants.items():
+                r = run_one(emb, names, prior, None if size == "all" else int(size), k,
+                            "face" if mode == "face" else "template", args.target_fpir)
+                results.append({"gallery": size, "enrolled_per_person": k, "scoring": mode, **r})
+    out = {"benchmark": "openset_1n_lfw", "domain": args.domain, "weights": args.weights,
+           "model_version": d["version"], "precision": args.precision, "target_fpir": args.target_fpir,
+           "prior": {"n_pairs": prior.n_pairs, "deepest_p": prior.deepest_p, "source": prior.source},
+           "results": results, "wall_s": round(time.perf_counter() - t0, 1)}
+    return emit(out, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
