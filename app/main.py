@@ -44,7 +44,7 @@ def build_service(settings: Settings):
     detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
                              thresholds=settings.detector_thresholds, backend=settings.detector_backend)
     pipeline = FacePipeline(detector, embedder, settings.max_detect_side)
-    models = ModelManager(embedder, settings.default_threshold, settings.match_threshold)
+    models = ModelManager(embedder)
     service = FaceService(settings, pipeline, models, store)
     service.index.get(embedder.version, embedder.preprocessing.embedding_size)  # warm the index from the DB
     return service

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 from datetime import datetime
-from typing import Annotated
+from typing import Annotated, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -49,23 +49,44 @@ class MatchOut(BaseModel):
 
 
 class IdentifiedFace(FaceOut):
-    status: str = Field(description="'match' or 'unknown'", examples=["match"])
-    identity: IdentityRef | None = Field(description="the best match at or above the threshold; null when unknown")
-    score: float | None = Field(description="cosine similarity of the best match (even when unknown)")
-    matches: list[MatchOut] = Field(description="top-k identities, best first")
+    status: Literal["match", "unknown", "low_quality"] = Field(
+        description="'match' (score at or above the threshold), 'unknown', or 'low_quality' (the face is too "
+        "small or too uncertain to decide on)", examples=["match"])
+    identity: IdentityRef | None = Field(description="the best match at or above the threshold; null otherwise")
+    score: float | None = Field(description="cosine similarity of the best identity (even when unknown)")
+    quality_problem: str | None = Field(None, description="why the face is low_quality")
+    matches: list[MatchOut] = Field(description="top-k identities, best first (each scored by its template)")
+
+
+class OperatingPointOut(BaseModel):
+    threshold: float = Field(description="cosine similarity at or above which a face is a match")
+    target_fpir: float | None = Field(description="the false-positive identification rate the threshold is "
+                                      "derived for (null when a fixed threshold is in force)")
+    compared_identities: int = Field(description="identities a search compares against")
+    per_comparison_rate: float | None = Field(description="impostor rate per comparison that gives target_fpir")
+    source: Literal["calibrated", "override", "request", "checkpoint"] = Field(
+        description="calibrated (from target_fpir and the impostor tails), override (FACEID_MATCH_THRESHOLD), "
+        "request (the request's threshold), checkpoint (a fixed threshold of a checkpoint without tail)")
+    prior_threshold: float | None = Field(None, description="from the model's calibration alone")
+    gallery_threshold: float | None = Field(None, description="from the gallery's own impostor pairs")
+    extrapolated: bool = False
+    warnings: list[str] = []
 
 
 class IdentifyResponse(BaseModel):
     model_version: str
     threshold: float
+    target_fpir: float | None = Field(description="see operating_point")
+    operating_point: OperatingPointOut
     faces: list[IdentifiedFace]
 
 
 class VerifyResponse(BaseModel):
     model_version: str
     same_person: bool
-    score: float
+    score: float = Field(ge=-1.0, le=1.0)
     threshold: float
+    target_far: float | None = Field(description="false-accept rate the threshold is derived for")
 
 
 class FacePublic(BaseModel):
@@ -150,7 +171,8 @@ class Ready(BaseModel):
     device: str
     precision: str
     detector_backend: str | None = None  # torch | onnxruntime (None from servers before it existed)
-    threshold: float
+    threshold: float = Field(description="the search threshold in force for this gallery")
+    operating_point: OperatingPointOut
     identities: int
     faces: int
     indexed_vectors: int

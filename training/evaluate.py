@@ -121,3 +121,29 @@ def calibrated_threshold(emb: np.ndarray, labels, far: float = 1e-3) -> dict:
     return {"cosine": round(cal[f"all_pairs_threshold_at_far_{far:g}"], 4),
             "calibration": f"all {cal['impostor_pairs']} different-person pairs of {len(emb)} images, FAR {far:g}",
             "tar_at_that_far": round(cal[f"all_pairs_tar_at_far_{far:g}"], 4)}
+
+
+def impostor_pair_scores(emb: np.ndarray, labels, block: int = 2048) -> np.ndarray:
+    """Every different-label pair's cosine score (float32), computed in row blocks to bound memory."""
+    emb = np.asarray(emb, dtype=np.float32)
+    labels = np.unique(np.asarray(labels), return_inverse=True)[1]
+    out = []
+    for start in range(0, len(emb), block):
+        sims = emb[start:start + block] @ emb.T
+        rows = np.arange(start, min(start + block, len(emb)))
+        keep = (np.arange(len(emb))[None, :] > rows[:, None]) & (labels[None, :] != labels[rows][:, None])
+        out.append(sims[keep])
+    return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def calibrate(emb: np.ndarray, labels, source: str, verify_far: float = 1e-3) -> dict:
+    """A checkpoint's `thresholds`: the impostor tail over all different-label pairs of `emb` (what the
+    service derives its open-set operating point from) and a fixed 1:1 threshold at `verify_far`."""
+    from model.calibration import ImpostorTail
+
+    scores = impostor_pair_scores(emb, labels)
+    tail = ImpostorTail.from_scores(scores, source=f"{source}: {len(scores)} different-person pairs of "
+                                                   f"{len(emb)} images")
+    return {"cosine": round(tail.score_at(verify_far), 4), "impostor_tail": tail.to_dict(),
+            "calibration": f"{tail.source}; cosine at FAR {verify_far:g}",
+            "supported_down_to": tail.deepest_p}

@@ -20,7 +20,7 @@ import torch
 
 from model.pipeline import build_network, load_checkpoint
 from training.data import cached_crops, list_images, make_loader
-from training.evaluate import plot_roc, verification_report
+from training.evaluate import calibrate, plot_roc, verification_report
 from training.loss import TripletLoss
 from model.preprocessing import normalize
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
@@ -37,6 +37,14 @@ def embed_crops(net, crops: np.ndarray, batch: int = 64, normalization: str = "f
             x = normalize(torch.from_numpy(crops[i:i + batch]).permute(0, 3, 1, 2), normalization)
             out.append(embed_for_training(net, x, None)[0].float().numpy())
     return np.concatenate(out)
+
+
+def reference_set(net, root: Path, exclude: set[str], pre) -> tuple[np.ndarray, list[str]]:
+    """Embeddings by `net` of root/<label>/<images>, labels in `exclude` (the training identities) left out."""
+    paths, labels = list_images(root)
+    keep = [i for i, lab in enumerate(labels) if lab not in exclude]
+    crops = cached_crops([paths[i] for i in keep], ".cache/training", pre)
+    return embed_crops(net, crops, normalization=pre.normalization), [labels[i] for i in keep]
 
 
 def all_pairs(labels: np.ndarray, n_negative: int = 100_000, seed: int = 0):
@@ -83,7 +91,12 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--device", default="auto")
     ap.add_argument("--train-from", choices=FEATURE_LAYERS, default=None, help="freeze the layers before this one")
     ap.add_argument("--max-minutes", type=float, default=None)
-    ap.add_argument("--target-far", type=float, default=1e-3, help="FAR at which the threshold is calibrated")
+    ap.add_argument("--target-far", type=float, default=1e-3, help="FAR of the fixed 1:1 threshold `cosine`")
+    ap.add_argument("--reference-dir", default=None,
+                    help="<dir>/<label>/<images> of many people not trained on (e.g. LFW): the impostor tail the "
+                    "server's open-set operating point is derived from needs millions of different-person pairs; "
+                    "without it only the held-out identities calibrate, and a server refuses to swap to a "
+                    "checkpoint whose tail is too thin for its target FPIR")
     ap.add_argument("--logdir", default="runs/finetune")
     ap.add_argument("--publish-url", default=None, help="tell this faceid server to swap to the checkpoint")
     ap.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"),
@@ -129,10 +142,17 @@ def main(argv=None) -> int:
         net = net.cpu()
         after, scores = pair_report(embed_crops(net, crops[is_val], normalization=pre.normalization), pairs, issame)
         result.update({"finetuned": after, "steps": history["steps"], "train_minutes": history["train_minutes"]})
+        val_emb = embed_crops(net, crops[is_val], normalization=pre.normalization)
+        val_labels = [f"heldout:{lab}" for lab in labels[is_val]]
+        emb_cal, lab_cal = val_emb, val_labels
+        if args.reference_dir:  # a large set of people it was not trained on: the deep tail needs millions of pairs
+            ref_emb, ref_labels = reference_set(net, Path(args.reference_dir), set(classes), pre)
+            emb_cal, lab_cal = np.concatenate([val_emb, ref_emb]), val_labels + [f"ref:{x}" for x in ref_labels]
+        thresholds = calibrate(emb_cal, lab_cal, "held-out identities" + (
+            f" + {Path(args.reference_dir).name}" if args.reference_dir else ""), args.target_far)
+        result["calibration"] = {k: v for k, v in thresholds.items() if k != "impostor_tail"}
         payload = checkpoint_payload(net, name=Path(args.out).stem, base_weights=args.weights,
-                                     preprocessing=pre,
-                                     thresholds={"cosine": after[f"threshold_at_far_{args.target_far:g}"],
-                                                 "calibration": f"held-out identities, FAR {args.target_far:g}"},
+                                     preprocessing=pre, thresholds=thresholds,
                                      metrics=after, data={"root": str(args.rootdir), "images": len(paths),
                                                           "identities": len(classes)})
         out = write_checkpoint(payload, Path(args.out))

@@ -23,16 +23,28 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:1 ...")
     precision: str = Field("fast", description="fast (folded batch-norm, channels-last, bf16 on CPUs with "
                            "AVX512-BF16/AMX, bf16/fp16 on CUDA) or fp32 (the network as trained)")
-    # matching
+    # matching: the operating point (see app/services/operating_point.py)
+    target_fpir: float = Field(0.01, gt=0.0, lt=1.0, description="share of searches for people never enrolled "
+                               "that may come back as a match; the threshold follows from it and the gallery size")
+    target_far: float = Field(1e-3, gt=0.0, lt=1.0, description="false-accept rate of 1:1 verification")
+    gallery_calibration: bool = Field(True, description="also estimate the impostor tail from the gallery's own "
+                                      "different-identity pairs and use the more conservative operating point")
+    identity_scoring: str = Field("template", pattern="^(template|face)$",
+                                  description="score an identity by its template (normalised mean of its faces) "
+                                  "or by its best face")
     match_threshold: float | None = Field(None, ge=-1.0, le=1.0,
-                                          description="cosine similarity; default: the checkpoint's calibrated one")
-    default_threshold: float = Field(0.45, ge=-1.0, le=1.0, description="used when the checkpoint has none")
+                                          description="a fixed cosine threshold instead of the target FPIR")
+    default_threshold: float = Field(0.51, ge=-1.0, le=1.0,
+                                     description="for checkpoints with neither impostor tail nor fixed threshold")
     top_k: int = Field(5, ge=1, le=100)
     # input limits
     max_upload_bytes: int = Field(15 * 1024 * 1024, ge=1024)
     max_image_pixels: int = Field(40_000_000, ge=10_000)
     max_images_per_request: int = Field(10, ge=1)
     max_faces_per_image: int = Field(50, ge=1)
+    # search quality gate: a face below it is `low_quality`, neither match nor unknown
+    search_min_face_size: int = Field(20, ge=0, description="pixels, shorter side of the face box")
+    search_min_detection_score: float = Field(0.9, ge=0.0, le=1.0)
     # enrollment quality gate
     enroll_min_face_size: int = Field(40, ge=1, description="pixels, shorter side of the face box")
     enroll_min_detection_score: float = Field(0.95, ge=0.0, le=1.0)

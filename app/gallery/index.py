@@ -1,7 +1,8 @@
 """In-memory exact vector index (a cache of the database), behind one small interface.
 
-`VectorIndex.search` returns, per query, the best-scoring faces grouped by identity. A larger engine
-(FAISS, pgvector...) can replace it by implementing the same methods.
+`VectorIndex.search` returns, per query, the top identities: each scored by its template (the normalised
+mean of its faces' embeddings, `app.gallery.store.template_of`) or, with `scoring="face"`, by its best
+face. A larger engine (pgvector...) can replace it by implementing the same methods.
 
 Vectors are held in float16 (half the memory, and brute-force search is memory-bound): every vector is
 scored, candidates are then re-scored in float32 from the stored values (scores within ~1e-3 of float32).
@@ -26,9 +27,12 @@ class Match:
 class VectorIndex:
     """Exact cosine search over unit vectors of one model version. Appends are cheap; reads are lock-free."""
 
-    def __init__(self, version: str, dim: int = 512):
+    def __init__(self, version: str, dim: int = 512, scoring: str = "template"):
+        if scoring not in ("template", "face"):
+            raise ValueError(f"unknown scoring {scoring!r}")
         self.version = version
         self.dim = dim
+        self.scoring = scoring
         self._lock = threading.Lock()
         self._cap = 0
         self._n = 0
@@ -37,12 +41,24 @@ class VectorIndex:
         self._face_ids = np.zeros(0, np.int64)
         self._ident_ids = np.zeros(0, np.int64)
         self._labels: dict[int, str] = {}
+        # templates: one row per identity, kept from the running sum of its face vectors
+        self._rows_of: dict[int, list[int]] = {}
+        self._sum_of: dict[int, np.ndarray] = {}
+        self._t_row: dict[int, int] = {}
+        self._t_n = 0
+        self._t_mat = torch.zeros((0, dim), dtype=torch.float32)
+        self._t_ids = np.zeros(0, np.int64)
         self.last_embedding_id = 0
         self.generation = -1          # gallery generation this index reflects
         self.rebuild_generation = -1  # non-append writes seen; a change means rebuild
 
     def __len__(self) -> int:
         return self._n
+
+    @property
+    def identities(self) -> int:
+        """How many identities a search compares against (what the operating point depends on)."""
+        return self._t_n
 
     def add(self, emb_ids, face_ids, ident_ids, labels, mat: np.ndarray) -> None:
         if len(emb_ids) == 0:
@@ -64,11 +80,73 @@ class VectorIndex:
             self._emb_ids[sl], self._face_ids[sl], self._ident_ids[sl] = emb_ids, face_ids, ident_ids
             for i, lab in zip(np.asarray(ident_ids).tolist(), labels):
                 self._labels[i] = lab
+            self._add_to_templates(np.asarray(ident_ids), np.asarray(mat, dtype=np.float64), self._n)
             self._n = n_new
             self.last_embedding_id = max(self.last_embedding_id, int(np.max(emb_ids)))
 
+    def _add_to_templates(self, ident_ids: np.ndarray, mat: np.ndarray, first_row: int) -> None:
+        touched = []
+        for j, iid in enumerate(ident_ids.tolist()):
+            self._rows_of.setdefault(iid, []).append(first_row + j)
+            acc = self._sum_of.get(iid)
+            self._sum_of[iid] = mat[j].copy() if acc is None else acc + mat[j]
+            touched.append(iid)
+        new = [i for i in dict.fromkeys(touched) if i not in self._t_row]
+        need = self._t_n + len(new)
+        if need > len(self._t_mat):  # grow geometrically; readers keep the old tensor meanwhile
+            cap = max(need, int(len(self._t_mat) * 1.5) + 1024)
+            grown = torch.zeros((cap, self.dim), dtype=torch.float32)
+            grown[: self._t_n] = self._t_mat[: self._t_n]
+            ids = np.zeros(cap, np.int64)
+            ids[: self._t_n] = self._t_ids[: self._t_n]
+            self._t_mat, self._t_ids = grown, ids
+        for iid in new:
+            self._t_row[iid] = self._t_n
+            self._t_ids[self._t_n] = iid
+            self._t_n += 1
+        for iid in dict.fromkeys(touched):
+            acc = self._sum_of[iid]
+            self._t_mat[self._t_row[iid]] = torch.from_numpy((acc / max(np.linalg.norm(acc), 1e-12)).astype(np.float32))
+
+    def sample(self, max_faces: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, identity ids) of at most `max_faces` faces, a random subset when there are more."""
+        n = self._n
+        rows = np.arange(n)
+        if n > max_faces:
+            rows = np.sort(np.random.default_rng(seed).choice(n, max_faces, replace=False))
+        return self._mat[torch.from_numpy(rows)].float().numpy(), self._ident_ids[rows].copy()
+
     def search(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:
-        """Top-k identities per query (each identity scored by its best face), best first."""
+        """Top-k identities per query, best first (scored by template, or by best face)."""
+        if self.scoring == "template":
+            return self._search_templates(queries, top_k)
+        return self._search_faces(queries, top_k)
+
+    def _search_templates(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:
+        t_n = self._t_n
+        if t_n == 0:
+            return [[] for _ in range(len(queries))]
+        q32 = torch.from_numpy(np.ascontiguousarray(queries, dtype=np.float32))
+        with torch.inference_mode():
+            scores = (self._t_mat[:t_n] @ q32.T).T  # (q, identities)
+            best = torch.topk(scores, min(top_k, t_n), dim=1)
+        out = []
+        for qi in range(len(queries)):
+            matches = []
+            for score, row in zip(best.values[qi].tolist(), best.indices[qi].tolist()):
+                iid = int(self._t_ids[row])
+                matches.append(Match(iid, self._labels[iid], self._best_face(iid, q32[qi]), float(score)))
+            out.append(matches)
+        return out
+
+    def _best_face(self, identity_id: int, q: torch.Tensor) -> int:
+        rows = self._rows_of[identity_id]
+        if len(rows) == 1:
+            return int(self._face_ids[rows[0]])
+        exact = (self._mat[torch.tensor(rows)].float() @ q).numpy()
+        return int(self._face_ids[rows[int(np.argmax(exact))]])
+
+    def _search_faces(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:
         n = self._n
         mat = self._mat[:n]
         if n == 0:
@@ -111,6 +189,12 @@ class VectorIndex:
         return matches
 
     def scores_for_identity(self, query: np.ndarray, identity_id: int) -> float | None:
+        """The identity's score for `query` under this index's scoring, None if it is not here."""
+        if self.scoring == "template":
+            row = self._t_row.get(identity_id)
+            if row is None or row >= self._t_n:
+                return None
+            return float(self._t_mat[row] @ torch.from_numpy(np.asarray(query, np.float32)))
         n = self._n
         sel = self._ident_ids[:n] == identity_id
         if not sel.any():

@@ -18,6 +18,7 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 from app.core.errors import AppError
+from app.services.operating_point import calibration_problem
 from model.pipeline import Embedder, load_checkpoint
 from model.weights import REGISTRY, WeightsError
 
@@ -48,11 +49,9 @@ class SwapStatus:
 
 
 class ModelManager:
-    def __init__(self, embedder: Embedder, default_threshold: float, threshold_override: float | None = None):
+    def __init__(self, embedder: Embedder):
         self._current = embedder
         self._lock = threading.Lock()
-        self.default_threshold = default_threshold
-        self.threshold_override = threshold_override
         self.previous: Embedder | None = None
         self.candidate: Embedder | None = None
         self.status = SwapStatus()
@@ -61,15 +60,6 @@ class ModelManager:
     @property
     def current(self) -> Embedder:
         return self._current
-
-    def threshold_for(self, embedder: Embedder, requested: float | None = None) -> float:
-        """The request's own threshold, else the settings override, else the checkpoint's calibrated cosine
-        threshold, else the default."""
-        if requested is not None:
-            return requested
-        if self.threshold_override is not None:
-            return self.threshold_override
-        return float(embedder.thresholds.get("cosine", self.default_threshold))
 
     def switch(self, embedder: Embedder) -> Embedder:
         """Make `embedder` current (one reference assignment: atomic for readers). Returns the old one."""
@@ -176,6 +166,11 @@ async def start_swap(service, spec: str) -> SwapStatus:
     probe = await run_in_threadpool(service.probe_crops)
     candidate = await run_in_threadpool(validate_candidate, path, current.device, current.precision_requested,
                                         probe, current.preprocessing.embedding_size)
+    if service.settings.match_threshold is None:  # the operating point will come from its calibration
+        n_identities = (await run_in_threadpool(service.store.counts))["identities"]
+        problem = calibration_problem(candidate.thresholds, service.settings.target_fpir, n_identities)
+        if problem:
+            raise AppError(422, "calibration_too_thin", f"not swapping to {candidate.name}: {problem}")
     if models.swapping:  # another request won the race while we validated
         raise AppError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
     if candidate.version == current.version:

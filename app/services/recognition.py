@@ -20,6 +20,7 @@ from app.gallery.index import Match, VectorIndex
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import batch
 from app.services.embedder import ModelManager
+from app.services.operating_point import OperatingPoints
 from model.decode import ImageError, decode_image
 from model.mtcnn import Detections
 from model.pipeline import Embedder, Face, FacePipeline
@@ -42,11 +43,22 @@ class ImageFaces:
     embedder: Embedder
 
 
+@dataclass
+class Decision:
+    """One searched face: `match` (identity set), `unknown`, or `low_quality` (too poor to decide)."""
+    status: str
+    identity: Match | None
+    score: float | None
+    matches: list[Match]
+    quality_problem: str | None = None
+
+
 class LiveIndex:
     """Per model version, an in-memory index refreshed from the store when its generation moves on."""
 
-    def __init__(self, store: GalleryStore):
+    def __init__(self, store: GalleryStore, scoring: str = "template"):
         self.store = store
+        self.scoring = scoring
         self._indexes: dict[str, VectorIndex] = {}
         self._lock = threading.Lock()
 
@@ -58,7 +70,7 @@ class LiveIndex:
         with self._lock:
             idx = self._indexes.get(version)
             if idx is None or idx.rebuild_generation != rebuild_gen:
-                idx = VectorIndex(version, dim)
+                idx = VectorIndex(version, dim, self.scoring)
                 idx.rebuild_generation = rebuild_gen
                 after = 0
             else:
@@ -82,7 +94,9 @@ class FaceService:
         self.pipeline = pipeline
         self.models = models
         self.store = store
-        self.index = LiveIndex(store)
+        self.index = LiveIndex(store, settings.identity_scoring)
+        self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
+                                         settings.default_threshold, settings.gallery_calibration)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         s = settings
         from app.core.observability import BATCH_SIZE
@@ -216,13 +230,39 @@ class FaceService:
     def search(self, embedder: Embedder, vectors: np.ndarray, top_k: int) -> list[list[Match]]:
         return self.index.get(embedder.version, embedder.preprocessing.embedding_size).search(vectors, top_k)
 
+    def index_of(self, embedder: Embedder) -> VectorIndex:
+        return self.index.get(embedder.version, embedder.preprocessing.embedding_size)
+
+    def search_quality_problem(self, face: Face) -> str | None:
+        """Why a search face is too poor to decide on (then its status is `low_quality`)."""
+        s = self.settings
+        if face.size < s.search_min_face_size:
+            return f"face is {face.size:.0f} px, a search needs at least {s.search_min_face_size} px"
+        if face.score < s.search_min_detection_score:
+            return f"detection score {face.score:.3f} is below {s.search_min_detection_score}"
+        return None
+
+    def _search_and_decide(self, embedder: Embedder, faces: list[Face], top_k: int, threshold: float | None):
+        index = self.index_of(embedder)
+        op = self.operating.for_search(embedder, index, threshold)
+        vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 512), np.float32)
+        matches = index.search(vectors, top_k) if len(vectors) else []
+        decisions = []
+        for f, ms in zip(faces, matches):
+            best = ms[0] if ms else None
+            problem = self.search_quality_problem(f)
+            status = "low_quality" if problem else (
+                "match" if best is not None and best.score >= op.threshold else "unknown")
+            decisions.append(Decision(status, best if status == "match" else None, best.score if best else None,
+                                      ms, problem))
+        return decisions, op
+
     async def identify(self, data: bytes, top_k: int, threshold: float | None):
+        """Every face of the image: its top-k identities and the decision at the operating point in force."""
         embedder = self.models.current
         result = await self.analyse(data, embedder)
-        thr = self.models.threshold_for(embedder, threshold)
-        vectors = np.stack([f.embedding for f in result.faces]) if result.faces else np.zeros((0, 512), np.float32)
-        matches = await run_in_threadpool(self.search, embedder, vectors, top_k) if len(vectors) else []
-        return result, matches, thr
+        decisions, op = await run_in_threadpool(self._search_and_decide, embedder, result.faces, top_k, threshold)
+        return result, decisions, op
 
     async def verify_images(self, a: bytes, b: bytes, threshold: float | None):
         embedder = self.models.current
@@ -231,8 +271,8 @@ class FaceService:
             if not r.faces:
                 raise AppError(422, "no_face", f"no face found in image {no}")
         fa, fb = max(ra.faces, key=lambda f: f.size), max(rb.faces, key=lambda f: f.size)
-        thr = self.models.threshold_for(embedder, threshold)
-        return float(fa.embedding @ fb.embedding), thr, embedder
+        op = await run_in_threadpool(lambda: self.operating.for_verify(embedder, self.index_of(embedder), threshold))
+        return float(np.clip(fa.embedding @ fb.embedding, -1.0, 1.0)), op, embedder
 
     async def verify_identity(self, data: bytes, identity_id: int, threshold: float | None):
         embedder = self.models.current
@@ -240,12 +280,12 @@ class FaceService:
         if not r.faces:
             raise AppError(422, "no_face", "no face found in image 0")
         face = max(r.faces, key=lambda f: f.size)
-        idx = await run_in_threadpool(self.index.get, embedder.version, embedder.preprocessing.embedding_size)
+        idx = await run_in_threadpool(self.index_of, embedder)
         score = idx.scores_for_identity(face.embedding, identity_id)
         if score is None:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
-        thr = self.models.threshold_for(embedder, threshold)
-        return score, thr, embedder
+        op = await run_in_threadpool(self.operating.for_verify, embedder, idx, threshold)
+        return float(np.clip(score, -1.0, 1.0)), op, embedder
 
 
 def _iou(a, b) -> float:

@@ -49,6 +49,14 @@ async def swap_model(body: SwapRequest, service: ServiceDep, _key: AdminKey) -> 
     return await run_in_threadpool(_state, service)
 
 
+@router.get("/calibration", summary="The operating point in force: the model's and the gallery's impostor tails, "
+            "the pairs behind each quantile, the thresholds for search and verification")
+async def calibration(service: ServiceDep, _key: AdminKey) -> dict:
+    emb = service.models.current
+    idx = await run_in_threadpool(service.index_of, emb)
+    return await run_in_threadpool(service.operating.report, emb, idx)
+
+
 @router.post("/reindex", response_model=ModelState, summary="Rebuild the in-memory index from the database")
 async def reindex(service: ServiceDep, _key: AdminKey) -> dict:
     service.index.drop(set())

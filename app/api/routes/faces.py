@@ -67,19 +67,17 @@ async def enroll(request: Request, service: ServiceDep, settings: SettingsDep, _
 async def identify(request: Request, service: ServiceDep, settings: SettingsDep, _key: ReadKey,
                    top_k: int | None = Query(None, ge=1, le=100, description="matches per face"),
                    threshold: float | None = Query(None, ge=-1.0, le=1.0,
-                                                   description="cosine threshold; default: the model's")) -> dict:
+                                                   description="cosine threshold; default: the operating point "
+                                                   "for FACEID_TARGET_FPIR and this gallery")) -> dict:
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = (images.get("file") or images["image"])[0]
-    r, matches, thr = await service.identify(data, top_k or settings.top_k, threshold)
-    faces = []
-    for f, ms in zip(r.faces, matches or [[] for _ in r.faces]):
-        best = ms[0] if ms else None
-        hit = best is not None and best.score >= thr
-        faces.append({**_face_out(f), "status": "match" if hit else "unknown",
-                      "identity": {"id": best.identity_id, "label": best.label} if hit else None,
-                      "score": best.score if best else None,
-                      "matches": [m.__dict__ for m in ms]})
-    return {"model_version": r.embedder.version, "threshold": thr, "faces": faces}
+    r, decisions, op = await service.identify(data, top_k or settings.top_k, threshold)
+    faces = [{**_face_out(f), "status": d.status, "score": d.score, "quality_problem": d.quality_problem,
+              "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
+              "matches": [m.__dict__ for m in d.matches]}
+             for f, d in zip(r.faces, decisions)]
+    return {"model_version": r.embedder.version, "threshold": op.threshold, "target_fpir": op.target_fpir,
+            "operating_point": op.public(), "faces": faces}
 
 
 @router.post("/verify", response_model=VerifyResponse, responses={**ERRORS, 404: {"model": ErrorResponse}},
@@ -97,7 +95,8 @@ async def verify(request: Request, service: ServiceDep, _key: ReadKey,
         raise AppError(422, "invalid_request",
                        "give exactly one of a second image (file_b / image_b) or identity_id")
     if b is not None:
-        score, thr, embedder = await service.verify_images(a, b, threshold)
+        score, op, embedder = await service.verify_images(a, b, threshold)
     else:
-        score, thr, embedder = await service.verify_identity(a, identity_id, threshold)
-    return {"model_version": embedder.version, "same_person": score >= thr, "score": score, "threshold": thr}
+        score, op, embedder = await service.verify_identity(a, identity_id, threshold)
+    return {"model_version": embedder.version, "same_person": score >= op.threshold, "score": score,
+            "threshold": op.threshold, "target_far": op.target_fpir}

@@ -27,8 +27,9 @@ async def metrics(service: ServiceDep) -> Response:
 async def ready(service: ServiceDep) -> dict:
     emb = service.models.current
     counts = await run_in_threadpool(service.store.counts)
-    idx = await run_in_threadpool(service.index.get, emb.version, emb.preprocessing.embedding_size)
+    idx = await run_in_threadpool(service.index_of, emb)
+    op = await run_in_threadpool(service.operating.for_search, emb, idx)
     return {"status": "ready", "model_version": emb.version, "model_name": emb.name, "device": str(emb.device),
-            "precision": emb.precision,
-            "detector_backend": service.pipeline.detector.backend, "threshold": service.models.threshold_for(emb), **counts,
+            "precision": emb.precision, "detector_backend": service.pipeline.detector.backend,
+            "threshold": op.threshold, "operating_point": op.public(), **counts,
             "indexed_vectors": len(idx), "batching": service.settings.batching}

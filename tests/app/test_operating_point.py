@@ -1,0 +1,110 @@
+"""The service's operating point on a real SQLite gallery (synthetic vectors, no weights): the gallery's
+own impostor tail against brute force, and kept current through enroll, delete and a model swap."""
+from __future__ import annotations
+
+from types import SimpleNamespace
+
+import numpy as np
+import pytest
+
+from app.gallery.store import GalleryStore, make_engine, migrate
+from app.services.operating_point import OperatingPoints, calibration_problem, tail_of
+from app.services.recognition import LiveIndex
+from model.calibration import ImpostorTail
+from tests.app.test_templates import new_face, unit
+
+DIM = 16
+
+
+@pytest.fixture
+def store(tmp_path):
+    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
+    migrate(engine)
+    yield GalleryStore(engine)
+    engine.dispose()
+
+
+def prior(seed=0) -> ImpostorTail:
+    """An impostor tail for random 16-d unit vectors (what the synthetic gallery's strangers look like)."""
+    rng = np.random.default_rng(seed)
+    a, b = unit(rng, 400_000, DIM), unit(rng, 400_000, DIM)
+    return ImpostorTail.from_scores(np.sum(a * b, axis=1), source="synthetic")
+
+
+def embedder(version="v1", tail=None):
+    return SimpleNamespace(version=version, thresholds={"cosine": 0.5, **({"impostor_tail": tail.to_dict()} if tail else {})},
+                           preprocessing=SimpleNamespace(embedding_size=DIM))
+
+
+def brute_force_tail(store: GalleryStore, version: str) -> ImpostorTail:
+    _, _, iids, _, mat = store.vectors(version)
+    scores = [float(mat[i] @ mat[j]) for i in range(len(mat)) for j in range(i + 1, len(mat)) if iids[i] != iids[j]]
+    return ImpostorTail.from_scores(np.array(scores))
+
+
+def enroll_people(store, rng, n_people, per_person, prefix="p", versions=("v1",)):
+    return [store.enroll(f"{prefix}{i}", [new_face(rng, versions) for _ in range(per_person)])
+            for i in range(n_people)]
+
+
+def assert_tail_equal(got: ImpostorTail, want: ImpostorTail):
+    assert got.n_pairs == want.n_pairs
+    assert [p for p, _, _ in got.points] == [p for p, _, _ in want.points]
+    # the index holds float16 vectors: scores within ~1e-3 of float32
+    np.testing.assert_allclose([t for _, t, _ in got.points], [t for _, t, _ in want.points], atol=2e-3)
+
+
+def test_gallery_tail_matches_brute_force_through_enroll_delete_and_swap(store):
+    rng = np.random.default_rng(0)
+    ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
+    live = LiveIndex(store)
+    people = enroll_people(store, rng, 30, 3)
+    emb = embedder("v1", prior())
+    assert_tail_equal(ops.gallery_tail("v1", live.get("v1", DIM)), brute_force_tail(store, "v1"))
+    first = ops.for_search(emb, live.get("v1", DIM))
+    assert first.n_compared == 30 and first.gallery_threshold is not None
+
+    # enroll: 10 more people; delete: one face and one whole identity
+    enroll_people(store, rng, 10, 2, prefix="q")
+    store.delete_face(people[0][1][0].id)
+    store.delete_identity(people[1][0].id)
+    idx = live.get("v1", DIM)
+    assert idx.identities == 39
+    assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
+    assert ops.for_search(emb, idx).n_compared == 39
+
+    # a swap: the new model's vectors get their own tail (and the old one's stays cached apart)
+    missing = [fid for batch in store.faces_missing("v2") for fid, _ in batch]
+    store.add_embeddings("v2", {fid: unit(rng, 1, DIM)[0] for fid in missing})
+    idx2 = live.get("v2", DIM)
+    assert_tail_equal(ops.gallery_tail("v2", idx2), brute_force_tail(store, "v2"))
+    assert ops.for_search(embedder("v2", prior(1)), idx2).n_compared == 39
+
+
+def test_precedence_request_then_override_then_calibrated(store):
+    rng = np.random.default_rng(1)
+    enroll_people(store, rng, 5, 1)
+    idx = LiveIndex(store).get("v1", DIM)
+    emb = embedder("v1", prior())
+    ops = OperatingPoints(0.01, 1e-3, override=None, default=0.5)
+    assert ops.for_search(emb, idx, 0.7).source == "request"
+    assert OperatingPoints(0.01, 1e-3, override=0.66, default=0.5).for_search(emb, idx).threshold == 0.66
+    cal = ops.for_search(emb, idx)
+    assert cal.source == "calibrated"
+    # 5 identities: FPIR 0.01 / 5 is looser than the verification FAR 1e-3, which then holds
+    assert cal.per_comparison_rate == pytest.approx(1e-3)
+    assert cal.threshold >= ops.for_verify(emb, idx).threshold - 1e-9
+    legacy = ops.for_search(embedder("v1"), idx)
+    assert legacy.source == "checkpoint" and legacy.threshold == 0.5 and legacy.warnings
+
+
+def test_swap_calibration_check():
+    tail = prior()
+    ok = {"impostor_tail": tail.to_dict()}
+    assert calibration_problem(ok, 0.01, 10) is None
+    assert "no impostor-score tail" in calibration_problem({"cosine": 0.5}, 0.01, 10)
+    assert "measures impostor rates only down to" in calibration_problem(ok, 0.01, 10_000_000)
+    bad = tail.to_dict()
+    bad["points"][0][1] = float("nan")
+    assert "malformed" in calibration_problem({"impostor_tail": bad}, 0.01, 10)
+    assert tail_of({}) is None
