@@ -56,7 +56,8 @@ def split_identities(names: list[str], seed: int = 1) -> tuple[set[str], set[str
 
 
 def protocol(names: list[str], n_gallery: int | None, k_enroll: int, seed: int = 0,
-             mated_per_person: int = 5, nonmated_per_held_out: int = 3, only: set[str] | None = None) -> Protocol:
+             mated_per_person: int = 5, nonmated_per_held_out: int = 3, only: set[str] | None = None,
+             max_nonmated: int | None = None) -> Protocol:
     rng = np.random.default_rng(seed)
     by = people(names)
     if only is not None:
@@ -77,6 +78,8 @@ def protocol(names: list[str], n_gallery: int | None, k_enroll: int, seed: int =
         truth.extend([gi] * len(probes))
     nonmated = [by[n][0] for n in single] + [r for n in held_out
                                              for r in rng.permutation(by[n])[:nonmated_per_held_out]]
+    if max_nonmated is not None and len(nonmated) > max_nonmated:
+        nonmated = list(rng.choice(nonmated, max_nonmated, replace=False))
     return Protocol(gallery_rows, np.array(mated), np.array(truth), np.array(nonmated))
 
 
@@ -122,8 +125,8 @@ def gallery_tail(gallery_emb: list[np.ndarray]) -> ImpostorTail | None:
 
 
 def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: int | None, k_enroll: int,
-            mode: str, target_fpir: float, seed: int = 0, only: set[str] | None = None) -> dict:
-    p = protocol(names, n_gallery, k_enroll, seed, only=only)
+            mode: str, target_fpir: float, seed: int = 0, only: set[str] | None = None, **limits) -> dict:
+    p = protocol(names, n_gallery, k_enroll, seed, only=only, **limits)
     g_emb = [emb[r] for r in p.gallery_rows]
     gt = gallery_tail(g_emb)
     op_prior = operating_point(prior, target_fpir, len(g_emb))
@@ -160,6 +163,8 @@ def main(argv=None) -> int:
     ap.add_argument("--enroll", default="1,3", help="images enrolled per person")
     ap.add_argument("--target-fpir", type=float, default=0.01)
     ap.add_argument("--domain", default="lfw", choices=["lfw", "degraded"])
+    ap.add_argument("--mated-per-person", type=int, default=5)
+    ap.add_argument("--max-nonmated", type=int, default=None, help="a random subset of the non-mated searches")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -169,6 +174,7 @@ def main(argv=None) -> int:
     prior = tail_of(load_checkpoint(args.weights).thresholds)
     d = lfw_embeddings(args.weights, args.precision)
     names = d["names"]
+    limits = {"mated_per_person": args.mated_per_person, "max_nonmated": args.max_nonmated}
     variants = {"face": d["emb"], "template": d["emb"]}
     flip = d["emb"] + d["emb_flip"]
     variants["template+flip"] = flip / np.linalg.norm(flip, axis=1, keepdims=True)
@@ -176,7 +182,7 @@ def main(argv=None) -> int:
         need = set()
         for size in args.sizes.split(","):
             for k in map(int, args.enroll.split(",")):
-                p = protocol(names, None if size == "all" else int(size), k)
+                p = protocol(names, None if size == "all" else int(size), k, **limits)
                 need |= set(np.concatenate(p.gallery_rows).tolist()) | set(p.mated_rows.tolist()) | set(
                     p.nonmated_rows.tolist())
         rows = np.array(sorted(need))
@@ -188,7 +194,7 @@ def main(argv=None) -> int:
         for k in map(int, args.enroll.split(",")):
             for mode, emb in variants.items():
                 r = run_one(emb, names, prior, None if size == "all" else int(size), k,
-                            "face" if mode == "face" else "template", args.target_fpir)
+                            "face" if mode == "face" else "template", args.target_fpir, **limits)
                 results.append({"gallery": size, "enrolled_per_person": k, "scoring": mode, **r})
     # The shipped tail was measured on all of LFW, these searches included. Identity-disjoint check: a tail
     # from one half of the people, searches among the other half only (galleries of 100 and all of that half).

@@ -44,7 +44,7 @@ class Settings(BaseSettings):
     max_faces_per_image: int = Field(50, ge=1)
     # search quality gate: a face below it is `low_quality`, neither match nor unknown
     search_min_face_size: int = Field(20, ge=0, description="pixels, shorter side of the face box")
-    search_min_detection_score: float = Field(0.9, ge=0.0, le=1.0)
+    search_min_detection_score: float = Field(0.0, ge=0.0, le=1.0)
     # enrollment quality gate
     enroll_min_face_size: int = Field(40, ge=1, description="pixels, shorter side of the face box")
     enroll_min_detection_score: float = Field(0.95, ge=0.0, le=1.0)
