@@ -217,11 +217,18 @@ def gallery_adjusted(prior: ImpostorTail, gallery: ImpostorTail | None, p: float
 
 
 def operating_point(prior: ImpostorTail, target_fpir: float, n_compared: int,
-                    gallery: ImpostorTail | None = None, max_rate: float = 1.0) -> OperatingPoint:
+                    gallery: ImpostorTail | None = None, max_rate: float = 1.0,
+                    comparisons_factor: float = 1.0) -> OperatingPoint:
     """Threshold for `target_fpir` over `n_compared` identities: the prior's quantile at p*, raised to the
     gallery's own estimate where that is higher (the more conservative of the two). `max_rate` caps p*
-    (a search never accepts what 1:1 verification at that false-accept rate would reject)."""
-    p = min(per_comparison_rate(target_fpir, n_compared), max_rate)
+    (a search never accepts what 1:1 verification at that false-accept rate would reject).
+
+    `comparisons_factor` (kappa): a probe's scores against the identities of one gallery are not
+    independent (a probe that resembles many people scores high against all of them), so the best of N
+    behaves like the best of about kappa * N independent comparisons. 1.0 is the independent (conservative)
+    bound; a checkpoint's calibration states its measured kappa (`search_comparisons_factor`)."""
+    n_eff = max(1, int(round(comparisons_factor * max(int(n_compared), 1))))
+    p = min(per_comparison_rate(target_fpir, n_eff), max_rate)
     t_prior = prior.score_at(p)
     t_gal, warning = gallery_adjusted(prior, gallery, p)
     thr = max(t_prior, t_gal) if t_gal is not None else t_prior

@@ -33,8 +33,11 @@ def calibration_problem(thresholds: dict, target_fpir: float, n_identities: int)
     """Why a checkpoint's calibration cannot serve `target_fpir` on this gallery (None when it can)."""
     try:
         tail = tail_of(thresholds)
-    except CalibrationError as exc:
+        kappa = float(thresholds.get("search_comparisons_factor", 1.0))
+    except (CalibrationError, TypeError, ValueError) as exc:
         return f"its calibration is malformed: {exc}"
+    if not 0.05 <= kappa <= 1.0:
+        return f"its search_comparisons_factor {kappa} is outside [0.05, 1]"
     if tail is None:
         return "it carries no impostor-score tail (calibrate it with python -m training.calibrate)"
     need = per_comparison_rate(target_fpir, max(n_identities, MIN_SUPPORTED_GALLERY))
@@ -108,7 +111,8 @@ class OperatingPoints:
             return OperatingPoint(thr, None, max(n, 1), None, "checkpoint",
                                   warnings=["the serving model carries no impostor tail: a fixed threshold is in "
                                             "force and its false-positive rate grows with the gallery"])
-        return operating_point(tail, target, n, self.gallery_tail(embedder.version, index), max_rate)
+        kappa = float(embedder.thresholds.get("search_comparisons_factor", 1.0)) if n > 1 else 1.0
+        return operating_point(tail, target, n, self.gallery_tail(embedder.version, index), max_rate, kappa)
 
     def report(self, embedder, index) -> dict:
         """For /ready and GET /admin/calibration: both tails, the pairs behind them, the thresholds in force."""

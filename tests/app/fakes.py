@@ -39,6 +39,8 @@ def tiles_png(colours: list[tuple[int, int, int]], size: int = TILE) -> bytes:
 class FakeDetector:
     """MTCNN's interface: detect(list of HxWx3 uint8 arrays) -> list[Detections]."""
 
+    backend = "fake"
+
     def __init__(self):
         self.calls: list[int] = []  # images per call: shows batching
 
@@ -93,5 +95,5 @@ def fake_service(settings: Settings, store: GalleryStore, embedder: FakeEmbedder
     finds colours, and mirrored copies would merge with the originals)."""
     embedder = embedder or FakeEmbedder()
     pipeline = FacePipeline(FakeDetector(), embedder, settings.max_detect_side, edge_pad_fraction=0.0)
-    models = ModelManager(embedder, settings.default_threshold, settings.match_threshold)
+    models = ModelManager(embedder)
     return FaceService(settings, pipeline, models, store)

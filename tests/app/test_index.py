@@ -14,10 +14,11 @@ def unit(rng, n, d=512):
 
 @pytest.mark.parametrize("n_faces,n_people,top_k", [(50, 50, 5), (300, 7, 5), (300, 3, 5), (1000, 200, 10)])
 def test_search_equals_brute_force(n_faces, n_people, top_k):
+    """scoring="face": each identity by its best face."""
     rng = np.random.default_rng(n_faces + n_people)
     vecs = unit(rng, n_faces)
     people = rng.integers(1, n_people + 1, n_faces)
-    idx = VectorIndex("v")
+    idx = VectorIndex("v", scoring="face")
     half = n_faces // 2  # two appends, as incremental refreshes do
     for sl in (slice(0, half), slice(half, n_faces)):
         ids = np.arange(n_faces)[sl] + 1
@@ -35,6 +36,35 @@ def test_search_equals_brute_force(n_faces, n_people, top_k):
         assert got[0].label == f"p{got[0].identity_id}"
     assert abs(idx.scores_for_identity(queries[0], int(people[0])) -
                max(float(vecs[j] @ queries[0]) for j in np.nonzero(people == people[0])[0])) < 2e-3
+
+
+@pytest.mark.parametrize("n_faces,n_people,top_k", [(50, 50, 5), (300, 7, 5), (1000, 200, 10)])
+def test_template_search_equals_brute_force(n_faces, n_people, top_k):
+    """scoring="template" (the default): each identity by its normalised mean face; face_id is its best face."""
+    rng = np.random.default_rng(n_faces * n_people)
+    vecs = unit(rng, n_faces)
+    people = rng.integers(1, n_people + 1, n_faces)
+    idx = VectorIndex("v")
+    half = n_faces // 2
+    for sl in (slice(0, half), slice(half, n_faces)):
+        ids = np.arange(n_faces)[sl] + 1
+        idx.add(ids, ids, people[sl], [f"p{p}" for p in people[sl]], vecs[sl])
+    assert idx.identities == len(np.unique(people))
+    queries = unit(rng, 4)
+    templates = {}
+    for p in np.unique(people):
+        m = vecs[people == p].astype(np.float64).sum(0)
+        templates[int(p)] = m / np.linalg.norm(m)
+    for q, got in zip(queries, idx.search(queries, top_k)):
+        want = sorted(templates, key=lambda p: -(templates[p] @ q))[:top_k]
+        assert [m.identity_id for m in got] == want
+        assert np.allclose([m.score for m in got], [templates[p] @ q for p in want], atol=1e-5)
+        for m in got:
+            rows = np.nonzero(people == m.identity_id)[0]
+            assert m.face_id == int(rows[np.argmax(vecs[rows] @ q)]) + 1
+    p0 = int(people[0])
+    assert abs(idx.scores_for_identity(queries[0], p0) - templates[p0] @ queries[0]) < 1e-5
+    assert idx.scores_for_identity(queries[0], 10**6) is None
 
 
 def test_empty_index():
