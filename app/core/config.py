@@ -45,6 +45,12 @@ class Settings(BaseSettings):
     # search quality gate: a face below it is `low_quality`, neither match nor unknown
     search_min_face_size: int = Field(20, ge=0, description="pixels, shorter side of the face box")
     search_min_detection_score: float = Field(0.0, ge=0.0, le=1.0)
+    max_decode_bytes: int = Field(768 * 2**20, ge=2**20, description="decoded image memory all requests may "
+                                  "hold at once (estimated from each image's header before decoding)")
+    max_decode_bytes_per_request: int = Field(512 * 2**20, ge=2**20, description="decoded image memory one "
+                                              "request may hold at once; an image needing more is refused (413)")
+    decode_wait_s: float = Field(10.0, ge=0.0, description="how long a request waits for decode memory "
+                                 "before it is refused with 503 + Retry-After")
     # enrollment quality gate
     enroll_min_face_size: int = Field(40, ge=1, description="pixels, shorter side of the face box")
     enroll_min_detection_score: float = Field(0.95, ge=0.0, le=1.0)
@@ -81,10 +87,17 @@ class Settings(BaseSettings):
             raise ValueError("detector_thresholds must lie strictly between 0 and 1")
         return self
 
-    def refuse_unsafe_start(self) -> None:
-        """An open (keyless) gallery of biometric data may only listen on loopback."""
+    @property
+    def keyless_allowed_anywhere(self) -> bool:
+        """The compose file's opt-in: keyless inside a container whose port is published on loopback only."""
         in_container = Path("/.dockerenv").exists() or Path("/run/.containerenv").exists()
-        if not self.api_keys and not self.is_loopback and not (self.allow_no_auth_in_container and in_container):
+        return self.allow_no_auth_in_container and in_container
+
+    def refuse_unsafe_start(self) -> None:
+        """An open (keyless) gallery of biometric data may only listen on loopback. FACEID_HOST is checked
+        here; the address each request actually arrived on is checked by LoopbackOnlyMiddleware, which
+        also covers `uvicorn --host 0.0.0.0` and other ways of starting the app."""
+        if not self.api_keys and not self.is_loopback and not self.keyless_allowed_anywhere:
             raise RuntimeError(f"refusing to serve on {self.host} without API keys: set FACEID_API_KEYS "
                                "(python -m app.core.security new-key --name NAME --scopes read,write,admin) "
                                "or bind to 127.0.0.1")

@@ -18,10 +18,11 @@ from app.core.config import Settings
 from app.core.errors import AppError
 from app.gallery.index import Match, VectorIndex
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
-from app.services.batching import batch
+from app.services.batching import QueueFull, batch
+from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
 from app.services.embedder import ModelManager
 from app.services.operating_point import OperatingPoints
-from model.decode import ImageError, decode_image
+from model.decode import ImageError, decode_cost, decode_image
 from model.mtcnn import Detections
 from model.pipeline import Embedder, Face, FacePipeline
 
@@ -98,6 +99,8 @@ class FaceService:
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.decode_budget = DecodeBudget(settings.max_decode_bytes, settings.max_decode_bytes_per_request,
+                                          settings.decode_wait_s)
         s = settings
         from app.core.observability import BATCH_SIZE
 
@@ -134,26 +137,51 @@ class FaceService:
         return await self._run(self.embed_batch, (embedder, crops))
 
     # --- request-level operations -------------------------------------------------------------------
-    async def analyse(self, data: bytes, embedder: Embedder | None = None) -> ImageFaces:
-        """Decode, detect, crop and embed every face of one image."""
+    async def analyse(self, data: bytes, embedder: Embedder | None = None,
+                      budget: ByteSemaphore | None = None) -> ImageFaces:
+        """Decode, detect, crop and embed every face of one image. Decoded pixels hold their estimated bytes
+        of the decode budget (the request's `budget` and the process's) until the faces are cropped."""
         embedder = embedder or self.models.current
         try:
-            image = await run_in_threadpool(decode_image, data, self.settings.max_image_pixels)
+            cost = await run_in_threadpool(decode_cost, data, self.settings.max_image_pixels)  # header only
         except ImageError as exc:
             raise AppError(exc.status, exc.code, exc.message) from exc
-        det = await self._run(self.detect_batch, image)
-        if len(det) > self.settings.max_faces_per_image:
-            order = np.argsort(-det.scores)[: self.settings.max_faces_per_image]
-            det = Detections(det.boxes[order], det.scores[order], det.landmarks[order])
-        faces = await run_in_threadpool(self.pipeline.faces, image, det, embedder)
+        if self.settings.batching and self.detect_batch.queue.depth() >= self.settings.max_queue_size:
+            raise QueueFull(self.detect_batch.queue.depth())  # before allocating anything
+        try:
+            async with self.decode_budget.hold(cost, budget):
+                try:
+                    image = await _to_the_end(decode_image, data, self.settings.max_image_pixels)
+                except ImageError as exc:
+                    raise AppError(exc.status, exc.code, exc.message) from exc
+                det = await self._run(self.detect_batch, image)
+                if len(det) > self.settings.max_faces_per_image:
+                    order = np.argsort(-det.scores)[: self.settings.max_faces_per_image]
+                    det = Detections(det.boxes[order], det.scores[order], det.landmarks[order])
+                faces = await run_in_threadpool(self.pipeline.faces, image, det, embedder)
+                width, height = image.size
+                del image
+        except TooLargeToDecode as exc:
+            raise AppError(413, "image_too_large_to_decode", str(exc)) from exc
         vectors = await self.embed_crops(embedder, np.stack([f.crop for f in faces]) if faces else np.zeros(0))
         for f, v in zip(faces, vectors):
             f.embedding = v
-        return ImageFaces(sha256_bytes(data), image.width, image.height, faces, embedder)
+        return ImageFaces(sha256_bytes(data), width, height, faces, embedder)
 
     async def analyse_many(self, images: list[bytes], embedder: Embedder | None = None) -> list[ImageFaces]:
+        """All images of one request under one request budget; the first failure cancels the others."""
         embedder = embedder or self.models.current
-        return list(await asyncio.gather(*(self.analyse(d, embedder) for d in images)))
+        budget = self.decode_budget.for_request()
+        tasks: list[asyncio.Task] = []
+        try:
+            async with asyncio.TaskGroup() as group:
+                tasks += [group.create_task(self.analyse(d, embedder, budget)) for d in images]
+        except BaseExceptionGroup:  # answer with the first image's error, as one request error
+            for t in tasks:
+                if t.done() and not t.cancelled() and t.exception() is not None:
+                    raise t.exception() from None
+            raise
+        return [t.result() for t in tasks]
 
     def quality_problem(self, face: Face) -> str | None:
         s = self.settings
@@ -220,8 +248,8 @@ class FaceService:
 
     def probe_crops(self, n: int = 8) -> np.ndarray:
         """Crops to test a candidate model on: stored faces where there are some, else random pixels."""
-        crops = self.store.some_crops(n)
         size = self.models.current.preprocessing.image_size
+        crops = [c for c in self.store.some_crops(n) if c.shape[:2] == (size, size)]  # never mix sizes
         rng = np.random.default_rng(0)
         while len(crops) < 2:
             crops.append(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
@@ -286,6 +314,16 @@ class FaceService:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
         op = await run_in_threadpool(self.operating.for_verify, embedder, idx, threshold)
         return float(np.clip(score, -1.0, 1.0)), op, embedder
+
+
+async def _to_the_end(fn, *args):
+    """run_in_threadpool, but a cancelled caller still waits for the thread (whose memory it accounts for)."""
+    fut = asyncio.ensure_future(run_in_threadpool(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        await asyncio.wait([fut])
+        raise
 
 
 def _iou(a, b) -> float:

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import io
+import struct
 
 import numpy as np
 import pytest
@@ -85,7 +86,8 @@ def test_unknown_ids_are_404(client):
 
 
 def test_odd_but_valid_images_are_accepted(client, faces, face_jpeg):
-    """Grayscale, palette, RGBA, 16-bit, CMYK and rotated-by-EXIF versions of a face all yield one face."""
+    """Grayscale, palette, RGBA, 16-bit, 32-bit, float, premultiplied alpha (La), CMYK and rotated-by-EXIF
+    versions of a face all yield one face."""
     base = Image.open(io.BytesIO(face_jpeg)).convert("RGB")
     base.thumbnail((480, 480))
     variants = {}
@@ -101,6 +103,16 @@ def test_odd_but_valid_images_are_accepted(client, faces, face_jpeg):
     exif[0x0112] = 6  # "rotate 90 CW to view": stored rotated the other way
     base.rotate(90, expand=True).save(buf, format="JPEG", exif=exif)
     variants["exif_rotated"] = buf.getvalue()
+    gray = np.asarray(base.convert("L"))
+    for mode, arr in (("I", gray.astype(np.int32) * 257), ("F", gray.astype(np.float32) / 255)):
+        buf = io.BytesIO()
+        Image.fromarray(arr).save(buf, format="TIFF")  # 32-bit integer and float TIFFs
+        variants[mode] = buf.getvalue()
+    buf = io.BytesIO()
+    base.convert("LA").save(buf, format="TIFF")
+    la = buf.getvalue()
+    at = la.find(struct.pack("<HHI", 338, 3, 1))  # ExtraSamples 2 -> 1: premultiplied alpha, Pillow's "La"
+    variants["La"] = la[:at + 8] + struct.pack("<H", 1) + la[at + 10:]
     for fmt in ("WEBP", "BMP", "TIFF"):
         buf = io.BytesIO()
         base.save(buf, format=fmt)

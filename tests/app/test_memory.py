@@ -1,0 +1,90 @@
+"""Decoded-image memory stays within the documented budget whatever the pixel format (issue 19, item 1)."""
+from __future__ import annotations
+
+import struct
+import threading
+import zlib
+from collections import Counter
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import pytest
+
+from benchmarks.server import running
+
+pytestmark = pytest.mark.slow
+
+RSS_BOUND_MB = 3072
+
+
+def png16_zeros(width: int, height: int) -> bytes:
+    """A valid 16-bit grayscale PNG (`I;16`) of zeros: 40 MP is about 78 kB (built row by row)."""
+    z = zlib.compressobj(9)
+    row = b"\x00" * (2 * width + 1)
+    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+
+
+def _status_mb(pid: int, field: str) -> float:
+    try:
+        for line in open(f"/proc/{pid}/status"):
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+class RssGuard:
+    """Polls the server's resident memory; past the bound it kills the server, so a regression fails this
+    test instead of exhausting a shared machine. `peak_mb` is the kernel's high-water mark (VmHWM)."""
+
+    def __init__(self, server, bound_mb: float):
+        self.server, self.bound_mb, self.tripped = server, bound_mb, False
+        self.peak_mb = 0.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True)
+
+    def _watch(self):
+        pid = self.server.proc.pid
+        while not self._stop.wait(0.05):
+            self.peak_mb = max(self.peak_mb, _status_mb(pid, "VmHWM"))
+            if _status_mb(pid, "VmRSS") > self.bound_mb:
+                self.tripped = True
+                self.server.kill9()
+                return
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self.peak_mb = max(self.peak_mb, _status_mb(self.server.proc.pid, "VmHWM"))
+        self._stop.set()
+        self._thread.join()
+
+
+def test_concurrent_16bit_bombs_stay_under_the_memory_bound(tmp_path):
+    """6 concurrent /enroll requests of 10 x 40 MP 16-bit PNGs (~780 kB each): each answered 4xx or 503,
+    never 500, and the server's peak RSS stays under 3 GB."""
+    image = png16_zeros(8000, 5000)
+    files = [("files", (f"{i}.png", image, "image/png")) for i in range(10)]
+    with running(tmp_path / "g.db") as srv:
+        def enroll(_):
+            try:
+                return httpx.post(f"{srv.url}/enroll", data={"label": "x"}, files=files, timeout=600).status_code
+            except httpx.HTTPError as exc:
+                return type(exc).__name__
+
+        with RssGuard(srv, RSS_BOUND_MB) as guard, ThreadPoolExecutor(6) as pool:
+            codes = Counter(pool.map(enroll, range(6)))
+        assert not guard.tripped, f"server RSS passed {RSS_BOUND_MB} MB; answers {codes}"
+        assert set(codes) <= {413, 422, 503}, codes
+        assert httpx.get(f"{srv.url}/health").status_code == 200
+        print({"peak_rss_mb": round(guard.peak_mb), "answers": dict(codes)})
+        assert guard.peak_mb < RSS_BOUND_MB
