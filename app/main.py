@@ -10,9 +10,11 @@ from contextlib import asynccontextmanager
 import torch
 from fastapi import FastAPI
 
+from app.api import docs
 from app.api.routes import admin, faces, gallery, health, transfer, ui
 from app.core import errors
 from app.core.config import Settings, get_settings
+from app.core.security import KeyFirstMiddleware
 from app.core.errors import AppError
 from app.core.observability import configure_logging, request_context
 
@@ -36,11 +38,10 @@ def build_service(settings: Settings):
     except RuntimeError:
         pass  # already fixed in this process
     device = resolve_device(settings.device)
-    engine = make_engine(settings.database_url)
+    engine = make_engine(settings.database_url, settings.db_busy_timeout_s)
     migrate(engine)
     store = GalleryStore(engine)
-    spec = _startup_spec(settings, store)
-    embedder = ModelManager.load(spec, str(device), settings.precision)
+    embedder = _load_serving(_startup_spec(settings, store), settings, str(device))
     detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
                              thresholds=settings.detector_thresholds, backend=settings.detector_backend)
     pipeline = FacePipeline(detector, embedder, settings.max_detect_side)
@@ -70,6 +71,25 @@ def _startup_spec(settings: Settings, store) -> str:
     return str(path) if path.is_file() else settings.weights
 
 
+def _load_serving(spec: str, settings: Settings, device: str):
+    """The serving model; a checkpoint whose metadata cannot serve (a hot swap recorded before swaps checked
+    it) falls back to FACEID_WEIGHTS, which must be sound."""
+    from app.services.embedder import metadata_problem
+    from model.pipeline import Embedder, load_checkpoint
+
+    ckpt = load_checkpoint(spec)
+    problem = metadata_problem(ckpt)
+    fallback = settings.checkpoints_dir / settings.weights
+    fallback = str(fallback) if fallback.is_file() else settings.weights
+    if problem and spec != fallback:
+        log.warning("not serving %s: %s; using FACEID_WEIGHTS=%s", spec, problem, settings.weights)
+        ckpt = load_checkpoint(fallback)
+        problem = metadata_problem(ckpt)
+    if problem:
+        raise RuntimeError(f"cannot serve {ckpt.name}: {problem}")
+    return Embedder(ckpt, device, settings.precision)
+
+
 @asynccontextmanager
 async def lifespan(app: FastAPI):
     import asyncio
@@ -97,7 +117,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     settings = settings or get_settings()
     settings.refuse_unsafe_start()
     configure_logging(settings.log_json)
-    app = FastAPI(title="faceid", version="0.1.0", description=DESCRIPTION, lifespan=lifespan)
+    app = FastAPI(title="faceid", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url=None, redoc_url=None, openapi_url=None)  # app.api.docs: offline, key-aware
     app.state.settings = settings
     errors.install(app)
     if settings.rate_limit:
@@ -108,30 +129,38 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(errors.BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
+    if not settings.api_keys and not settings.keyless_allowed_anywhere:
+        from app.core.security import LoopbackOnlyMiddleware
+
+        app.add_middleware(LoopbackOnlyMiddleware)
+    app.add_middleware(KeyFirstMiddleware, routes_of=app)  # 401/403 before any body is read
     app.middleware("http")(request_context)
     for router in (health.router, faces.router, transfer.router, gallery.router, admin.router):
         app.include_router(router)
+    docs.install(app)
     ui.install(app)  # the web UI at / (static files, public API only)
     return app
 
 
 def _install_rate_limit(app: FastAPI, limit: str, storage_uri: str) -> None:
-    """Per API key (hashed) or client address, with the `limits` library; 429 in our error shape.
-    Health, readiness and metrics are not limited (probes and scrapers)."""
+    """Counted per *valid* API key (by its name) or else per client address: requests with a wrong or
+    made-up key count against their address, so rotating random keys (or guessing keys) is limited too.
+    With the `limits` library; 429 in our error shape. Health, readiness and metrics are not limited."""
     from limits import parse, storage, strategies
 
-    from app.core.security import hash_key
+    from app.core.security import find_key
 
     item = parse(limit)
     limiter = strategies.MovingWindowRateLimiter(storage.storage_from_string(storage_uri))
     exempt = {"/health", "/ready", "/metrics"}
+    keys = app.state.settings.api_keys
 
     async def rate_limit(request, call_next):
         if request.url.path in exempt:
             return await call_next(request)
-        presented = request.headers.get("x-api-key")
-        key = f"key:{hash_key(presented)[:16]}" if presented else f"ip:{request.client.host if request.client else '-'}"
-        if not limiter.hit(item, "faceid", key):
+        valid = find_key(request.headers.get("x-api-key"), keys) if keys else None
+        who = f"key:{valid.name}" if valid else f"ip:{request.client.host if request.client else '-'}"
+        if not limiter.hit(item, "faceid", who):
             return errors.error_response(429, "rate_limited", f"rate limit exceeded ({limit})",
                                          headers={"Retry-After": "1"})
         return await call_next(request)

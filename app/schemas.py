@@ -1,12 +1,46 @@
 """Request and response models (pydantic), with OpenAPI examples."""
 from __future__ import annotations
 
-from datetime import datetime
+import unicodedata
+from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 Box = list[float]
+
+MAX_LABEL_CHARS = 200
+# Control (Cc), format (Cf: zero-width space, bidi overrides, BOM), surrogates, line/paragraph separators:
+# invisible or layout-changing, so "Bush" and "Bush\u200b" would be two identities that look the same.
+_FORBIDDEN_IN_LABELS = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
+
+
+def normalize_label(value: object) -> str:
+    """The one rule for identity labels on every path (multipart and JSON enroll, rename): Unicode NFC
+    (so composed and decomposed "José" are one identity), surrounding whitespace stripped, 1 to 200
+    characters, no control, format or separator characters. Raises ValueError saying why."""
+    if not isinstance(value, str):
+        raise ValueError("the label must be a string")
+    label = unicodedata.normalize("NFC", value).strip()
+    if not label:
+        raise ValueError("the label is empty")
+    if len(label) > MAX_LABEL_CHARS:
+        raise ValueError(f"the label is longer than {MAX_LABEL_CHARS} characters")
+    bad = next((c for c in label if unicodedata.category(c) in _FORBIDDEN_IN_LABELS), None)
+    if bad is not None:
+        raise ValueError(f"the label contains the control or invisible character U+{ord(bad):04X}")
+    return label
+
+
+def as_utc(value: datetime) -> datetime:
+    """SQLite hands back naive datetimes (stored as UTC): every answer carries an explicit UTC offset."""
+    return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS, examples=["Ada Lovelace"],
+                             description="NFC-normalised and stripped; no control or invisible characters"),
+                  AfterValidator(normalize_label)]
+UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
 
 
 class ErrorBody(BaseModel):
@@ -99,15 +133,15 @@ class FacePublic(BaseModel):
     source_sha256: str = Field(description="SHA-256 of the uploaded image the face came from")
     crop_size: int = Field(description="side of the stored aligned crop, pixels")
     crop_margin: int = Field(description="margin around the detected box in the crop, pixels")
-    created_at: datetime
+    created_at: UtcDatetime
 
 
 class IdentityPublic(BaseModel):
     id: int
     label: str
     face_count: int
-    created_at: datetime
-    updated_at: datetime
+    created_at: UtcDatetime
+    updated_at: UtcDatetime
 
 
 class IdentityDetail(IdentityPublic):
@@ -123,7 +157,7 @@ class IdentitiesPage(BaseModel):
 
 class IdentityUpdate(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$", examples=["Ada Lovelace"])
+    label: Label
 
 
 class IdentityMerge(BaseModel):
@@ -147,7 +181,7 @@ class ImageJSON(BaseModel):
 
 class EnrollJSON(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
+    label: Label
     images: list[str] = Field(min_length=1, description="base64-encoded images")
     face_index: int | None = Field(None, ge=0)
     face_box: list[float] | None = Field(None, min_length=4, max_length=4)
@@ -161,6 +195,11 @@ class VerifyJSON(BaseModel):
 
 
 class Health(BaseModel):
+    status: str
+
+
+class ReadyBrief(BaseModel):
+    """/ready without the details (a keyed server, no key, FACEID_PUBLIC_METRICS off)."""
     status: str
 
 
@@ -206,5 +245,5 @@ class ImportedFace(BaseModel):
 
 class FacesImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    label: str = Field(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")
+    label: Label
     faces: list[ImportedFace] = Field(min_length=1)

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from app.core.errors import AppError
+from app.schemas import MAX_LABEL_CHARS, normalize_label
 
 
 def _b64(value: str, field: str) -> bytes:
@@ -105,13 +106,14 @@ def form_box(fields: dict, name: str) -> list[float] | None:
 
 
 def form_label(fields: dict) -> str:
+    """The multipart `label`, by the same rule as JSON bodies (`schemas.normalize_label`)."""
     label = fields.get("label")
-    if not isinstance(label, str) or not label.strip():
-        raise AppError(422, "invalid_field", "field 'label' is required (1 to 200 characters)")
-    label = label.strip()
-    if len(label) > 200:
-        raise AppError(422, "invalid_field", "field 'label' is longer than 200 characters")
-    return label
+    if label is None:
+        raise AppError(422, "invalid_field", f"field 'label' is required (1 to {MAX_LABEL_CHARS} characters)")
+    try:
+        return normalize_label(label)
+    except ValueError as exc:
+        raise AppError(422, "invalid_field", f"field 'label': {exc}") from None
 
 
 def request_body(multipart: dict, json_model: type[BaseModel], description: str) -> dict:

@@ -17,6 +17,8 @@ class Settings(BaseSettings):
 
     # storage
     database_url: str = "sqlite:///./data/faceid.db"
+    db_busy_timeout_s: float = Field(5.0, gt=0, description="wait this long for another writer's lock, "
+                                     "then answer 503 database_busy")
     # model
     weights: str = Field("casia-webface", description="registry name or checkpoint file name/path")
     checkpoints_dir: Path = Path("./checkpoints")
@@ -75,6 +77,10 @@ class Settings(BaseSettings):
     rate_limit: str | None = Field(None, description="per API key (or client address), e.g. '20/second'")
     rate_limit_storage: str = Field("memory://", description="limits storage URI; memory:// counts per process, "
                                     "redis://host:6379 shares counts between workers and replicas")
+    public_metrics: bool = Field(False, description="on a keyed server, let /metrics and /ready's details "
+                                 "(gallery size, model version, threshold) be read without a key")
+    public_docs: bool = Field(True, description="on a keyed server, let /docs and /openapi.json be read without "
+                              "a key (they describe the API, no data)")
     log_json: bool = True
     allow_no_auth_in_container: bool = Field(False, description="docker/compose.yml publishes the port on the "
                                              "host's loopback only; inside a container the API may then run keyless")
@@ -83,6 +89,13 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _refuse_unsafe(self) -> "Settings":
+        for field in ("sha256", "name"):
+            seen = [getattr(k, field) for k in self.api_keys]
+            dupes = sorted({v for v in seen if seen.count(v) > 1})
+            if dupes:  # the last entry would silently win, or two clients share a rate limit and log name
+                raise ValueError(f"api_keys: duplicate {field} {dupes[:3]}")
+        if self.max_decode_bytes_per_request > self.max_decode_bytes:
+            raise ValueError("max_decode_bytes_per_request must not exceed max_decode_bytes")
         if self.detector_thresholds and not all(0 < t < 1 for t in self.detector_thresholds):
             raise ValueError("detector_thresholds must lie strictly between 0 and 1")
         return self

@@ -11,7 +11,9 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
+from sqlalchemy.exc import OperationalError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 log = logging.getLogger(__name__)
 
@@ -67,6 +69,22 @@ def install(app: FastAPI) -> None:
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
 
+    @app.exception_handler(OperationalError)
+    async def _database(request: Request, exc: OperationalError):
+        # A locked (busy) or unreachable database is a temporary outage, not a bug: 503 and retry.
+        busy = "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower()
+        log.warning("database %s on %s %s: %s", "busy" if busy else "unavailable", request.method,
+                    request.url.path, str(exc.orig)[:200])
+        return error_response(503, "database_busy" if busy else "database_unavailable",
+                              "the database is busy; retry shortly" if busy else "the database is unavailable",
+                              headers={"Retry-After": "1"})
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(_: Request, exc: ClientDisconnect):
+        # The client hung up while sending its body: nobody reads this answer. 499 (nginx's "client closed
+        # request") keeps it out of the 500s in metrics; the access log line is the only record.
+        return error_response(499, "client_closed_request", "the client disconnected before the body was read")
+
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
@@ -92,15 +110,30 @@ class BodyLimitMiddleware:
                 resp = error_response(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes",
                                       headers={"Connection": "close"})
                 return await resp(scope, receive, send)
-        seen = 0
+        seen, exceeded, sent = 0, False, False
 
         async def limited_receive():
-            nonlocal seen
+            nonlocal seen, exceeded
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
+                    exceeded = True
                     raise BodyTooLarge(self.max_bytes)
             return message
 
-        await self.app(scope, limited_receive, send)
+        async def guarded_send(message):
+            nonlocal sent
+            if exceeded:  # whatever the app made of BodyTooLarge (FastAPI's body reader answers 400): ours is 413
+                return
+            sent = True
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, guarded_send)
+        except BodyTooLarge:
+            pass
+        if exceeded and not sent:
+            resp = error_response(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes",
+                                  headers={"Connection": "close"})
+            await resp(scope, receive, send)

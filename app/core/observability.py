@@ -38,9 +38,23 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(out)
 
 
+class DropQueryString(logging.Filter):
+    """uvicorn's access log writes the full path; a client that puts a key in the URL (`?api_key=...`) would
+    have it logged. The API never reads keys from the query, so its access lines lose the query string."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        args = record.args
+        if isinstance(args, tuple) and len(args) >= 3 and isinstance(args[2], str) and "?" in args[2]:
+            record.args = (*args[:2], args[2].split("?", 1)[0] + "?[query removed]", *args[3:])
+        return True
+
+
 def configure_logging(json_logs: bool) -> None:
     handler = logging.StreamHandler()
     handler.setFormatter(JsonFormatter() if json_logs else logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    uvicorn_access = logging.getLogger("uvicorn.access")
+    if not any(isinstance(f, DropQueryString) for f in uvicorn_access.filters):
+        uvicorn_access.addFilter(DropQueryString())
     root = logging.getLogger("faceid")
     root.handlers[:] = [handler]
     root.setLevel(logging.INFO)

@@ -1,7 +1,9 @@
 """API keys with scopes. Keys are stored as SHA-256 hashes in settings and compared in constant time.
 
-Scopes are cumulative: `write` includes `read`, `admin` includes both. With no keys configured the
-service is open, which create_app() allows only on a loopback address.
+Scopes are cumulative: `identify` (identify and verify only: no stored crops, embeddings or gallery
+listing), `read` (adds embed and reading the gallery), `write` (adds enroll, rename, delete), `admin`
+(adds model swap, reindex). With no keys configured the service is open, and answers only requests that
+arrive on a loopback address.
 
     python -m app.core.security new-key --name door-1 --scopes read,write
 """
@@ -10,24 +12,36 @@ from __future__ import annotations
 import argparse
 import hashlib
 import hmac
+import ipaddress
 import json
 import secrets
 import sys
 from typing import Annotated
 
-from fastapi import Depends, Request
-from pydantic import BaseModel, Field
+from fastapi import Depends, FastAPI, Request, Security
+from fastapi.routing import APIRoute
+from fastapi.security import APIKeyHeader
+from starlette.routing import Match
+from pydantic import BaseModel, Field, field_validator
 
 from app.core.errors import AppError
 
-SCOPES = ("read", "write", "admin")
-_IMPLIES = {"read": {"read"}, "write": {"read", "write"}, "admin": {"read", "write", "admin"}}
+SCOPES = ("identify", "read", "write", "admin")
+_IMPLIES = {scope: set(SCOPES[:i + 1]) for i, scope in enumerate(SCOPES)}  # each includes those before it
 
 
 class ApiKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     scopes: list[str] = Field(default_factory=lambda: ["read"])
+
+    @field_validator("scopes")
+    @classmethod
+    def _known_scopes(cls, scopes: list[str]) -> list[str]:
+        unknown = sorted(set(scopes) - set(SCOPES))
+        if unknown:  # a typo ("wirte") must not silently grant less, or more, than meant
+            raise ValueError(f"unknown scope(s) {unknown}; scopes are {list(SCOPES)}")
+        return scopes
 
     def granted(self) -> set[str]:
         out: set[str] = set()
@@ -54,26 +68,120 @@ def find_key(presented: str | None, keys: list[ApiKey]) -> ApiKey | None:
     return found
 
 
+def is_loopback_address(host: str | None) -> bool:
+    """True for loopback IPs; also for non-IP "addresses" (a Unix socket path, an in-process test
+    transport), which are not reachable from the network."""
+    if not host:
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return host != "0.0.0.0"
+
+
+class LoopbackOnlyMiddleware:
+    """For a keyless server: answer only requests that arrived on a loopback address.
+
+    The check uses the local address of each connection (ASGI scope["server"]), so it holds however the
+    server was started (`uvicorn --host 0.0.0.0`, gunicorn, the entrypoint), not only for FACEID_HOST."""
+
+    def __init__(self, app):
+        self.app = app
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] in ("http", "websocket"):
+            host = (scope.get("server") or (None, None))[0]
+            if not is_loopback_address(host):
+                from app.core.errors import error_response
+
+                resp = error_response(403, "keyless_non_loopback", f"this server has no API keys and answers "
+                                      f"only on a loopback address; the request arrived on {host}. Set "
+                                      "FACEID_API_KEYS to serve the network")
+                return await resp(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+api_key_header = APIKeyHeader(name="X-API-Key", auto_error=False, scheme_name="APIKeyHeader",
+                              description="an API key (python -m app.core.security new-key); not needed on a "
+                                          "keyless loopback-only server")
+
+
+def authorize(request: Request, scope: str) -> ApiKey | None:
+    """The request's key if it grants `scope`: 401 without a valid key, 403 without the scope. None when
+    the server has no keys (open, loopback only)."""
+    keys = request.app.state.settings.api_keys
+    if not keys:
+        return None
+    key = find_key(request.headers.get("x-api-key"), keys)
+    if key is None:
+        raise AppError(401, "unauthorized", "a valid X-API-Key header is required",
+                       headers={"WWW-Authenticate": "ApiKey"})
+    if scope not in key.granted():
+        raise AppError(403, "forbidden", f"this key lacks the '{scope}' scope")
+    request.state.api_key_name = key.name
+    return key
+
+
 def require(scope: str):
-    """Dependency: the request's X-API-Key must grant `scope` (401 without a valid key, 403 without the scope)."""
+    """Dependency: the request's X-API-Key must grant `scope`. Declared through APIKeyHeader, so the OpenAPI
+    document carries the security scheme (Swagger UI's "Authorize" sends the header)."""
     if scope not in SCOPES:
         raise ValueError(scope)
 
-    def check(request: Request) -> ApiKey | None:
-        keys = request.app.state.settings.api_keys
-        if not keys:
-            return None
-        key = find_key(request.headers.get("x-api-key"), keys)
-        if key is None:
-            raise AppError(401, "unauthorized", "a valid X-API-Key header is required")
-        if scope not in key.granted():
-            raise AppError(403, "forbidden", f"this key lacks the '{scope}' scope")
-        request.state.api_key_name = key.name
-        return key
+    def check(request: Request, _presented: str | None = Security(api_key_header)) -> ApiKey | None:
+        return authorize(request, scope)
 
+    check.faceid_scope = scope
     return check
 
 
+def _api_routes(routes):
+    """Every APIRoute, including those of included routers (FastAPI wraps them)."""
+    for route in routes:
+        if isinstance(route, APIRoute):
+            yield route
+        elif hasattr(route, "original_router"):
+            yield from _api_routes(route.original_router.routes)
+
+
+class KeyFirstMiddleware:
+    """FastAPI reads and validates a JSON body before a route's dependencies run, so a client without a key
+    would learn 422 (or 400) about its body instead of 401. This checks the matched route's key scopes
+    (its `require(...)` dependencies) before the route touches the body."""
+
+    def __init__(self, app, routes_of: FastAPI):
+        self.app, self.routes_of = app, routes_of
+        self._keyed: list | None = None
+
+    def _scopes(self, scope) -> list[str]:
+        if self._keyed is None:  # built on first use: routers are included after the middleware is added
+            self._keyed = [(r, scopes) for r in _api_routes(self.routes_of.routes)
+                           if (scopes := [d.call.faceid_scope for d in r.dependant.dependencies
+                                          if hasattr(d.call, "faceid_scope")])]
+        for route, scopes in self._keyed:
+            if route.matches(scope)[0] == Match.FULL:
+                return scopes
+        return []
+
+    async def __call__(self, scope, receive, send):
+        if scope["type"] == "http" and scope["app"].state.settings.api_keys:
+            try:
+                for needed in self._scopes(scope):
+                    authorize(Request(scope), needed)
+            except AppError as exc:
+                from app.core.errors import error_response
+
+                resp = error_response(exc.status, exc.code, exc.message, headers=exc.headers)
+                return await resp(scope, receive, send)
+        await self.app(scope, receive, send)
+
+
+def presented_key(request: Request) -> ApiKey | None:
+    """The valid key the request carries, whatever its scope (None without one, or on a keyless server)."""
+    return find_key(request.headers.get("x-api-key"), request.app.state.settings.api_keys)
+
+
+IdentifyKey = Annotated[ApiKey | None, Depends(require("identify"))]
 ReadKey = Annotated[ApiKey | None, Depends(require("read"))]
 WriteKey = Annotated[ApiKey | None, Depends(require("write"))]
 AdminKey = Annotated[ApiKey | None, Depends(require("admin"))]

@@ -23,10 +23,12 @@ from app.gallery.models import Embedding, Face, GalleryState, Identity, Template
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
-def make_engine(url: str) -> Engine:
+def make_engine(url: str, busy_timeout_s: float = 5.0) -> Engine:
+    """`busy_timeout_s`: how long SQLite waits for another writer's lock before 'database is locked' (the
+    API answers 503 database_busy); shorter than a client's request timeout."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": 30} if url.startswith("sqlite") else {})
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_s} if url.startswith("sqlite") else {})
     if url.startswith("sqlite"):
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
@@ -34,7 +36,7 @@ def make_engine(url: str) -> Engine:
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=FULL")  # an acknowledged enrollment survives power loss too
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=30000")
+            cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cur.close()
     return engine
 
@@ -190,38 +192,45 @@ class GalleryStore:
             self._refresh_templates(s, [ident.id])
             return ident, rows, created
 
+    # Read-modify-write methods take the write lock first (`_bump`: an UPDATE of gallery_state, SQLite's
+    # write lock, a row lock on PostgreSQL), then read: two concurrent deletes or a rename racing a delete
+    # see each other's committed result (404) instead of a stale row (500). Nothing found: roll back.
     def rename(self, identity_id: int, label: str) -> Identity | None:
-        with self.sessions() as s, s.begin():
+        with self.sessions() as s, s.begin() as tx:
+            self._bump(s, rebuild=True)
             ident = s.get(Identity, identity_id)
             if ident is None:
+                tx.rollback()
                 return None
             ident.label = label
-            self._bump(s, rebuild=True)
+            s.flush()
             return ident
 
     def delete_identity(self, identity_id: int) -> bool:
-        with self.sessions() as s, s.begin():
+        with self.sessions() as s, s.begin() as tx:
+            self._bump(s, rebuild=True)
             ident = s.get(Identity, identity_id)
             if ident is None:
+                tx.rollback()
                 return False
             s.delete(ident)
-            self._bump(s, rebuild=True)
             return True
 
     def delete_face(self, face_id: int) -> bool:
         """Delete one face; an identity left without faces is deleted too (no empty identities)."""
-        with self.sessions() as s, s.begin():
+        with self.sessions() as s, s.begin() as tx:
+            self._bump(s, rebuild=True)
             face = s.get(Face, face_id)
             if face is None:
+                tx.rollback()
                 return False
             identity_id = face.identity_id
             s.delete(face)
             s.flush()
             if not s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)):
-                s.delete(s.get(Identity, identity_id))
+                s.delete(s.get(Identity, identity_id))  # exists: the write lock is ours since the first read
             else:
                 self._refresh_templates(s, [identity_id])
-            self._bump(s, rebuild=True)
             return True
 
     def merge(self, into_id: int, from_id: int) -> Identity | None:

@@ -9,18 +9,21 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import math
 import threading
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 from starlette.concurrency import run_in_threadpool
 
 from app.core.errors import AppError
 from app.services.operating_point import calibration_problem
-from model.pipeline import Embedder, load_checkpoint
-from model.weights import REGISTRY, WeightsError
+from model.pipeline import Checkpoint, Embedder, load_checkpoint
+from model.preprocessing import NORMALIZATIONS
+from model.weights import REGISTRY, Preprocessing, WeightsError
 
 log = logging.getLogger(__name__)
 
@@ -93,20 +96,58 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> str:
     return str(path)
 
 
-def validate_candidate(spec: str, device, precision: str, probe: np.ndarray, embedding_size: int) -> Embedder:
+def metadata_problem(ckpt: Checkpoint, serving: Preprocessing | None = None) -> str | None:
+    """Why a checkpoint's metadata cannot serve (None when it can): the calibrated cosine threshold must be
+    a finite number in [-1, 1]; the input size sane and, for a swap, the serving model's crop size and
+    margin (stored face crops are re-embedded as they are, without the original uploads)."""
+    thresholds = ckpt.thresholds if isinstance(ckpt.thresholds, dict) else {"cosine": ckpt.thresholds}
+    thr = thresholds.get("cosine", 0.0)
+    if (isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr)
+                            or not -1.0 <= thr <= 1.0):
+        return f"its calibrated cosine threshold {thr!r} is not a finite number in [-1, 1]"
+    pre = ckpt.preprocessing
+    for name, value, lo, hi in (("image_size", pre.image_size, 64, 1024), ("margin", pre.margin, 0, 512),
+                                ("embedding_size", pre.embedding_size, 1, 8192)):
+        if isinstance(value, bool) or not isinstance(value, int) or not lo <= value <= hi:
+            return f"its preprocessing.{name} {value!r} is not an integer in [{lo}, {hi}]"
+    if not isinstance(pre.normalization, str) or pre.normalization not in NORMALIZATIONS:
+        return f"its preprocessing.normalization {pre.normalization!r} is not one of {sorted(NORMALIZATIONS)}"
+    if serving is not None and (pre.image_size, pre.margin) != (serving.image_size, serving.margin):
+        return (f"it expects {pre.image_size} px crops with margin {pre.margin}; the gallery's stored crops are "
+                f"{serving.image_size} px with margin {serving.margin} (the serving model's)")
+    return None
+
+
+def validate_candidate(spec: str, device, precision: str, probe: np.ndarray, embedding_size: int,
+                       serving: Preprocessing | None = None) -> Embedder:
     """Load and probe a candidate; any problem is an AppError (the serving model is untouched)."""
     try:
-        cand = Embedder(load_checkpoint(spec), device, precision)
+        ckpt = load_checkpoint(spec)
+    except (WeightsError, TypeError, ValueError, KeyError) as exc:  # TypeError: unknown preprocessing fields
+        raise AppError(422, "invalid_checkpoint", f"the checkpoint cannot be loaded: {exc}") from exc
+    problem = metadata_problem(ckpt, serving)
+    if problem:
+        raise AppError(422, "invalid_checkpoint_metadata", f"refused: {problem}")
+    try:
+        cand = Embedder(ckpt, device, precision)
     except WeightsError as exc:
         raise AppError(422, "invalid_checkpoint", str(exc)) from exc
     try:
         out = cand.embed(probe)
-    except ValueError as exc:
+    except (ValueError, RuntimeError) as exc:  # RuntimeError: torch refuses the input shape
         raise AppError(422, "invalid_checkpoint", f"candidate failed the probe batch: {exc}") from exc
     if out.shape != (len(probe), embedding_size) or not np.allclose(np.linalg.norm(out, axis=1), 1, atol=1e-3):
         raise AppError(422, "invalid_checkpoint", f"candidate gives embeddings of shape {out.shape}, "
                                                    f"expected (n, {embedding_size}) unit vectors")
     return cand
+
+
+def fit_crops(crops: list[np.ndarray], size: int) -> np.ndarray:
+    """Stack crops as (n, size, size, 3), resizing any stored at another size (a gallery enrolled under a
+    model with another input size): np.stack of mixed sizes would fail the whole batch."""
+    out = [c if c.shape[:2] == (size, size) else
+           np.asarray(Image.fromarray(c).resize((size, size), Image.BILINEAR), dtype=np.uint8) for c in crops]
+    return np.stack(out) if out else np.zeros((0, size, size, 3), np.uint8)
 
 
 async def reembed_missing(service, embedder: Embedder, status: SwapStatus | None = None, chunk: int = 64) -> int:
@@ -119,7 +160,7 @@ async def reembed_missing(service, embedder: Embedder, status: SwapStatus | None
         rows = await run_in_threadpool(next, gen, None)
         if rows is None:
             return added
-        crops = np.stack([c for _, c in rows])
+        crops = fit_crops([c for _, c in rows], embedder.preprocessing.image_size)
         vectors = await loop.run_in_executor(service.executor, embedder.embed, crops)
         added += await run_in_threadpool(service.store.add_embeddings, embedder.version,
                                          {fid: v for (fid, _), v in zip(rows, vectors)})
@@ -165,7 +206,7 @@ async def start_swap(service, spec: str) -> SwapStatus:
     current = models.current
     probe = await run_in_threadpool(service.probe_crops)
     candidate = await run_in_threadpool(validate_candidate, path, current.device, current.precision_requested,
-                                        probe, current.preprocessing.embedding_size)
+                                        probe, current.preprocessing.embedding_size, current.preprocessing)
     if service.settings.match_threshold is None:  # the operating point will come from its calibration
         n_identities = (await run_in_threadpool(service.store.counts))["identities"]
         problem = calibration_problem(candidate.thresholds, service.settings.target_fpir, n_identities)
@@ -198,7 +239,13 @@ async def follow_serving(service, interval_s: float = 2.0) -> None:
                 continue
             path = resolve_checkpoint(spec, service.settings.checkpoints_dir)
             cur = models.current
-            cand = await run_in_threadpool(Embedder, load_checkpoint(path), cur.device, cur.precision_requested)
+            ckpt = await run_in_threadpool(load_checkpoint, path)
+            problem = metadata_problem(ckpt, cur.preprocessing)
+            if problem:
+                log.warning("gallery says serve %s (%s) but %s; not following", spec, version, problem)
+                failed.add(version)
+                continue
+            cand = await run_in_threadpool(Embedder, ckpt, cur.device, cur.precision_requested)
             if cand.version != version:
                 log.warning("gallery says serve %s (%s) but that file is now %s here; not following",
                             spec, version, cand.version)

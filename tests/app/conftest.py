@@ -14,7 +14,8 @@ from app.testing import Server
 @pytest.fixture(scope="session")
 def server(tmp_path_factory):
     srv = Server(tmp_path_factory.mktemp("api") / "gallery.db",
-                 env={"FACEID_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "FACEID_MAX_IMAGE_PIXELS": "30000000"})
+                 env={"FACEID_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "FACEID_MAX_IMAGE_PIXELS": "30000000",
+                      "FACEID_DB_BUSY_TIMEOUT_S": "1"})
     srv.start()
     yield srv
     srv.stop()

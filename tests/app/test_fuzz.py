@@ -21,10 +21,14 @@ CHECKS = "not_a_server_error,response_schema_conformance,status_code_conformance
 
 @pytest.mark.slow
 def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path):
+    from app.core.security import hash_key
     from app.testing import running
 
-    with running(tmp_path / "g.db") as srv:
+    key = "fuzz-" + "k" * 30  # a keyed server, fuzzed with an admin key: every route gets past auth
+    env = {"FACEID_API_KEYS": json.dumps([{"name": "fuzz", "sha256": hash_key(key), "scopes": ["admin"]}])}
+    with running(tmp_path / "g.db", env=env) as srv:
         proc = subprocess.run([str(Path(sys.executable).with_name("schemathesis")), "run", f"{srv.url}/openapi.json",
+                               "-H", f"X-API-Key: {key}",
                                "-n", "80", "--seed", "7", "--checks", CHECKS, "--report", "ndjson",
                                "--report-dir", str(tmp_path / "report"), "--request-timeout", "60"],
                               capture_output=True, text=True, timeout=900)

@@ -118,6 +118,14 @@ def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces
     sd["last_linear.weight"][0, 0] = float("nan")
     torch.save(sd, ckdir / "nan.pt")
     (tmp_path / "outside.pt").write_bytes((ckdir / "good.pt").read_bytes())
+    good = torch.load(ckdir / "good.pt", weights_only=True)
+    bad_metadata = {"thr-inf.pt": {"thresholds": {"cosine": float("inf")}},
+                    "thr-nan.pt": {"thresholds": {"cosine": float("nan")}},
+                    "thr-str.pt": {"thresholds": {"cosine": "0.5"}},
+                    "size-4.pt": {"preprocessing": {**good["metadata"]["preprocessing"], "image_size": 4}},
+                    "size-112.pt": {"preprocessing": {**good["metadata"]["preprocessing"], "image_size": 112}}}
+    for name, change in bad_metadata.items():
+        torch.save({**good, "metadata": {**good["metadata"], **change, "version": name}}, ckdir / name)
     probe = photos(faces, "Matt_Damon", 1)[0]
     with running(tmp_path / "g.db", env={"FACEID_CHECKPOINTS_DIR": str(ckdir)}) as srv:
         c = httpx.Client(base_url=srv.url, timeout=120)
@@ -126,11 +134,13 @@ def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces
                                    ("nan.pt", 422, "invalid_checkpoint"),
                                    ("../outside.pt", 422, "checkpoint_outside_directory"),
                                    (str(tmp_path / "outside.pt"), 422, "checkpoint_outside_directory"),
-                                   ("missing.pt", 404, "unknown_checkpoint")):
+                                   ("missing.pt", 404, "unknown_checkpoint"),
+                                   *((name, 422, "invalid_checkpoint_metadata") for name in bad_metadata)):
             r = c.post("/admin/model", json={"checkpoint": name})
             assert (r.status_code, r.json()["error"]["code"]) == (status, code), (name, r.text)
             r = c.post("/identify", files={"file": (probe.name, probe.read_bytes())})
             assert r.status_code == 200 and r.json()["model_version"] == serving
+            assert c.get("/ready").status_code == 200
         assert c.get("/admin/model").json()["serving_version"] == serving
         # a second swap while one runs is a conflict; rolling back to the previous version is immediate
         assert c.post("/admin/model", json={"checkpoint": "good.pt"}).status_code == 202

@@ -10,7 +10,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from benchmarks.server import running
+from app.testing import running
 
 pytestmark = pytest.mark.slow
 

@@ -16,9 +16,9 @@ from app.testing import REPO, Server, running
 
 pytestmark = pytest.mark.slow
 
-KEYS = {"read": "r-" + "a" * 30, "write": "w-" + "b" * 30, "admin": "x-" + "c" * 30}
-OPEN = {"/health", "/ready", "/metrics", "/openapi.json", "/docs", "/docs/oauth2-redirect", "/redoc"}
-LOWER = {"read": None, "write": "read", "admin": "write"}
+KEYS = {"identify": "i-" + "d" * 30, "read": "r-" + "a" * 30, "write": "w-" + "b" * 30, "admin": "x-" + "c" * 30}
+OPEN = {"/health", "/ready", "/openapi.json", "/docs", "/docs/oauth2-redirect"}
+LOWER = {"identify": None, "read": "identify", "write": "read", "admin": "write"}
 
 
 @pytest.fixture(scope="module")
@@ -36,6 +36,8 @@ def needed_scope(method: str, path: str) -> str:
     if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import") \
             or method in ("patch", "delete"):
         return "write"
+    if path in ("/identify", "/verify", "/metrics"):
+        return "identify"
     return "read"
 
 
@@ -65,7 +67,40 @@ def test_every_route_checks_key_and_scope(keyed):
     assert httpx.get(f"{keyed.url}/health").status_code == 200
 
 
+def test_keys_are_checked_before_bodies_and_details_need_a_key(keyed):
+    with httpx.Client(base_url=keyed.url, timeout=60) as c:
+        for method, url in (("PATCH", "/identities/1"), ("POST", "/admin/model"), ("POST", "/enroll")):
+            r = c.request(method, url, content=b"{not json", headers={"content-type": "application/json"})
+            assert r.status_code == 401, (url, r.text)  # not 422 about a body the client may not send
+        r = c.request("PATCH", "/identities/1", content=iter([b"{" + b" " * (1 << 20)] * 20),
+                      headers={"content-type": "application/json", "X-API-Key": KEYS["write"]})
+        assert r.status_code == 413 and r.json()["error"]["code"] == "payload_too_large", r.text  # chunked
+        assert c.get("/metrics").status_code == 401
+        assert c.get("/metrics", headers={"X-API-Key": KEYS["identify"]}).status_code == 200
+        assert c.get("/ready").json() == {"status": "ready"}
+        assert "model_version" in c.get("/ready", headers={"X-API-Key": KEYS["identify"]}).json()
+        for url in ("/identities", "/faces/1", "/faces/1/crop"):  # an identify key sees no gallery biometrics
+            assert c.get(url, headers={"X-API-Key": KEYS["identify"]}).status_code == 403, url
+        assert c.post("/embed", headers={"X-API-Key": KEYS["identify"]}).status_code == 403
+
+
+def test_key_settings_are_checked_at_start_up():
+    from pydantic import ValidationError
+
+    from app.core.config import Settings
+
+    entry = {"name": "a", "sha256": hash_key("k"), "scopes": ["read"]}
+    with pytest.raises(ValidationError, match="unknown scope"):
+        Settings(api_keys=[{**entry, "scopes": ["wirte"]}])
+    with pytest.raises(ValidationError, match="duplicate sha256"):
+        Settings(api_keys=[entry, {**entry, "name": "b"}])
+    with pytest.raises(ValidationError, match="duplicate name"):
+        Settings(api_keys=[entry, {**entry, "sha256": hash_key("other")}])
+
+
 def test_request_id_is_returned_and_logs_hold_no_keys(keyed):
+    r = httpx.get(f"{keyed.url}/identities", params={"api_key": KEYS["admin"]})  # keys are never read from URLs
+    assert r.status_code == 401
     r = httpx.get(f"{keyed.url}/identities", headers={"X-API-Key": KEYS["read"], "X-Request-ID": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert httpx.get(f"{keyed.url}/health").headers["x-request-id"]
@@ -78,7 +113,7 @@ def test_request_id_is_returned_and_logs_hold_no_keys(keyed):
 def test_no_keys_on_a_public_address_refuses_to_start(tmp_path):
     env = {"FACEID_DATABASE_URL": f"sqlite:///{tmp_path}/g.db", "FACEID_HOST": "0.0.0.0", "FACEID_API_KEYS": "[]"}
     proc = subprocess.run([sys.executable, "-c", "from app.main import create_app; create_app()"], cwd=REPO,
-                          env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=60)
+                          env={**__import__("os").environ, **env}, capture_output=True, text=True, timeout=300)
     assert proc.returncode != 0
     assert "refusing to serve on 0.0.0.0 without API keys" in proc.stderr
 
@@ -141,3 +176,48 @@ def test_rate_limit_per_key(tmp_path):
         r = h.get("/identities", headers={"X-API-Key": KEYS["read"]})
         assert r.json()["error"]["code"] == "rate_limited" and r.headers["retry-after"]
         assert h.get("/identities", headers={"X-API-Key": KEYS["write"]}).status_code == 200  # another key
+        # made-up keys count against the client's address, not each against its own fresh counter
+        guesses = [h.get("/identities", headers={"X-API-Key": f"guess-{i}"}).status_code for i in range(8)]
+        assert guesses == [401] * 5 + [429] * 3, guesses
+
+
+_IN_NETNS = r"""
+import json, os, subprocess, sys, time
+import httpx
+port = 8000  # a private network namespace: nothing else listens here
+proc = subprocess.Popen([sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory",
+                         "--host", "0.0.0.0", "--port", str(port)], stdout=open(sys.argv[1], "wb"),
+                        stderr=subprocess.STDOUT)
+try:
+    deadline = time.monotonic() + 180
+    while time.monotonic() < deadline:
+        try:
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=2).status_code == 200:
+                break
+        except httpx.HTTPError:
+            time.sleep(0.2)
+    out = {}
+    for host in ("127.0.0.1", "10.9.9.9"):
+        r = httpx.get(f"http://{host}:{port}/identities", timeout=30)
+        out[host] = [r.status_code, r.json().get("error", {}).get("code")]
+    print(json.dumps(out))
+finally:
+    proc.terminate()
+    proc.wait(30)
+"""
+
+
+def test_keyless_server_started_on_all_addresses_refuses_non_loopback_requests(tmp_path):
+    """`uvicorn --host 0.0.0.0` bypasses FACEID_HOST; each request's local address is checked instead.
+    Runs in a private network namespace (unshare -rn) where 10.9.9.9 is a non-loopback local address."""
+    if subprocess.run(["unshare", "-rn", "true"], capture_output=True).returncode != 0:
+        pytest.skip("unshare -rn (user + network namespaces) is not available here")
+    env = {**__import__("os").environ, "FACEID_DATABASE_URL": f"sqlite:///{tmp_path}/g.db", "FACEID_API_KEYS": "[]"}
+    env.pop("FACEID_HOST", None)
+    cmd = ["unshare", "-rn", "sh", "-c", 'ip link set lo up && ip addr add 10.9.9.9/32 dev lo && exec "$@"', "sh",
+           sys.executable, "-c", _IN_NETNS, str(tmp_path / "server.log")]
+    proc = subprocess.run(cmd, cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = json.loads(proc.stdout.strip().splitlines()[-1])
+    assert out["127.0.0.1"] == [200, None]
+    assert out["10.9.9.9"] == [403, "keyless_non_loopback"]

@@ -43,7 +43,7 @@ def test_without_a_key_the_ui_says_401_and_with_one_it_works(keyed, new_page, co
     page.goto("/#gallery")
     expect(page.locator("#gallery-msg")).to_have_text(
         "401 unauthorized: a valid X-API-Key header is required. Enter an API key at the top of the page.")
-    expect(page.locator("#server-line")).to_contain_text("casia-webface")  # /ready is open
+    expect(page.locator("#server-line")).to_contain_text("server ready")  # /ready's details need a key
     page.goto("/#identify")
     page.set_input_files("#identify-file", str(faces / "multi" / "couple.jpg"))
     expect(page.locator("#identify-msg")).to_contain_text("401 unauthorized")
@@ -60,6 +60,7 @@ def test_without_a_key_the_ui_says_401_and_with_one_it_works(keyed, new_page, co
     assert page.evaluate("sessionStorage.getItem('faceid.apiKey')") == KEYS["admin"]
     page.reload()
     expect(page.locator("#api-key")).to_have_value(KEYS["admin"])  # kept for the browser tab's session
+    expect(page.locator("#server-line")).to_contain_text("casia-webface")  # with a key: the details
     page.goto("/#enroll")
     page.fill("#enroll-label", "Matt Damon")
     page.set_input_files("#enroll-files", [str(p) for p in sorted((faces / "photos" / "Matt_Damon").glob("*.jpg"))[:2]])

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request, status
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
 from app.api.routes.gallery import face_public, identity_public
-from app.core.security import ReadKey, WriteKey
+from app.core.security import IdentifyKey, ReadKey, WriteKey
 from app.schemas import (
     EmbedResponse,
     EnrollJSON,
@@ -64,7 +64,7 @@ async def enroll(request: Request, service: ServiceDep, settings: SettingsDep, _
 
 @router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=_ONE_IMAGE,
              summary="Identify every face in an image against the gallery")
-async def identify(request: Request, service: ServiceDep, settings: SettingsDep, _key: ReadKey,
+async def identify(request: Request, service: ServiceDep, settings: SettingsDep, _key: IdentifyKey,
                    top_k: int | None = Query(None, ge=1, le=100, description="matches per face"),
                    threshold: float | None = Query(None, ge=-1.0, le=1.0,
                                                    description="cosine threshold; default: the operating point "
@@ -85,7 +85,7 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
              openapi_extra=request_body(multipart_schema(
                  {"file": False, "file_b": False}, {"identity_id": {"type": "integer"}}, required=["file"]),
                  VerifyJSON, "`file` plus either `file_b` or `identity_id` (JSON: image + image_b | identity_id)"))
-async def verify(request: Request, service: ServiceDep, _key: ReadKey,
+async def verify(request: Request, service: ServiceDep, _key: IdentifyKey,
                  threshold: float | None = Query(None, ge=-1.0, le=1.0)) -> dict:
     images, fields = await parse_body(request, VerifyJSON, {"file": (1, 1), "file_b": (0, 1)}, 2)
     a = (images.get("file") or images["image"])[0]

@@ -1,15 +1,24 @@
 """Liveness and readiness."""
 from __future__ import annotations
 
-from fastapi import APIRouter
+from fastapi import APIRouter, Request
 from fastapi.responses import Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep
+from app.core.errors import AppError
 from app.core.observability import metrics_response
-from app.schemas import Health, Ready
+from app.core.security import presented_key
+from app.schemas import ErrorResponse, Health, Ready, ReadyBrief
 
 router = APIRouter(tags=["health"])
+
+
+def _details_allowed(request: Request) -> bool:
+    """Gallery size, model version and threshold are for keyed clients on a keyed server, unless
+    FACEID_PUBLIC_METRICS says otherwise (a keyless server answers on loopback only)."""
+    settings = request.app.state.settings
+    return not settings.api_keys or settings.public_metrics or presented_key(request) is not None
 
 
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
@@ -17,14 +26,20 @@ async def health() -> dict:
     return {"status": "ok"}
 
 
-@router.get("/metrics", response_class=Response, summary="Prometheus metrics",
-            responses={200: {"content": {"text/plain": {}}}})
-async def metrics(service: ServiceDep) -> Response:
+@router.get("/metrics", response_class=Response, summary="Prometheus metrics (a key on keyed servers, "
+            "unless FACEID_PUBLIC_METRICS)", responses={200: {"content": {"text/plain": {}}},
+                                                    401: {"model": ErrorResponse}})
+async def metrics(request: Request, service: ServiceDep) -> Response:
+    if not _details_allowed(request):
+        raise AppError(401, "unauthorized", "a valid X-API-Key header is required (FACEID_PUBLIC_METRICS is off)")
     return await run_in_threadpool(metrics_response, service)
 
 
-@router.get("/ready", response_model=Ready, summary="Readiness: model loaded, gallery open")
-async def ready(service: ServiceDep) -> dict:
+@router.get("/ready", response_model=Ready | ReadyBrief, summary="Readiness: model loaded, gallery open "
+            "(the details need a key on keyed servers, unless FACEID_PUBLIC_METRICS)")
+async def ready(request: Request, service: ServiceDep) -> dict:
+    if not _details_allowed(request):
+        return {"status": "ready"}
     emb = service.models.current
     counts = await run_in_threadpool(service.store.counts)
     idx = await run_in_threadpool(service.index_of, emb)

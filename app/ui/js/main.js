@@ -29,7 +29,10 @@ async function serverLine() {
   const line = $('server-line');
   try {
     const r = await request('GET', '/ready');
-    line.textContent = `${r.model_name} (${r.model_version}) on ${r.device} · ${r.identities} identities, ${r.faces} faces`;
+    // a keyed server shows the details to keyed clients only (FACEID_PUBLIC_METRICS)
+    line.textContent = r.model_name
+      ? `${r.model_name} (${r.model_version}) on ${r.device} · ${r.identities} identities, ${r.faces} faces`
+      : 'server ready (an API key shows the model and gallery size)';
   } catch (e) {
     line.textContent = `server not ready: ${e.text}`;
   }
@@ -42,11 +45,13 @@ function keyField() {
     e.preventDefault();
     apiKey.set(input.value.trim());
     route();
+    serverLine();
   });
   $('key-clear').addEventListener('click', () => {
     input.value = '';
     apiKey.set('');
     route();
+    serverLine();
   });
 }
 
