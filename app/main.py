@@ -121,19 +121,19 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                   docs_url=None, redoc_url=None, openapi_url=None)  # app.api.docs: offline, key-aware
     app.state.settings = settings
     errors.install(app)
-    if settings.rate_limit:
-        _install_rate_limit(app, settings.rate_limit, settings.rate_limit_storage)
-    if settings.cors_origins:
-        from fastapi.middleware.cors import CORSMiddleware
-
-        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
-                           allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(errors.BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
     if not settings.api_keys and not settings.keyless_allowed_anywhere:
         from app.core.security import LoopbackOnlyMiddleware
 
         app.add_middleware(LoopbackOnlyMiddleware)
     app.add_middleware(KeyFirstMiddleware, routes_of=app)  # 401/403 before any body is read
+    if settings.rate_limit:  # outside the key check: failed key guesses are counted too
+        _install_rate_limit(app, settings.rate_limit, settings.rate_limit_storage)
+    if settings.cors_origins:  # outside the key check and rate limit: their refusals carry CORS headers too
+        from fastapi.middleware.cors import CORSMiddleware
+
+        app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
+                           allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.middleware("http")(request_context)
     for router in (health.router, faces.router, transfer.router, gallery.router, admin.router):
         app.include_router(router)
