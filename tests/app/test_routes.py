@@ -271,7 +271,8 @@ def test_identities_list_get_rename_delete(client, store):
     ("get", "/identities/0", None, 422, "invalid_request"),
     ("get", "/identities/abc", None, 422, "invalid_request"),
     ("get", "/identities?limit=501", None, 422, "invalid_request"),
-    ("patch", "/identities/1", {"label": " padded "}, 422, "invalid_request"),
+    ("patch", "/identities/1", {"label": "two\nlines"}, 422, "invalid_request"),  # padding is stripped, not refused
+    ("patch", "/identities/1", {"label": "Ada\u200b"}, 422, "invalid_request"),
     ("patch", "/identities/1", {"label": ""}, 422, "invalid_request"),
     ("get", "/nowhere", None, 404, "not_found"),
     ("put", "/identities", None, 405, "method_not_allowed"),
