@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# All benchmarks on CUDA, for a machine that has one; about 5 minutes. Prints one JSON document per script.
+# All benchmarks on CUDA, for a machine that has one; about 10 minutes. Prints one JSON document per script.
+# Covers the detector backends (PyTorch on CUDA; ONNX Runtime vs PyTorch on that machine's CPU) and the
+# int8 embedder (CPU only: ONNX Runtime), besides the CUDA figures.
 # Usage: FACEID_FACES_DIR=/path/to/faces benchmarks/gpu.sh
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -10,6 +12,13 @@ $PY -c "import torch; assert torch.cuda.is_available(), 'no CUDA device'; print(
 $PY -m model.weights fetch
 $PY -m benchmarks.embed --device cuda --precision fast --seconds 3 --batches 1,16,64,256
 $PY -m benchmarks.search --sizes 10000,100000,1000000 --queries 50
-$PY -m benchmarks.detect --device cuda --precision fast --repeats 2
+# FACEID_DETECTOR_BACKEND=auto picks torch on CUDA; onnxruntime runs on CPU only
+$PY -m benchmarks.detect --device cuda --backends torch --detector-backend torch --precision fast --repeats 2
+$PY -m benchmarks.detect --device cpu --backends torch,onnxruntime --sets photos_640 --no-breakdown --repeats 2
 $PY -m benchmarks.serve --seconds 8 --clients 1,4,16
+$PY -m benchmarks.serve --seconds 8 --clients 1,16 --configs \
+  "cuda=FACEID_DEVICE=cuda;cpu_torch=FACEID_DEVICE=cpu,FACEID_DETECTOR_BACKEND=torch;cpu_onnxruntime=FACEID_DEVICE=cpu,FACEID_DETECTOR_BACKEND=onnxruntime"
+# int8 embedder (CPU, ONNX Runtime): quantise once, then speed and accuracy against fp32
+$PY -m model.quantize --weights casia-webface
+$PY -m benchmarks.embed --device cpu --precision int8 --seconds 3 --batches 1,16,64
 $PY -m benchmarks.lfw --precision fast

@@ -1,7 +1,12 @@
-"""A real uvicorn server: /identify requests per second and p50/p95/p99 latency with 1, 4 and 16 concurrent
-clients, batching on vs the same server with batching off, in one run. Prints JSON.
+"""Real uvicorn servers: /identify requests per second and p50/p95/p99 latency with 1, 4 and 16 concurrent
+clients, for several server configurations side by side in one run (default: batching on vs off). Prints JSON.
+
+All servers start first; then every point (clients x configuration) is measured in turn, `--passes` times,
+and each figure is the median over the passes, so that the configurations see the same machine state.
 
     python -m benchmarks.serve [--seconds 20] [--clients 1,4,16]
+    python -m benchmarks.serve --passes 3 --configs \
+        "torch=FACEID_DETECTOR_BACKEND=torch;onnxruntime=FACEID_DETECTOR_BACKEND=onnxruntime"
 """
 from __future__ import annotations
 
@@ -11,6 +16,7 @@ import sys
 import tempfile
 import threading
 import time
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -55,34 +61,71 @@ def load(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
             "p99_ms": round(float(np.percentile(ms, 99)), 1)}
 
 
+DEFAULT_CONFIGS = "batching_on=FACEID_BATCHING=true;batching_off=FACEID_BATCHING=false"
+
+
+def parse_configs(text: str) -> dict[str, dict[str, str]]:
+    """'name=VAR=value,VAR=value;name2=...' -> {name: {VAR: value}} (the first is the baseline)."""
+    out = {}
+    for part in filter(None, (p.strip() for p in text.split(";"))):
+        name, _, assignments = part.partition("=")
+        out[name] = dict(a.split("=", 1) for a in assignments.split(",") if a)
+    return out
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--seconds", type=float, default=20.0)
+    ap.add_argument("--seconds", type=float, default=20.0, help="per point and pass")
     ap.add_argument("--clients", default="1,4,16")
     ap.add_argument("--precision", default="fast")
+    ap.add_argument("--configs", default=DEFAULT_CONFIGS,
+                    help="servers to compare, 'name=FACEID_X=v,FACEID_Y=w;name2=...'; the first is the baseline")
+    ap.add_argument("--passes", type=int, default=1, help="rounds of all points, the servers taking turns")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
         print(json.dumps({"skipped": f"no LFW under {faces_dir()}"}))
         return 0
     images = probes()
-    result = {"benchmark": "serve", "seconds_per_point": args.seconds, "precision": args.precision, "runs": {}}
-    with tempfile.TemporaryDirectory() as tmp:
-        for mode in ("on", "off"):
-            env = {"FACEID_BATCHING": "true" if mode == "on" else "false", "FACEID_PRECISION": args.precision,
-                   "FACEID_LOG_JSON": "true"}
-            with running(Path(tmp) / "g.db", env=env) as srv:
-                with httpx.Client(base_url=srv.url, timeout=120) as h:  # a small gallery to search
-                    for i, img in enumerate(images[:10]):
-                        h.post("/enroll", data={"label": f"p{i}"}, files={"files": ("a.jpg", img)})
-                load(srv.url, images, 2, 3)  # warm-up
-                result["runs"][f"batching_{mode}"] = {str(c): load(srv.url, images, c, args.seconds)
-                                                      for c in (int(x) for x in args.clients.split(","))}
-    on, off = result["runs"]["batching_on"], result["runs"]["batching_off"]
-    top = str(max(int(x) for x in args.clients.split(",")))
-    result["rps_ratio_at_max_clients"] = round(on[top]["rps"] / off[top]["rps"], 2)
-    result["p99_ratio_max_vs_single_client"] = round(on[top]["p99_ms"] / on["1"]["p99_ms"], 2)
+    configs = parse_configs(args.configs)
+    clients = [int(x) for x in args.clients.split(",")]
+    result = {"benchmark": "serve", "seconds_per_point": args.seconds, "passes": args.passes,
+              "precision": args.precision, "configs": configs, "runs": {}}
+    with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
+        servers = {}
+        for name, extra in configs.items():  # all servers up at once, idle while another is measured
+            env = {"FACEID_PRECISION": args.precision, "FACEID_LOG_JSON": "true", **extra}
+            srv = stack.enter_context(running(Path(tmp) / f"{name}.db", env=env))
+            with httpx.Client(base_url=srv.url, timeout=120) as h:  # a small gallery to search
+                for i, img in enumerate(images[:10]):
+                    h.post("/enroll", data={"label": f"p{i}"}, files={"files": ("a.jpg", img)})
+                result.setdefault("ready", {})[name] = h.get("/ready").json()
+            load(srv.url, images, 2, 3)  # warm-up
+            servers[name] = srv
+        points: dict[str, dict[int, list[dict]]] = {n: {c: [] for c in clients} for n in configs}
+        for _ in range(args.passes):
+            for c in clients:
+                for name, srv in servers.items():  # taking turns: each sees the same machine state
+                    points[name][c].append(load(srv.url, images, c, args.seconds))
+    for name in configs:
+        result["runs"][name] = {str(c): median_point(points[name][c]) for c in clients}
+    base, top = next(iter(configs)), str(max(clients))
+    result["ratios_vs_baseline"] = {
+        name: {f"rps_at_{top}_clients": round(result["runs"][name][top]["rps"] / result["runs"][base][top]["rps"], 2),
+               **({"p50_speedup_at_1_client": round(result["runs"][base]["1"]["p50_ms"]
+                                                    / result["runs"][name]["1"]["p50_ms"], 2)}
+                  if "1" in result["runs"][name] else {})}
+        for name in list(configs)[1:]}
+    first = result["runs"][base]
+    if "1" in first:
+        result["p99_ratio_max_vs_single_client"] = round(first[top]["p99_ms"] / first["1"]["p99_ms"], 2)
     return emit(result, args.out)
+
+
+def median_point(rows: list[dict]) -> dict:
+    """Per-field median over passes (requests and errors summed)."""
+    out = {k: round(float(np.median([r[k] for r in rows])), 2) for k in ("rps", "p50_ms", "p95_ms", "p99_ms")}
+    return {"requests": sum(r["requests"] for r in rows), "errors": sum(r["errors"] for r in rows), **out}
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import torch
 from PIL import Image
 
 from model import align
-from model.decode import decode_image
+from model.draft import DraftImage, decode_for_detection
 from model.inception_resnet import InceptionResnetV1
 from model.mtcnn import MTCNN, Detections
 from model.preprocessing import normalize
@@ -139,13 +139,16 @@ class FacePipeline:
 
     def detect(self, images: list[Image.Image]) -> list[Detections]:
         """Detect on copies scaled so the longer side is at most max_detect_side; map results back.
+        A DraftImage is detected on its reduced decode, with boxes in full-resolution coordinates.
 
         The copies get a mirrored border (edge_pad_fraction of the longer side): a face cut by the frame is
         completed by its own reflection and found; detections centred outside the image (mirror images) are
         dropped.
         """
-        prepared, factors, pads, sizes = [], [], [], []
+        prepared, factors, pads, sizes, scales = [], [], [], [], []
         for im in images:
+            scales.append(im.scale if isinstance(im, DraftImage) else 1)
+            im = im.reduced if isinstance(im, DraftImage) else im  # detect on the reduced decode
             f = min(1.0, self.max_detect_side / max(im.size))
             if f != 1.0:
                 im = im.resize((max(1, round(im.width * f)), max(1, round(im.height * f))), Image.BILINEAR)
@@ -158,7 +161,8 @@ class FacePipeline:
             pads.append(pad)
             sizes.append(im.size)
         out = []
-        for d, f, pad, (w, h) in zip(self.detector.detect(prepared), factors, pads, sizes):
+        for d, f, pad, (w, h), k in zip(self.detector.detect(prepared), factors, pads, sizes, scales):
+            f = f / k  # back to full-resolution coordinates
             cx, cy = (d.boxes[:, 0] + d.boxes[:, 2]) / 2 - pad, (d.boxes[:, 1] + d.boxes[:, 3]) / 2 - pad
             keep = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
             out.append(Detections(boxes=(d.boxes[keep] - pad) / f, scores=d.scores[keep],
@@ -167,13 +171,14 @@ class FacePipeline:
 
     def faces(self, image: Image.Image, det: Detections, embedder: Embedder | None = None) -> list[Face]:
         pre = (embedder or self.embedder).preprocessing
+        cut = image.crop if isinstance(image, DraftImage) else lambda *a: align.crop(image, *a)
         return [Face(box=det.boxes[i], score=float(det.scores[i]), landmarks=det.landmarks[i],
-                     crop=align.crop(image, det.boxes[i], pre.image_size, pre.margin)) for i in range(len(det))]
+                     crop=cut(det.boxes[i], pre.image_size, pre.margin)) for i in range(len(det))]
 
     def process(self, data: bytes, max_pixels: int = 40_000_000, embedder: Embedder | None = None) -> list[Face]:
         """All faces of one uploaded image, embedded by `embedder` (default: this pipeline's)."""
         embedder = embedder or self.embedder
-        image = decode_image(data, max_pixels)
+        image = decode_for_detection(data, max_pixels, self.max_detect_side)
         faces = self.faces(image, self.detect([image])[0], embedder)
         if faces:
             emb = embedder.embed(np.stack([f.crop for f in faces]))
