@@ -21,4 +21,5 @@ $PY -m benchmarks.serve --seconds 8 --clients 1,16 --configs \
 # int8 embedder (CPU, ONNX Runtime): quantise once, then speed and accuracy against fp32
 $PY -m model.quantize --weights casia-webface
 $PY -m benchmarks.embed --device cpu --precision int8 --seconds 3 --batches 1,16,64
+$PY -m benchmarks.large --photos 8 --repeats 2
 $PY -m benchmarks.lfw --precision fast

@@ -24,7 +24,7 @@ import numpy as np
 
 from benchmarks.faces import faces_dir
 from benchmarks.report import emit
-from benchmarks.server import running
+from benchmarks.server import Server
 
 
 def probes() -> list[bytes]:
@@ -56,6 +56,9 @@ def load(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
         t.join()
     wall = time.perf_counter() - t0
     ms = np.array(lat) * 1000
+    if not len(ms):
+        return {"requests": 0, "errors": len(errors), "error_statuses": sorted(set(errors)), "rps": 0.0,
+                "p50_ms": float("nan"), "p95_ms": float("nan"), "p99_ms": float("nan")}
     return {"requests": len(lat), "errors": len(errors), "rps": round(len(lat) / wall, 2),
             "p50_ms": round(float(np.percentile(ms, 50)), 1), "p95_ms": round(float(np.percentile(ms, 95)), 1),
             "p99_ms": round(float(np.percentile(ms, 99)), 1)}
@@ -81,6 +84,7 @@ def main(argv=None) -> int:
     ap.add_argument("--configs", default=DEFAULT_CONFIGS,
                     help="servers to compare, 'name=FACEID_X=v,FACEID_Y=w;name2=...'; the first is the baseline")
     ap.add_argument("--passes", type=int, default=1, help="rounds of all points, the servers taking turns")
+    ap.add_argument("--start-timeout-s", type=float, default=300.0, help="for a loaded machine")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
@@ -95,7 +99,8 @@ def main(argv=None) -> int:
         servers = {}
         for name, extra in configs.items():  # all servers up at once, idle while another is measured
             env = {"FACEID_PRECISION": args.precision, "FACEID_LOG_JSON": "true", **extra}
-            srv = stack.enter_context(running(Path(tmp) / f"{name}.db", env=env))
+            srv = Server(Path(tmp) / f"{name}.db", env=env).start(timeout_s=args.start_timeout_s)
+            stack.callback(srv.stop)
             with httpx.Client(base_url=srv.url, timeout=120) as h:  # a small gallery to search
                 for i, img in enumerate(images[:10]):
                     h.post("/enroll", data={"label": f"p{i}"}, files={"files": ("a.jpg", img)})
