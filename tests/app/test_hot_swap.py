@@ -47,6 +47,7 @@ def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces):
 
         failures, responses, enrolled = [], [], []
         stop = threading.Event()
+        answered = {old_version: threading.Event(), new_version: threading.Event()}  # an identify answered by each
         extra = photos(faces, "Katy_Perry", 3) + photos(faces, "Jeff_Bezos", 3)
 
         def worker(w: int):
@@ -58,6 +59,8 @@ def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces):
                             r = h.post("/identify", params={"top_k": 100},
                                        files={"file": ("p.jpg", probe.read_bytes())})
                             (responses.append(r.json()) if r.status_code == 200 else failures.append(r.text))
+                            if r.status_code == 200 and r.json()["model_version"] in answered:
+                                answered[r.json()["model_version"]].set()
                         else:
                             p = extra[(i + w) % len(extra)]
                             label = f"swap-{w}-{i}"
@@ -71,13 +74,13 @@ def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces):
         threads = [threading.Thread(target=worker, args=(w,)) for w in range(4)]
         for t in threads:
             t.start()
-        time.sleep(2)
+        assert answered[old_version].wait(600)  # load is running before the swap starts
         r = c.post("/admin/model", json={"checkpoint": "second.pt"})
         assert r.status_code == 202, r.text
         busy = c.post("/admin/model", json={"checkpoint": "casia-webface"})
         assert busy.status_code == 409 and busy.json()["error"]["code"] == "swap_in_progress"
         state = wait_swap(c)
-        time.sleep(2)
+        answered[new_version].wait(600)  # and goes on until the new model has answered under load
         stop.set()
         for t in threads:
             t.join()
