@@ -30,3 +30,25 @@ def pipeline():
     from model.pipeline import FacePipeline
 
     return FacePipeline.load(weights="casia-webface", device="cpu")
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _no_weights_in_fast_runs():
+    """With FACEID_TEST_FAST=1 (and `-m "not slow"`), loading weights or starting a server fails with a
+    clear message: how to find the tests that still need their `slow` mark."""
+    if not os.environ.get("FACEID_TEST_FAST"):
+        yield
+        return
+    from app import testing
+    from model import pipeline, weights
+
+    def refuse(*args, **kwargs):
+        raise RuntimeError("make test-fast loads no weights and starts no server: mark this test @pytest.mark.slow")
+
+    mp = pytest.MonkeyPatch()
+    mp.setattr(weights, "fetch", refuse)
+    mp.setattr(pipeline, "fetch", refuse)
+    mp.setattr(testing.Server, "start", refuse)
+    yield
+    mp.undo()
+

@@ -50,9 +50,6 @@ class ApiKey(BaseModel):
         return out
 
 
-AuthError = AppError  # deprecated alias, kept until branches written against it have rebased
-
-
 def hash_key(key: str) -> str:
     return hashlib.sha256(key.encode()).hexdigest()
 

@@ -28,9 +28,6 @@ from model.weights import REGISTRY, Preprocessing, WeightsError
 log = logging.getLogger(__name__)
 
 
-SwapError = AppError  # deprecated alias, kept until branches written against it have rebased
-
-
 @dataclass
 class SwapStatus:
     state: str = "idle"               # idle | reembedding | switching | done | failed

@@ -29,12 +29,6 @@ from model.pipeline import Embedder, Face, FacePipeline
 log = logging.getLogger(__name__)
 
 
-def FaceError(code: str, message: str, status: int = 422, extra: dict | None = None) -> AppError:  # noqa: N802
-    """Deprecated: the old argument order, kept only until branches written against it have rebased.
-    Returns an `AppError`; raise `AppError(status, code, message, detail)` directly instead."""
-    return AppError(status, code, message, extra or None)
-
-
 @dataclass
 class ImageFaces:
     image_sha256: str

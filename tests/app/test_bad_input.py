@@ -22,53 +22,69 @@ def blank_png() -> bytes:
     return png_bytes(np.full((240, 320, 3), 128, np.uint8))
 
 
-def cases(face_jpeg: bytes):
-    huge_canvas = png_bytes(np.zeros((6000, 6000), np.uint8))  # 36 MP, a few kB: over the 30 MP limit
-    gif = io.BytesIO()
-    Image.new("RGB", (64, 64), (255, 0, 0)).save(gif, format="GIF")
-    return [
-        ("not_an_image", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.jpg", b"hello, I am text")}},
-         422, "not_an_image"),
-        ("truncated", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.jpg", face_jpeg[: len(face_jpeg) // 3])}},
-         422, "corrupt_image"),
-        ("gif", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.gif", gif.getvalue())}},
-         415, "unsupported_format"),
-        ("too_many_bytes", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.jpg", b"\xff" * (5 * 1024 * 1024))}},
-         413, "payload_too_large"),
-        ("too_many_pixels", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.png", huge_canvas)}},
-         413, "too_many_pixels"),
-        ("no_face", "/enroll", {"data": {"label": "x"}, "files": {"files": ("a.png", blank_png())}}, 422, "no_face"),
-        ("no_face_in_second_image", "/enroll",
-         {"data": {"label": "x"}, "files": [("files", ("a.jpg", face_jpeg)), ("files", ("b.png", blank_png()))]},
-         422, "no_face"),
-        ("missing_label", "/enroll", {"files": {"files": ("a.jpg", face_jpeg)}}, 422, "invalid_field"),
-        ("bad_face_index", "/enroll", {"data": {"label": "x", "face_index": "first"},
-                                       "files": {"files": ("a.jpg", face_jpeg)}}, 422, "invalid_field"),
-        ("face_index_out_of_range", "/enroll", {"data": {"label": "x", "face_index": "5"},
-                                                "files": {"files": ("a.jpg", face_jpeg)}}, 422, "face_index_out_of_range"),
-        ("wrong_file_field", "/enroll", {"data": {"label": "x"}, "files": {"image": ("a.jpg", face_jpeg)}},
-         422, "unexpected_field"),
-        ("no_file", "/identify", {"data": {"x": "1"}}, 422, "missing_file"),
-        ("empty_file", "/identify", {"files": {"file": ("a.jpg", b"")}}, 422, "empty_image"),
-        ("wrong_content_type", "/identify", {"content": b"raw", "headers": {"content-type": "image/jpeg"}},
-         415, "unsupported_media_type"),
-        ("bad_json", "/enroll", {"json": {"label": "x", "images": ["not base64!"]}}, 422, "invalid_base64"),
-        ("json_schema", "/enroll", {"json": {"label": "x"}}, 422, "invalid_request"),
-        ("bad_top_k", "/identify?top_k=0", {"files": {"file": ("a.jpg", face_jpeg)}}, 422, "invalid_request"),
-        ("unknown_identity_verify", "/verify", {"data": {"identity_id": "987654"}, "files": {"file": ("a.jpg", face_jpeg)}},
-         404, "unknown_identity"),
-        ("verify_needs_one_of", "/verify", {"files": {"file": ("a.jpg", face_jpeg)}}, 422, "invalid_request"),
-    ]
+def huge_canvas() -> bytes:
+    return png_bytes(np.zeros((6000, 6000), np.uint8))  # 36 MP, a few kB: over the 30 MP limit
 
 
-def test_bad_inputs_are_refused_and_change_nothing(client, face_jpeg, faces):
-    client.post("/enroll", data={"label": "baseline"}, files={"files": ("a.jpg", face_jpeg)})
+def gif() -> bytes:
+    buf = io.BytesIO()
+    Image.new("RGB", (64, 64), (255, 0, 0)).save(buf, format="GIF")
+    return buf.getvalue()
+
+
+# (id, url, request kwargs from the face JPEG, status, code)
+CASES = [
+    ("not_an_image", "/enroll", lambda f: {"data": {"label": "x"}, "files": {"files": ("a.jpg", b"hello, I am text")}},
+     422, "not_an_image"),
+    ("truncated", "/enroll", lambda f: {"data": {"label": "x"}, "files": {"files": ("a.jpg", f[: len(f) // 3])}},
+     422, "corrupt_image"),
+    ("gif", "/enroll", lambda f: {"data": {"label": "x"}, "files": {"files": ("a.gif", gif())}},
+     415, "unsupported_format"),
+    ("too_many_bytes", "/enroll", lambda f: {"data": {"label": "x"},
+                                             "files": {"files": ("a.jpg", b"\xff" * (5 * 1024 * 1024))}},
+     413, "payload_too_large"),
+    ("too_many_pixels", "/enroll", lambda f: {"data": {"label": "x"}, "files": {"files": ("a.png", huge_canvas())}},
+     413, "too_many_pixels"),
+    ("no_face", "/enroll", lambda f: {"data": {"label": "x"}, "files": {"files": ("a.png", blank_png())}},
+     422, "no_face"),
+    ("no_face_in_second_image", "/enroll",
+     lambda f: {"data": {"label": "x"}, "files": [("files", ("a.jpg", f)), ("files", ("b.png", blank_png()))]},
+     422, "no_face"),
+    ("missing_label", "/enroll", lambda f: {"files": {"files": ("a.jpg", f)}}, 422, "invalid_field"),
+    ("bad_face_index", "/enroll", lambda f: {"data": {"label": "x", "face_index": "first"},
+                                             "files": {"files": ("a.jpg", f)}}, 422, "invalid_field"),
+    ("face_index_out_of_range", "/enroll", lambda f: {"data": {"label": "x", "face_index": "5"},
+                                                      "files": {"files": ("a.jpg", f)}}, 422, "face_index_out_of_range"),
+    ("wrong_file_field", "/enroll", lambda f: {"data": {"label": "x"}, "files": {"image": ("a.jpg", f)}},
+     422, "unexpected_field"),
+    ("no_file", "/identify", lambda f: {"data": {"x": "1"}}, 422, "missing_file"),
+    ("empty_file", "/identify", lambda f: {"files": {"file": ("a.jpg", b"")}}, 422, "empty_image"),
+    ("wrong_content_type", "/identify", lambda f: {"content": b"raw", "headers": {"content-type": "image/jpeg"}},
+     415, "unsupported_media_type"),
+    ("bad_json", "/enroll", lambda f: {"json": {"label": "x", "images": ["not base64!"]}}, 422, "invalid_base64"),
+    ("json_schema", "/enroll", lambda f: {"json": {"label": "x"}}, 422, "invalid_request"),
+    ("bad_top_k", "/identify?top_k=0", lambda f: {"files": {"file": ("a.jpg", f)}}, 422, "invalid_request"),
+    ("unknown_identity_verify", "/verify",
+     lambda f: {"data": {"identity_id": "987654"}, "files": {"file": ("a.jpg", f)}}, 404, "unknown_identity"),
+    ("verify_needs_one_of", "/verify", lambda f: {"files": {"file": ("a.jpg", f)}}, 422, "invalid_request"),
+]
+
+
+@pytest.fixture(scope="module")
+def baseline(client, face_jpeg):
+    """One enrolled face, so "changes nothing" is checked against a gallery that is not empty."""
+    r = client.post("/enroll", data={"label": "baseline"}, files={"files": ("a.jpg", face_jpeg)})
+    assert r.status_code == 201, r.text
+    return gallery_state(client)
+
+
+@pytest.mark.parametrize("url, make, status, code", [c[1:] for c in CASES], ids=[c[0] for c in CASES])
+def test_bad_input_is_refused_and_changes_nothing(client, face_jpeg, baseline, url, make, status, code):
     before = gallery_state(client)
-    for name, url, kwargs, status, code in cases(face_jpeg):
-        r = client.post(url, **kwargs)
-        assert r.status_code == status, (name, r.status_code, r.text[:300])
-        assert r.json()["error"]["code"] == code, (name, r.json())
-        assert gallery_state(client) == before, name
+    r = client.post(url, **make(face_jpeg))
+    assert r.status_code == status, (r.status_code, r.text[:300])
+    assert r.json()["error"]["code"] == code, r.json()
+    assert gallery_state(client) == before
 
 
 def test_unknown_ids_are_404(client):

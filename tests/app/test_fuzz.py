@@ -79,9 +79,11 @@ def test_decoder_never_crashes_on_corrupted_images(seed, cut, flips, junk):
 @given(st.binary(max_size=2048))
 def test_decoder_on_arbitrary_bytes(data):
     try:
-        decode_image(data, max_pixels=1_000_000)
+        image = decode_image(data, max_pixels=1_000_000)
     except ImageError as exc:
         assert exc.status in (413, 415, 422)
+    else:
+        assert image.mode == "RGB" and image.width * image.height <= 1_000_000
 
 
 def test_declared_size_checked_before_decoding():

@@ -104,7 +104,9 @@ def test_request_id_is_returned_and_logs_hold_no_keys(keyed):
     r = httpx.get(f"{keyed.url}/identities", headers={"X-API-Key": KEYS["read"], "X-Request-ID": "abc-123"})
     assert r.headers["x-request-id"] == "abc-123"
     assert httpx.get(f"{keyed.url}/health").headers["x-request-id"]
-    time.sleep(0.2)
+    deadline = time.monotonic() + 60  # the access log line is written after the response: poll for it
+    while '"request_id": "abc-123"' not in keyed.log_tail(200_000) and time.monotonic() < deadline:
+        time.sleep(0.05)
     log = keyed.log_tail(200_000)
     assert '"request_id": "abc-123"' in log and '"api_key": "read-key"' in log
     assert all(k not in log for k in KEYS.values())

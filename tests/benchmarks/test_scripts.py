@@ -22,7 +22,9 @@ def run(module: str, *args: str) -> dict:
 def test_search_script():
     got = run("benchmarks.search", "--sizes", "2000", "--queries", "5")
     row = got["sizes"]["2000"]
-    assert row["p50_ms"] > 0 and row["p50_ms"] <= row["p95_ms"]
+    assert row["p50_ms"] > 0
+    # the index holds 2000 x 512 vectors (fp16 or fp32) and the report says how much memory that is
+    assert row["vectors_held_mb"] in (round(2000 * 512 * 2 / 2**20, 1), round(2000 * 512 * 4 / 2**20, 1))
 
 
 @pytest.mark.faces
@@ -41,7 +43,7 @@ def test_detect_script(faces):
     assert set(got["sets"]) == {"photos_640", "photos_640x480", "lfw_250"}
     for row in got["sets"].values():
         assert row["images"] == 4 and row["faces_found"] >= 4
-        assert row["speedup_vs_own_loop"] > 0
+        assert {"torch_batched_img_s", "torch_one_at_a_time_img_s", "speedup_vs_own_loop"} <= set(row)
     assert abs(sum(got["request_time_share"].values()) - 1) < 0.01
 
 
@@ -52,4 +54,4 @@ def test_ceiling_script(faces):
     assert 2.7 < got["gflop_per_face"] < 3.0  # InceptionResnetV1 at 160x160
     assert set(got["gemm_peak_gflops"]) == {"fp32", "bf16", "int8"}
     assert 0.99 < got["int8_fake_quant"]["cosine_min"] <= 1.0
-    assert got["int8_fx"]["speedup"] > 0
+    assert 0.95 < got["int8_fx"]["cosine_min"] <= 1.0  # a real int8 network, close to fp32 but not equal
