@@ -110,8 +110,8 @@ class OperatingPointOut(BaseModel):
 class IdentifyResponse(BaseModel):
     model_version: str
     threshold: float
-    target_fpir: float | None = Field(description="see operating_point")
-    operating_point: OperatingPointOut
+    target_fpir: float | None = Field(None, description="see operating_point")
+    operating_point: OperatingPointOut | None = None  # None only from servers before it existed
     faces: list[IdentifiedFace]
 
 
@@ -120,7 +120,7 @@ class VerifyResponse(BaseModel):
     same_person: bool
     score: float = Field(ge=-1.0, le=1.0)
     threshold: float
-    target_far: float | None = Field(description="false-accept rate the threshold is derived for")
+    target_far: float | None = Field(None, description="false-accept rate the threshold is derived for")
 
 
 class FacePublic(BaseModel):
@@ -211,7 +211,7 @@ class Ready(BaseModel):
     precision: str
     detector_backend: str | None = None  # torch | onnxruntime (None from servers before it existed)
     threshold: float = Field(description="the search threshold in force for this gallery")
-    operating_point: OperatingPointOut
+    operating_point: OperatingPointOut | None = None  # None only from servers before it existed
     identities: int
     faces: int
     indexed_vectors: int
