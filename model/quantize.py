@@ -124,13 +124,20 @@ def load_int8(version: str, device: torch.device) -> OrtEmbedder:
 def calibration_crops(n: int = 256, faces_root: Path | None = None) -> np.ndarray:
     """Face crops for calibration: LFW images outside the View 2 pairs (so the LFW figures are not fitted),
     detected and cropped as the service does. (n, 160, 160, 3) uint8."""
-    from benchmarks.faces import faces_dir, read_pairs
     from model import align
     from model.decode import decode_image
     from model.pipeline import load_detector
 
-    root = faces_root or faces_dir()
-    in_pairs = {p for a, b, _, _ in read_pairs(root / "lfw-meta" / "pairs.txt") for p in (a, b)}
+    import os
+
+    root = Path(faces_root or os.environ.get("FACEID_FACES_DIR") or Path(__file__).resolve().parents[2] / "shared" / "faces")
+    in_pairs = set()  # model/ reads no benchmark module: the View 2 pairs file parsed here (Name i j | A i B j)
+    for line in (root / "lfw-meta" / "pairs.txt").read_text().split("\n")[1:]:
+        parts = line.split()
+        if len(parts) in (3, 4):
+            names = (parts[0], parts[0]) if len(parts) == 3 else (parts[0], parts[2])
+            nums = (parts[1], parts[2]) if len(parts) == 3 else (parts[1], parts[3])
+            in_pairs |= {root / "lfw" / n / f"{n}_{int(i):04d}.jpg" for n, i in zip(names, nums)}
     paths = [p for p in sorted((root / "lfw").glob("*/*.jpg")) if p not in in_pairs]
     paths = [paths[i] for i in np.linspace(0, len(paths) - 1, n).astype(int)]  # spread over people
     det = load_detector()
