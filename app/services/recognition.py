@@ -179,11 +179,7 @@ class FaceService:
 
     def quality_problem(self, face: Face) -> str | None:
         s = self.settings
-        if face.size < s.enroll_min_face_size:
-            return f"face is {face.size:.0f} px, enrollment needs at least {s.enroll_min_face_size} px"
-        if face.score < s.enroll_min_detection_score:
-            return f"detection score {face.score:.3f} is below {s.enroll_min_detection_score}"
-        return None
+        return _gate(face, s.enroll_min_face_size, s.enroll_min_detection_score, "enrollment")
 
     def pick_enroll_face(self, result: ImageFaces, image_no: int, face_index: int | None,
                          face_box: list[float] | None) -> Face:
@@ -249,20 +245,13 @@ class FaceService:
             crops.append(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
         return np.stack(crops)
 
-    def search(self, embedder: Embedder, vectors: np.ndarray, top_k: int) -> list[list[Match]]:
-        return self.index.get(embedder.version, embedder.preprocessing.embedding_size).search(vectors, top_k)
-
     def index_of(self, embedder: Embedder) -> VectorIndex:
         return self.index.get(embedder.version, embedder.preprocessing.embedding_size)
 
     def search_quality_problem(self, face: Face) -> str | None:
         """Why a search face is too poor to decide on (then its status is `low_quality`)."""
         s = self.settings
-        if face.size < s.search_min_face_size:
-            return f"face is {face.size:.0f} px, a search needs at least {s.search_min_face_size} px"
-        if face.score < s.search_min_detection_score:
-            return f"detection score {face.score:.3f} is below {s.search_min_detection_score}"
-        return None
+        return _gate(face, s.search_min_face_size, s.search_min_detection_score, "a search")
 
     def _search_and_decide(self, embedder: Embedder, faces: list[Face], top_k: int, threshold: float | None):
         index = self.index_of(embedder)
@@ -318,6 +307,15 @@ async def _to_the_end(fn, *args):
     except asyncio.CancelledError:
         await asyncio.wait([fut])
         raise
+
+
+def _gate(face: Face, min_size: float, min_score: float, purpose: str) -> str | None:
+    """Why `face` is below a quality gate (None when it passes)."""
+    if face.size < min_size:
+        return f"face is {face.size:.0f} px, {purpose} needs at least {min_size} px"
+    if face.score < min_score:
+        return f"detection score {face.score:.3f} is below {min_score}"
+    return None
 
 
 def _iou(a, b) -> float:

@@ -7,21 +7,13 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from app.gallery.store import GalleryStore, make_engine, migrate
+from app.gallery.store import GalleryStore
 from app.services.operating_point import OperatingPoints, calibration_problem, tail_of
 from app.services.recognition import LiveIndex
 from model.calibration import ImpostorTail
-from tests.app.test_templates import new_face, unit
+from tests.app.test_templates import new_face, store, unit  # noqa: F401 - `store`: the same SQLite fixture
 
 DIM = 16
-
-
-@pytest.fixture
-def store(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
-    migrate(engine)
-    yield GalleryStore(engine)
-    engine.dispose()
 
 
 def prior(seed=0) -> ImpostorTail:
