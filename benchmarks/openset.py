@@ -26,7 +26,7 @@ import numpy as np
 
 from benchmarks.lfw_all import lfw_embeddings
 from benchmarks.report import emit
-from model.calibration import ImpostorTail, impostor_scores_of, operating_point
+from model.calibration import ImpostorTail, operating_point, pick_identities, search_impostor_scores
 
 HELD_OUT_PEOPLE = 200
 FIXED_THRESHOLD_OF_MAIN = 0.51
@@ -117,11 +117,15 @@ def evaluate(scores_mated: np.ndarray, truth: np.ndarray, scores_non: np.ndarray
     return out
 
 
-def gallery_tail(gallery_emb: list[np.ndarray]) -> ImpostorTail | None:
+def gallery_tail(gallery_emb: list[np.ndarray], mode: str) -> ImpostorTail | None:
+    """The gallery's own impostor tail as the service computes it (app.services.operating_point.gallery_tail)."""
+    from app.services.operating_point import GALLERY_SAMPLE_FACES
+
     flat = np.concatenate(gallery_emb)
     labels = np.repeat(np.arange(len(gallery_emb)), [len(g) for g in gallery_emb])
-    scores, used = impostor_scores_of(flat, labels)
-    return ImpostorTail.from_scores(scores, source=f"gallery, {used} faces") if len(scores) else None
+    rows = pick_identities(labels, GALLERY_SAMPLE_FACES)
+    scores = search_impostor_scores(flat[rows], labels[rows], mode)
+    return ImpostorTail.from_scores(scores, source=f"gallery, {len(rows)} faces") if len(scores) else None
 
 
 def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: int | None, k_enroll: int,
@@ -129,7 +133,7 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
             **limits) -> dict:
     p = protocol(names, n_gallery, k_enroll, seed, only=only, **limits)
     g_emb = [emb[r] for r in p.gallery_rows]
-    gt = gallery_tail(g_emb)
+    gt = gallery_tail(g_emb, mode)
     cap = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
     op_prior = operating_point(prior, target_fpir, len(g_emb), max_rate=cap, comparisons_factor=kappa)
     op_both = operating_point(prior, target_fpir, len(g_emb), gt, max_rate=cap, comparisons_factor=kappa)

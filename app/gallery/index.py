@@ -15,6 +15,8 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
+from model.calibration import pick_identities
+
 
 @dataclass(frozen=True)
 class Match:
@@ -109,11 +111,9 @@ class VectorIndex:
             self._t_mat[self._t_row[iid]] = torch.from_numpy((acc / max(np.linalg.norm(acc), 1e-12)).astype(np.float32))
 
     def sample(self, max_faces: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors, identity ids) of at most `max_faces` faces, a random subset when there are more."""
-        n = self._n
-        rows = np.arange(n)
-        if n > max_faces:
-            rows = np.sort(np.random.default_rng(seed).choice(n, max_faces, replace=False))
+        """(vectors, identity ids) of all the faces of a random subset of identities, at most `max_faces`
+        faces (all of them when there are no more)."""
+        rows = pick_identities(self._ident_ids[: self._n], max_faces, seed)
         return self._mat[torch.from_numpy(rows)].float().numpy(), self._ident_ids[rows].copy()
 
     def search(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:

@@ -29,8 +29,11 @@ def embedder(version="v1", tail=None):
 
 
 def brute_force_tail(store: GalleryStore, version: str) -> ImpostorTail:
+    """Each stored face against the stored template of every other identity (what a stranger's search meets)."""
     _, _, iids, _, mat = store.vectors(version)
-    scores = [float(mat[i] @ mat[j]) for i in range(len(mat)) for j in range(i + 1, len(mat)) if iids[i] != iids[j]]
+    templates = {iid: t for iid, (t, _) in store.templates(version).items()}
+    assert set(templates) == set(iids.tolist())
+    scores = [float(mat[i] @ t) for i in range(len(mat)) for iid, t in templates.items() if iid != iids[i]]
     return ImpostorTail.from_scores(np.array(scores))
 
 

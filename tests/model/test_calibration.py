@@ -10,9 +10,10 @@ from model.calibration import (
     CalibrationError,
     ImpostorTail,
     fpir_at,
-    impostor_scores_of,
     operating_point,
     per_comparison_rate,
+    pick_identities,
+    search_impostor_scores,
 )
 
 
@@ -118,14 +119,35 @@ def test_a_gallery_like_the_prior_does_not_move_the_operating_point():
     assert fpir_at(prior, both.threshold, 1000) >= 0.5 * 0.01
 
 
-def test_gallery_impostor_scores_brute_force():
+def test_gallery_search_impostor_scores_brute_force():
     rng = np.random.default_rng(0)
     emb = rng.normal(size=(40, 8)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    labels = np.repeat(np.arange(10), 4)
-    scores, used = impostor_scores_of(emb, labels)
-    expected = sorted(float(emb[i] @ emb[j]) for i in range(40) for j in range(i + 1, 40) if labels[i] != labels[j])
-    assert used == 40 and len(scores) == 40 * 36 // 2
-    np.testing.assert_allclose(np.sort(scores), expected, atol=1e-6)
-    sub, used = impostor_scores_of(emb, labels, max_faces=20)
-    assert used == 20 and len(sub) < len(scores)
+    labels = rng.permutation(np.repeat(np.arange(13), [4, 1, 3, 2, 5, 4, 3, 1, 2, 4, 3, 4, 4]))
+    people = {lab: emb[labels == lab] for lab in np.unique(labels)}
+
+    def template(v):
+        m = v.astype(np.float64).sum(0)
+        return m / np.linalg.norm(m)
+
+    for scoring, score in (("template", lambda f, v: float(f @ template(v))), ("face", lambda f, v: float((v @ f).max()))):
+        want = sorted(score(emb[i], people[lab]) for i in range(40) for lab in people if lab != labels[i])
+        got = search_impostor_scores(emb, labels, scoring)
+        assert len(got) == 40 * 12
+        np.testing.assert_allclose(np.sort(got), want, atol=1e-5)
+    # one face per identity: every different-identity pair, both ways
+    single = search_impostor_scores(emb[:6], np.arange(6))
+    np.testing.assert_allclose(np.sort(single), sorted(float(emb[i] @ emb[j]) for i in range(6) for j in range(6) if i != j),
+                               atol=1e-6)
+    assert len(search_impostor_scores(emb[:3], [7, 7, 7])) == 0
+
+
+def test_pick_identities_keeps_identities_whole():
+    labels = np.repeat(np.arange(100), np.arange(100) % 4 + 1)
+    rows = pick_identities(labels, 60, seed=3)
+    assert 0 < len(rows) <= 60
+    picked = set(labels[rows].tolist())
+    assert all((labels[rows] == lab).sum() == (labels == lab).sum() for lab in picked)
+    assert len(pick_identities(labels, 10_000)) == len(labels)
+    assert len(pick_identities(np.array([5, 5, 5, 5]), 2)) == 4  # at least one identity, even if larger
+
