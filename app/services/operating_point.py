@@ -21,6 +21,9 @@ from model.calibration import search_impostor_scores
 # Faces sampled from the gallery for its own impostor tail (whole identities, up to this many faces): each face
 # against every other sampled identity, ~9 M scores for 3,000 faces of 1,000 people, whatever the gallery's size.
 GALLERY_SAMPLE_FACES = 3000
+# A change of at most this share of the gallery's faces and identities is picked up in the background (searches
+# meanwhile use the tail from before it); a larger one is recomputed before the search is answered.
+SYNC_CHANGE = 0.1
 # A swap needs calibration that measures the per-comparison rate of at least a gallery this large.
 MIN_SUPPORTED_GALLERY = 100
 
@@ -68,10 +71,13 @@ class OperatingPoints:
         self.gallery_calibration = gallery_calibration
         self._gallery: dict[str, _GalleryTail] = {}
         self._lock = threading.Lock()
+        self._refreshing: set[str] = set()
 
     def gallery_tail(self, version: str, index) -> ImpostorTail | None:
-        """The gallery's impostor tail for `version`, recomputed when the gallery has changed (for large
-        galleries, when it has grown or shrunk by 1 %: the sample barely moves below that)."""
+        """The gallery's impostor tail for `version`, kept current as the gallery changes. Small changes (under
+        SYNC_CHANGE of the faces, and past GALLERY_SAMPLE_FACES under 1 %: the sample barely moves) are picked
+        up in the background while searches use the previous tail; a first computation or a larger change is
+        made before answering."""
         if not self.gallery_calibration:
             return None
         faces, identities = len(index), index.identities
@@ -80,15 +86,36 @@ class OperatingPoints:
             return cached.tail
         if cached is not None and faces > GALLERY_SAMPLE_FACES and abs(faces - cached.faces) < 0.01 * cached.faces:
             return cached.tail
+        if cached is not None and abs(faces - cached.faces) <= SYNC_CHANGE * max(cached.faces, 1) \
+                and abs(identities - cached.identities) <= SYNC_CHANGE * max(cached.identities, 1):
+            with self._lock:
+                start = version not in self._refreshing
+                self._refreshing.add(version)
+            if start:
+                threading.Thread(target=self._refresh, args=(version, index), daemon=True,
+                                 name=f"gallery-tail-{version}").start()
+            return cached.tail
         with self._lock:
-            t0 = time.perf_counter()
-            vectors, labels = index.sample(GALLERY_SAMPLE_FACES)
-            scores = search_impostor_scores(vectors, labels, getattr(index, "scoring", "template"))
-            source = (f"gallery: {len(vectors)} of {faces} faces ({len(np.unique(labels))} identities), each "
-                      "against the other identities as a search scores them")
-            tail = ImpostorTail.from_scores(scores, source=source) if len(scores) else None
-            self._gallery[version] = _GalleryTail(faces, identities, tail, time.perf_counter() - t0)
-            return tail
+            return self._compute(version, index).tail
+
+    def _refresh(self, version: str, index) -> None:
+        try:
+            with self._lock:
+                self._compute(version, index)
+        finally:
+            with self._lock:
+                self._refreshing.discard(version)
+
+    def _compute(self, version: str, index) -> _GalleryTail:
+        t0 = time.perf_counter()
+        faces, identities = len(index), index.identities
+        vectors, labels = index.sample(GALLERY_SAMPLE_FACES)
+        scores = search_impostor_scores(vectors, labels, getattr(index, "scoring", "template"))
+        source = (f"gallery: {len(vectors)} of {faces} faces ({len(np.unique(labels))} identities), each "
+                  "against the other identities as a search scores them")
+        tail = ImpostorTail.from_scores(scores, source=source) if len(scores) else None
+        self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0)
+        return done
 
     def forget(self, keep: set[str]) -> None:
         for v in list(self._gallery):

@@ -2,6 +2,7 @@
 own impostor tail against brute force, and kept current through enroll, delete and a model swap."""
 from __future__ import annotations
 
+import threading
 from types import SimpleNamespace
 
 import numpy as np
@@ -103,3 +104,20 @@ def test_swap_calibration_check():
     bad["points"][0][1] = float("nan")
     assert "malformed" in calibration_problem({"impostor_tail": bad}, 0.01, 10)
     assert tail_of({}) is None
+
+
+def test_small_changes_refresh_the_gallery_tail_in_the_background(store):
+    rng = np.random.default_rng(2)
+    ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
+    live = LiveIndex(store)
+    enroll_people(store, rng, 40, 2)
+    first = ops.gallery_tail("v1", live.get("v1", DIM))
+    enroll_people(store, rng, 1, 2, prefix="late")  # 2.5 %: the search does not wait for the new tail
+    idx = live.get("v1", DIM)
+    assert ops.gallery_tail("v1", idx) is first
+    for t in threading.enumerate():
+        if t.name == "gallery-tail-v1":
+            t.join(60)
+    assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
+    enroll_people(store, rng, 10, 2, prefix="burst")  # 24 %: recomputed before answering
+    assert_tail_equal(ops.gallery_tail("v1", live.get("v1", DIM)), brute_force_tail(store, "v1"))

@@ -1,0 +1,57 @@
+"""What the gallery's self-calibration costs: `OperatingPoints.gallery_tail` on in-memory galleries of
+growing size (synthetic unit vectors, `--per-person` faces per identity), timed the way the service runs it
+(sample whole identities up to 3,000 faces, score each face against the other sampled identities, build the
+tail). Prints JSON.
+
+    python -m benchmarks.gallery_calibration --sizes 1000,10000,100000
+"""
+from __future__ import annotations
+
+import argparse
+import sys
+import time
+
+import numpy as np
+
+from app.gallery.index import VectorIndex
+from app.services.operating_point import GALLERY_SAMPLE_FACES, OperatingPoints
+from benchmarks.report import emit
+
+
+def gallery(n_faces: int, per_person: int, dim: int = 512, seed: int = 0) -> VectorIndex:
+    rng = np.random.default_rng(seed)
+    idx = VectorIndex("bench", dim)
+    for start in range(0, n_faces, 20_000):
+        m = min(20_000, n_faces - start)
+        v = rng.normal(size=(m, dim)).astype(np.float32)
+        v /= np.linalg.norm(v, axis=1, keepdims=True)
+        ids = np.arange(start, start + m)
+        people = ids // per_person
+        idx.add(ids + 1, ids + 1, people + 1, [f"p{p}" for p in people], v)
+    return idx
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--sizes", default="1000,10000,100000")
+    ap.add_argument("--per-person", type=int, default=3)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    rows = []
+    for n in map(int, args.sizes.split(",")):
+        idx = gallery(n, args.per_person)
+        times = []
+        for _ in range(args.repeats):
+            ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
+            t0 = time.perf_counter()
+            tail = ops.gallery_tail("bench", idx)
+            times.append(time.perf_counter() - t0)
+        rows.append({"faces": n, "identities": idx.identities, "sampled_faces": min(n, GALLERY_SAMPLE_FACES),
+                     "scores": tail.n_pairs, "deepest_p": tail.deepest_p,
+                     "seconds_median": round(float(np.median(times)), 3), "seconds_all": [round(t, 3) for t in times]})
+    return emit({"benchmark": "gallery_calibration", "per_person": args.per_person, "results": rows}, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
