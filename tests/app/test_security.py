@@ -183,6 +183,14 @@ def test_rate_limit_per_key(tmp_path):
         assert guesses == [401] * 5 + [429] * 3, guesses
 
 
+def test_rate_limit_on_an_open_server_ignores_made_up_keys(tmp_path):
+    """Issue 19, item 4: on a keyless server each random X-API-Key used to get a fresh counter (all 200)."""
+    with running(tmp_path / "g.db", env={"FACEID_RATE_LIMIT": "5/minute"}) as srv, \
+            httpx.Client(base_url=srv.url, timeout=30) as h:
+        codes = [h.get("/identities", headers={"X-API-Key": f"random-{i}"}).status_code for i in range(8)]
+    assert codes == [200] * 5 + [429] * 3, codes
+
+
 _IN_NETNS = r"""
 import json, os, subprocess, sys, time
 import httpx
