@@ -87,7 +87,7 @@ def _load_serving(spec: str, settings: Settings, device: str):
         problem = metadata_problem(ckpt)
     if problem:
         raise RuntimeError(f"cannot serve {ckpt.name}: {problem}")
-    return Embedder(ckpt, device, settings.precision)
+    return Embedder(ckpt, device, settings.precision, settings.flip_tta)
 
 
 @asynccontextmanager

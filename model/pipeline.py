@@ -15,7 +15,7 @@ from PIL import Image
 
 from model import align
 from model.draft import DraftImage, decode_for_detection
-from model.inception_resnet import InceptionResnetV1
+from model.inception_resnet import InceptionResnetV1, l2_normalize
 from model.mtcnn import MTCNN, Detections
 from model.preprocessing import normalize
 from model.weights import REGISTRY, Preprocessing, WeightsError, fetch, state_dict_hash, _read
@@ -79,10 +79,14 @@ def build_network(ckpt: Checkpoint) -> InceptionResnetV1:
 class Embedder:
     """Immutable embedding model snapshot: uint8 face crops -> (n, 512) float32 unit vectors."""
 
-    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", precision: str = "fp32"):
+    def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", precision: str = "fp32",
+                 flip: bool = False):
         from model.fast import optimise  # local: keeps import of this module light
 
-        self.name, self.version = ckpt.name, ckpt.version
+        # flip: test-time augmentation, each crop and its mirror image through the network, the normalised sum
+        # kept. Its vectors differ from the plain ones, so they carry their own version (a gallery re-embeds).
+        self.flip = bool(flip)
+        self.name, self.version = ckpt.name, ckpt.version + ("+flip" if self.flip else "")
         self.preprocessing = ckpt.preprocessing
         self.thresholds = dict(ckpt.thresholds)
         self.device = resolve_device(str(device))
@@ -98,7 +102,11 @@ class Embedder:
         for start in range(0, len(crops), max_batch_size):
             batch = torch.from_numpy(np.ascontiguousarray(crops[start:start + max_batch_size])).to(self.device)
             x = normalize(batch.permute(0, 3, 1, 2), self.preprocessing.normalization)
-            out.append(self.net(x).float().cpu().numpy())
+            if self.flip:
+                y = self.net(torch.cat([x, x.flip(3)])).float()
+                out.append(l2_normalize(y[: len(x)] + y[len(x):]).cpu().numpy())
+            else:
+                out.append(self.net(x).float().cpu().numpy())
         emb = np.concatenate(out)
         if not np.isfinite(emb).all():
             raise ValueError("the model produced non-finite embeddings")

@@ -73,8 +73,8 @@ class ModelManager:
         return self._task is not None and not self._task.done()
 
     @staticmethod
-    def load(spec: str, device: str, precision: str) -> Embedder:
-        return Embedder(load_checkpoint(spec), device, precision)
+    def load(spec: str, device: str, precision: str, flip: bool = False) -> Embedder:
+        return Embedder(load_checkpoint(spec), device, precision, flip)
 
 
 def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> str:
@@ -116,7 +116,7 @@ def metadata_problem(ckpt: Checkpoint, serving: Preprocessing | None = None) -> 
 
 
 def validate_candidate(spec: str, device, precision: str, probe: np.ndarray, embedding_size: int,
-                       serving: Preprocessing | None = None) -> Embedder:
+                       serving: Preprocessing | None = None, flip: bool = False) -> Embedder:
     """Load and probe a candidate; any problem is an AppError (the serving model is untouched)."""
     try:
         ckpt = load_checkpoint(spec)
@@ -126,7 +126,7 @@ def validate_candidate(spec: str, device, precision: str, probe: np.ndarray, emb
     if problem:
         raise AppError(422, "invalid_checkpoint_metadata", f"refused: {problem}")
     try:
-        cand = Embedder(ckpt, device, precision)
+        cand = Embedder(ckpt, device, precision, flip)
     except WeightsError as exc:
         raise AppError(422, "invalid_checkpoint", str(exc)) from exc
     try:
@@ -203,7 +203,8 @@ async def start_swap(service, spec: str) -> SwapStatus:
     current = models.current
     probe = await run_in_threadpool(service.probe_crops)
     candidate = await run_in_threadpool(validate_candidate, path, current.device, current.precision_requested,
-                                        probe, current.preprocessing.embedding_size, current.preprocessing)
+                                        probe, current.preprocessing.embedding_size, current.preprocessing,
+                                        current.flip)
     if service.settings.match_threshold is None:  # the operating point will come from its calibration
         n_identities = (await run_in_threadpool(service.store.counts))["identities"]
         problem = calibration_problem(candidate.thresholds, service.settings.target_fpir, n_identities)
@@ -242,7 +243,7 @@ async def follow_serving(service, interval_s: float = 2.0) -> None:
                 log.warning("gallery says serve %s (%s) but %s; not following", spec, version, problem)
                 failed.add(version)
                 continue
-            cand = await run_in_threadpool(Embedder, ckpt, cur.device, cur.precision_requested)
+            cand = await run_in_threadpool(Embedder, ckpt, cur.device, cur.precision_requested, cur.flip)
             if cand.version != version:
                 log.warning("gallery says serve %s (%s) but that file is now %s here; not following",
                             spec, version, cand.version)

@@ -34,3 +34,23 @@ def test_fast_path_embeddings_match_fp32_on_real_faces(faces, plain):
         cos = (plain(crops) * fast(crops)).sum(1)
     assert precision in ("bf16", "fp32-folded")
     assert cos.min() >= 0.999, (precision, float(cos.min()))
+
+
+@pytest.mark.slow
+@pytest.mark.faces
+def test_flip_tta_embeds_each_face_with_its_mirror_image(faces):
+    """`Embedder(flip=True)`: the normalised sum of the crop's and its mirror's embeddings, its own version."""
+    import numpy as np
+
+    from model.pipeline import Embedder
+    from training.datasets import sample_crops
+
+    ckpt = load_checkpoint("casia-webface")
+    crops = sample_crops(6)
+    plain_emb, flip_emb = Embedder(ckpt, "cpu", "fp32"), Embedder(ckpt, "cpu", "fp32", flip=True)
+    a, b = plain_emb.embed(crops), plain_emb.embed(np.ascontiguousarray(crops[:, :, ::-1]))
+    want = (a + b) / np.linalg.norm(a + b, axis=1, keepdims=True)
+    got = flip_emb.embed(crops)
+    np.testing.assert_allclose(got, want, atol=1e-5)
+    assert np.allclose(np.linalg.norm(got, axis=1), 1, atol=1e-5) and not np.allclose(got, a, atol=1e-3)
+    assert flip_emb.version == plain_emb.version + "+flip"
