@@ -9,6 +9,7 @@ import signal
 import socket
 import subprocess
 import sys
+import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -24,23 +25,33 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def database_url(db: Path | str) -> str:
+    """A SQLite file path, or already a database URL (e.g. PostgreSQL from benchmarks/postgres.py)."""
+    return str(db) if "://" in str(db) else f"sqlite:///{db}"
+
+
 class Server:
-    def __init__(self, db_path: Path, port: int | None = None, workers: int = 1, env: dict | None = None,
+    """`db_path`: a SQLite file, or a database URL (PostgreSQL)."""
+
+    def __init__(self, db_path: Path | str, port: int | None = None, workers: int = 1, env: dict | None = None,
                  log_path: Path | None = None):
         self.db_path = Path(db_path)
         self.port = port or free_port()
         self.workers = workers
-        self.env = {**os.environ, "FACEID_DATABASE_URL": f"sqlite:///{self.db_path}",
+        self.env = {**os.environ, "FACEID_DATABASE_URL": database_url(db_path),
                     "FACEID_HOST": "127.0.0.1", "FACEID_PORT": str(self.port), **(env or {})}
         self.env.setdefault("TORCH_HOME", str(REPO / ".torch"))
-        self.log_path = log_path or self.db_path.with_suffix(f".{self.port}.log")
+        if log_path is None:
+            log_dir = Path(db_path).parent if "://" not in str(db_path) else Path(tempfile.mkdtemp(prefix="faceid-"))
+            log_path = log_dir / f"server.{self.port}.log"
+        self.log_path = log_path
         self.proc: subprocess.Popen | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, timeout_s: float = 120.0) -> "Server":
+    def start(self, timeout_s: float = 300.0) -> "Server":  # a loaded 2-core machine needs minutes
         self._log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(self.workers)]

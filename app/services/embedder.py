@@ -176,10 +176,13 @@ async def run_swap(service, candidate: Embedder, spec: str) -> None:
         st.crops_per_s = round(st.faces_done / max(time.perf_counter() - t0, 1e-9), 1)
         await reembed_missing(service, candidate)          # faces enrolled by the old model alone meanwhile
         st.state = "switching"
-        await run_in_threadpool(service.index.get, candidate.version, candidate.preprocessing.embedding_size)
+        dim = candidate.preprocessing.embedding_size
+        await run_in_threadpool(service.index.get, candidate.version, dim)
+        # the serving row switches in the same transaction that checks the new version's index is complete
+        await run_in_threadpool(service.store.set_serving, spec, candidate.version,
+                                service.index.serving_hook(candidate.version, dim))  # other processes follow
         old = models.switch(candidate)                     # model and (warm) index together
         models.candidate = None
-        await run_in_threadpool(service.store.set_serving, spec, candidate.version)  # other processes follow
         await reembed_missing(service, candidate)          # requests that started before the switch
         if not service.settings.keep_old_versions:
             await run_in_threadpool(service.store.prune_versions, {candidate.version})
@@ -226,11 +229,12 @@ async def start_swap(service, spec: str) -> SwapStatus:
 
 async def follow_serving(service, interval_s: float = 2.0) -> None:
     """Background task of every process: when another process (worker or replica) has swapped the model,
-    load the same checkpoint, embed whatever it lacks, and switch too."""
+    load the same checkpoint, embed whatever it lacks, and switch too. It wakes on the gallery's change feed
+    (PostgreSQL: LISTEN/NOTIFY; SQLite: every couple of seconds)."""
     models: ModelManager = service.models
     failed: set[str] = set()
     while True:
-        await asyncio.sleep(interval_s)
+        await service.changes.wait()
         try:
             spec, version = await run_in_threadpool(service.store.serving)
             if not version or version == models.current.version or models.swapping or version in failed:

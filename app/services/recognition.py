@@ -17,6 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.gallery.index import Match, VectorIndex
+from app.gallery.models import MAX_ID
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
@@ -82,6 +83,27 @@ class LiveIndex:
                 if v not in keep:
                     del self._indexes[v]
 
+    def serving_hook(self, version: str, dim: int):
+        return None  # the switch needs nothing committed with it: each process loads the version from the store
+
+    def close(self) -> None:
+        pass
+
+
+def make_index(settings: Settings, store: GalleryStore):
+    """(search index, change feed) for this database: in-memory + polling on SQLite, pgvector + LISTEN/NOTIFY
+    on PostgreSQL."""
+    from app.gallery.notify import NotifyChanges, PollingChanges
+
+    if not store.is_postgres:
+        return LiveIndex(store, settings.identity_scoring), PollingChanges()
+    from app.gallery.pgvector_index import PgVectorIndex
+
+    changes = NotifyChanges(store.engine)
+    return PgVectorIndex(store, changes, scoring=settings.identity_scoring, ef_search=settings.pgvector_ef_search,
+                         exact_below=settings.pgvector_exact_below, hnsw_m=settings.pgvector_hnsw_m,
+                         hnsw_ef_construction=settings.pgvector_hnsw_ef_construction), changes
+
 
 class FaceService:
     def __init__(self, settings: Settings, pipeline: FacePipeline, models: ModelManager, store: GalleryStore):
@@ -89,7 +111,7 @@ class FaceService:
         self.pipeline = pipeline
         self.models = models
         self.store = store
-        self.index = LiveIndex(store, settings.identity_scoring)
+        self.index, self.changes = make_index(settings, store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -108,6 +130,8 @@ class FaceService:
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)
+        self.index.close()
+        self.changes.close()
 
     # --- model work (runs on the model thread) ------------------------------------------------------
     def _detect_many(self, images: list[Image.Image]) -> list[Detections]:
@@ -291,6 +315,8 @@ class FaceService:
         if not r.faces:
             raise AppError(422, "no_face", "no face found in image 0")
         face = max(r.faces, key=lambda f: f.size)
+        if not 1 <= identity_id <= MAX_ID:  # cannot exist (and PostgreSQL would refuse the comparison)
+            raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
         idx = await run_in_threadpool(self.index_of, embedder)
         score = idx.scores_for_identity(face.embedding, identity_id)
         if score is None:

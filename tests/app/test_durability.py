@@ -16,8 +16,8 @@ def identify(url: str, path) -> list:
             for f in r.json()["faces"]]
 
 
-def test_restart_gives_identical_results_and_replicas_share_the_gallery(tmp_path, faces):
-    db = tmp_path / "g.db"
+def test_restart_gives_identical_results_and_replicas_share_the_gallery(gallery_db, faces):
+    db = gallery_db
     people = ["Angelina_Jolie", "Matt_Damon", "Jennifer_Aniston"]
     probe = faces / "multi" / "selfie-many-people.jpg"
     with running(db) as a:

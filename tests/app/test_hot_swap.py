@@ -29,10 +29,10 @@ def wait_swap(client, timeout_s=180) -> dict:
     raise TimeoutError(state)
 
 
-def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces):
+def test_swap_under_load_then_equal_to_fresh_server(tmp_path, faces, gallery_db):
     ckdir = tmp_path / "checkpoints"
     new_version = perturbed_checkpoint(ckdir / "second.pt")
-    db = tmp_path / "g.db"
+    db = gallery_db
     env = {"FACEID_CHECKPOINTS_DIR": str(ckdir)}
     people = ["Angelina_Jolie", "Matt_Damon", "Jennifer_Aniston", "George_Clooney", "Leonardo_DiCaprio"]
     probe = faces / "multi" / "selfie-many-people.jpg"
@@ -154,11 +154,11 @@ def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces
         assert wait_swap(c)["serving_version"] == serving
 
 
-def test_other_processes_follow_a_swap_and_restarts_keep_it(tmp_path, faces):
+def test_other_processes_follow_a_swap_and_restarts_keep_it(tmp_path, faces, gallery_db):
     ckdir = tmp_path / "checkpoints"
     new_version = perturbed_checkpoint(ckdir / "second.pt")
     env = {"FACEID_CHECKPOINTS_DIR": str(ckdir)}
-    db = tmp_path / "g.db"
+    db = gallery_db
     img = photos(faces, "Matt_Damon", 2)
     with running(db, env=env) as a, running(db, env=env) as b:
         ca, cb = httpx.Client(base_url=a.url, timeout=120), httpx.Client(base_url=b.url, timeout=120)

@@ -43,14 +43,29 @@ def test_compose_services_match_the_settings():
     assert gpu["deploy"]["resources"]["reservations"]["devices"][0]["capabilities"] == ["gpu"]
     trainer = doc["services"]["trainer"]
     assert trainer["profiles"] == ["train"] and any(v.startswith("checkpoints:") for v in trainer["volumes"])
-    assert set(doc["volumes"]) == {"gallery", "checkpoints"}
+    assert set(doc["volumes"]) == {"gallery", "checkpoints", "pgdata"}
+
+
+def test_compose_postgres_profile_runs_replicas_behind_a_load_balancer():
+    doc = compose()
+    pg, api, lb = (doc["services"][name] for name in ("postgres", "api-pg", "lb"))
+    assert all(s["profiles"] == ["postgres"] for s in (pg, api, lb))
+    assert pg["image"].startswith("pgvector/pgvector:pg") and "pgdata:/var/lib/postgresql/data" in pg["volumes"]
+    assert "pg_isready" in pg["healthcheck"]["test"][-1]
+    url = api["environment"]["FACEID_DATABASE_URL"]
+    assert url.startswith("postgresql+psycopg://faceid:") and url.endswith("@postgres:5432/faceid")
+    assert api["ports"] == [] and api["depends_on"]["postgres"]["condition"] == "service_healthy"
+    assert all(not v.startswith("gallery:") for v in api["volumes"])  # replicas keep no state of their own
+    assert [p.split(":")[0] for p in lb["ports"]] == ["127.0.0.1"]
+    conf = (REPO / "docker" / "nginx.conf").read_text()
+    assert "server api-pg:8000" in conf and "./nginx.conf:/etc/nginx/conf.d/default.conf:ro" in lb["volumes"]
 
 
 def test_compose_validates_with_docker_compose():
     exe = shutil.which("docker-compose")
     if exe is None:
         pytest.skip("docker-compose is not installed (Debian package docker-compose provides it)")
-    for profile in ([], ["--profile", "gpu"], ["--profile", "train"]):
+    for profile in ([], ["--profile", "gpu"], ["--profile", "train"], ["--profile", "postgres"]):
         proc = subprocess.run([exe, "-f", str(COMPOSE), *profile, "config", "-q"], capture_output=True, text=True)
         assert proc.returncode == 0, proc.stderr
 

@@ -10,7 +10,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import StoreDep
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
-from app.gallery.models import Face, Identity
+from app.gallery.models import MAX_ID, Face, Identity
 from app.gallery.store import GalleryStore
 from app.schemas import (
     ErrorResponse,
@@ -25,8 +25,8 @@ from app.schemas import (
 router = APIRouter(tags=["gallery"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
                                                  403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
 NOT_FOUND = {404: {"model": ErrorResponse}}
-IdentityId = Annotated[int, Path(ge=1, le=2**63 - 1, description="identity id")]
-FaceId = Annotated[int, Path(ge=1, le=2**63 - 1, description="face id")]
+IdentityId = Annotated[int, Path(ge=1, le=MAX_ID, description="identity id")]
+FaceId = Annotated[int, Path(ge=1, le=MAX_ID, description="face id")]
 
 
 def face_public(f: Face) -> dict:

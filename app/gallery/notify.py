@@ -1,0 +1,100 @@
+"""How a process learns of the gallery writes of the other processes (workers and replicas).
+
+SQLite: there is no notification, so waiting means polling (`PollingChanges`; the in-memory index also checks
+the cheap generation counter on every search). PostgreSQL: the store sends `NOTIFY faceid_gallery,
+'<generation>,<rebuild_generation>'` inside every write transaction (delivered on commit); `NotifyChanges`
+LISTENs on a dedicated connection in a thread, reconnects with back-off when the connection is lost,
+and on every (re)connect reads the current generation, so whatever was missed while away is caught up.
+"""
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import threading
+
+from sqlalchemy.engine import Engine
+
+from app.gallery.store import NOTIFY_CHANNEL
+
+log = logging.getLogger(__name__)
+
+
+class PollingChanges:
+    """SQLite: `wait` returns after `interval_s`; the generation is unknown (ask the database)."""
+
+    generation: int | None = None
+
+    def __init__(self, interval_s: float = 2.0):
+        self.interval_s = interval_s
+
+    async def wait(self) -> None:
+        await asyncio.sleep(self.interval_s)
+
+    def close(self) -> None:
+        pass
+
+
+class NotifyChanges:
+    """PostgreSQL LISTEN/NOTIFY. `generation` is the newest committed gallery generation while listening,
+    None while the connection is down (callers then ask the database); `wait` returns on the next change."""
+
+    def __init__(self, engine: Engine, reconnect_max_s: float = 5.0):
+        self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.reconnect_max_s = reconnect_max_s
+        self.generation: int | None = None
+        self.connects = 0  # how many times the listener (re)connected; tests watch it
+        self._stop = threading.Event()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="gallery-listen", daemon=True)
+        self._thread.start()
+
+    async def wait(self) -> None:
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            self._waiters.add(waiter)
+        try:
+            await waiter[1].wait()
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join(timeout=5)
+
+    def _changed(self, generation: int) -> None:
+        self.generation = generation if self.generation is None else max(self.generation, generation)
+        with self._lock:
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed
+                pass
+
+    def _run(self) -> None:
+        import psycopg
+
+        delay = 0.2
+        while not self._stop.is_set():
+            try:
+                with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
+                                     application_name=f"faceid-listen-{os.getpid()}") as conn:
+                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                    row = conn.execute("SELECT generation FROM gallery_state WHERE id = 1").fetchone()
+                    self.connects += 1
+                    self.generation = None  # catch up: everything that happened while away counts as a change
+                    self._changed(row[0] if row else 0)
+                    delay = 0.2
+                    while not self._stop.is_set():
+                        for note in conn.notifies(timeout=1.0):
+                            self._changed(int(note.payload.split(",")[0]))
+            except psycopg.Error as exc:
+                self.generation = None
+                if not self._stop.is_set():
+                    (log.warning if delay == 0.2 else log.debug)("gallery change listener lost its connection (%s); reconnecting in %.1fs",
+                                str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__, delay)
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.reconnect_max_s)

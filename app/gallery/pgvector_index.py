@@ -1,0 +1,218 @@
+"""Vector search inside PostgreSQL with pgvector: no process holds the gallery in RAM.
+
+`PgVectorIndex.get(version, dim)` answers like the in-memory `VectorIndex` of that version (search,
+scores_for_identity, len, identities, sample), but every answer is a query. Identities are scored by their
+template (`templates.vector`, the normalised mean of their faces) or, with scoring="face", by their best face
+(`embeddings.vector`). Per model version, the searched table has one partial HNSW index (cosine) on the
+`halfvec` cast of its vector (`WHERE model_version = ...`): half the index memory, while the stored vectors
+stay float32. A search takes candidates from that index (`hnsw.ef_search` from settings,
+`hnsw.iterative_scan = relaxed_order`, so a top-k stays full), then re-scores them exactly in float32.
+Galleries below `exact_below` rows are searched exactly (a scan is faster than the graph there, and exact).
+"""
+from __future__ import annotations
+
+import hashlib
+import logging
+from typing import Callable
+
+import numpy as np
+from pgvector.sqlalchemy import HALFVEC, VECTOR
+from sqlalchemy import Connection, Index, cast, func, select, text
+from sqlalchemy.orm import Session
+
+from app.gallery.index import Match
+from app.gallery.models import Embedding, Face, Identity, Template
+from app.gallery.store import GalleryStore
+
+log = logging.getLogger(__name__)
+
+_TABLES = {"face": Embedding, "template": Template}
+
+
+def index_name(version: str, table: str = "embeddings") -> str:
+    return f"ix_{table}_hnsw_" + hashlib.sha1(version.encode()).hexdigest()[:16]
+
+
+def hnsw_index(model, version: str, dim: int, m: int = 16, ef_construction: int = 64) -> Index:
+    """The HNSW index of one model version, declared like any SQLAlchemy index (ops class, parameters)."""
+    return Index(index_name(version, model.__tablename__), cast(model.vector, HALFVEC(dim)).label("halfvec"),
+                 postgresql_using="hnsw", postgresql_ops={"halfvec": "halfvec_cosine_ops"},
+                 postgresql_with={"m": m, "ef_construction": ef_construction},
+                 postgresql_where=model.model_version == version)
+
+
+class PgVectorIndex:
+    """The search index (as `LiveIndex` is for SQLite) in PostgreSQL. `changes` (app/gallery/notify.py) says
+    when the gallery moved on, so the counts cached here are dropped on change, not on a timer."""
+
+    def __init__(self, store: GalleryStore, changes, scoring: str = "face", ef_search: int = 400,
+                 exact_below: int = 10_000, hnsw_m: int = 16, hnsw_ef_construction: int = 64):
+        if scoring not in _TABLES:
+            raise ValueError(f"unknown scoring {scoring!r}")
+        self.store, self.changes, self.scoring = store, changes, scoring
+        self.model = _TABLES[scoring]
+        self.ef_search, self.exact_below = ef_search, exact_below
+        self.hnsw_m, self.hnsw_ef_construction = hnsw_m, hnsw_ef_construction
+        self._cache: dict[tuple[str, str], tuple[int, int]] = {}
+        self._ready: set[str] = set()
+
+    def get(self, version: str, dim: int = 512) -> "PgVersionIndex":
+        """The version's index; its HNSW index is built first if missing (once per process)."""
+        if version not in self._ready:
+            with self.store.engine.begin() as conn:
+                self.ensure_index(conn, version, dim)
+            self._ready.add(version)
+        return PgVersionIndex(self, version, dim)
+
+    def ensure_index(self, conn: Connection, version: str, dim: int) -> None:
+        """Build the version's HNSW index unless it exists (replicas starting together take turns)."""
+        conn.execute(select(func.pg_advisory_xact_lock(int(hashlib.sha1(version.encode()).hexdigest()[:15], 16))))
+        hnsw_index(self.model, version, dim, self.hnsw_m, self.hnsw_ef_construction).create(conn, checkfirst=True)
+
+    def serving_hook(self, version: str, dim: int) -> Callable[[Session], None]:
+        """Committed with the switch of the serving model: the new version's index, complete."""
+        return lambda s: self.ensure_index(s.connection(), version, dim)
+
+    def drop(self, keep: set[str]) -> None:
+        """Drop the HNSW indexes of versions not in `keep` (the vectors stay where the store keeps them)."""
+        table = self.model.__tablename__
+        keep_names = {index_name(v, table) for v in keep}
+        with self.store.engine.begin() as conn:
+            names = conn.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = :t AND indexname LIKE :p"),
+                                 {"t": table, "p": f"ix_{table}_hnsw_%"}).all()
+            for name in names:
+                if name not in keep_names:
+                    conn.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
+        self._ready &= keep
+
+    def close(self) -> None:
+        pass  # the change feed belongs to the service, which closes it
+
+    def cached_count(self, kind: str, version: str, query) -> int:
+        gen = self.changes.generation
+        hit = self._cache.get((kind, version))
+        if gen is not None and hit is not None and hit[0] == gen:
+            return hit[1]
+        with self.store.sessions() as s:
+            value = int(s.scalar(query) or 0)
+        if gen is not None:
+            self._cache[(kind, version)] = (gen, value)
+        return value
+
+
+class PgVersionIndex:
+    """One model version of the gallery, searched in the database (the in-memory `VectorIndex`'s methods)."""
+
+    def __init__(self, parent: PgVectorIndex, version: str, dim: int):
+        self.parent, self.version, self.dim = parent, version, dim
+        self.generation = parent.changes.generation
+
+    def __len__(self) -> int:
+        """Vectors of this version (faces embedded by it)."""
+        return self.parent.cached_count("faces", self.version, select(func.count(Embedding.id))
+                                        .where(Embedding.model_version == self.version))
+
+    @property
+    def identities(self) -> int:
+        """Identities a search compares against (what the operating point depends on)."""
+        if self.parent.scoring == "template":
+            q = select(func.count(Template.id)).where(Template.model_version == self.version)
+        else:
+            q = (select(func.count(func.distinct(Face.identity_id))).select_from(Embedding)
+                 .join(Face, Face.id == Embedding.face_id).where(Embedding.model_version == self.version))
+        return self.parent.cached_count("identities", self.version, q)
+
+    def _rows(self) -> int:
+        return len(self) if self.parent.scoring == "face" else self.identities
+
+    def search(self, queries: np.ndarray, top_k: int) -> list[list[Match]]:
+        """Top-k identities per query, best first, with each identity's best face."""
+        queries = np.asarray(queries, dtype=np.float32)
+        n_rows = self._rows() if len(queries) else 0
+        if n_rows == 0:
+            return [[] for _ in queries]
+        exact = n_rows < self.parent.exact_below
+        with self.parent.store.sessions() as s, s.begin():
+            return [self._search_one(s, q, top_k, n_rows, exact) for q in queries]
+
+    def _search_one(self, s: Session, q: np.ndarray, top_k: int, n_rows: int, exact: bool) -> list[Match]:
+        limit = top_k if self.parent.scoring == "template" else max(top_k * 4, 32)
+        while True:
+            if not exact:  # both settings last until the end of this transaction (SET LOCAL)
+                ef = min(max(self.parent.ef_search, limit), 1000)
+                s.execute(select(func.set_config("hnsw.ef_search", str(ef), True),
+                                 func.set_config("hnsw.iterative_scan", "relaxed_order", True)))
+            if self.parent.scoring == "template":
+                return self._templates(s, q, top_k, exact)
+            matches = _best_per_identity(s.execute(self._face_candidates(q, limit, exact)).all(), top_k)
+            if len(matches) == top_k or limit >= n_rows:  # many faces of few identities: walk further down
+                return matches
+            limit *= 4
+
+    def _order(self, model, q: np.ndarray, exact: bool):
+        if exact:
+            return cast(model.vector, VECTOR(self.dim)).cosine_distance(q)
+        return cast(model.vector, HALFVEC(self.dim)).cosine_distance(q)  # the HNSW index's expression
+
+    def _face_candidates(self, q: np.ndarray, limit: int, exact: bool):
+        nn = (select(Embedding.face_id, Embedding.vector).where(Embedding.model_version == self.version)
+              .order_by(self._order(Embedding, q, exact)).limit(limit).subquery())
+        score = (1 - cast(nn.c.vector, VECTOR(self.dim)).cosine_distance(q)).label("score")
+        return (select(nn.c.face_id, Face.identity_id, Identity.label, score)
+                .join(Face, Face.id == nn.c.face_id).join(Identity, Identity.id == Face.identity_id))
+
+    def _templates(self, s: Session, q: np.ndarray, top_k: int, exact: bool) -> list[Match]:
+        nn = (select(Template.identity_id, Template.vector).where(Template.model_version == self.version)
+              .order_by(self._order(Template, q, exact)).limit(top_k).subquery())
+        score = (1 - cast(nn.c.vector, VECTOR(self.dim)).cosine_distance(q)).label("score")
+        rows = s.execute(select(nn.c.identity_id, Identity.label, score)
+                         .join(Identity, Identity.id == nn.c.identity_id)).all()
+        rows.sort(key=lambda r: (-r[2], r[0]))
+        if not rows:
+            return []
+        # each identity's best face, in one query: DISTINCT ON keeps the first row per identity
+        best = dict(s.execute(
+            select(Face.identity_id, Embedding.face_id).join(Face, Face.id == Embedding.face_id)
+            .where(Embedding.model_version == self.version, Face.identity_id.in_([r[0] for r in rows]))
+            .order_by(Face.identity_id, cast(Embedding.vector, VECTOR(self.dim)).cosine_distance(q), Embedding.face_id)
+            .distinct(Face.identity_id)).all())
+        return [Match(int(iid), label, int(best.get(iid, 0)), float(sc)) for iid, label, sc in rows]
+
+    def scores_for_identity(self, query: np.ndarray, identity_id: int) -> float | None:
+        """The identity's score for `query` (template, or best face), None if it has no vectors here."""
+        q = np.asarray(query, dtype=np.float32)
+        model = self.parent.model
+        stmt = select(func.max(1 - cast(model.vector, VECTOR(self.dim)).cosine_distance(q)))
+        if model is Template:
+            stmt = stmt.where(Template.identity_id == identity_id, Template.model_version == self.version)
+        else:
+            stmt = (stmt.join(Face, Face.id == Embedding.face_id)
+                    .where(Face.identity_id == identity_id, Embedding.model_version == self.version))
+        with self.parent.store.sessions() as s:
+            score = s.scalar(stmt)
+        return None if score is None else float(score)
+
+    def sample(self, max_faces: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+        """(vectors, identity ids) of at most `max_faces` faces, a random subset when there are more."""
+        base = (select(Embedding.id).where(Embedding.model_version == self.version).order_by(Embedding.id))
+        with self.parent.store.sessions() as s:
+            ids = np.asarray(s.scalars(base).all(), np.int64)
+            if len(ids) > max_faces:
+                ids = np.sort(np.random.default_rng(seed).choice(ids, max_faces, replace=False))
+            rows = s.execute(select(Embedding.vector, Face.identity_id).join(Face, Face.id == Embedding.face_id)
+                             .where(Embedding.id.in_(ids.tolist())).order_by(Embedding.id)).all() if len(ids) else []
+        if not rows:
+            return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
+        mat = np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").reshape(len(rows), -1)
+        return mat.copy(), np.asarray([r[1] for r in rows], np.int64)
+
+
+def _best_per_identity(rows, top_k: int) -> list[Match]:
+    """Each identity's best face, best first (ties by face id, so answers are stable)."""
+    best: dict[int, Match] = {}
+    for face_id, identity_id, label, score in sorted(rows, key=lambda r: (-r[3], r[0])):
+        if identity_id not in best:
+            best[identity_id] = Match(int(identity_id), label, int(face_id), float(score))
+            if len(best) == top_k:
+                break
+    return list(best.values())
