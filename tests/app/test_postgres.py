@@ -82,7 +82,7 @@ def pg_gallery(postgres):
     store = GalleryStore(engine)
     for v, p in zip(vecs, people):
         store.enroll(f"p{p}", [new_face({"m1": v})])
-    memory = VectorIndex("m1")
+    memory = VectorIndex("m1", scoring="face")
     memory.add(*store.vectors("m1"))
     changes = NotifyChanges(engine)
     yield store, memory, changes
