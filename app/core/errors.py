@@ -65,7 +65,8 @@ def install(app: FastAPI) -> None:
         # cue to retry, not a bug; the pool pre-pings, so the service resumes by itself once it is back.
         if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or exc.connection_invalidated:
             orig = str(exc.orig).lower()
-            if "locked" in orig or "busy" in orig:  # SQLite: another writer held the lock past db_busy_timeout_s
+            # another writer held the lock past db_busy_timeout_s (SQLite's busy timeout, PostgreSQL's lock_timeout)
+            if "locked" in orig or "busy" in orig or "lock timeout" in orig:
                 log.warning("database busy on %s %s: %s", request.method, request.url.path, str(exc.orig)[:200])
                 return error_response(503, "database_busy", "the database is busy; retry shortly",
                                       headers={"Retry-After": "1"})

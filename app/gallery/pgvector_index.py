@@ -23,6 +23,7 @@ from sqlalchemy.orm import Session
 from app.gallery.index import Match
 from app.gallery.models import Embedding, Face, Identity, Template
 from app.gallery.store import GalleryStore
+from model.calibration import pick_identities
 
 log = logging.getLogger(__name__)
 
@@ -106,6 +107,7 @@ class PgVersionIndex:
     def __init__(self, parent: PgVectorIndex, version: str, dim: int):
         self.parent, self.version, self.dim = parent, version, dim
         self.generation = parent.changes.generation
+        self.scoring = parent.scoring  # how identities are scored (the gallery's own calibration follows it)
 
     def __len__(self) -> int:
         """Vectors of this version (faces embedded by it)."""
@@ -193,12 +195,13 @@ class PgVersionIndex:
         return None if score is None else float(score)
 
     def sample(self, max_faces: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
-        """(vectors, identity ids) of at most `max_faces` faces, a random subset when there are more."""
-        base = (select(Embedding.id).where(Embedding.model_version == self.version).order_by(Embedding.id))
+        """(vectors, identity ids) of all the faces of a random subset of identities, at most `max_faces`
+        faces (all of them when there are no more)."""
+        base = (select(Embedding.id, Face.identity_id).join(Face, Face.id == Embedding.face_id)
+                .where(Embedding.model_version == self.version).order_by(Embedding.id))
         with self.parent.store.sessions() as s:
-            ids = np.asarray(s.scalars(base).all(), np.int64)
-            if len(ids) > max_faces:
-                ids = np.sort(np.random.default_rng(seed).choice(ids, max_faces, replace=False))
+            pairs = np.asarray(s.execute(base).all(), np.int64).reshape(-1, 2)
+            ids = pairs[pick_identities(pairs[:, 1], max_faces, seed), 0]
             rows = s.execute(select(Embedding.vector, Face.identity_id).join(Face, Face.id == Embedding.face_id)
                              .where(Embedding.id.in_(ids.tolist())).order_by(Embedding.id)).all() if len(ids) else []
         if not rows:

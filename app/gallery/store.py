@@ -47,7 +47,10 @@ def make_engine(url: str, busy_timeout_s: float = 5.0) -> Engine:
     # PostgreSQL (or another server): connections checked before use, so a database restart costs the
     # requests made while it was down (503) and nothing after. psycopg's prepared statements are off:
     # a generic plan could not use the per-model-version partial HNSW indexes.
-    connect_args = {"prepare_threshold": None} if url.startswith("postgresql+psycopg") else {}
+    # lock_timeout: a writer waiting on another's lock gives up after `busy_timeout_s` (503 database_busy), as
+    # SQLite's busy timeout does.
+    connect_args = ({"prepare_threshold": None, "options": f"-c lock_timeout={int(busy_timeout_s * 1000)}"}
+                    if url.startswith("postgresql+psycopg") else {})
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
 

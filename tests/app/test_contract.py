@@ -8,6 +8,7 @@ import socket
 import sqlite3
 import time
 import unicodedata
+from contextlib import contextmanager
 from datetime import datetime
 
 import pytest
@@ -76,17 +77,33 @@ def test_created_at_is_utc_with_an_offset_in_every_answer(client, faces):
     assert len(stamps) == 8 and all(_utc(s) for s in stamps), stamps
 
 
-def test_a_locked_database_is_503_database_busy(server, client):
-    con = sqlite3.connect(server.db_path, timeout=30)
-    con.execute("BEGIN IMMEDIATE")  # hold SQLite's write lock (the server waits FACEID_DB_BUSY_TIMEOUT_S=1)
+@contextmanager
+def writers_locked_out(server):
+    """Hold the gallery's write lock from outside the service, as another writer would: SQLite's database
+    lock (BEGIN IMMEDIATE), or on PostgreSQL the row every write updates first (gallery_state)."""
+    url = server.env["FACEID_DATABASE_URL"]
+    if url.startswith("sqlite"):
+        con = sqlite3.connect(url[len("sqlite:///"):], timeout=30)
+        con.execute("BEGIN IMMEDIATE")
+    else:
+        import psycopg
+
+        con = psycopg.connect(url.replace("postgresql+psycopg://", "postgresql://"))
+        con.execute("SELECT * FROM gallery_state FOR UPDATE")
     try:
-        r = client.patch("/identities/1", json={"label": "whoever"})
-        assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy", r.text
-        assert r.headers["retry-after"]
-        assert client.get("/identities").status_code == 200  # readers are not blocked (WAL)
+        yield
     finally:
         con.rollback()
         con.close()
+
+
+def test_a_locked_database_is_503_database_busy(server, client):
+    # the server waits FACEID_DB_BUSY_TIMEOUT_S=1 (SQLite's busy timeout, PostgreSQL's lock_timeout)
+    with writers_locked_out(server):
+        r = client.patch("/identities/1", json={"label": "whoever"})
+        assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy", r.text
+        assert r.headers["retry-after"]
+        assert client.get("/identities").status_code == 200  # readers are not blocked (WAL / MVCC)
 
 
 def test_docs_are_served_offline_and_declare_the_key_header(client):

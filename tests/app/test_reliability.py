@@ -134,7 +134,7 @@ def test_database_outage_answers_503_then_recovers_and_loses_nothing(tmp_path, p
     """PostgreSQL stopped under two replicas: every request is a 503 with Retry-After (never a 500); once it is
     back both resume by themselves, every acknowledged enrollment is there, and the replicas' change listeners
     have reconnected (a hot swap through one is followed by the other)."""
-    from benchmarks.models import perturbed_checkpoint
+    from training.perturb import perturbed_checkpoint
 
     images = lfw_faces(faces, pipeline, 8)
     ckdir = tmp_path / "checkpoints"
