@@ -26,7 +26,7 @@ test: weights
 	$(PY) -m pytest -q -ra --durations=15
 
 test-fast: $(STAMP)
-	$(PY) -m pytest -q -ra -m "not slow"
+	FACEID_TEST_FAST=1 $(PY) -m pytest -q -ra -m "not slow" --durations=5
 
 bench: weights
 	$(PY) -m benchmarks.lfw --out benchmarks/results/lfw.json
