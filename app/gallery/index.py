@@ -26,6 +26,12 @@ class Match:
     score: float
 
 
+def cosine(score: float) -> float:
+    """A similarity as answers report it: float rounding (float16 storage, sums of unit vectors) can put a
+    cosine a hair outside [-1, 1]; answers never do."""
+    return min(1.0, max(-1.0, float(score)))
+
+
 class VectorIndex:
     """Exact cosine search over unit vectors of one model version. Appends are cheap; reads are lock-free."""
 
@@ -135,7 +141,7 @@ class VectorIndex:
             matches = []
             for score, row in zip(best.values[qi].tolist(), best.indices[qi].tolist()):
                 iid = int(self._t_ids[row])
-                matches.append(Match(iid, self._labels[iid], self._best_face(iid, q32[qi]), float(score)))
+                matches.append(Match(iid, self._labels[iid], self._best_face(iid, q32[qi]), cosine(score)))
             out.append(matches)
         return out
 
@@ -183,7 +189,7 @@ class VectorIndex:
             iid = int(self._ident_ids[j])
             if iid not in seen:
                 seen.add(iid)
-                matches.append(Match(iid, self._labels[iid], int(self._face_ids[j]), float(score)))
+                matches.append(Match(iid, self._labels[iid], int(self._face_ids[j]), cosine(score)))
                 if len(matches) == top_k:
                     break
         return matches

@@ -20,7 +20,7 @@ from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import Connection, Index, cast, func, select, text
 from sqlalchemy.orm import Session
 
-from app.gallery.index import Match
+from app.gallery.index import Match, cosine
 from app.gallery.models import Embedding, Face, Identity, Template
 from app.gallery.store import GalleryStore
 from model.calibration import pick_identities
@@ -178,7 +178,7 @@ class PgVersionIndex:
             .where(Embedding.model_version == self.version, Face.identity_id.in_([r[0] for r in rows]))
             .order_by(Face.identity_id, cast(Embedding.vector, VECTOR(self.dim)).cosine_distance(q), Embedding.face_id)
             .distinct(Face.identity_id)).all())
-        return [Match(int(iid), label, int(best.get(iid, 0)), float(sc)) for iid, label, sc in rows]
+        return [Match(int(iid), label, int(best.get(iid, 0)), cosine(sc)) for iid, label, sc in rows]
 
     def scores_for_identity(self, query: np.ndarray, identity_id: int) -> float | None:
         """The identity's score for `query` (template, or best face), None if it has no vectors here."""
@@ -215,7 +215,7 @@ def _best_per_identity(rows, top_k: int) -> list[Match]:
     best: dict[int, Match] = {}
     for face_id, identity_id, label, score in sorted(rows, key=lambda r: (-r[3], r[0])):
         if identity_id not in best:
-            best[identity_id] = Match(int(identity_id), label, int(face_id), float(score))
+            best[identity_id] = Match(int(identity_id), label, int(face_id), cosine(score))
             if len(best) == top_k:
                 break
     return list(best.values())

@@ -69,3 +69,14 @@ def test_template_search_equals_brute_force(n_faces, n_people, top_k):
 
 def test_empty_index():
     assert VectorIndex("v").search(np.zeros((2, 512), np.float32), 5) == [[], []]
+
+
+@pytest.mark.parametrize("scoring", ["template", "face"])
+def test_scores_never_leave_minus_one_to_one(scoring):
+    """A probe that is (a rounding away from) an enrolled vector scores at most 1, never 1.0000001."""
+    v = unit(np.random.default_rng(5), 3)
+    idx = VectorIndex("v", scoring=scoring)
+    idx.add(np.arange(1, 4), np.arange(1, 4), np.array([1, 1, 2]), ["a", "a", "b"], v)
+    got = idx.search(np.stack([v[2] * 1.001, -v[2] * 1.001]), 2)
+    assert got[0][0].label == "b" and got[0][0].score == 1.0
+    assert all(-1.0 <= m.score <= 1.0 for r in got for m in r)
