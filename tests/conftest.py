@@ -19,6 +19,17 @@ def pytest_configure(config):
     config.addinivalue_line("markers", "faces: needs the research face data (../shared/faces or FACEID_FACES_DIR)")
 
 
+# Fixtures that load real weights, start a server or PostgreSQL: a test using one is `slow` by definition, so
+# `make test-fast` (no weights, in-process only) cannot pick it up by a forgotten mark.
+SLOW_FIXTURES = {"pipeline", "detector", "detectors", "plain", "server", "postgres", "gallery_db"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        if SLOW_FIXTURES & set(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def faces() -> Path:
     root = faces_dir()

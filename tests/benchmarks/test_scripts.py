@@ -19,6 +19,7 @@ def run(module: str, *args: str) -> dict:
     return json.loads(out.stdout)
 
 
+@pytest.mark.slow  # builds a gallery
 def test_search_script():
     got = run("benchmarks.search", "--sizes", "2000", "--queries", "5")
     row = got["sizes"]["2000"]

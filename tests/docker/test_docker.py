@@ -61,6 +61,7 @@ def test_compose_postgres_profile_runs_replicas_behind_a_load_balancer():
     assert "server api-pg:8000" in conf and "./nginx.conf:/etc/nginx/conf.d/default.conf:ro" in lb["volumes"]
 
 
+@pytest.mark.slow  # runs docker-compose
 def test_compose_validates_with_docker_compose():
     exe = shutil.which("docker-compose")
     if exe is None:

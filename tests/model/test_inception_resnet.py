@@ -74,6 +74,7 @@ def test_state_dict_matches_facenet_pytorch_layout(dname):
     assert got == expected
 
 
+@pytest.mark.slow  # a full network
 def test_published_layout_checkpoint_loads_strict(tmp_path):
     """A plain state_dict file in facenet-pytorch's layout (what its releases hold) loads with strict=True."""
     layout = facenet_pytorch_layout(10575)
@@ -87,6 +88,7 @@ def test_published_layout_checkpoint_loads_strict(tmp_path):
         assert torch.equal(v, sd[k]), k
 
 
+@pytest.mark.slow  # real weights
 def test_converted_weights_load_strict_through_load_pretrained():
     model = load_pretrained("casia-webface")
     assert model.logits.out_features == 10575
@@ -132,6 +134,7 @@ def test_get_torch_home_honours_env(monkeypatch, tmp_path):
     assert get_torch_home() == str(tmp_path / "th")
 
 
+@pytest.mark.slow  # real weights
 def test_corrupt_cached_weights_give_one_clear_error(monkeypatch, tmp_path):
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     bad = tmp_path / "checkpoints" / REGISTRY["casia-webface"].offline_file_name

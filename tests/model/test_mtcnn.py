@@ -116,6 +116,7 @@ def test_finds_a_face_in_every_photo(faces, pipeline):
 
 
 @pytest.mark.faces
+@pytest.mark.slow  # real weights
 def test_antialiased_pyramid_finds_the_faces_the_area_pyramid_finds(faces):
     """The fast pyramid (antialiased bilinear) against facenet-pytorch's (area): confident faces agree."""
     from PIL import Image

@@ -21,6 +21,7 @@ def test_int8_without_a_quantised_file_says_how_to_make_it(tmp_path, monkeypatch
         load_int8("0123456789abcdef", torch.device("cpu"))
 
 
+@pytest.mark.slow  # real weights
 def test_int8_is_not_a_serving_precision():
     """Not offered to the service until it passes the accuracy gate (benchmarks/embed.py --precision int8)."""
     with pytest.raises(ValueError, match="unknown precision"):

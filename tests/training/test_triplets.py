@@ -87,6 +87,7 @@ def test_group_by_label_and_pk_sampler():
         assert all(ids.count(x) == 2 for x in set(ids)) and not {2, 7} & set(ids)
 
 
+@pytest.mark.slow  # a real training run
 def test_tiny_run_drives_the_loss_down():
     """Random weights, 8 synthetic identities (a pattern each, plus noise): 30 steps halve the loss."""
     torch.manual_seed(0)
