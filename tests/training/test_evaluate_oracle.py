@@ -105,3 +105,20 @@ def test_all_scores_tied():
     assert list(far) == [0.0, 1.0] and list(tar) == [0.0, 1.0] and list(thr) == [np.inf, 0.0]
     assert tar_at_far(scores, issame, 0.5) == (0.0, np.inf)  # nothing can be accepted below FAR 1
     assert best_threshold(scores, issame)[1] == 0.5
+
+
+@pytest.mark.parametrize("far", [1e-3, 1e-2, 0.004, 0.05])
+def test_calibrate_serves_any_target_far(far):
+    """Issue 15's bug: only FAR 1e-3 and 1e-2 had a threshold (any other --target-far raised KeyError after the
+    whole training run). The 1:1 threshold at any FAR is the impostor score exceeded by that share of pairs."""
+    from training.evaluate import calibrate
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = [f"p{i // 3}" for i in range(300)]
+    out = calibrate(emb, labels, "synthetic", far)
+    same = np.array([[a == b for b in labels] for a in labels])
+    iu = np.triu_indices(300, k=1)
+    impostors = (emb @ emb.T)[iu][~same[iu]]
+    assert abs(np.mean(impostors >= out["cosine"]) - far) <= 0.1 * far + 1e-4
