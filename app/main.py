@@ -11,7 +11,7 @@ import torch
 from fastapi import FastAPI
 
 from app.api import docs
-from app.api.routes import admin, faces, gallery, health, transfer, ui
+from app.api.routes import admin, faces, feedback, gallery, health, transfer, ui
 from app.core import errors
 from app.core.config import Settings, get_settings
 from app.core.security import KeyFirstMiddleware
@@ -135,7 +135,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.middleware("http")(request_context)
-    for router in (health.router, faces.router, transfer.router, gallery.router, admin.router):
+    for router in (health.router, faces.router, transfer.router, gallery.router, feedback.router, admin.router):
         app.include_router(router)
     docs.install(app)
     ui.install(app)  # the web UI at / (static files, public API only)

@@ -90,6 +90,8 @@ class IdentifiedFace(FaceOut):
     score: float | None = Field(description="cosine similarity of the best identity (even when unknown)")
     quality_problem: str | None = Field(None, description="why the face is low_quality")
     matches: list[MatchOut] = Field(description="top-k identities, best first (each scored by its template)")
+    probe_id: int | None = Field(None, description="this face, kept for FACEID_PROBE_RETENTION_S: POST /feedback "
+                                 "with it to report the answer right or wrong (null when probes are not kept)")
 
 
 class OperatingPointOut(BaseModel):
@@ -247,3 +249,59 @@ class FacesImport(BaseModel):
     model_config = ConfigDict(extra="forbid")
     label: Label
     faces: list[ImportedFace] = Field(min_length=1)
+
+
+class FaceMove(BaseModel):
+    """Where a face goes: an existing identity, or the identity with a label (created if new)."""
+    model_config = ConfigDict(extra="forbid")
+    identity_id: int | None = Field(None, ge=1, le=2**63 - 1, examples=[7])
+    label: Label | None = None
+
+
+class FaceMoved(BaseModel):
+    face: FacePublic
+    identity: IdentityPublic = Field(description="the identity the face belongs to now")
+    created: bool = Field(description="true when the identity was made for this face")
+    deleted_identity_id: int | None = Field(description="the face's former identity, deleted when it was its "
+                                            "last face")
+
+
+FeedbackKind = Literal["is", "is_not", "nobody"]
+
+
+class FeedbackJSON(BaseModel):
+    """A report on a face: of a previous /identify answer (`probe_id`) or of a new upload (`image`)."""
+    model_config = ConfigDict(extra="forbid")
+    kind: FeedbackKind = Field(description="is: the face is identity_id; is_not: it is not identity_id; "
+                               "nobody: it is nobody enrolled")
+    identity_id: int | None = Field(None, ge=1, le=2**63 - 1, description="for 'is' and 'is_not'")
+    probe_id: int | None = Field(None, ge=1, le=2**63 - 1, description="a face of a previous /identify answer")
+    image: str | None = Field(None, min_length=1, description="or a new image (base64)")
+    face_index: int | None = Field(None, ge=0)
+    face_box: list[float] | None = Field(None, min_length=4, max_length=4)
+
+
+class FeedbackPublic(BaseModel):
+    id: int
+    kind: FeedbackKind
+    identity: IdentityRef | None = Field(description="who the face is ('is') or is not ('is_not')")
+    answered_identity: IdentityRef | None = Field(description="the answer's best match, when the report "
+                                                  "pointed at a probe (and the identity still exists)")
+    answered_score: float | None
+    probe_id: int | None
+    model_version: str = Field(description="the model that made the answer (or saw the upload)")
+    box: Box
+    landmarks: list[list[float]]
+    detection_score: float
+    source_sha256: str
+    crop_size: int
+    crop_margin: int
+    reported_by: str | None = Field(description="the API key's name (null on a keyless server)")
+    created_at: UtcDatetime
+
+
+class FeedbackPage(BaseModel):
+    items: list[FeedbackPublic]
+    total: int
+    offset: int
+    limit: int

@@ -94,6 +94,10 @@ class Settings(BaseSettings):
     log_json: bool = True
     allow_no_auth_in_container: bool = Field(False, description="docker/compose.yml publishes the port on the "
                                              "host's loopback only; inside a container the API may then run keyless")
+    # feedback
+    probe_retention_s: float = Field(3600.0, ge=0.0, le=30 * 86400, description="keep each /identify answer's "
+                                     "face crops this long, so POST /feedback can point at them by probe_id "
+                                     "(0: keep none; answers carry no probe_id)")
     # hot swap
     keep_old_versions: bool = Field(True, description="keep the previous model's vectors for instant rollback")
 

@@ -1,5 +1,6 @@
 """Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version),
-templates (one per identity and model version)."""
+templates (one per identity and model version); probes (faces of recent /identify answers) and feedback
+(reports on faces, with their crops)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -105,3 +106,50 @@ class GalleryState(Base):
     # the model every process should serve (set by a hot swap), so all workers and replicas follow it
     serving_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
     serving_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+
+
+class Probe(Base):
+    """A face of an /identify answer, kept for a bounded time (FACEID_PROBE_RETENTION_S) so a later
+    POST /feedback can point at it by id instead of uploading the image again. Not part of the gallery."""
+    __tablename__ = "probes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    crop_png: Mapped[bytes] = mapped_column(LargeBinary)
+    crop_size: Mapped[int] = mapped_column(Integer)
+    crop_margin: Mapped[int] = mapped_column(Integer)
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    box: Mapped[list] = mapped_column(JSON)
+    landmarks: Mapped[list] = mapped_column(JSON)
+    detection_score: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(64))
+    status: Mapped[str] = mapped_column(String(16))                   # the answer: match | unknown | low_quality
+    top_identity_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # best match, above threshold or not
+    top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+
+
+class Feedback(Base):
+    """A report on a face: `is` (it is identity_id), `is_not` (it is not identity_id) or `nobody` (nobody
+    enrolled). Stored with the crop and the model version that answered. `answered_identity_id` is the
+    identity the answer named (a `match`, when the report points at a probe): a face reported as someone
+    else, or as nobody, is a hard negative for it. Deleting an identity deletes the reports that name it
+    (`identity_id`) and forgets it as the answered one; a merge moves both to the merged identity."""
+    __tablename__ = "feedback"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), index=True)
+    identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), nullable=True,
+                                                    index=True)
+    answered_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"),
+                                                             nullable=True)
+    answered_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    probe_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the probe it came from (probes expire)
+    crop_png: Mapped[bytes] = mapped_column(LargeBinary)
+    crop_size: Mapped[int] = mapped_column(Integer)
+    crop_margin: Mapped[int] = mapped_column(Integer)
+    source_sha256: Mapped[str] = mapped_column(String(64))
+    box: Mapped[list] = mapped_column(JSON)
+    landmarks: Mapped[list] = mapped_column(JSON)
+    detection_score: Mapped[float] = mapped_column(Float)
+    model_version: Mapped[str] = mapped_column(String(64))
+    reported_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # API key name
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -18,7 +18,7 @@ from sqlalchemy import create_engine, delete, event, func, insert, select, updat
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
-from app.gallery.models import Embedding, Face, GalleryState, Identity, Template, utcnow
+from app.gallery.models import Embedding, Face, Feedback, GalleryState, Identity, Template, utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -129,6 +129,14 @@ def sha256_bytes(data: bytes) -> str:
 
 class _Unchanged(Exception):
     """Raised inside a write transaction to roll it back."""
+
+
+class NotFound(LookupError):
+    """A write names a row that does not exist (nothing was changed): `kind` ('face', 'identity', ...), `id`."""
+
+    def __init__(self, kind: str, id_: int):
+        super().__init__(f"{kind} {id_} does not exist")
+        self.kind, self.id = kind, id_
 
 
 class GalleryStore:
@@ -273,12 +281,51 @@ class GalleryStore:
                     raise _Unchanged  # leaving the block rolls the bump back
                 # bulk statements: loading the source's faces would let the ORM's delete-orphan cascade delete them
                 s.execute(update(Face).where(Face.identity_id == from_id).values(identity_id=into_id))
+                for column in (Feedback.identity_id, Feedback.answered_identity_id):  # reports follow the person
+                    s.execute(update(Feedback).where(column == from_id).values({column.key: into_id}))
                 s.execute(delete(Identity).where(Identity.id == from_id))
                 self._refresh_templates(s, [into_id])
                 into.updated_at = utcnow()
                 return into
         except _Unchanged:
             return None
+
+    def move_face(self, face_id: int, to_identity_id: int | None = None, to_label: str | None = None):
+        """Move one face to identity `to_identity_id`, or to the identity labelled `to_label` (created if new),
+        in one transaction; templates of both follow, and an identity left without faces is deleted.
+        Returns (face, identity, created, emptied_identity_id or None). Raises NotFound (nothing changes)."""
+        if (to_identity_id is None) == (to_label is None):
+            raise ValueError("give exactly one of to_identity_id or to_label")
+        with self.sessions() as s, s.begin():
+            self._bump(s, rebuild=True)  # the write lock first: the reads below see committed state
+            face = s.get(Face, face_id)
+            if face is None:
+                raise NotFound("face", face_id)
+            created = False
+            if to_label is not None:
+                target = s.scalar(select(Identity).where(Identity.label == to_label))
+                if target is None:
+                    target, created = Identity(label=to_label), True
+                    s.add(target)
+                    s.flush()
+            else:
+                target = s.get(Identity, to_identity_id)
+                if target is None:
+                    raise NotFound("identity", to_identity_id)
+            source_id = face.identity_id
+            if source_id == target.id:
+                return face, target, False, None
+            # a bulk statement: changing face.identity through the ORM would trip the delete-orphan cascade
+            s.execute(update(Face).where(Face.id == face_id).values(identity_id=target.id))
+            target.updated_at = utcnow()
+            emptied = None
+            if not s.scalar(select(func.count(Face.id)).where(Face.identity_id == source_id)):
+                s.execute(delete(Identity).where(Identity.id == source_id))
+                emptied = source_id
+            self._refresh_templates(s, [target.id] + ([] if emptied else [source_id]))
+            s.flush()
+            s.refresh(face)
+            return face, target, created, emptied
 
     def add_embeddings(self, version: str, vectors: dict[int, np.ndarray]) -> int:
         """Store embeddings of existing faces for `version` (faces deleted meanwhile are skipped)."""

@@ -16,12 +16,14 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.gallery.feedback import FeedbackStore
 from app.gallery.index import Match, VectorIndex
 from app.gallery.models import MAX_ID
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
 from app.services.embedder import ModelManager
+from app.services.feedback import FeedbackService
 from app.services.operating_point import OperatingPoints
 from model.decode import ImageError, decode_cost, decode_image
 from model.mtcnn import Detections
@@ -112,6 +114,7 @@ class FaceService:
         self.models = models
         self.store = store
         self.index, self.changes = make_index(settings, store)
+        self.feedback = FeedbackService(settings, FeedbackStore(store))
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -206,7 +209,10 @@ class FaceService:
         return _gate(face, s.enroll_min_face_size, s.enroll_min_detection_score, "enrollment")
 
     def pick_enroll_face(self, result: ImageFaces, image_no: int, face_index: int | None,
-                         face_box: list[float] | None) -> Face:
+                         face_box: list[float] | None, quality=None, purpose: str = "enrollment") -> Face:
+        """The face an upload means: by face_index, by face_box, else its only usable face. `quality(face)`
+        says why a face is unusable (default: the enrollment gate)."""
+        quality = quality or self.quality_problem
         faces = result.faces
         if not faces:
             raise AppError(422, "no_face", f"no face found in image {image_no}")
@@ -220,14 +226,14 @@ class FaceService:
             if _iou(face.box, face_box) < 0.3:
                 raise AppError(422, "face_box_no_match", f"no face in image {image_no} overlaps the given face_box")
         else:
-            usable = [f for f in faces if self.quality_problem(f) is None]
+            usable = [f for f in faces if quality(f) is None]
             if len(usable) != 1:
                 raise AppError(422, "ambiguous_face" if len(usable) > 1 else "face_not_usable",
                                f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected); "
-                               "enrollment needs exactly one, or say which with face_index or face_box",
+                               f"{purpose} needs exactly one, or say which with face_index or face_box",
                                {"faces": [_face_brief(i, f) for i, f in enumerate(faces)]})
             face = usable[0]
-        problem = self.quality_problem(face)
+        problem = quality(face)
         if problem:
             raise AppError(422, "face_quality", f"image {image_no}: {problem}")
         return face

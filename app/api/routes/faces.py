@@ -72,10 +72,11 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = (images.get("file") or images["image"])[0]
     r, decisions, op = await service.identify(data, top_k or settings.top_k, threshold)
+    probe_ids = await service.feedback.keep_probes(r, decisions)
     faces = [{**_face_out(f), "status": d.status, "score": d.score, "quality_problem": d.quality_problem,
               "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
-              "matches": [m.__dict__ for m in d.matches]}
-             for f, d in zip(r.faces, decisions)]
+              "matches": [m.__dict__ for m in d.matches], "probe_id": pid}
+             for f, d, pid in zip(r.faces, decisions, probe_ids)]
     return {"model_version": r.embedder.version, "threshold": op.threshold, "target_fpir": op.target_fpir,
             "operating_point": op.public(), "faces": faces}
 

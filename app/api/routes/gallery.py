@@ -1,4 +1,4 @@
-"""Gallery management: list, get, rename, merge and delete identities; get and delete faces."""
+"""Gallery management: list, get, rename, merge and delete identities; get, move and delete faces."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -11,9 +11,11 @@ from app.api.deps import StoreDep
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
 from app.gallery.models import MAX_ID, Face, Identity
-from app.gallery.store import GalleryStore
+from app.gallery.store import GalleryStore, NotFound
 from app.schemas import (
     ErrorResponse,
+    FaceMove,
+    FaceMoved,
     FacePublic,
     IdentitiesPage,
     IdentityDetail,
@@ -118,3 +120,21 @@ async def delete_face(face_id: FaceId, store: StoreDep, _key: WriteKey) -> Respo
     if not await run_in_threadpool(store.delete_face, face_id):
         raise _missing("face", face_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.post("/faces/{face_id}/move", response_model=FaceMoved, responses={**NOT_FOUND, 409: {"model": ErrorResponse}},
+             summary="Move a face to another identity, or to the identity with a label (created if new)")
+async def move_face(face_id: FaceId, body: FaceMove, store: StoreDep, _key: WriteKey) -> dict:
+    if (body.identity_id is None) == (body.label is None):
+        raise AppError(422, "invalid_request", "give exactly one of identity_id or label")
+    if body.identity_id is not None and body.identity_id > MAX_ID:
+        raise _missing("identity", body.identity_id)
+    try:
+        face, ident, created, emptied = await run_in_threadpool(
+            lambda: store.move_face(face_id, to_identity_id=body.identity_id, to_label=body.label))
+    except NotFound as exc:
+        raise _missing(exc.kind, exc.id) from None
+    except IntegrityError:  # another request created the label at the same moment
+        raise AppError(409, "label_taken", f"identity {body.label!r} was created meanwhile; retry") from None
+    return {"face": face_public(face), "identity": identity_public(ident, store), "created": created,
+            "deleted_identity_id": emptied}

@@ -1,0 +1,145 @@
+"""Probes (faces of recent /identify answers, kept for a bounded time) and feedback (reports on faces, kept
+until deleted): storage on the gallery's database, beside the gallery tables but not part of the index.
+
+Neither bumps the gallery generation: nothing here changes what a search finds.
+"""
+from __future__ import annotations
+
+import threading
+import time
+from dataclasses import dataclass
+from datetime import timedelta
+
+from sqlalchemy import delete, func, select
+from sqlalchemy.exc import IntegrityError
+
+from app.gallery.models import Feedback, Identity, Probe, utcnow
+from app.gallery.store import GalleryStore, NotFound, crop_to_png
+
+KINDS = ("is", "is_not", "nobody")
+
+
+@dataclass
+class FaceCrop:
+    """A face as stored with a probe or a report: crop, where it was found, the model that saw it."""
+    crop_png: bytes
+    crop_size: int
+    crop_margin: int
+    source_sha256: str
+    box: list
+    landmarks: list
+    detection_score: float
+    model_version: str
+
+    @classmethod
+    def of(cls, face, margin: int, source_sha256: str, model_version: str) -> "FaceCrop":
+        """From a `model.pipeline.Face` (crop, box, landmarks, score)."""
+        return cls(crop_to_png(face.crop), int(face.crop.shape[0]), int(margin), source_sha256,
+                   [float(x) for x in face.box], face.landmarks.tolist(), float(face.score), model_version)
+
+    def columns(self) -> dict:
+        return dict(self.__dict__)
+
+
+def _face_columns(row) -> FaceCrop:
+    return FaceCrop(row.crop_png, row.crop_size, row.crop_margin, row.source_sha256, row.box, row.landmarks,
+                    row.detection_score, row.model_version)
+
+
+class FeedbackStore:
+    def __init__(self, store: GalleryStore, prune_every_s: float = 60.0):
+        self.sessions = store.sessions
+        self.prune_every_s = prune_every_s
+        self._pruned_at = float("-inf")
+        self._lock = threading.Lock()
+
+    # --- probes --------------------------------------------------------------------------------------
+    def keep_probes(self, faces: list[tuple[FaceCrop, str, int | None, float | None]], retention_s: float) -> list[int]:
+        """Store (face, status, best identity id, its score) of one answer, in one transaction, kept for
+        `retention_s`; returns their ids. Expired probes are deleted here, at most every `prune_every_s`."""
+        if not faces:
+            return []
+        now = utcnow()
+        expires = now + timedelta(seconds=retention_s)
+        with self.sessions() as s, s.begin():
+            if self._due():
+                s.execute(delete(Probe).where(Probe.expires_at < now))
+            rows = [Probe(**fc.columns(), status=status, top_identity_id=top, top_score=score, created_at=now,
+                          expires_at=expires) for fc, status, top, score in faces]
+            s.add_all(rows)
+            s.flush()
+            return [r.id for r in rows]
+
+    def _due(self) -> bool:
+        with self._lock:
+            t = time.monotonic()
+            if t - self._pruned_at < self.prune_every_s:
+                return False
+            self._pruned_at = t
+            return True
+
+    def get_probe(self, probe_id: int) -> Probe | None:
+        """The probe, unless it has expired (expired rows may linger until the next prune)."""
+        with self.sessions() as s:
+            return s.scalar(select(Probe).where(Probe.id == probe_id, Probe.expires_at >= utcnow()))
+
+    # --- feedback ------------------------------------------------------------------------------------
+    def add(self, kind: str, face: FaceCrop, identity_id: int | None, *, answered_identity_id: int | None = None,
+            answered_score: float | None = None, probe_id: int | None = None,
+            reported_by: str | None = None) -> Feedback:
+        """Store one report. Raises NotFound('identity') when `identity_id` does not exist (nothing stored);
+        an answered identity deleted since the answer is forgotten (None)."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        if (identity_id is None) != (kind == "nobody"):
+            raise ValueError("'is' and 'is_not' name an identity; 'nobody' names none")
+        try:
+            with self.sessions() as s, s.begin():
+                if identity_id is not None and s.get(Identity, identity_id) is None:
+                    raise NotFound("identity", identity_id)
+                if answered_identity_id is not None and s.get(Identity, answered_identity_id) is None:
+                    answered_identity_id, answered_score = None, None
+                row = Feedback(kind=kind, identity_id=identity_id, answered_identity_id=answered_identity_id,
+                               answered_score=answered_score, probe_id=probe_id, reported_by=reported_by,
+                               **face.columns())
+                s.add(row)
+                s.flush()
+                return row
+        except IntegrityError:  # the identity was deleted between the check and the insert
+            raise NotFound("identity", identity_id) from None
+
+    def get(self, feedback_id: int) -> Feedback | None:
+        with self.sessions() as s:
+            return s.get(Feedback, feedback_id)
+
+    def delete(self, feedback_id: int) -> bool:
+        with self.sessions() as s, s.begin():
+            return s.execute(delete(Feedback).where(Feedback.id == feedback_id)).rowcount > 0
+
+    def list(self, offset: int, limit: int, kind: str | None = None, identity_id: int | None = None):
+        """(rows, total), oldest first; optionally of one kind and/or naming one identity."""
+        with self.sessions() as s:
+            q = select(Feedback)
+            cq = select(func.count(Feedback.id))
+            if kind is not None:
+                q, cq = q.where(Feedback.kind == kind), cq.where(Feedback.kind == kind)
+            if identity_id is not None:
+                q, cq = q.where(Feedback.identity_id == identity_id), cq.where(Feedback.identity_id == identity_id)
+            return list(s.scalars(q.order_by(Feedback.id).offset(offset).limit(limit))), s.scalar(cq) or 0
+
+    def labels(self, ids) -> dict[int, str]:
+        """{identity id: label} of the given ids that exist."""
+        ids = sorted({int(i) for i in ids if i is not None})
+        if not ids:
+            return {}
+        with self.sessions() as s:
+            return dict(s.execute(select(Identity.id, Identity.label).where(Identity.id.in_(ids))).all())
+
+    def all(self) -> list[Feedback]:
+        """Every report, oldest first (training reads them all)."""
+        with self.sessions() as s:
+            return list(s.scalars(select(Feedback).order_by(Feedback.id)))
+
+
+def probe_face(probe: Probe) -> FaceCrop:
+    return _face_columns(probe)
