@@ -48,13 +48,15 @@ def cached_crops(paths: list[Path], cache_dir: Path | None = None, preprocessing
 
 class FaceCrops(Dataset):
     """uint8 crops (N, S, S, 3) + integer labels -> (normalised float tensor, label), light augmentation.
-    `normalization` is the checkpoint's (`Preprocessing.normalization`)."""
+    `normalization` is the checkpoint's (`Preprocessing.normalization`). With `not_labels` (the class each crop
+    was reported not to be, -1 for none) items are (tensor, label, not_label)."""
 
     def __init__(self, crops: np.ndarray, labels, augment: bool = True, seed: int = 0,
-                 normalization: str = "fixed_standardization"):
+                 normalization: str = "fixed_standardization", not_labels=None):
         self.crops = crops
         self.normalization = normalization
         self.labels = torch.as_tensor(np.asarray(labels), dtype=torch.long)
+        self.not_labels = None if not_labels is None else torch.as_tensor(np.asarray(not_labels), dtype=torch.long)
         self.augment = augment
         self.rng = np.random.default_rng(seed)
 
@@ -68,16 +70,26 @@ class FaceCrops(Dataset):
                 x = x.flip(2)
             gain = 1.0 + self.rng.uniform(-0.1, 0.1)          # small brightness/contrast jitter
             x = ((x - x.mean()) * gain + x.mean() + self.rng.uniform(-8, 8)).clamp(0, 255)
+        if self.not_labels is not None:
+            return normalize(x, self.normalization), self.labels[i], self.not_labels[i]
         return normalize(x, self.normalization), self.labels[i]
 
 
 class PKSampler(Sampler[list[int]]):
-    """Batches of P identities x K images each (identities with fewer than 2 images are left out)."""
+    """Batches of P identities x K images each (identities with fewer than 2 images are left out). With
+    `not_labels`, each identity in a batch brings up to `max_negatives` (default K) of the faces reported not
+    to be it: hard negatives, mined beside it."""
 
-    def __init__(self, labels, p: int, k: int, shuffle: bool = True, seed: int = 0, batches: int | None = None):
+    def __init__(self, labels, p: int, k: int, shuffle: bool = True, seed: int = 0, batches: int | None = None,
+                 not_labels=None, max_negatives: int | None = None):
         self.by_label: dict[int, list[int]] = {}
         for i, lab in enumerate(torch.as_tensor(labels).tolist()):
             self.by_label.setdefault(lab, []).append(i)
+        self.negatives: dict[int, list[int]] = {}
+        for i, lab in enumerate([] if not_labels is None else torch.as_tensor(not_labels).tolist()):
+            if lab >= 0:
+                self.negatives.setdefault(lab, []).append(i)
+        self.max_negatives = k if max_negatives is None else max_negatives
         self.usable = [lab for lab, idx in self.by_label.items() if len(idx) >= 2]
         if len(self.usable) < p:
             raise ValueError(f"need at least {p} identities with 2+ images, have {len(self.usable)}")
@@ -100,14 +112,20 @@ class PKSampler(Sampler[list[int]]):
             for lab in order[pos:pos + self.p]:
                 idx = self.by_label[lab]
                 batch += self.rng.sample(idx, self.k) if len(idx) >= self.k else self.rng.choices(idx, k=self.k)
+                neg = self.negatives.get(lab, [])
+                batch += self.rng.sample(neg, min(len(neg), self.max_negatives))
             pos += self.p
             yield batch
 
 
 def make_loader(crops: np.ndarray, labels, batchsize: int, k: int = 4, shuffle: bool = True, augment: bool = True,
-                batches: int | None = None, seed: int = 0, normalization: str = "fixed_standardization") -> DataLoader:
-    sampler = PKSampler(labels, max(2, batchsize // k), k, shuffle, seed, batches)
-    return DataLoader(FaceCrops(crops, labels, augment, seed, normalization), batch_sampler=sampler, num_workers=0)
+                batches: int | None = None, seed: int = 0, normalization: str = "fixed_standardization",
+                not_labels=None, sampler: Sampler | None = None) -> DataLoader:
+    """P x K batches of `crops`; with `not_labels`, reported faces join the identities they are not (items are
+    then (x, label, not_label)). `sampler`: another batch sampler over the same indexes (e.g. distributed)."""
+    sampler = sampler or PKSampler(labels, max(2, batchsize // k), k, shuffle, seed, batches, not_labels)
+    return DataLoader(FaceCrops(crops, labels, augment, seed, normalization, not_labels), batch_sampler=sampler,
+                      num_workers=0)
 
 
 def load_dataset(root, batchsize: int, shuffle: bool = True, k: int = 4, cache_dir=".cache/training",

@@ -79,14 +79,15 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
     done = False
     for epoch in range(start_epoch, num_epochs):
         bar = tqdm(dataloader, desc=f"epoch {epoch + 1}/{num_epochs}", mininterval=5, disable=None)
-        for x, y in bar:
+        for batch in bar:
             net.train()
             if freeze_bn:
                 freeze_batchnorm(net)
-            x, y = x.to(device), y.to(device)
+            x, y = batch[0].to(device), batch[1].to(device)
+            not_y = batch[2].to(device) if len(batch) > 2 else None  # reported "not this identity" (-1: none)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
                 emb, head = embed_for_training(net, x, train_from)
-            a, p, n = selector(emb, y)
+            a, p, n = selector(emb, y) if not_y is None else selector(emb, y, not_y)
             loss, active = criterion.forward_mined(emb, a, p, n)
             if classification_weight > 0 and hasattr(net, "logits"):
                 loss = loss + classification_weight * F.cross_entropy(net.logits(head.float()), y)

@@ -29,14 +29,28 @@ class TripletSelection:
         self.mining, self.margin = mining, margin
 
     @torch.no_grad()
-    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor):
+    def __call__(self, embeddings: torch.Tensor, labels: torch.Tensor, not_labels: torch.Tensor | None = None):
+        """`not_labels[i]`: the class sample i was reported not to be (-1: none). Every margin-violating triplet
+        whose negative is such a reported pair (either way round) is added to the mined ones: a known mistake
+        is trained on whatever the mining strategy would have picked."""
         labels = torch.as_tensor(labels, device=embeddings.device)
         d = squared_distances(embeddings.detach().float())
         same = labels[:, None] == labels[None, :]
         eye = torch.eye(len(labels), dtype=torch.bool, device=labels.device)
         pos_mask = same & ~eye      # [a, p]
         neg_mask = ~same            # [a, n]
-        return getattr(self, f"_{self.mining}")(d, pos_mask, neg_mask)
+        a, p, n = getattr(self, f"_{self.mining}")(d, pos_mask, neg_mask)
+        if not_labels is None:
+            return a, p, n
+        nl = torch.as_tensor(not_labels, device=labels.device)
+        reported = ((nl[None, :] == labels[:, None]) | (nl[:, None] == labels[None, :])) & neg_mask   # [a, n]
+        if not reported.any():
+            return a, p, n
+        valid = pos_mask[:, :, None] & reported[:, None, :] & (d[:, :, None] - d[:, None, :] + self.margin > 0)
+        ra, rp, rn = valid.nonzero(as_tuple=True)
+        m = len(labels)
+        codes = torch.unique(torch.cat([(a * m + p) * m + n, (ra * m + rp) * m + rn]))  # union, sorted
+        return codes // (m * m), (codes // m) % m, codes % m
 
     def _batch_all(self, d, pos_mask, neg_mask):
         """Every valid triplet that still violates the margin (loss > 0)."""

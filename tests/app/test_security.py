@@ -33,7 +33,8 @@ def keyed(tmp_path_factory):
 def needed_scope(method: str, path: str) -> str:
     if path.startswith("/admin"):
         return "admin"
-    if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import") \
+    if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import", "/feedback",
+                                     "/faces/{face_id}/move") \
             or method in ("patch", "delete"):
         return "write"
     if path in ("/identify", "/verify", "/metrics"):
@@ -48,7 +49,7 @@ def test_every_route_checks_key_and_scope(keyed):
         for path, ops in spec["paths"].items():
             if path in OPEN:
                 continue
-            url = path.replace("{identity_id}", "1").replace("{face_id}", "1")
+            url = path.replace("{identity_id}", "1").replace("{face_id}", "1").replace("{feedback_id}", "1")
             for method in ops:
                 scope = needed_scope(method, path)
                 for headers, want in (({}, 401), ({"X-API-Key": "wrong"}, 401)):

@@ -114,3 +114,33 @@ def test_tiny_run_drives_the_loss_down():
                     selector=TripletSelection("batch_all", 0.2), freeze_bn=False, amp=False)
     after = loss_over_all_triplets()
     assert after < 0.5 * before, (before, after)
+
+
+@pytest.mark.parametrize("mining", ["batch_all", "batch_hard", "semi_hard"])
+@pytest.mark.parametrize("seed", range(3))
+def test_reported_negatives_are_added_to_the_mined_triplets(mining, seed):
+    """Sample 11 (label 4) was reported not to be label 2, sample 9 (label 3) not label 0: every valid,
+    margin-violating triplet over those pairs (either way round) joins what the strategy mined."""
+    emb, y = tiny_batch(seed)
+    not_y = torch.full_like(y, -1)
+    not_y[11], not_y[9] = 2, 0
+    margin = 0.5
+    sel = TripletSelection(mining, margin)
+    mined = set(zip(*(t.tolist() for t in sel(emb, y))))
+    got = set(zip(*(t.tolist() for t in sel(emb, y, not_y))))
+    reported = {(a, n) for a, n in itertools.product(range(len(y)), repeat=2)
+                if (not_y[n] == y[a]) or (not_y[a] == y[n])}
+    extra = {(a, p, n) for a, p, n in itertools.product(range(len(y)), repeat=3)
+             if a != p and y[a] == y[p] and (a, n) in reported and d2(emb[a], emb[p]) - d2(emb[a], emb[n]) + margin > 0}
+    assert got == mined | extra and extra
+    assert set(zip(*(t.tolist() for t in sel(emb, y, torch.full_like(y, -1))))) == mined
+
+
+def test_pk_sampler_brings_the_reported_negatives_of_its_identities():
+    labels = [0, 0, 0, 1, 1, 1, 5, 6, 7]
+    not_labels = [-1, -1, -1, -1, -1, -1, 0, 0, 1]  # 6 and 7 are not identity 0, 8 is not identity 1
+    sampler = PKSampler(labels, p=1, k=2, batches=6, not_labels=not_labels)
+    for batch in sampler:
+        ident = labels[batch[0]]
+        assert [labels[i] for i in batch[:2]] == [ident, ident]
+        assert sorted(batch[2:]) == ([6, 7] if ident == 0 else [8])
