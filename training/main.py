@@ -1,6 +1,8 @@
-"""Command line: fine-tune (--train 1) or evaluate (--train 0) FaceNet on root/<class_label>/<image>.
+"""Command line: fine-tune (--train 1) or evaluate (--train 0) FaceNet on root/<class_label>/<image>, or on the
+gallery's own crops and corrections (--from-gallery, published only through the gate: training/from_gallery.py).
 
     python -m training.main --rootdir datasets/custom_images --lrin 1e-5 --lrcl 1e-3 --bs 64 --epochs 5 --train 1
+    python -m training.main --from-gallery --epochs 1 --max-minutes 10 --publish-url http://127.0.0.1:8000
 
 Preprocessing (crop size, margin, normalisation) is the starting checkpoint's, and the fine-tuned checkpoint
 carries it on. `--publish-url` tells a server to swap; a keyed server needs `--api-key` (or FACEID_API_KEY)
@@ -76,15 +78,21 @@ def publish(args: argparse.Namespace, checkpoint: Path) -> dict:
 
 def build_parser() -> argparse.ArgumentParser:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--rootdir", required=True, help="image root: <rootdir>/<class_label>/<image>")
+    src = ap.add_mutually_exclusive_group(required=True)
+    src.add_argument("--rootdir", help="image root: <rootdir>/<class_label>/<image>")
+    src.add_argument("--from-gallery", action="store_true",
+                     help="train on the gallery's stored crops and POST /feedback corrections (database from "
+                     "FACEID_DATABASE_URL); publish only if better than the serving model (the gate)")
     ap.add_argument("--lrin", type=float, default=1e-5, help="learning rate of the InceptionResnetV1 body")
     ap.add_argument("--lrcl", type=float, default=0.0, help="learning rate of the classification head (0: off)")
     ap.add_argument("--bs", type=int, default=64, help="batch size (P identities x K images)")
     ap.add_argument("--k", type=int, default=4, help="images per identity in a batch")
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--train", type=int, choices=[0, 1], default=1, help="1: train, 0: evaluate only")
-    ap.add_argument("--weights", default="casia-webface", help="registry name or checkpoint to start from")
-    ap.add_argument("--out", default="checkpoints/finetuned.pt")
+    ap.add_argument("--weights", default=None, help="registry name or checkpoint to start from (default: "
+                    "casia-webface; --from-gallery: the model the gallery serves)")
+    ap.add_argument("--out", default=None, help="checkpoint path (default checkpoints/finetuned.pt; --from-gallery: "
+                    "<FACEID_CHECKPOINTS_DIR>/gallery-<time>.pt, candidates/ beside it)")
     ap.add_argument("--val-identities", type=float, default=0.2, help="share of identities held out for evaluation")
     ap.add_argument("--mining", choices=MINING, default="batch_all")
     ap.add_argument("--margin", type=float, default=0.2)
@@ -98,6 +106,15 @@ def build_parser() -> argparse.ArgumentParser:
                     "without it only the held-out identities calibrate, and a server refuses to swap to a "
                     "checkpoint whose tail is too thin for its target FPIR")
     ap.add_argument("--logdir", default="runs/finetune")
+    ap.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    ap.add_argument("--seed", type=int, default=0)
+    g = ap.add_argument_group("--from-gallery")
+    g.add_argument("--database-url", default=None, help="default: FACEID_DATABASE_URL")
+    g.add_argument("--lfw-pairs", type=int, default=None, help="LFW View 2 pairs the gate checks (an equal share "
+                   "of each fold; default all 6000; 0 skips LFW, and then nothing is published)")
+    g.add_argument("--max-lfw-drop", type=float, default=0.5, help="LFW 10-fold accuracy may fall this many points")
+    g.add_argument("--validate-every", type=int, default=None, help="held-out figures every N steps (progress)")
+    g.add_argument("--progress", default=None, help="write the job's progress here as JSON (POST /admin/train)")
     ap.add_argument("--publish-url", default=None, help="tell this faceid server to swap to the checkpoint")
     ap.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"),
                     help="X-API-Key (admin scope) for --publish-url; default $FACEID_API_KEY")
@@ -107,6 +124,12 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    if args.from_gallery:
+        from training.from_gallery import run
+
+        return run(args)
+    args.weights = args.weights or "casia-webface"
+    args.out = args.out or "checkpoints/finetuned.pt"
 
     paths, names = list_images(Path(args.rootdir))
     classes = sorted(set(names))
@@ -137,7 +160,7 @@ def main(argv=None) -> int:
                                   args.epochs, selector=TripletSelection(args.mining, args.margin),
                                   classification_weight=1.0 if args.lrcl > 0 else 0.0, writer=writer,
                                   max_minutes=args.max_minutes, train_from=args.train_from,
-                                  resume_path=Path(args.out).with_suffix(".resume.pt"))
+                                  resume_path=Path(args.out).with_suffix(".resume.pt"), max_steps=args.max_steps)
         writer.close()
         net = net.cpu()
         after, scores = pair_report(embed_crops(net, crops[is_val], normalization=pre.normalization), pairs, issame)

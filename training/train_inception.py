@@ -58,8 +58,9 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
                     classification_weight: float = 0.0, writer=None, max_steps: int | None = None,
                     max_minutes: float | None = None, freeze_bn: bool = True, train_from: str | None = None,
                     amp: bool | None = None, resume_path: Path | None = None, save_every: int = 50,
-                    validate=None, validate_every: int | None = None) -> dict:
-    """Train in place; returns the history. `validate(net) -> dict` is logged to TensorBoard when given."""
+                    validate=None, validate_every: int | None = None, on_step=None) -> dict:
+    """Train in place; returns the history. `validate(net) -> dict` is logged to TensorBoard when given;
+    `on_step(step, loss)` is called after every optimiser step (progress reports)."""
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
     net.to(device)
     selector = selector or TripletSelection("batch_all", criterion.margin)
@@ -100,6 +101,8 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
             history["active_fraction"].append(active)
             history["triplets"].append(int(a.numel()))
             bar.set_postfix(loss=f"{float(loss):.4f}", active=f"{active:.2f}", triplets=int(a.numel()))
+            if on_step is not None:
+                on_step(step, float(loss))
             if writer is not None:
                 writer.add_scalar("train/loss", float(loss), step)
                 writer.add_scalar("train/active_triplet_fraction", active, step)

@@ -1,0 +1,91 @@
+"""The publishing gate: a fine-tuned checkpoint replaces the serving model only if it identifies the held-out
+identities better (closed-set rank-1 and FNIR at the target FPIR) and keeps LFW (10-fold accuracy within
+`max_lfw_drop` points).
+
+Held-out identification: each held-out identity enrolls the first half of its crops (a template, the normalised
+mean, as the service scores identities) and searches with the rest. A non-mated search is every probe searched
+against the other identities only (leave its own identity out), plus every held-out face reported as nobody
+or as someone else; the threshold is the one at which `target_fpir` of the non-mated searches would match.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+from training.datasets import faces_dir, read_pairs
+from training.evaluate import kfold_accuracy
+
+
+def identification_report(emb: np.ndarray, labels: np.ndarray, enrolled: np.ndarray,
+                          target_fpir: float = 0.01) -> dict:
+    """`enrolled[c]`: class c is an identity (its crops split into gallery and probes); other classes'
+    crops are non-mated searches only. Returns rank-1, FNIR at the FPIR threshold, and the sample sizes."""
+    labels = np.asarray(labels)
+    ids = [c for c in np.unique(labels) if enrolled[c] and (labels == c).sum() >= 2]
+    if len(ids) < 2:
+        raise ValueError(f"held-out identification needs 2+ identities with 2+ faces, has {len(ids)}")
+    templates, probes, probe_cls = [], [], []
+    for c in ids:
+        idx = np.nonzero(labels == c)[0]
+        half = max(1, len(idx) // 2)
+        t = emb[idx[:half]].sum(0)
+        templates.append(t / np.linalg.norm(t))
+        probes += idx[half:].tolist()
+        probe_cls += [len(templates) - 1] * (len(idx) - half)
+    templates = np.stack(templates)
+    scores = emb[probes] @ templates.T                                   # (mated probes, identities)
+    probe_cls = np.array(probe_cls)
+    own = scores[np.arange(len(probes)), probe_cls]
+    others = scores.copy()
+    others[np.arange(len(probes)), probe_cls] = -np.inf
+    outsiders = np.nonzero(~np.isin(labels, ids))[0]
+    nonmated = np.concatenate([others.max(1), (emb[outsiders] @ templates.T).max(1) if len(outsiders) else []])
+    rank1 = scores.argmax(1) == probe_cls
+    threshold = float(np.quantile(nonmated, 1.0 - target_fpir, method="higher"))
+    hit = rank1 & (own > threshold)  # a match needs the right identity above the threshold
+    return {"rank1": float(rank1.mean()), "fnir": float(1.0 - hit.mean()), "threshold": threshold,
+            "target_fpir": target_fpir, "identities": len(ids), "mated_searches": len(probes),
+            "nonmated_searches": int(len(nonmated))}
+
+
+def lfw_pairs(max_pairs: int | None = None) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:
+    """(image paths, pair index (n, 2), issame, fold) of LFW View 2; `max_pairs` keeps an equal share of each
+    fold's same and different pairs (the first ones), for a fast gate."""
+    pairs = read_pairs(faces_dir() / "lfw-meta" / "pairs.txt")
+    if max_pairs:
+        per = max(1, max_pairs // 20)  # 10 folds x (same, different)
+        keep, seen = [], {}
+        for p in pairs:
+            key = (p[3], p[2])
+            if seen.get(key, 0) < per:
+                seen[key] = seen.get(key, 0) + 1
+                keep.append(p)
+        pairs = keep
+    paths = sorted({x for a, b, _, _ in pairs for x in (a, b)})
+    index = {p: i for i, p in enumerate(paths)}
+    idx = np.array([[index[a], index[b]] for a, b, _, _ in pairs])
+    return paths, idx, np.array([p[2] for p in pairs]), np.array([p[3] for p in pairs])
+
+
+def lfw_accuracy(emb: np.ndarray, idx: np.ndarray, issame: np.ndarray, folds: np.ndarray) -> float:
+    """LFW 10-fold accuracy (threshold chosen on the other nine folds), in [0, 1]."""
+    scores = np.sum(emb[idx[:, 0]] * emb[idx[:, 1]], axis=1)
+    return float(kfold_accuracy(scores, issame, folds)["accuracy_mean"])
+
+
+def decide(base: dict, new: dict, base_lfw: float | None, new_lfw: float | None,
+           max_lfw_drop_points: float = 0.5) -> tuple[bool, list[str]]:
+    """(publish?, reasons). Better on held-out identities: rank-1 no lower and FNIR no higher, one of them
+    strictly better; and LFW accuracy at most `max_lfw_drop_points` points below the serving model's."""
+    reasons = []
+    if new["rank1"] < base["rank1"]:
+        reasons.append(f"held-out rank-1 fell: {base['rank1']:.4f} -> {new['rank1']:.4f}")
+    if new["fnir"] > base["fnir"]:
+        reasons.append(f"held-out FNIR at FPIR {base['target_fpir']} rose: {base['fnir']:.4f} -> {new['fnir']:.4f}")
+    if not reasons and new["rank1"] == base["rank1"] and new["fnir"] == base["fnir"]:
+        reasons.append("no better on the held-out identities (same rank-1 and FNIR)")
+    if base_lfw is not None and new_lfw is not None and (base_lfw - new_lfw) * 100 > max_lfw_drop_points:
+        reasons.append(f"LFW accuracy fell {100 * (base_lfw - new_lfw):.2f} points "
+                       f"({base_lfw:.4f} -> {new_lfw:.4f}; at most {max_lfw_drop_points} allowed)")
+    return not reasons, reasons
