@@ -22,8 +22,9 @@ from app.gallery.models import MAX_ID
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
-from app.services.embedder import ModelManager
+from app.services.embedder import ModelManager, start_swap
 from app.services.feedback import FeedbackService
+from app.services.training_job import TrainingJobs
 from app.services.operating_point import OperatingPoints
 from model.decode import ImageError, decode_cost, decode_image
 from model.mtcnn import Detections
@@ -115,6 +116,8 @@ class FaceService:
         self.store = store
         self.index, self.changes = make_index(settings, store)
         self.feedback = FeedbackService(settings, FeedbackStore(store))
+        self.training = TrainingJobs(settings)
+        self.training.on_published = self._swap_to_published
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
@@ -130,6 +133,10 @@ class FaceService:
                                  batch_wait_timeout_s=s.batch_wait_timeout_s, max_queue_size=s.max_queue_size,
                                  executor=self.executor, key=lambda item: id(item[0]), size=lambda item: len(item[1]),
                                  on_batch=BATCH_SIZE.labels("embed").observe)
+
+    async def _swap_to_published(self, name: str) -> dict:
+        """A training job published `name` (it passed the gate): hot-swap to it."""
+        return (await start_swap(self, name)).public()
 
     def close(self) -> None:
         self.executor.shutdown(wait=False, cancel_futures=True)

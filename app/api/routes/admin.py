@@ -1,14 +1,19 @@
-"""Admin: model hot swap and index rebuild (admin scope once API keys are configured)."""
+"""Admin: model hot swap, index rebuild, and fine-tuning jobs (admin scope once API keys are configured)."""
 from __future__ import annotations
+
+import asyncio
+from typing import Literal
 
 from fastapi import APIRouter, status
 from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep
+from app.core.errors import AppError
 from app.core.security import AdminKey
 from app.schemas import ErrorResponse
 from app.services.embedder import start_swap
+from model.inception_resnet import InceptionResnetV1
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={
     400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
@@ -63,3 +68,43 @@ async def reindex(service: ServiceDep, _key: AdminKey) -> dict:
     emb = service.models.current
     await run_in_threadpool(service.index.get, emb.version, emb.preprocessing.embedding_size)
     return await run_in_threadpool(_state, service)
+
+
+class TrainRequest(BaseModel):
+    """A fine-tuning job on the gallery's crops and corrections (`python -m training.main --from-gallery`);
+    its checkpoint is swapped in only if it passes the gate (better on held-out identities, LFW kept)."""
+    model_config = ConfigDict(extra="forbid")
+    max_minutes: float = Field(10.0, gt=0, le=24 * 60, description="training time limit")
+    epochs: int = Field(1, ge=1, le=1000)
+    max_steps: int | None = Field(None, ge=1, le=10**7)
+    lr: float = Field(1e-5, gt=0, le=1.0, description="learning rate of the network body")
+    batch_size: int = Field(32, ge=4, le=1024, description="P identities x K faces")
+    k: int = Field(4, ge=2, le=64)
+    val_identities: float = Field(0.2, gt=0, lt=1, description="share of identities held out for the gate")
+    lfw_pairs: int | None = Field(None, ge=20, le=6000, description="LFW pairs the gate checks (default all)")
+    mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_all"
+    margin: float = Field(0.2, gt=0, le=2)
+    train_from: str | None = Field(None, max_length=40, pattern=r"^[a-z0-9_]+$",
+                                   description="freeze the layers before this one (e.g. mixed_6a)")
+    validate_every: int | None = Field(None, ge=1, le=10**6, description="held-out figures every N steps")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+
+
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses={409: {"model": ErrorResponse}},
+             summary="Fine-tune on the gallery and its corrections in a separate process (one at a time)")
+async def start_training(body: TrainRequest, service: ServiceDep, _key: AdminKey) -> dict:
+    if body.train_from is not None and body.train_from not in InceptionResnetV1.FEATURE_LAYERS:
+        raise AppError(422, "invalid_request", f"train_from must be one of {list(InceptionResnetV1.FEATURE_LAYERS)}")
+    loop = asyncio.get_running_loop()
+    return await run_in_threadpool(service.training.start, body.model_dump(), loop)
+
+
+@router.get("/train", responses={404: {"model": ErrorResponse}},
+            summary="The latest training job: state, step, loss, ETA, held-out figures, gate result, swap")
+async def training_state(service: ServiceDep, _key: AdminKey) -> dict:
+    return await run_in_threadpool(service.training.state)
+
+
+@router.delete("/train", responses={409: {"model": ErrorResponse}}, summary="Cancel the running training job")
+async def cancel_training(service: ServiceDep, _key: AdminKey) -> dict:
+    return await run_in_threadpool(service.training.cancel)

@@ -1,0 +1,178 @@
+"""POST /admin/train: fine-tuning from the gallery (`python -m training.main --from-gallery`) as a separate
+process, one at a time per checkpoints folder; its progress file; cancelling it; swapping to what it publishes.
+
+One at a time holds across workers: the job process inherits an exclusive `flock` on
+`<checkpoints>/jobs/train.lock` and holds it until it exits (a crash releases it too). Every worker reads a
+job's state from its folder (`job.json`, `progress.json`, `train.log`), so any of them answers GET and DELETE.
+The worker that started the job waits for it and, when the gate published a checkpoint, hot-swaps to it (the
+swap is recorded in the gallery, so the other workers and replicas follow).
+"""
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from contextlib import contextmanager
+from pathlib import Path
+
+from app.core.errors import AppError
+
+log = logging.getLogger(__name__)
+REPO = Path(__file__).resolve().parents[2]
+
+
+def training_command(options: dict, progress: Path, settings) -> list[str]:
+    """The CLI invocation of a job (options: the validated POST /admin/train body)."""
+    cmd = [sys.executable, "-m", "training.main", "--from-gallery", "--database-url", settings.database_url,
+           "--progress", str(progress), "--logdir", str(progress.parent / "runs")]
+    flags = {"epochs": "--epochs", "max_minutes": "--max-minutes", "max_steps": "--max-steps", "lr": "--lrin",
+             "batch_size": "--bs", "k": "--k", "val_identities": "--val-identities", "lfw_pairs": "--lfw-pairs",
+             "mining": "--mining", "train_from": "--train-from", "validate_every": "--validate-every",
+             "margin": "--margin", "seed": "--seed"}
+    for key, flag in flags.items():
+        if options.get(key) is not None:
+            cmd += [flag, str(options[key])]
+    return cmd
+
+
+class TrainingJobs:
+    def __init__(self, settings, command=training_command):
+        self.settings = settings
+        self.root = Path(settings.checkpoints_dir) / "jobs"
+        self.command = command
+        self.on_published = None  # async callable(checkpoint name) -> dict, set by the service (the hot swap)
+
+    # --- the lock ------------------------------------------------------------------------------------
+    @contextmanager
+    def _lock_fd(self):
+        self.root.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.root / "train.lock", os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            yield fd
+        finally:
+            os.close(fd)
+
+    def running(self) -> bool:
+        """Whether a job process holds the lock (whichever worker started it)."""
+        with self._lock_fd() as fd:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                return True
+            fcntl.flock(fd, fcntl.LOCK_UN)
+            return False
+
+    # --- start, state, cancel ------------------------------------------------------------------------
+    def start(self, options: dict, loop: asyncio.AbstractEventLoop | None = None) -> dict:
+        with self._lock_fd() as fd:
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                raise AppError(409, "training_in_progress", "a training job is running; GET /admin/train shows "
+                               "it, DELETE /admin/train cancels it") from None
+            job_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
+            folder = self.root / job_id
+            folder.mkdir(parents=True)
+            progress = folder / "progress.json"
+            cmd = self.command(options, progress, self.settings)
+            env = {**os.environ, "FACEID_DATABASE_URL": self.settings.database_url,
+                   "FACEID_CHECKPOINTS_DIR": str(self.settings.checkpoints_dir),
+                   "FACEID_WEIGHTS": self.settings.weights, "FACEID_TARGET_FPIR": str(self.settings.target_fpir),
+                   "PYTHONPATH": str(REPO)}
+            with open(folder / "train.log", "ab") as logf:
+                # the child inherits the locked descriptor: the lock lives exactly as long as the job
+                proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
+                                        start_new_session=True, pass_fds=(fd,))
+            job = {"id": job_id, "pid": proc.pid, "options": options, "started_at": time.time(),
+                   "command": cmd[1:]}
+            _write_json(folder / "job.json", job)
+            _write_json(self.root / "latest.json", {"id": job_id})
+        threading.Thread(target=self._wait, args=(proc, folder, loop), daemon=True, name=f"train-{job_id}").start()
+        return self.state()
+
+    def _wait(self, proc: subprocess.Popen, folder: Path, loop) -> None:
+        """Reap the job; when it published a checkpoint, ask this process's service to swap to it."""
+        rc = proc.wait()
+        job = _read_json(folder / "job.json") or {}
+        job.update(returncode=rc, finished_at=time.time())
+        result = (_read_json(folder / "progress.json") or {}).get("result") or {}
+        if rc == 0 and result.get("published") and self.on_published is not None and loop is not None \
+                and loop.is_running():
+            name = Path(result["checkpoint"]).name
+            try:
+                job["swap"] = asyncio.run_coroutine_threadsafe(self.on_published(name), loop).result(timeout=600)
+            except AppError as exc:
+                job["swap"] = {"state": "refused", "error": {"code": exc.code, "message": exc.message}}
+            except Exception as exc:  # noqa: BLE001 - recorded for GET /admin/train, never lost
+                log.exception("swap to the published checkpoint %s failed", name)
+                job["swap"] = {"state": "failed", "error": {"code": "swap_failed", "message": str(exc)[:500]}}
+        _write_json(folder / "job.json", job)
+
+    def latest(self) -> Path | None:
+        latest = _read_json(self.root / "latest.json")
+        return self.root / latest["id"] if latest else None
+
+    def state(self) -> dict:
+        folder = self.latest()
+        if folder is None or not (folder / "job.json").is_file():
+            raise AppError(404, "no_training_job", "no training job has run here; POST /admin/train starts one")
+        job = _read_json(folder / "job.json") or {}
+        progress = _read_json(folder / "progress.json") or {}
+        running = self.running() and "returncode" not in job
+        if running:
+            state = "running"
+        elif job.get("cancelled"):
+            state = "cancelled"
+        elif progress.get("phase") in ("published", "not published"):
+            state = progress["phase"].replace(" ", "_")
+        else:
+            state = "failed"
+        out = {"id": job.get("id"), "state": state, "options": job.get("options"),
+               "started_at": job.get("started_at"), "finished_at": job.get("finished_at"),
+               "returncode": job.get("returncode"), "swap": job.get("swap"),
+               **{k: progress.get(k) for k in ("phase", "step", "total_steps", "loss", "eta_s", "elapsed_s",
+                                               "validation", "base_figures", "result")}}
+        if state == "failed":
+            out["log_tail"] = _tail(folder / "train.log")
+        return out
+
+    def cancel(self) -> dict:
+        folder = self.latest()
+        job = _read_json(folder / "job.json") if folder else None
+        if not job or not self.running() or "returncode" in job:
+            raise AppError(409, "no_training_running", "no training job is running")
+        job["cancelled"] = time.time()
+        _write_json(folder / "job.json", job)
+        try:
+            os.killpg(job["pid"], signal.SIGTERM)  # its own session: the job and anything it started
+        except ProcessLookupError:
+            pass
+        return self.state()
+
+
+def _write_json(path: Path, data: dict) -> None:
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(data))
+    os.replace(tmp, path)
+
+
+def _read_json(path: Path) -> dict | None:
+    try:
+        return json.loads(path.read_text())
+    except (OSError, ValueError):
+        return None
+
+
+def _tail(path: Path, n: int = 2000) -> str:
+    try:
+        return path.read_text(errors="replace")[-n:]
+    except OSError:
+        return ""

@@ -1,0 +1,140 @@
+"""POST/GET/DELETE /admin/train in process. The job runner is real (a separate process holding the lock,
+progress read from its file, cancel by signal); the process it runs here is a stand-in that reports progress
+and waits for the test's go-ahead, so every state is reached by an event, not by time. The real training
+process is exercised in tests/training/test_from_gallery.py and the slow end-to-end test."""
+from __future__ import annotations
+
+import asyncio
+import sys
+import time
+
+import pytest
+
+from app.core.config import Settings
+from app.services.training_job import TrainingJobs, training_command
+from tests.app.test_routes import error, make_client, migrated_db, store  # noqa: F401 - fixtures
+
+STANDIN = '''
+import json, os, sys, time
+from pathlib import Path
+progress, go, outcome = Path(sys.argv[1]), Path(sys.argv[2]), sys.argv[3]
+def write(d):
+    tmp = progress.with_name(".p.tmp"); tmp.write_text(json.dumps(d)); os.replace(tmp, progress)
+write({"phase": "training", "step": 1, "total_steps": 2, "loss": 0.5, "eta_s": 3.0, "validation": [{"step": 1, "rank1": 0.9}]})
+while not go.exists():
+    time.sleep(0.02)
+if outcome == "crash":
+    sys.exit("boom")
+result = {"published": outcome == "published", "checkpoint": "checkpoints/candidate.pt"}
+write({"phase": "published" if outcome == "published" else "not published", "step": 2, "total_steps": 2,
+       "loss": 0.4, "eta_s": 0, "validation": [], "result": result})
+'''
+
+
+def wait_for(fn, timeout_s: float = 60.0):
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        value = fn()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError("condition not reached")
+
+
+@pytest.fixture
+def standin(tmp_path):
+    script = tmp_path / "standin.py"
+    script.write_text(STANDIN)
+
+    def command(outcome: str, go):
+        return lambda options, progress, settings: [sys.executable, str(script), str(progress), str(go), outcome]
+    return command
+
+
+@pytest.fixture
+def admin(store, tmp_path):  # noqa: F811
+    c, service = make_client(store, tmp_path)
+    yield c, service
+    if service.training.running():  # never leave a process behind
+        service.training.cancel()
+    service.close()
+
+
+def test_start_progress_one_at_a_time_cancel_and_restart(admin, standin, tmp_path):
+    c, service = admin
+    error(c.get("/admin/train"), 404, "no_training_job")
+    error(c.delete("/admin/train"), 409, "no_training_running")
+    go = tmp_path / "go"
+    service.training.command = standin("not_published", go)
+    r = c.post("/admin/train", json={"max_minutes": 1, "lr": 1e-6})
+    assert r.status_code == 202, r.text
+    first = r.json()
+    assert first["state"] == "running" and first["options"]["lr"] == 1e-6
+    state = wait_for(lambda: (s := c.get("/admin/train").json())["step"] == 1 and s)
+    assert (state["loss"], state["total_steps"], state["eta_s"]) == (0.5, 2, 3.0)
+    assert state["validation"] == [{"step": 1, "rank1": 0.9}]
+    error(c.post("/admin/train", json={}), 409, "training_in_progress")
+    cancelled = c.delete("/admin/train").json()
+    assert cancelled["id"] == first["id"]
+    wait_for(lambda: c.get("/admin/train").json()["state"] == "cancelled")
+    assert not service.training.running()
+    r = c.post("/admin/train", json={})  # the lock went with the process
+    assert r.status_code == 202 and r.json()["id"] != first["id"]
+    go.touch()
+    done = wait_for(lambda: (s := c.get("/admin/train").json())["state"] == "not_published" and s)
+    assert done["result"]["published"] is False and done["swap"] is None
+
+
+def test_a_crashed_job_is_failed_with_its_log(admin, standin, tmp_path):
+    c, service = admin
+    go = tmp_path / "go"
+    go.touch()
+    service.training.command = standin("crash", go)
+    assert c.post("/admin/train", json={}).status_code == 202
+    done = wait_for(lambda: (s := c.get("/admin/train").json())["state"] == "failed" and s["returncode"] is not None
+                    and s)
+    assert done["returncode"] == 1 and "boom" in done["log_tail"]
+
+
+@pytest.mark.parametrize("body", [{"lr": 0}, {"lr": 2}, {"max_minutes": 0}, {"batch_size": 2}, {"k": 1},
+                                  {"val_identities": 1}, {"mining": "random"}, {"train_from": "nope"},
+                                  {"train_from": "../x"}, {"lfw_pairs": 5}, {"epochs": "many"}, {"surprise": 1}])
+def test_bad_training_requests_start_nothing(admin, body):
+    c, service = admin
+    error(c.post("/admin/train", json=body), 422, "invalid_request")
+    error(c.get("/admin/train"), 404, "no_training_job")
+    assert not (service.settings.checkpoints_dir / "jobs" / "latest.json").exists()
+
+
+def test_a_published_checkpoint_is_swapped_to_by_the_worker_that_started_the_job(tmp_path, standin):
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'g.db'}", checkpoints_dir=tmp_path / "ck")
+    go = tmp_path / "go"
+    go.touch()
+    jobs = TrainingJobs(settings, command=standin("published", go))
+    swapped = []
+
+    async def swap(name):
+        swapped.append(name)
+        return {"state": "reembedding", "candidate_name": name}
+
+    jobs.on_published = swap
+
+    async def scenario():
+        loop = asyncio.get_running_loop()
+        await asyncio.to_thread(jobs.start, {}, loop)
+        while jobs.state()["returncode"] is None:
+            await asyncio.sleep(0.02)  # the loop must run for the swap to be scheduled on it
+        return jobs.state()
+
+    state = asyncio.run(asyncio.wait_for(scenario(), 60))
+    assert swapped == ["candidate.pt"] and state["state"] == "published"
+    assert state["swap"] == {"state": "reembedding", "candidate_name": "candidate.pt"}
+
+
+def test_the_training_command_carries_the_options_and_the_services_database(tmp_path):
+    settings = Settings(database_url="sqlite:///x.db", checkpoints_dir=tmp_path)
+    cmd = training_command({"lr": 1e-6, "max_minutes": 2.0, "max_steps": None, "mining": "semi_hard"},
+                           tmp_path / "p.json", settings)
+    assert cmd[1:5] == ["-m", "training.main", "--from-gallery", "--database-url"] and "sqlite:///x.db" in cmd
+    assert cmd[cmd.index("--lrin") + 1] == "1e-06" and cmd[cmd.index("--mining") + 1] == "semi_hard"
+    assert "--max-steps" not in cmd
