@@ -46,6 +46,17 @@ def cached_crops(paths: list[Path], cache_dir: Path | None = None, preprocessing
     return crops
 
 
+def aligned_crops(paths: list[Path], image_size: int) -> np.ndarray:
+    """Images that are face crops already (an aligned data set), as uint8 (n, S, S, 3) at `image_size`."""
+    from PIL import Image
+
+    out = np.empty((len(paths), image_size, image_size, 3), np.uint8)
+    for i, p in enumerate(paths):
+        with Image.open(p) as im:
+            out[i] = np.asarray(im.convert("RGB").resize((image_size, image_size), Image.BILINEAR))
+    return out
+
+
 class FaceCrops(Dataset):
     """uint8 crops (N, S, S, 3) + integer labels -> (normalised float tensor, label), light augmentation.
     `normalization` is the checkpoint's (`Preprocessing.normalization`). With `not_labels` (the class each crop
@@ -101,6 +112,11 @@ class PKSampler(Sampler[list[int]]):
         return self.batches
 
     def __iter__(self):
+        for groups in self.groups():
+            yield [i for g in groups for i in g]
+
+    def groups(self):
+        """Each batch as its P groups: one identity's K indexes, then its reported negatives."""
         order = list(self.usable)
         pos = len(order)
         for _ in range(self.batches):
@@ -108,14 +124,14 @@ class PKSampler(Sampler[list[int]]):
                 if self.shuffle:
                     self.rng.shuffle(order)
                 pos = 0
-            batch = []
+            groups = []
             for lab in order[pos:pos + self.p]:
                 idx = self.by_label[lab]
-                batch += self.rng.sample(idx, self.k) if len(idx) >= self.k else self.rng.choices(idx, k=self.k)
+                group = self.rng.sample(idx, self.k) if len(idx) >= self.k else self.rng.choices(idx, k=self.k)
                 neg = self.negatives.get(lab, [])
-                batch += self.rng.sample(neg, min(len(neg), self.max_negatives))
+                groups.append(group + self.rng.sample(neg, min(len(neg), self.max_negatives)))
             pos += self.p
-            yield batch
+            yield groups
 
 
 def make_loader(crops: np.ndarray, labels, batchsize: int, k: int = 4, shuffle: bool = True, augment: bool = True,

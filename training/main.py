@@ -21,12 +21,14 @@ import numpy as np
 import torch
 
 from model.pipeline import build_network, load_checkpoint
-from training.data import cached_crops, list_images, make_loader
+from training.data import aligned_crops, cached_crops, list_images, make_loader
+from training.distributed import DistributedPKSampler, cleanup, rank_zero_first, setup
 from training.evaluate import calibrate, plot_roc, verification_report
 from training.loss import TripletLoss
 from model.preprocessing import normalize
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
 from training.train_inception import FEATURE_LAYERS, embed_for_training, train_inception
+from training.tiny import TinyEmbedder
 from training.triplet_selection import MINING, TripletSelection
 
 
@@ -55,6 +57,8 @@ def all_pairs(labels: np.ndarray, n_negative: int = 100_000, seed: int = 0):
     same = [(i, j) for lab in np.unique(labels) for idx in [np.nonzero(labels == lab)[0]]
             for a, i in enumerate(idx) for j in idx[a + 1:]]
     rng = np.random.default_rng(seed)
+    counts = np.unique(labels, return_counts=True)[1]
+    n_negative = min(n_negative, int((len(labels) ** 2 - (counts ** 2).sum()) // 2))  # no more exist
     neg = set()
     while len(neg) < n_negative:
         i, j = rng.integers(0, len(labels), 2)
@@ -107,6 +111,12 @@ def build_parser() -> argparse.ArgumentParser:
                     "checkpoint whose tail is too thin for its target FPIR")
     ap.add_argument("--logdir", default="runs/finetune")
     ap.add_argument("--max-steps", type=int, default=None, help="stop after this many optimiser steps")
+    ap.add_argument("--aligned", action="store_true", help="the images are aligned face crops already (resized "
+                    "to the checkpoint's input size; no detection)")
+    ap.add_argument("--augment", action=argparse.BooleanOptionalAction, default=True,
+                    help="flip and brightness/contrast jitter of the training crops")
+    ap.add_argument("--arch", choices=("inception_resnet_v1", "tiny"), default="inception_resnet_v1",
+                    help="tiny: a small untrained network for smoke runs of the machinery (not for serving)")
     ap.add_argument("--seed", type=int, default=0)
     g = ap.add_argument_group("--from-gallery")
     g.add_argument("--database-url", default=None, help="default: FACEID_DATABASE_URL")
@@ -130,7 +140,17 @@ def main(argv=None) -> int:
         return run(args)
     args.weights = args.weights or "casia-webface"
     args.out = args.out or "checkpoints/finetuned.pt"
+    rank, world_size, device = setup()  # torchrun: this process's place in the group
+    try:
+        return train_folder(args, rank, world_size, device)
+    finally:
+        cleanup()
 
+
+def train_folder(args, rank: int, world_size: int, device) -> int:
+    """Fine-tune on root/<label>/<image>; under torchrun every rank trains, rank 0 evaluates and writes."""
+    main_rank = rank == 0
+    torch.manual_seed(args.seed)
     paths, names = list_images(Path(args.rootdir))
     classes = sorted(set(names))
     labels = np.array([classes.index(n) for n in names])
@@ -139,32 +159,45 @@ def main(argv=None) -> int:
     is_val = np.array([lab in val_classes for lab in labels])
     ckpt = load_checkpoint(args.weights)
     pre = ckpt.preprocessing  # crop and standardise as the starting checkpoint was trained
-    crops = cached_crops(paths, ".cache/training", pre)
-    net = build_network(ckpt)
+    if args.aligned:  # already face crops: resized to the checkpoint's input, no detection
+        crops = aligned_crops(paths, pre.image_size)
+    else:
+        with rank_zero_first():  # rank 0 fills the crop cache, the others read it
+            crops = cached_crops(paths, ".cache/training", pre)
+    net = build_network(ckpt) if args.arch == "inception_resnet_v1" else TinyEmbedder()
     use_gpu = args.device in ("auto", "cuda") and torch.cuda.is_available()
 
     pairs, issame = all_pairs(labels[is_val], n_negative=min(100_000, int(is_val.sum()) ** 2 // 4 + 1))
-    before, _ = pair_report(embed_crops(net, crops[is_val], normalization=pre.normalization), pairs, issame)
-    result = {"base": before}
+    result = {}
+    if main_rank:
+        result["base"], _ = pair_report(embed_crops(net, crops[is_val], normalization=pre.normalization), pairs,
+                                        issame)
     if args.train:
         train_labels = np.unique(labels[~is_val], return_inverse=True)[1]
-        loader = make_loader(crops[~is_val], train_labels, args.bs, args.k, normalization=pre.normalization)
+        p = max(2, args.bs // args.k)
+        sampler = DistributedPKSampler(train_labels, p, args.k, rank, world_size, seed=args.seed,
+                                       batches=args.max_steps) if world_size > 1 else None
+        loader = make_loader(crops[~is_val], train_labels, args.bs, args.k, normalization=pre.normalization,
+                             augment=args.augment, seed=args.seed, batches=args.max_steps, sampler=sampler)
         params = [{"params": [p for n, p in net.named_parameters() if not n.startswith("logits.")], "lr": args.lrin}]
         if args.lrcl > 0:
             net.logits = torch.nn.Linear(512, int(train_labels.max()) + 1)
             params.append({"params": net.logits.parameters(), "lr": args.lrcl})
         from torch.utils.tensorboard import SummaryWriter
 
-        writer = SummaryWriter(args.logdir)
+        writer = SummaryWriter(args.logdir) if main_rank else None
         history = train_inception(loader, args.bs, net, TripletLoss(args.margin), torch.optim.Adam(params), use_gpu,
                                   args.epochs, selector=TripletSelection(args.mining, args.margin),
                                   classification_weight=1.0 if args.lrcl > 0 else 0.0, writer=writer,
                                   max_minutes=args.max_minutes, train_from=args.train_from,
                                   resume_path=Path(args.out).with_suffix(".resume.pt"), max_steps=args.max_steps)
+        if not main_rank:  # evaluation and the checkpoint are rank 0's
+            return 0
         writer.close()
         net = net.cpu()
         after, scores = pair_report(embed_crops(net, crops[is_val], normalization=pre.normalization), pairs, issame)
-        result.update({"finetuned": after, "steps": history["steps"], "train_minutes": history["train_minutes"]})
+        result.update({"finetuned": after, "steps": history["steps"], "train_minutes": history["train_minutes"],
+                       "processes": world_size, "loss_curve": history["loss"]})
         val_emb = embed_crops(net, crops[is_val], normalization=pre.normalization)
         val_labels = [f"heldout:{lab}" for lab in labels[is_val]]
         emb_cal, lab_cal = val_emb, val_labels
@@ -175,7 +208,7 @@ def main(argv=None) -> int:
             f" + {Path(args.reference_dir).name}" if args.reference_dir else ""), args.target_far)
         result["calibration"] = {k: v for k, v in thresholds.items() if k != "impostor_tail"}
         payload = checkpoint_payload(net, name=Path(args.out).stem, base_weights=args.weights,
-                                     preprocessing=pre, thresholds=thresholds,
+                                     preprocessing=pre, thresholds=thresholds, architecture=type(net).__name__,
                                      metrics=after, data={"root": str(args.rootdir), "images": len(paths),
                                                           "identities": len(classes)})
         out = write_checkpoint(payload, Path(args.out))
@@ -184,7 +217,8 @@ def main(argv=None) -> int:
         result["checkpoint"] = str(out)
         if args.publish_url:
             result["published"] = publish(args, out)
-    print(json.dumps(result, indent=2))
+    if main_rank:
+        print(json.dumps(result, indent=2))
     return 0
 
 

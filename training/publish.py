@@ -18,11 +18,11 @@ from model.weights import Preprocessing, atomic_save, state_dict_hash
 
 def checkpoint_payload(net: torch.nn.Module, *, name: str, base_weights: str, preprocessing: Preprocessing,
                        thresholds: dict | None = None, metrics: dict | None = None, data: dict | None = None,
-                       keep_logits: bool = False) -> dict:
+                       keep_logits: bool = False, architecture: str = "InceptionResnetV1") -> dict:
     sd = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()
           if keep_logits or not k.startswith("logits.")}
     version = state_dict_hash(sd)[:16]
-    meta = {"architecture": "InceptionResnetV1", "format": 1, "name": name, "version": version,
+    meta = {"architecture": architecture, "format": 1, "name": name, "version": version,
             "base_weights": base_weights, "preprocessing": preprocessing.__dict__,
             "embedding_size": preprocessing.embedding_size, "input_size": [3, preprocessing.image_size,
                                                                            preprocessing.image_size],

@@ -17,6 +17,7 @@ from tqdm import tqdm
 
 from model.inception_resnet import InceptionResnetV1, l2_normalize
 from model.weights import atomic_save
+from training.distributed import gather_rows, world
 from training.loss import TripletLoss
 from training.triplet_selection import TripletSelection
 
@@ -53,6 +54,17 @@ def embed_for_training(net: nn.Module, x: torch.Tensor, train_from: str | None):
     return l2_normalize(head.float()), head
 
 
+class _Embed(nn.Module):
+    """What a training step runs, as one module: DDP wraps this (it syncs gradients of modules it calls)."""
+
+    def __init__(self, net: nn.Module, train_from: str | None):
+        super().__init__()
+        self.net, self.train_from = net, train_from
+
+    def forward(self, x):
+        return embed_for_training(self.net, x, self.train_from)
+
+
 def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: TripletLoss, optimizer,
                     use_gpu: bool, num_epochs: int, *, selector: TripletSelection | None = None,
                     classification_weight: float = 0.0, writer=None, max_steps: int | None = None,
@@ -76,10 +88,18 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
         step, start_epoch = state["step"], state["epoch"]
         log.info("resumed from %s at step %d", resume_path, step)
     history = {"loss": [], "active_fraction": [], "triplets": [], "validation": []}
+    rank, world_size = world()
+    step_fn = _Embed(net, train_from)
+    if world_size > 1:  # torchrun: gradients averaged by DDP, mining over the gathered global batch
+        from torch.nn.parallel import DistributedDataParallel
+
+        step_fn = DistributedDataParallel(step_fn, device_ids=[device] if device.type == "cuda" else None,
+                                          find_unused_parameters=True)
+    main = rank == 0
     t0 = time.perf_counter()
     done = False
     for epoch in range(start_epoch, num_epochs):
-        bar = tqdm(dataloader, desc=f"epoch {epoch + 1}/{num_epochs}", mininterval=5, disable=None)
+        bar = tqdm(dataloader, desc=f"epoch {epoch + 1}/{num_epochs}", mininterval=5, disable=None if main else True)
         for batch in bar:
             net.train()
             if freeze_bn:
@@ -87,11 +107,15 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
             x, y = batch[0].to(device), batch[1].to(device)
             not_y = batch[2].to(device) if len(batch) > 2 else None  # reported "not this identity" (-1: none)
             with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
-                emb, head = embed_for_training(net, x, train_from)
+                emb, head = step_fn(x)
+            y_local = y
+            if world_size > 1:
+                emb, y = gather_rows(emb), gather_rows(y)
+                not_y = gather_rows(not_y) if not_y is not None else None
             a, p, n = selector(emb, y) if not_y is None else selector(emb, y, not_y)
             loss, active = criterion.forward_mined(emb, a, p, n)
             if classification_weight > 0 and hasattr(net, "logits"):
-                loss = loss + classification_weight * F.cross_entropy(net.logits(head.float()), y)
+                loss = loss + classification_weight * F.cross_entropy(net.logits(head.float()), y_local)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()
@@ -101,19 +125,24 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
             history["active_fraction"].append(active)
             history["triplets"].append(int(a.numel()))
             bar.set_postfix(loss=f"{float(loss):.4f}", active=f"{active:.2f}", triplets=int(a.numel()))
-            if on_step is not None:
+            if on_step is not None and main:
                 on_step(step, float(loss))
-            if writer is not None:
+            if writer is not None and main:
                 writer.add_scalar("train/loss", float(loss), step)
                 writer.add_scalar("train/active_triplet_fraction", active, step)
                 writer.add_scalar("train/triplets", int(a.numel()), step)
-            if validate is not None and validate_every and step % validate_every == 0:
+            if validate is not None and validate_every and step % validate_every == 0 and main:
                 _validate(net, validate, writer, step, history)
-            if resume_path is not None and step % save_every == 0:
+            if resume_path is not None and step % save_every == 0 and main:
                 atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
                              "epoch": epoch}, Path(resume_path))
             elapsed_min = (time.perf_counter() - t0) / 60
-            if (max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes):
+            stop = bool((max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes))
+            if world_size > 1:  # every rank stops at the same step (clocks differ), or the others would hang
+                flag = torch.tensor([float(stop)], device=device)
+                torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
+                stop = bool(flag.item())
+            if stop:
                 done = True
                 break
         if done:
@@ -121,7 +150,7 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
     net.eval()
     history["steps"] = step
     history["train_minutes"] = (time.perf_counter() - t0) / 60
-    if validate is not None:
+    if validate is not None and main:
         _validate(net, validate, writer, step, history)
     return history
 
