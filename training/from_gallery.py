@@ -22,6 +22,7 @@ import torch
 
 from model.pipeline import build_network, load_checkpoint
 from training.data import cached_crops, make_loader
+from training.distributed import DistributedPKSampler, cleanup, setup
 from training.evaluate import calibrate
 from training.gallery import load_gallery, split_identities
 from training.gate import decide, identification_report, lfw_accuracy, lfw_pairs
@@ -111,12 +112,22 @@ def embed(net, crops: np.ndarray, normalization: str, batch: int = 64) -> np.nda
 
 
 def run(args) -> int:
+    """Under torchrun every rank trains its share of each global batch; rank 0 evaluates, gates and publishes."""
+    rank, world_size, _ = setup()
+    try:
+        return _run(args, rank, world_size)
+    finally:
+        cleanup()
+
+
+def _run(args, rank: int, world_size: int) -> int:
     from app.core.config import Settings
 
+    main_rank = rank == 0
     settings = Settings()
     url = args.database_url or settings.database_url
     ckdir = Path(settings.checkpoints_dir)
-    progress = Progress(args.progress)
+    progress = Progress(args.progress if main_rank else None)
     serving = load_checkpoint(serving_spec(url, settings))
     ckpt = load_checkpoint(args.weights) if args.weights else serving  # where training starts
     pre = ckpt.preprocessing
@@ -132,9 +143,9 @@ def run(args) -> int:
         return identification_report(embed(n, val_crops, pre.normalization), val_labels, data.is_identity,
                                      settings.target_fpir)
 
-    base = held_out(net)
+    base = held_out(net) if main_rank else None
     lfw = None
-    if args.lfw_pairs != 0:
+    if args.lfw_pairs != 0 and main_rank:
         paths, idx, issame, folds = lfw_pairs(args.lfw_pairs)
         lfw_crops = cached_crops(paths, ".cache/training", pre)
         lfw = (lfw_crops, idx, issame, folds, [p.parent.name for p in paths])
@@ -149,8 +160,10 @@ def run(args) -> int:
     classes, y = np.unique(data.labels[train], return_inverse=True)
     remap = {int(c): i for i, c in enumerate(classes)}
     not_y = np.array([remap.get(int(c), -1) for c in data.not_labels[train]], np.int64)
+    sampler = DistributedPKSampler(y, max(2, args.bs // args.k), args.k, rank, world_size, seed=args.seed,
+                                   batches=args.max_steps, not_labels=not_y) if world_size > 1 else None
     loader = make_loader(data.crops[train], y, args.bs, args.k, normalization=pre.normalization, not_labels=not_y,
-                         seed=args.seed, batches=args.max_steps)
+                         seed=args.seed, batches=args.max_steps, augment=args.augment, sampler=sampler)
     total = len(loader) * args.epochs if not args.max_steps else min(args.max_steps, len(loader) * args.epochs)
     progress.update(total_steps=total, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     params = [p for n, p in net.named_parameters() if not n.startswith("logits.")]
@@ -163,12 +176,14 @@ def run(args) -> int:
 
     from torch.utils.tensorboard import SummaryWriter
 
-    writer = SummaryWriter(args.logdir)
+    writer = SummaryWriter(args.logdir) if main_rank else None
     history = train_inception(loader, args.bs, net, TripletLoss(args.margin), torch.optim.Adam(params, args.lrin),
                               use_gpu, args.epochs, selector=TripletSelection(args.mining, args.margin),
                               writer=writer, max_minutes=args.max_minutes, max_steps=args.max_steps,
                               train_from=args.train_from, validate=validate if args.validate_every else None,
                               validate_every=args.validate_every, on_step=progress.step)
+    if not main_rank:
+        return 0
     writer.close()
     net = net.cpu()
     progress.update(phase="evaluating the candidate")

@@ -98,10 +98,20 @@ def test_a_crashed_job_is_failed_with_its_log(admin, standin, tmp_path):
 
 @pytest.mark.parametrize("body", [{"lr": 0}, {"lr": 2}, {"max_minutes": 0}, {"batch_size": 2}, {"k": 1},
                                   {"val_identities": 1}, {"mining": "random"}, {"train_from": "nope"},
-                                  {"train_from": "../x"}, {"lfw_pairs": 5}, {"epochs": "many"}, {"surprise": 1}])
+                                  {"train_from": "../x"}, {"lfw_pairs": 5}, {"epochs": "many"}, {"surprise": 1},
+                                  {"start_from": ""}])
 def test_bad_training_requests_start_nothing(admin, body):
     c, service = admin
     error(c.post("/admin/train", json=body), 422, "invalid_request")
+    error(c.get("/admin/train"), 404, "no_training_job")
+    assert not (service.settings.checkpoints_dir / "jobs" / "latest.json").exists()
+
+
+@pytest.mark.parametrize("start_from, status, code", [("nope.pt", 404, "unknown_checkpoint"),
+                                                       ("../../etc/passwd", 422, "checkpoint_outside_directory")])
+def test_an_unknown_starting_checkpoint_starts_nothing(admin, start_from, status, code):
+    c, service = admin
+    error(c.post("/admin/train", json={"start_from": start_from}), status, code)
     error(c.get("/admin/train"), 404, "no_training_job")
     assert not (service.settings.checkpoints_dir / "jobs" / "latest.json").exists()
 

@@ -12,7 +12,7 @@ from app.api.deps import ServiceDep
 from app.core.errors import AppError
 from app.core.security import AdminKey
 from app.schemas import ErrorResponse
-from app.services.embedder import start_swap
+from app.services.embedder import resolve_checkpoint, start_swap
 from model.inception_resnet import InceptionResnetV1
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={
@@ -88,6 +88,9 @@ class TrainRequest(BaseModel):
                                    description="freeze the layers before this one (e.g. mixed_6a)")
     validate_every: int | None = Field(None, ge=1, le=10**6, description="held-out figures every N steps")
     seed: int = Field(0, ge=0, le=2**31 - 1)
+    start_from: str | None = Field(None, min_length=1, max_length=255, description="registry name or checkpoint "
+                                   "file to start from (default: the serving model); the gate still compares "
+                                   "with the serving model")
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses={409: {"model": ErrorResponse}},
@@ -95,8 +98,11 @@ class TrainRequest(BaseModel):
 async def start_training(body: TrainRequest, service: ServiceDep, _key: AdminKey) -> dict:
     if body.train_from is not None and body.train_from not in InceptionResnetV1.FEATURE_LAYERS:
         raise AppError(422, "invalid_request", f"train_from must be one of {list(InceptionResnetV1.FEATURE_LAYERS)}")
+    options = body.model_dump()
+    if body.start_from is not None:  # a registry name or a file inside the checkpoints folder (404/422 otherwise)
+        options["start_from"] = resolve_checkpoint(body.start_from, service.settings.checkpoints_dir)
     loop = asyncio.get_running_loop()
-    return await run_in_threadpool(service.training.start, body.model_dump(), loop)
+    return await run_in_threadpool(service.training.start, options, loop)
 
 
 @router.get("/train", responses={404: {"model": ErrorResponse}},
