@@ -24,7 +24,7 @@ from model.pipeline import build_network, load_checkpoint
 from training.data import cached_crops, make_loader
 from training.distributed import DistributedPKSampler, cleanup, setup
 from training.evaluate import calibrate
-from training.gallery import load_gallery, split_identities
+from training.gallery import GallerySettings, load_gallery, serving_model, split_identities
 from training.gate import decide, identification_report, lfw_accuracy, lfw_pairs
 from training.loss import TripletLoss
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
@@ -77,21 +77,9 @@ class Progress:
 
 def serving_spec(database_url: str, settings) -> str:
     """The checkpoint the gallery's servers serve: the hot swap's record, else FACEID_WEIGHTS (as app.main)."""
-    from sqlalchemy import select
-
-    from app.gallery.models import GalleryState
-    from app.gallery.store import make_engine, migrate
-
-    engine = make_engine(database_url)
-    try:
-        migrate(engine)
-        with engine.connect() as conn:
-            recorded = conn.scalar(select(GalleryState.serving_model).where(GalleryState.id == 1))
-    finally:
-        engine.dispose()
     from model.weights import REGISTRY
 
-    for name in (recorded, settings.weights):
+    for name in (serving_model(database_url), settings.weights):
         if name and (Path(settings.checkpoints_dir) / name).is_file():
             return str(Path(settings.checkpoints_dir) / name)
         if name and name in REGISTRY:
@@ -121,10 +109,8 @@ def run(args) -> int:
 
 
 def _run(args, rank: int, world_size: int) -> int:
-    from app.core.config import Settings
-
     main_rank = rank == 0
-    settings = Settings()
+    settings = GallerySettings()
     url = args.database_url or settings.database_url
     ckdir = Path(settings.checkpoints_dir)
     progress = Progress(args.progress if main_rank else None)

@@ -6,17 +6,50 @@ by their identities, plus the corrections reported through POST /feedback.
 - an "is_not X" report: a sample of its own class, a hard negative for X;
 - a "nobody" report: a sample of its own class, a hard negative for the identity the answer named (if any).
 
-This is the one module of `training/` that reads the service's database (through `app.gallery`'s models).
+`training/` imports nothing from `app/`: the database is read as data, through its tables as the Alembic
+migrations (app/gallery/migrations) define them, reflected at run time; the settings are the service's of
+the same names (FACEID_ prefix, .env), read here by a settings class of their own.
 """
 from __future__ import annotations
 
+import io
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import numpy as np
-from sqlalchemy import select
+from PIL import Image
+from pydantic_settings import BaseSettings, SettingsConfigDict
+from sqlalchemy import MetaData, create_engine, select
 
-from app.gallery.models import Face, Feedback, Identity
-from app.gallery.store import make_engine, png_to_crop
+
+class GallerySettings(BaseSettings):
+    """The service settings training needs (the same names and defaults as app/core/config.py's Settings)."""
+    model_config = SettingsConfigDict(env_prefix="FACEID_", env_file=".env", extra="ignore")
+    database_url: str = "sqlite:///./data/faceid.db"
+    checkpoints_dir: Path = Path("./checkpoints")
+    weights: str = "casia-webface"
+    target_fpir: float = 0.01
+
+
+def _tables(engine, names: list[str]) -> dict:
+    md = MetaData()
+    md.reflect(engine, only=names)
+    return md.tables
+
+
+def _png_to_crop(data: bytes) -> np.ndarray:
+    return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
+
+
+def serving_model(database_url: str) -> str | None:
+    """The checkpoint a hot swap recorded for the gallery's servers (None: FACEID_WEIGHTS serves)."""
+    engine = create_engine(database_url)
+    try:
+        t = _tables(engine, ["gallery_state"])["gallery_state"]
+        with engine.connect() as conn:
+            return conn.scalar(select(t.c.serving_model).where(t.c.id == 1))
+    finally:
+        engine.dispose()
 
 
 @dataclass
@@ -38,14 +71,16 @@ class GalleryData:
 def load_gallery(database_url: str, image_size: int) -> GalleryData:
     """Every stored face and report of `database_url` whose crop is `image_size` pixels (others are counted in
     `counts['skipped_size']`: a crop of another size was made for another model's input)."""
-    engine = make_engine(database_url)
+    engine = create_engine(database_url)
     try:
+        t = _tables(engine, ["identities", "faces", "feedback"])
+        ident, face, fb = t["identities"], t["faces"], t["feedback"]
         with engine.connect() as conn:
-            identities = conn.execute(select(Identity.id, Identity.label).order_by(Identity.id)).all()
-            faces = conn.execute(select(Face.identity_id, Face.crop_png, Face.crop_size).order_by(Face.id)).all()
-            reports = conn.execute(select(Feedback.id, Feedback.kind, Feedback.identity_id,
-                                          Feedback.answered_identity_id, Feedback.crop_png, Feedback.crop_size)
-                                   .order_by(Feedback.id)).all()
+            identities = conn.execute(select(ident.c.id, ident.c.label).order_by(ident.c.id)).all()
+            faces = conn.execute(select(face.c.identity_id, face.c.crop_png, face.c.crop_size)
+                                 .order_by(face.c.id)).all()
+            reports = conn.execute(select(fb.c.id, fb.c.kind, fb.c.identity_id, fb.c.answered_identity_id,
+                                          fb.c.crop_png, fb.c.crop_size).order_by(fb.c.id)).all()
     finally:
         engine.dispose()
     classes = [label for _, label in identities]
@@ -58,7 +93,7 @@ def load_gallery(database_url: str, image_size: int) -> GalleryData:
         if size != image_size:
             skipped += 1
             return
-        crops.append(png_to_crop(png))
+        crops.append(_png_to_crop(png))
         labels.append(label)
         not_labels.append(not_label)
 

@@ -139,6 +139,7 @@ class FaceService:
         return (await start_swap(self, name)).public()
 
     def close(self) -> None:
+        self.training.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.index.close()
         self.changes.close()

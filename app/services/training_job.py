@@ -49,6 +49,7 @@ class TrainingJobs:
         self.root = Path(settings.checkpoints_dir) / "jobs"
         self.command = command
         self.on_published = None  # async callable(checkpoint name) -> dict, set by the service (the hot swap)
+        self._proc: subprocess.Popen | None = None
 
     # --- the lock ------------------------------------------------------------------------------------
     @contextmanager
@@ -95,8 +96,18 @@ class TrainingJobs:
                    "command": cmd[1:]}
             _write_json(folder / "job.json", job)
             _write_json(self.root / "latest.json", {"id": job_id})
+        self._proc = proc
         threading.Thread(target=self._wait, args=(proc, folder, loop), daemon=True, name=f"train-{job_id}").start()
         return self.state()
+
+    def close(self) -> None:
+        """At shutdown: a job this process started does not outlive it (nobody would swap to its result)."""
+        if self._proc is not None and self._proc.poll() is None:
+            log.warning("shutting down: cancelling training job %s", self._proc.pid)
+            try:
+                self.cancel()
+            except AppError:  # it ended meanwhile
+                pass
 
     def _wait(self, proc: subprocess.Popen, folder: Path, loop) -> None:
         """Reap the job; when it published a checkpoint, ask this process's service to swap to it."""

@@ -16,10 +16,21 @@ from model.inception_resnet import InceptionResnetV1
 from model.pipeline import load_checkpoint
 from training.data import cached_crops
 from training.datasets import faces_dir
-from training.gallery import load_gallery, split_identities
+from training.gallery import GallerySettings, load_gallery, split_identities
 from training.gate import decide, identification_report
 from training.main import main as train_main
 from training.publish import checkpoint_payload, write_checkpoint
+
+
+def test_training_reads_the_services_settings_with_the_same_defaults(monkeypatch):
+    from app.core.config import Settings
+
+    for name in ("DATABASE_URL", "CHECKPOINTS_DIR", "WEIGHTS", "TARGET_FPIR"):
+        monkeypatch.delenv(f"FACEID_{name}", raising=False)
+    ours, theirs = GallerySettings(_env_file=None), Settings(_env_file=None)
+    assert ours.model_dump() == {k: getattr(theirs, k) for k in ours.model_dump()}
+    monkeypatch.setenv("FACEID_DATABASE_URL", "sqlite:///elsewhere.db")
+    assert GallerySettings(_env_file=None).database_url == Settings(_env_file=None).database_url
 
 
 # --- the gate's figures against brute force ---------------------------------------------------------------

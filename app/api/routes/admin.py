@@ -93,7 +93,8 @@ class TrainRequest(BaseModel):
                                    "with the serving model")
 
 
-@router.post("/train", status_code=status.HTTP_202_ACCEPTED, responses={409: {"model": ErrorResponse}},
+@router.post("/train", status_code=status.HTTP_202_ACCEPTED,
+             responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
              summary="Fine-tune on the gallery and its corrections in a separate process (one at a time)")
 async def start_training(body: TrainRequest, service: ServiceDep, _key: AdminKey) -> dict:
     if body.train_from is not None and body.train_from not in InceptionResnetV1.FEATURE_LAYERS:

@@ -45,7 +45,8 @@ async def _public(service, rows: list[Feedback]) -> list[dict]:
 
 
 @router.post("/feedback", response_model=FeedbackPublic, status_code=status.HTTP_201_CREATED,
-             responses={**NOT_FOUND, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}},
+             responses={**NOT_FOUND, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
+                        503: {"model": ErrorResponse}},
              openapi_extra=_BODY, summary="Report on a face: it is identity X, it is not X, or it is nobody enrolled")
 async def post_feedback(request: Request, service: ServiceDep, _key: WriteKey) -> dict:
     images, fields = await parse_body(request, FeedbackJSON, {"file": (0, 1)}, 1)
