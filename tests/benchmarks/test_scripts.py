@@ -60,3 +60,16 @@ def test_ceiling_script(faces):
     flags = open("/proc/cpuinfo").read() if os.path.exists("/proc/cpuinfo") else ""
     if "vnni" in flags:  # without VNNI, PyTorch's x86 int8 kernels saturate (cosine 0.61 measured on an AVX2 EPYC)
         assert 0.95 < fx["cosine_min"] <= 1.0  # a real int8 network, close to fp32 but not equal
+
+
+@pytest.mark.faces
+@pytest.mark.slow
+def test_feedback_loop_script(faces):
+    got = run("benchmarks.feedback_loop", "--people", "8", "--enroll", "2", "--feedback-probes", "2",
+              "--eval-probes", "2", "--train-minutes", "0.2", "--lfw-pairs", "40", "--bs", "8", "--k", "2",
+              "--val-identities", "0.5")
+    assert got["people"] == 8 and got["eval_probes"] == 16 and 0 <= got["rank1_before"]["rank1"] <= 1
+    assert got["corrections_sent"] <= got["feedback_probes"] - got["feedback_no_face"]
+    assert got["job"]["returncode"] in (0, 3) and got["job"]["state"] in ("published", "not_published")
+    assert (got["rank1_after"] is not None) == (got["job"]["state"] == "published")
+    assert got["lfw_10fold"]["base"] is not None and got["gate"]
