@@ -24,6 +24,9 @@ GALLERY_SAMPLE_FACES = 3000
 # A change of at most this share of the gallery's faces and identities is picked up in the background (searches
 # meanwhile use the tail from before it); a larger one is recomputed before the search is answered.
 SYNC_CHANGE = 0.1
+# Galleries this small are always recomputed before answering (it takes a few milliseconds), so every replica and
+# restart of a small gallery answers with the same operating point.
+SYNC_BELOW_FACES = 500
 # A swap needs calibration that measures the per-comparison rate of at least a gallery this large.
 MIN_SUPPORTED_GALLERY = 100
 
@@ -74,10 +77,10 @@ class OperatingPoints:
         self._refreshing: set[str] = set()
 
     def gallery_tail(self, version: str, index) -> ImpostorTail | None:
-        """The gallery's impostor tail for `version`, kept current as the gallery changes. Small changes (under
-        SYNC_CHANGE of the faces, and past GALLERY_SAMPLE_FACES under 1 %: the sample barely moves) are picked
-        up in the background while searches use the previous tail; a first computation or a larger change is
-        made before answering."""
+        """The gallery's impostor tail for `version`, kept current as the gallery changes. In galleries over
+        SYNC_BELOW_FACES, small changes (under SYNC_CHANGE of the faces, and past GALLERY_SAMPLE_FACES under 1 %:
+        the sample barely moves) are picked up in the background while searches use the previous tail; a first
+        computation, a larger change or any change of a small gallery is made before answering."""
         if not self.gallery_calibration:
             return None
         faces, identities = len(index), index.identities
@@ -86,7 +89,8 @@ class OperatingPoints:
             return cached.tail
         if cached is not None and faces > GALLERY_SAMPLE_FACES and abs(faces - cached.faces) < 0.01 * cached.faces:
             return cached.tail
-        if cached is not None and abs(faces - cached.faces) <= SYNC_CHANGE * max(cached.faces, 1) \
+        if cached is not None and faces > SYNC_BELOW_FACES \
+                and abs(faces - cached.faces) <= SYNC_CHANGE * max(cached.faces, 1) \
                 and abs(identities - cached.identities) <= SYNC_CHANGE * max(cached.identities, 1):
             with self._lock:
                 start = version not in self._refreshing

@@ -106,7 +106,10 @@ def test_swap_calibration_check():
     assert tail_of({}) is None
 
 
-def test_small_changes_refresh_the_gallery_tail_in_the_background(store):
+def test_small_changes_refresh_the_gallery_tail_in_the_background(store, monkeypatch):
+    import app.services.operating_point as op
+
+    monkeypatch.setattr(op, "SYNC_BELOW_FACES", 50)  # this 80-face gallery counts as large
     rng = np.random.default_rng(2)
     ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
     live = LiveIndex(store)
