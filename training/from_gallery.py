@@ -125,17 +125,23 @@ def _run(args, rank: int, world_size: int) -> int:
     net = build_network(serving)
     val_crops, val_labels = data.crops[val], data.labels[val]
 
-    def held_out(n) -> dict:
-        return identification_report(embed(n, val_crops, pre.normalization), val_labels, data.is_identity,
-                                     settings.target_fpir)
-
-    base = held_out(net) if main_rank else None
     lfw = None
     if args.lfw_pairs != 0 and main_rank:
         paths, idx, issame, folds = lfw_pairs(args.lfw_pairs)
         lfw_crops = cached_crops(paths, ".cache/training", pre)
-        lfw = (lfw_crops, idx, issame, folds, [p.parent.name for p in paths])
-    base_lfw = lfw_accuracy(embed(net, lfw[0], pre.normalization), *lfw[1:4]) if lfw else None
+        names = [p.parent.name for p in paths]
+        gallery_names = set(data.classes[:int(data.is_identity.sum())])
+        lfw = (lfw_crops, idx, issame, folds, names, np.array([n not in gallery_names for n in names], bool))
+
+    def evaluate(n) -> tuple[dict, float | None, np.ndarray | None]:
+        """(held-out identification, LFW accuracy, LFW embeddings) of network `n`; the LFW gate's people who
+        are not in the gallery are the held-out searches' strangers too."""
+        emb_lfw = embed(n, lfw[0], pre.normalization) if lfw else None
+        figures = identification_report(embed(n, val_crops, pre.normalization), val_labels, data.is_identity,
+                                        settings.target_fpir, strangers=emb_lfw[lfw[5]] if lfw else None)
+        return figures, (lfw_accuracy(emb_lfw, *lfw[1:4]) if lfw else None), emb_lfw
+
+    base, base_lfw, _ = evaluate(net) if main_rank else (None, None, None)
     if ckpt is not serving:
         net = build_network(ckpt)
     result = {"base": {"checkpoint": serving.name, "version": serving.version, "held_out": base,
@@ -156,7 +162,8 @@ def _run(args, rank: int, world_size: int) -> int:
     use_gpu = args.device in ("auto", "cuda") and torch.cuda.is_available()
 
     def validate(n) -> dict:
-        figures = held_out(n)
+        figures, lfw_acc, _ = evaluate(n)
+        figures = {**figures, "lfw_accuracy": lfw_acc}
         progress.update(validation=progress.state["validation"] + [{"step": progress.state["step"], **figures}])
         return {k: v for k, v in figures.items() if isinstance(v, float)}
 
@@ -173,9 +180,7 @@ def _run(args, rank: int, world_size: int) -> int:
     writer.close()
     net = net.cpu()
     progress.update(phase="evaluating the candidate")
-    new = held_out(net)
-    new_emb_lfw = embed(net, lfw[0], pre.normalization) if lfw else None
-    new_lfw = lfw_accuracy(new_emb_lfw, *lfw[1:4]) if lfw else None
+    new, new_lfw, new_emb_lfw = evaluate(net)
     ok, reasons = decide(base, new, base_lfw, new_lfw, args.max_lfw_drop)
     if lfw is None:
         ok, reasons = False, reasons + ["LFW not checked (--lfw-pairs 0): the gate cannot pass without it"]

@@ -4,8 +4,10 @@ identities better (closed-set rank-1 and FNIR at the target FPIR) and keeps LFW 
 
 Held-out identification: each held-out identity enrolls the first half of its crops (a template, the normalised
 mean, as the service scores identities) and searches with the rest. A non-mated search is every probe searched
-against the other identities only (leave its own identity out), plus every held-out face reported as nobody
-or as someone else; the threshold is the one at which `target_fpir` of the non-mated searches would match.
+against the other identities only (leave its own identity out), every held-out face reported as nobody or as
+someone else, and every face of the LFW gate's people that are not in the gallery (strangers); the threshold
+is the one at which `target_fpir` of the non-mated searches would match (10 of them at least: a few dozen
+searches cannot measure 1%, so FNIR is then taken at the lowest FPIR they resolve).
 """
 from __future__ import annotations
 
@@ -18,9 +20,13 @@ from training.evaluate import kfold_accuracy
 
 
 def identification_report(emb: np.ndarray, labels: np.ndarray, enrolled: np.ndarray,
-                          target_fpir: float = 0.01) -> dict:
+                          target_fpir: float = 0.01, strangers: np.ndarray | None = None,
+                          min_false_matches: int = 10) -> dict:
     """`enrolled[c]`: class c is an identity (its crops split into gallery and probes); other classes'
-    crops are non-mated searches only. Returns rank-1, FNIR at the FPIR threshold, and the sample sizes."""
+    crops are non-mated searches only, and so are `strangers` (embeddings of people not in the gallery, e.g.
+    the LFW gate's). Returns rank-1, FNIR at the FPIR threshold, and the sample sizes. An FPIR needs
+    `min_false_matches` non-mated searches above its threshold to be measured at all: with fewer searches
+    than that takes, FNIR is taken at the lowest FPIR they resolve (`fpir_evaluated`)."""
     labels = np.asarray(labels)
     ids = [c for c in np.unique(labels) if enrolled[c] and (labels == c).sum() >= 2]
     if len(ids) < 2:
@@ -40,13 +46,15 @@ def identification_report(emb: np.ndarray, labels: np.ndarray, enrolled: np.ndar
     others = scores.copy()
     others[np.arange(len(probes)), probe_cls] = -np.inf
     outsiders = np.nonzero(~np.isin(labels, ids))[0]
-    nonmated = np.concatenate([others.max(1), (emb[outsiders] @ templates.T).max(1) if len(outsiders) else []])
+    nonmated = np.concatenate([others.max(1), (emb[outsiders] @ templates.T).max(1) if len(outsiders) else [],
+                               (strangers @ templates.T).max(1) if strangers is not None and len(strangers) else []])
     rank1 = scores.argmax(1) == probe_cls
-    threshold = float(np.quantile(nonmated, 1.0 - target_fpir, method="higher"))
+    fpir = min(1.0, max(target_fpir, min_false_matches / len(nonmated)))
+    threshold = float(np.quantile(nonmated, 1.0 - fpir, method="higher"))
     hit = rank1 & (own > threshold)  # a match needs the right identity above the threshold
     return {"rank1": float(rank1.mean()), "fnir": float(1.0 - hit.mean()), "threshold": threshold,
-            "target_fpir": target_fpir, "identities": len(ids), "mated_searches": len(probes),
-            "nonmated_searches": int(len(nonmated))}
+            "target_fpir": target_fpir, "fpir_evaluated": round(fpir, 6), "identities": len(ids),
+            "mated_searches": len(probes), "nonmated_searches": int(len(nonmated))}
 
 
 def lfw_pairs(max_pairs: int | None = None) -> tuple[list[Path], np.ndarray, np.ndarray, np.ndarray]:

@@ -40,7 +40,9 @@ def test_identification_report_equals_brute_force():
     enrolled = np.array([True, True, True, False])
     emb = rng.standard_normal((len(labels), 8))
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    got = identification_report(emb, labels, enrolled, target_fpir=0.25)
+    strangers = rng.standard_normal((3, 8))
+    strangers /= np.linalg.norm(strangers, axis=1, keepdims=True)
+    got = identification_report(emb, labels, enrolled, target_fpir=0.25, strangers=strangers, min_false_matches=1)
     templates, probes = {}, []
     for c in (0, 1, 2):
         idx = [i for i in range(len(labels)) if labels[i] == c]
@@ -50,11 +52,17 @@ def test_identification_report_equals_brute_force():
         probes += [(i, c) for i in idx[half:]]
     score = {(i, c): float(emb[i] @ templates[c]) for i in range(len(labels)) for c in templates}
     nonmated = [max(score[i, c] for c in templates if c != own) for i, own in probes] + [max(score[9, c] for c in templates)]
+    nonmated += [max(float(s @ templates[c]) for c in templates) for s in strangers]
     thr = sorted(nonmated)[int(np.ceil(0.75 * (len(nonmated) - 1)))]
     rank1 = [max(templates, key=lambda c: score[i, c]) == own for i, own in probes]
     hits = [r and score[i, own] > thr for r, (i, own) in zip(rank1, probes)]
     assert got["rank1"] == pytest.approx(np.mean(rank1)) and got["fnir"] == pytest.approx(1 - np.mean(hits))
-    assert got["threshold"] == pytest.approx(thr) and got["nonmated_searches"] == len(nonmated) == 6
+    assert got["threshold"] == pytest.approx(thr) and got["nonmated_searches"] == len(nonmated) == 9
+    assert got["fpir_evaluated"] == 0.25
+    # 9 non-mated searches cannot measure 1%: FNIR is taken where 3 of them match, and the report says so
+    few = identification_report(emb, labels, enrolled, target_fpir=0.01, strangers=strangers, min_false_matches=3)
+    assert few["fpir_evaluated"] == pytest.approx(3 / 9)
+    assert few["threshold"] == pytest.approx(sorted(nonmated)[int(np.ceil((1 - 3 / 9) * 8))])
 
 
 @pytest.mark.parametrize("new, new_lfw, ok", [
