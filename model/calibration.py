@@ -254,9 +254,13 @@ def pick_identities(labels: np.ndarray, max_faces: int, seed: int = 0) -> np.nda
     if len(labels) <= max_faces:
         return np.arange(len(labels))
     uniq, inv, counts = np.unique(labels, return_inverse=True, return_counts=True)
-    order = np.random.default_rng(seed).permutation(len(uniq))
-    keep = order[: max(1, int(np.searchsorted(np.cumsum(counts[order]), max_faces, side="right")))]
-    return np.flatnonzero(np.isin(inv, keep))
+    order = np.random.default_rng(seed).permutation(len(uniq)).tolist()
+    keep, total = [], 0
+    for i in order:  # identities that do not fit are skipped (one huge identity does not starve the sample)
+        if total + counts[i] <= max_faces:
+            keep.append(i)
+            total += int(counts[i])
+    return np.flatnonzero(np.isin(inv, keep or order[:1]))
 
 
 def search_impostor_scores(emb: np.ndarray, labels: np.ndarray, scoring: str = "template") -> np.ndarray:

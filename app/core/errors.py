@@ -66,7 +66,7 @@ def install(app: FastAPI) -> None:
         if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or exc.connection_invalidated:
             orig = str(exc.orig).lower()
             # another writer held the lock past db_busy_timeout_s (SQLite's busy timeout, PostgreSQL's lock_timeout)
-            if "locked" in orig or "busy" in orig or "lock timeout" in orig:
+            if getattr(exc.orig, "sqlstate", None) == "55P03" or "locked" in orig or "busy" in orig:
                 log.warning("database busy on %s %s: %s", request.method, request.url.path, str(exc.orig)[:200])
                 return error_response(503, "database_busy", "the database is busy; retry shortly",
                                       headers={"Retry-After": "1"})

@@ -67,6 +67,7 @@ class PgVectorIndex:
 
     def ensure_index(self, conn: Connection, version: str, dim: int) -> None:
         """Build the version's HNSW index unless it exists (replicas starting together take turns)."""
+        conn.execute(text("SET LOCAL lock_timeout = 0"))  # an index build may take minutes: wait for it
         conn.execute(select(func.pg_advisory_xact_lock(int(hashlib.sha1(version.encode()).hexdigest()[:15], 16))))
         hnsw_index(self.model, version, dim, self.hnsw_m, self.hnsw_ef_construction).create(conn, checkfirst=True)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from sqlalchemy import create_engine, delete, event, func, insert, select, update
+from sqlalchemy import create_engine, delete, event, func, insert, select, text, update
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
@@ -49,7 +49,7 @@ def make_engine(url: str, busy_timeout_s: float = 5.0) -> Engine:
     # a generic plan could not use the per-model-version partial HNSW indexes.
     # lock_timeout: a writer waiting on another's lock gives up after `busy_timeout_s` (503 database_busy), as
     # SQLite's busy timeout does.
-    connect_args = ({"prepare_threshold": None, "options": f"-c lock_timeout={int(busy_timeout_s * 1000)}"}
+    connect_args = ({"prepare_threshold": None, "options": f"-c lock_timeout={max(1, int(busy_timeout_s * 1000))}"}
                     if url.startswith("postgresql+psycopg") else {})
     return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
 
@@ -64,6 +64,7 @@ def migrate(engine: Engine) -> None:
     with _migration_lock(engine):
         with engine.begin() as conn:
             if engine.dialect.name == "postgresql":  # DDL is transactional: the lock ends with the transaction
+                conn.execute(text("SET LOCAL lock_timeout = 0"))  # replicas wait their turn, however long
                 conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")

@@ -9,6 +9,7 @@ at `FACEID_TARGET_FAR`.
 """
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from dataclasses import dataclass
@@ -17,6 +18,8 @@ import numpy as np
 
 from model.calibration import CalibrationError, ImpostorTail, OperatingPoint, operating_point, per_comparison_rate
 from model.calibration import search_impostor_scores
+
+log = logging.getLogger(__name__)
 
 # Faces sampled from the gallery for its own impostor tail (whole identities, up to this many faces): each face
 # against every other sampled identity, ~9 M scores for 3,000 faces of 1,000 people, whatever the gallery's size.
@@ -73,7 +76,8 @@ class OperatingPoints:
         self.override, self.default = override, default
         self.gallery_calibration = gallery_calibration
         self._gallery: dict[str, _GalleryTail] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()             # guards _refreshing (held for microseconds)
+        self._compute_lock = threading.Lock()     # one tail computation at a time
         self._refreshing: set[str] = set()
 
     def gallery_tail(self, version: str, index) -> ImpostorTail | None:
@@ -99,13 +103,23 @@ class OperatingPoints:
                 threading.Thread(target=self._refresh, args=(version, index), daemon=True,
                                  name=f"gallery-tail-{version}").start()
             return cached.tail
-        with self._lock:
-            return self._compute(version, index).tail
+        with self._compute_lock:  # one computation at a time; requests that waited reuse its result
+            done = self._gallery.get(version)
+            if done is not None and (done.faces, done.identities) == (len(index), index.identities):
+                return done.tail
+            try:
+                return self._compute(version, index).tail
+            except Exception:  # noqa: BLE001 - a failed estimate must not fail the search: keep what we had
+                log.warning("gallery impostor tail for %s not recomputed; keeping the previous one", version,
+                            exc_info=True)
+                return cached.tail if cached is not None else None
 
     def _refresh(self, version: str, index) -> None:
         try:
-            with self._lock:
+            with self._compute_lock:
                 self._compute(version, index)
+        except Exception:  # noqa: BLE001 - logged; searches keep the previous tail, the next change retries
+            log.warning("background refresh of the gallery impostor tail for %s failed", version, exc_info=True)
         finally:
             with self._lock:
                 self._refreshing.discard(version)

@@ -150,4 +150,8 @@ def test_pick_identities_keeps_identities_whole():
     assert all((labels[rows] == lab).sum() == (labels == lab).sum() for lab in picked)
     assert len(pick_identities(labels, 10_000)) == len(labels)
     assert len(pick_identities(np.array([5, 5, 5, 5]), 2)) == 4  # at least one identity, even if larger
+    giant = np.r_[np.zeros(2000, int), np.arange(1, 501)]  # one identity of 2,000 faces, 500 of one face
+    for seed in range(5):
+        rows = pick_identities(giant, 600, seed)
+        assert 500 <= len(rows) <= 600 and len(set(giant[rows].tolist())) >= 500
 
