@@ -108,11 +108,9 @@ class GalleryState(Base):
     serving_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
 
 
-class Probe(Base):
-    """A face of an /identify answer, kept for a bounded time (FACEID_PROBE_RETENTION_S) so a later
-    POST /feedback can point at it by id instead of uploading the image again. Not part of the gallery."""
-    __tablename__ = "probes"
-    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+class FaceCropColumns:
+    """A face kept outside the gallery (probes, feedback): its crop, where it was found, the model that saw it
+    (`app.gallery.feedback.FaceCrop` is the same record in memory)."""
     crop_png: Mapped[bytes] = mapped_column(LargeBinary)
     crop_size: Mapped[int] = mapped_column(Integer)
     crop_margin: Mapped[int] = mapped_column(Integer)
@@ -121,6 +119,13 @@ class Probe(Base):
     landmarks: Mapped[list] = mapped_column(JSON)
     detection_score: Mapped[float] = mapped_column(Float)
     model_version: Mapped[str] = mapped_column(String(64))
+
+
+class Probe(FaceCropColumns, Base):
+    """A face of an /identify answer, kept for a bounded time (FACEID_PROBE_RETENTION_S) so a later
+    POST /feedback can point at it by id instead of uploading the image again. Not part of the gallery."""
+    __tablename__ = "probes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16))                   # the answer: match | unknown | low_quality
     top_identity_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # best match, above threshold or not
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
@@ -128,7 +133,7 @@ class Probe(Base):
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
 
 
-class Feedback(Base):
+class Feedback(FaceCropColumns, Base):
     """A report on a face: `is` (it is identity_id), `is_not` (it is not identity_id) or `nobody` (nobody
     enrolled). Stored with the crop and the model version that answered. `answered_identity_id` is the
     identity the answer named (a `match`, when the report points at a probe): a face reported as someone
@@ -143,13 +148,5 @@ class Feedback(Base):
                                                              nullable=True)
     answered_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     probe_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the probe it came from (probes expire)
-    crop_png: Mapped[bytes] = mapped_column(LargeBinary)
-    crop_size: Mapped[int] = mapped_column(Integer)
-    crop_margin: Mapped[int] = mapped_column(Integer)
-    source_sha256: Mapped[str] = mapped_column(String(64))
-    box: Mapped[list] = mapped_column(JSON)
-    landmarks: Mapped[list] = mapped_column(JSON)
-    detection_score: Mapped[float] = mapped_column(Float)
-    model_version: Mapped[str] = mapped_column(String(64))
     reported_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # API key name
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
