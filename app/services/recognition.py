@@ -17,7 +17,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.gallery.feedback import FeedbackStore
-from app.gallery.index import Match, VectorIndex
+from app.gallery.index import Match, VectorIndex, cosine
 from app.gallery.models import MAX_ID
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
@@ -321,7 +321,7 @@ class FaceService:
                 raise AppError(422, "no_face", f"no face found in image {no}")
         fa, fb = max(ra.faces, key=lambda f: f.size), max(rb.faces, key=lambda f: f.size)
         op = await run_in_threadpool(lambda: self.operating.for_verify(embedder, self.index_of(embedder), threshold))
-        return float(np.clip(fa.embedding @ fb.embedding, -1.0, 1.0)), op, embedder
+        return cosine(fa.embedding @ fb.embedding), op, embedder
 
     async def verify_identity(self, data: bytes, identity_id: int, threshold: float | None):
         embedder = self.models.current
@@ -336,7 +336,7 @@ class FaceService:
         if score is None:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
         op = await run_in_threadpool(self.operating.for_verify, embedder, idx, threshold)
-        return float(np.clip(score, -1.0, 1.0)), op, embedder
+        return cosine(score), op, embedder
 
 
 async def _to_the_end(fn, *args):
