@@ -92,10 +92,14 @@ class IdentifiedFace(FaceOut):
     matches: list[MatchOut] = Field(description="top-k identities, best first (each scored by its template)")
     probe_id: int | None = Field(None, description="this face, kept for FACEID_PROBE_RETENTION_S: POST /feedback "
                                  "with it to report the answer right or wrong (null when probes are not kept)")
+    threshold: float | None = Field(None, description="the cosine score this face needed to match: the operating "
+                                    "point's, plus this face's own cohort shift where the model normalises searches "
+                                    "(a face that resembles many people needs more)")
 
 
 class OperatingPointOut(BaseModel):
-    threshold: float = Field(description="cosine similarity at or above which a face is a match")
+    threshold: float = Field(description="cosine similarity at or above which a face is a match (normalised "
+                             "operating point: a typical face's; each face's own is in faces[].threshold)")
     target_fpir: float | None = Field(description="the false-positive identification rate the threshold is "
                                       "derived for (null when a fixed threshold is in force)")
     compared_identities: int = Field(description="identities a search compares against")
@@ -103,10 +107,14 @@ class OperatingPointOut(BaseModel):
     source: Literal["calibrated", "override", "request", "checkpoint"] = Field(
         description="calibrated (from target_fpir and the impostor tails), override (FACEID_MATCH_THRESHOLD), "
         "request (the request's threshold), checkpoint (a fixed threshold of a checkpoint without tail)")
-    prior_threshold: float | None = Field(None, description="from the model's calibration alone")
-    gallery_threshold: float | None = Field(None, description="from the gallery's own impostor pairs")
+    prior_threshold: float | None = Field(None, description="from the model's calibration alone (normalised "
+                                          "units when normalisation is 'cohort')")
+    gallery_threshold: float | None = Field(None, description="from the gallery's own impostor pairs (same units)")
     extrapolated: bool = False
     warnings: list[str] = []
+    normalisation: Literal["cohort"] | None = Field(None, description="'cohort': searches are decided on the "
+                                                    "score less the face's cohort shift (see the README)")
+    normalised_threshold: float | None = Field(None, description="the threshold on normalised scores")
 
 
 class IdentifyResponse(BaseModel):

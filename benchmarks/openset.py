@@ -6,7 +6,10 @@ mated searches are up to 5 other images of enrolled people, non-mated searches o
 ~4,000 single-image people and up to 3 of each held-out person. Every image goes through the service's
 pipeline (MTCNN, crop, embedding at the service's precision; `benchmarks.lfw_all` caches it), and the
 decision through the service's own rules (`app.services.operating_point`): identity templates or best
-face, flip test-time augmentation, the impostor-tail operating point with or without the gallery's own pairs.
+face, flip test-time augmentation, the impostor-tail operating point with or without the gallery's own pairs,
+and (`+cohort`) the checkpoint's cohort normalisation: the decision on score - shift(probe), its threshold
+from the normalised tail. The cohort's people (`model.calibration.cohort_people`: 1,500 one-image people) are
+left out of every variant's searches, so all variants are compared on the same searches.
 
 Reported per gallery: closed-set rank-1; FNIR at FPIR 0.001, 0.01, 0.1 (thresholds set on the non-mated
 searches); and FPIR/FNIR at the operating point the service ships, beside main's fixed 0.51 on best faces.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import time
 from dataclasses import dataclass
@@ -26,7 +30,8 @@ import numpy as np
 
 from benchmarks.lfw_all import lfw_embeddings
 from benchmarks.report import emit
-from model.calibration import ImpostorTail, operating_point, pick_identities, search_impostor_scores
+from model.calibration import Cohort, ImpostorTail, cohort_people, operating_point, pick_identities
+from model.calibration import search_impostor_scores
 
 HELD_OUT_PEOPLE = 200
 FIXED_THRESHOLD_OF_MAIN = 0.51
@@ -117,32 +122,51 @@ def evaluate(scores_mated: np.ndarray, truth: np.ndarray, scores_non: np.ndarray
     return out
 
 
-def gallery_tail(gallery_emb: list[np.ndarray], mode: str) -> ImpostorTail | None:
+def gallery_tail(gallery_emb: list[np.ndarray], mode: str, cohort: Cohort | None = None) -> ImpostorTail | None:
     """The gallery's own impostor tail as the service computes it (app.services.operating_point.gallery_tail)."""
     from app.services.operating_point import GALLERY_SAMPLE_FACES
 
     flat = np.concatenate(gallery_emb)
     labels = np.repeat(np.arange(len(gallery_emb)), [len(g) for g in gallery_emb])
     rows = pick_identities(labels, GALLERY_SAMPLE_FACES)
-    scores = search_impostor_scores(flat[rows], labels[rows], mode)
+    scores = search_impostor_scores(flat[rows], labels[rows], mode,
+                                    None if cohort is None else cohort.shift(flat[rows]))
     return ImpostorTail.from_scores(scores, source=f"gallery, {len(rows)} faces") if len(scores) else None
+
+
+def measured_kappa(prior: ImpostorTail, non_top: np.ndarray, n: int, fpir: float = 0.01) -> float:
+    """The search_comparisons_factor these searches show: the threshold that gives `fpir` on them, read as
+    kappa * n independent comparisons against the prior tail."""
+    s = np.sort(non_top)[::-1]
+    thr = s[int(np.floor(fpir * len(s)))]
+    p = min(max(prior.p_at(float(thr)), 1e-15), 1 - 1e-12)
+    return round(math.log1p(-fpir) / math.log1p(-p) / max(n, 1), 3)
 
 
 def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: int | None, k_enroll: int,
             mode: str, target_fpir: float, seed: int = 0, only: set[str] | None = None, kappa: float = 1.0,
-            **limits) -> dict:
+            cohort: Cohort | None = None, **limits) -> dict:
+    """One gallery; with `cohort`, the decision is on probe-normalised scores and `prior` is their tail."""
     p = protocol(names, n_gallery, k_enroll, seed, only=only, **limits)
     g_emb = [emb[r] for r in p.gallery_rows]
-    gt = gallery_tail(g_emb, mode)
+    gt = gallery_tail(g_emb, mode, cohort)
     cap = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
     op_prior = operating_point(prior, target_fpir, len(g_emb), max_rate=cap, comparisons_factor=kappa)
     op_both = operating_point(prior, target_fpir, len(g_emb), gt, max_rate=cap, comparisons_factor=kappa)
-    res = evaluate(identity_scores(emb[p.mated_rows], g_emb, mode), p.mated_truth,
-                   identity_scores(emb[p.nonmated_rows], g_emb, mode),
+    if cohort is not None:  # as the service reports it: the normalised threshold and a typical face's cosine one
+        for op in (op_prior, op_both):
+            op.normalised, op.reference_shift = True, cohort.reference_shift
+    mated, non = emb[p.mated_rows], emb[p.nonmated_rows]
+    s_mated, s_non = identity_scores(mated, g_emb, mode), identity_scores(non, g_emb, mode)
+    if cohort is not None:  # the probe's own shift: same ranking, a per-probe threshold
+        s_mated, s_non = s_mated - cohort.shift(mated)[:, None], s_non - cohort.shift(non)[:, None]
+    fixed = {} if cohort is not None else {"at_fixed_0.51": FIXED_THRESHOLD_OF_MAIN}
+    res = evaluate(s_mated, p.mated_truth, s_non,
                    {"at_operating_point": op_both.threshold, "at_operating_point_prior_only": op_prior.threshold,
-                    "at_fixed_0.51": FIXED_THRESHOLD_OF_MAIN})
+                    **fixed})
     res.update({"identities": len(g_emb), "enrolled_faces": int(sum(len(g) for g in g_emb)),
                 "mated_searches": int(len(p.mated_rows)), "nonmated_searches": int(len(p.nonmated_rows)),
+                "measured_comparisons_factor": measured_kappa(prior, s_non.max(1), len(g_emb), target_fpir),
                 "operating_point": op_both.public()})
     return res
 
@@ -182,32 +206,48 @@ def main(argv=None) -> int:
     from model.pipeline import load_checkpoint
     from app.services.operating_point import tail_of
 
+    from app.services.operating_point import normalisation_of
+
     thresholds = load_checkpoint(args.weights).thresholds
     prior = tail_of(thresholds)
     kappa = float(thresholds.get("search_comparisons_factor", 1.0))
+    norm = normalisation_of(thresholds)
     d = lfw_embeddings(args.weights, args.precision)
     names = d["names"]
+    # the cohort's people never search or get enrolled, in any variant (the same searches for all)
+    only = set(names) - cohort_people(names) if norm is not None else None
     limits = {"mated_per_person": args.mated_per_person, "max_nonmated": args.max_nonmated}
     variants = {"face": d["emb"], "template": d["emb"]}
     flip = d["emb"] + d["emb_flip"]
     variants["template+flip"] = flip / np.linalg.norm(flip, axis=1, keepdims=True)
+    if norm is not None:
+        variants["template+cohort"] = d["emb"]
+        variants["template+flip+cohort"] = variants["template+flip"]
     if args.domain == "degraded":
         need = set()
         for size in args.sizes.split(","):
             for k in map(int, args.enroll.split(",")):
-                p = protocol(names, None if size == "all" else int(size), k, **limits)
+                p = protocol(names, None if size == "all" else int(size), k, only=only, **limits)
                 need |= set(np.concatenate(p.gallery_rows).tolist()) | set(p.mated_rows.tolist()) | set(
                     p.nonmated_rows.tolist())
         rows = np.array(sorted(need))
         emb = np.zeros_like(d["emb"])
         emb[rows] = degrade_and_embed(rows, args.weights, args.precision)
-        variants = {"face": emb, "template": emb}
+        variants = {"face": emb, "template": emb, **({"template+cohort": emb} if norm is not None else {})}
+
+    def decision(mode: str) -> dict:  # the prior tail, kappa and cohort a variant is decided with
+        if mode.endswith("+cohort"):
+            return {"prior": norm.tail, "kappa": norm.kappa, "cohort": norm.cohort}
+        return {"prior": prior, "kappa": kappa, "cohort": None}
+
     results = []
     for size in args.sizes.split(","):
         for k in map(int, args.enroll.split(",")):
             for mode, emb in variants.items():
-                r = run_one(emb, names, prior, None if size == "all" else int(size), k,
-                            "face" if mode == "face" else "template", args.target_fpir, kappa=kappa, **limits)
+                dec = decision(mode)
+                r = run_one(emb, names, dec["prior"], None if size == "all" else int(size), k,
+                            "face" if mode == "face" else "template", args.target_fpir, kappa=dec["kappa"],
+                            cohort=dec["cohort"], only=only, **limits)
                 results.append({"gallery": size, "enrolled_per_person": k, "scoring": mode, **r})
     # The shipped tail was measured on all of LFW, these searches included. Identity-disjoint check: a tail
     # from one half of the people, searches among the other half only (galleries of 100 and all of that half).
@@ -215,21 +255,36 @@ def main(argv=None) -> int:
     if args.domain == "lfw":
         from training.evaluate import impostor_pair_scores
 
+        from model.calibration import normalised_pair_scores
+        from training.evaluate import MAX_IMAGES_PER_PERSON, capped_rows
+
         cal_people, eval_people = split_identities(names)
+        if only is not None:
+            cal_people, eval_people = cal_people & only, eval_people & only
         for mode, emb in variants.items():
+            dec = decision(mode)
             rows = np.array([i for i, n in enumerate(names) if n in cal_people])
-            tail = ImpostorTail.from_scores(impostor_pair_scores(emb[rows], [names[i] for i in rows]),
-                                            source="half of LFW's people")
+            if dec["cohort"] is not None:  # as the shipped normalised tail is built (training.evaluate)
+                rows = rows[capped_rows([names[i] for i in rows], MAX_IMAGES_PER_PERSON)]
+            labels = [names[i] for i in rows]
+            pairs = (impostor_pair_scores(emb[rows], labels) if dec["cohort"] is None
+                     else normalised_pair_scores(emb[rows], labels, dec["cohort"]))
+            tail = ImpostorTail.from_scores(pairs, source="half of LFW's people")
+            del pairs
             for size in ("100", "all"):
                 for k in map(int, args.enroll.split(",")):
                     r = run_one(emb, names, tail, None if size == "all" else int(size), k,
                                 "face" if mode == "face" else "template", args.target_fpir, only=eval_people,
-                                kappa=kappa)
+                                kappa=dec["kappa"], cohort=dec["cohort"])
                     heldout.append({"gallery": size, "enrolled_per_person": k, "scoring": mode, **r})
     out = {"benchmark": "openset_1n_lfw", "domain": args.domain, "weights": args.weights,
            "model_version": d["version"], "precision": args.precision, "target_fpir": args.target_fpir,
            "prior": {"n_pairs": prior.n_pairs, "deepest_p": prior.deepest_p, "source": prior.source,
                      "search_comparisons_factor": kappa},
+           "normalised_prior": None if norm is None else {
+               "n_pairs": norm.tail.n_pairs, "deepest_p": norm.tail.deepest_p, "source": norm.tail.source,
+               "search_comparisons_factor": norm.kappa, "cohort": norm.cohort.source,
+               "cohort_people_left_out": len(set(names) - only)},
            "results": results, "identity_disjoint_calibration": heldout, "wall_s": round(time.perf_counter() - t0, 1)}
     return emit(out, args.out)
 

@@ -62,7 +62,7 @@ def main(argv=None) -> int:
         print(json.dumps(thresholds, indent=1))
     else:
         write_thresholds(Path(args.weights), thresholds)
-        print(json.dumps({k: v for k, v in thresholds.items() if k != "impostor_tail"}, indent=1))
+        print(json.dumps({k: v for k, v in thresholds.items() if k not in ("impostor_tail", "normalised")}, indent=1))
     return 0
 
 

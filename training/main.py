@@ -206,7 +206,7 @@ def train_folder(args, rank: int, world_size: int, device) -> int:
             emb_cal, lab_cal = np.concatenate([val_emb, ref_emb]), val_labels + [f"ref:{x}" for x in ref_labels]
         thresholds = calibrate(emb_cal, lab_cal, "held-out identities" + (
             f" + {Path(args.reference_dir).name}" if args.reference_dir else ""), args.target_far)
-        result["calibration"] = {k: v for k, v in thresholds.items() if k != "impostor_tail"}
+        result["calibration"] = {k: v for k, v in thresholds.items() if k not in ("impostor_tail", "normalised")}
         payload = checkpoint_payload(net, name=Path(args.out).stem, base_weights=args.weights,
                                      preprocessing=pre, thresholds=thresholds, architecture=type(net).__name__,
                                      metrics=after, data={"root": str(args.rootdir), "images": len(paths),

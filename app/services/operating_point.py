@@ -6,6 +6,11 @@ tail (checkpoint calibration), raised to the gallery's own estimate where the ga
 say the deployment's faces score higher (`model.calibration.operating_point`). A checkpoint without a
 tail falls back to its fixed `cosine` threshold, with a warning. Verification (1:1) uses the same tails
 at `FACEID_TARGET_FAR`.
+
+Where the checkpoint's calibration carries a cohort (`thresholds["normalised"]`: a `Cohort`, the tail of the
+normalised scores and their search_comparisons_factor), searches are decided on normalised scores: a face
+matches when its best score reaches the threshold plus its own cohort shift. The gallery's own tail is then
+measured on normalised scores too. Request thresholds and FACEID_MATCH_THRESHOLD stay plain cosine thresholds.
 """
 from __future__ import annotations
 
@@ -16,8 +21,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibration import CalibrationError, ImpostorTail, OperatingPoint, operating_point, per_comparison_rate
-from model.calibration import search_impostor_scores
+from model.calibration import CalibrationError, Cohort, ImpostorTail, OperatingPoint, operating_point
+from model.calibration import per_comparison_rate, search_impostor_scores
 
 log = logging.getLogger(__name__)
 
@@ -40,22 +45,46 @@ def tail_of(thresholds: dict) -> ImpostorTail | None:
     return ImpostorTail.from_dict(raw) if raw is not None else None
 
 
+@dataclass(frozen=True)
+class Normalisation:
+    """A checkpoint's search normalisation: the cohort, the tail of normalised impostor scores, its kappa."""
+    cohort: Cohort
+    tail: ImpostorTail
+    kappa: float
+
+
+def normalisation_of(thresholds: dict) -> Normalisation | None:
+    """The cohort normalisation a checkpoint's calibration carries (None: searches use plain scores)."""
+    raw = (thresholds or {}).get("normalised")
+    if raw is None:
+        return None
+    try:
+        return Normalisation(Cohort.from_dict(raw["cohort"]), ImpostorTail.from_dict(raw["impostor_tail"]),
+                             float(raw.get("search_comparisons_factor", 1.0)))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise CalibrationError(f"malformed normalisation: {exc}") from None
+
+
 def calibration_problem(thresholds: dict, target_fpir: float, n_identities: int) -> str | None:
     """Why a checkpoint's calibration cannot serve `target_fpir` on this gallery (None when it can)."""
     try:
         tail = tail_of(thresholds)
         kappa = float(thresholds.get("search_comparisons_factor", 1.0))
+        norm = normalisation_of(thresholds)
     except (CalibrationError, TypeError, ValueError) as exc:
         return f"its calibration is malformed: {exc}"
-    if not 0.05 <= kappa <= 1.0:
-        return f"its search_comparisons_factor {kappa} is outside [0.05, 1]"
+    for name, k in (("search_comparisons_factor", kappa), ("normalised search_comparisons_factor",
+                                                           norm.kappa if norm else 1.0)):
+        if not 0.05 <= k <= 1.0:
+            return f"its {name} {k} is outside [0.05, 1]"
     if tail is None:
         return "it carries no impostor-score tail (calibrate it with python -m training.calibrate)"
     need = per_comparison_rate(target_fpir, max(n_identities, MIN_SUPPORTED_GALLERY))
-    if not tail.supports(need):
-        return (f"its calibration measures impostor rates only down to {tail.deepest_p:g} ({tail.n_pairs} pairs); "
-                f"FPIR {target_fpir:g} over {max(n_identities, MIN_SUPPORTED_GALLERY)} identities needs {need:.2g}: "
-                "calibrate it on more different-person pairs, or set FACEID_MATCH_THRESHOLD")
+    for name, t in (("", tail), ("normalised ", norm.tail if norm else None)):
+        if t is not None and not t.supports(need):
+            return (f"its {name}calibration measures impostor rates only down to {t.deepest_p:g} ({t.n_pairs} "
+                    f"pairs); FPIR {target_fpir:g} over {max(n_identities, MIN_SUPPORTED_GALLERY)} identities needs "
+                    f"{need:.2g}: calibrate it on more different-person pairs, or set FACEID_MATCH_THRESHOLD")
     return None
 
 
@@ -65,6 +94,7 @@ class _GalleryTail:
     identities: int
     tail: ImpostorTail | None
     computed_s: float
+    normalised: ImpostorTail | None = None   # the same pairs, scores lowered by each face's cohort shift
 
 
 class OperatingPoints:
@@ -79,8 +109,26 @@ class OperatingPoints:
         self._lock = threading.Lock()             # guards _refreshing (held for microseconds)
         self._compute_lock = threading.Lock()     # one tail computation at a time
         self._refreshing: set[str] = set()
+        self._norms: dict[str, Normalisation | None] = {}   # per model version (decoded once)
 
-    def gallery_tail(self, version: str, index) -> ImpostorTail | None:
+    def normalisation(self, embedder) -> Normalisation | None:
+        """The serving model's normalisation, decoded once per version (a malformed one was refused at swap)."""
+        v = embedder.version
+        if v not in self._norms:
+            try:
+                self._norms[v] = normalisation_of(embedder.thresholds)
+            except CalibrationError:
+                log.warning("model %s: malformed normalisation; searches use plain scores", v, exc_info=True)
+                self._norms[v] = None
+        return self._norms[v]
+
+    def gallery_tail(self, version: str, index, cohort: Cohort | None = None,
+                     normalised: bool = False) -> ImpostorTail | None:
+        """The gallery's own tail (`normalised`: of the cohort-normalised scores); see `gallery_tails`."""
+        got = self.gallery_tails(version, index, cohort)
+        return None if got is None else (got.normalised if normalised else got.tail)
+
+    def gallery_tails(self, version: str, index, cohort: Cohort | None = None) -> _GalleryTail | None:
         """The gallery's impostor tail for `version`, kept current as the gallery changes. In galleries over
         SYNC_BELOW_FACES, small changes (under SYNC_CHANGE of the faces, and past GALLERY_SAMPLE_FACES under 1 %:
         the sample barely moves) are picked up in the background while searches use the previous tail; a first
@@ -90,9 +138,9 @@ class OperatingPoints:
         faces, identities = len(index), index.identities
         cached = self._gallery.get(version)
         if cached is not None and (cached.faces, cached.identities) == (faces, identities):
-            return cached.tail
+            return cached
         if cached is not None and faces > GALLERY_SAMPLE_FACES and abs(faces - cached.faces) < 0.01 * cached.faces:
-            return cached.tail
+            return cached
         if cached is not None and faces > SYNC_BELOW_FACES \
                 and abs(faces - cached.faces) <= SYNC_CHANGE * max(cached.faces, 1) \
                 and abs(identities - cached.identities) <= SYNC_CHANGE * max(cached.identities, 1):
@@ -100,39 +148,44 @@ class OperatingPoints:
                 start = version not in self._refreshing
                 self._refreshing.add(version)
             if start:
-                threading.Thread(target=self._refresh, args=(version, index), daemon=True,
+                threading.Thread(target=self._refresh, args=(version, index, cohort), daemon=True,
                                  name=f"gallery-tail-{version}").start()
-            return cached.tail
+            return cached
         with self._compute_lock:  # one computation at a time; requests that waited reuse its result
             done = self._gallery.get(version)
             if done is not None and (done.faces, done.identities) == (len(index), index.identities):
-                return done.tail
+                return done
             try:
-                return self._compute(version, index).tail
+                return self._compute(version, index, cohort)
             except Exception:  # noqa: BLE001 - a failed estimate must not fail the search: keep what we had
                 log.warning("gallery impostor tail for %s not recomputed; keeping the previous one", version,
                             exc_info=True)
-                return cached.tail if cached is not None else None
+                return cached
 
-    def _refresh(self, version: str, index) -> None:
+    def _refresh(self, version: str, index, cohort: Cohort | None) -> None:
         try:
             with self._compute_lock:
-                self._compute(version, index)
+                self._compute(version, index, cohort)
         except Exception:  # noqa: BLE001 - logged; searches keep the previous tail, the next change retries
             log.warning("background refresh of the gallery impostor tail for %s failed", version, exc_info=True)
         finally:
             with self._lock:
                 self._refreshing.discard(version)
 
-    def _compute(self, version: str, index) -> _GalleryTail:
+    def _compute(self, version: str, index, cohort: Cohort | None = None) -> _GalleryTail:
         t0 = time.perf_counter()
         faces, identities = len(index), index.identities
         vectors, labels = index.sample(GALLERY_SAMPLE_FACES)
-        scores = search_impostor_scores(vectors, labels, getattr(index, "scoring", "template"))
+        scoring = getattr(index, "scoring", "template")
+        scores = search_impostor_scores(vectors, labels, scoring)
         source = (f"gallery: {len(vectors)} of {faces} faces ({len(np.unique(labels))} identities), each "
                   "against the other identities as a search scores them")
         tail = ImpostorTail.from_scores(scores, source=source) if len(scores) else None
-        self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0)
+        normalised = None
+        if cohort is not None and len(scores):
+            shifted = search_impostor_scores(vectors, labels, scoring, cohort.shift(vectors))
+            normalised = ImpostorTail.from_scores(shifted, source=source + ", less each face's cohort shift")
+        self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0, normalised)
         return done
 
     def forget(self, keep: set[str]) -> None:
@@ -142,8 +195,17 @@ class OperatingPoints:
 
     def for_search(self, embedder, index, requested: float | None = None) -> OperatingPoint:
         """For a small gallery, FPIR / N can exceed the verification FAR: the search threshold then stays at
-        the verification threshold (FPIR below target), so a 3-person door is no looser than a 1:1 check."""
-        return self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
+        the verification threshold (FPIR below target), so a 3-person door is no looser than a 1:1 check.
+        With a cohort (and no fixed threshold) the operating point is on normalised scores."""
+        norm = self.normalisation(embedder)
+        if norm is None or requested is not None or self.override is not None:
+            return self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
+        n = index.identities
+        kappa = norm.kappa if n > 1 else 1.0
+        gallery = self.gallery_tail(embedder.version, index, norm.cohort, normalised=True)
+        op = operating_point(norm.tail, self.target_fpir, n, gallery, self.target_far, kappa)
+        op.normalised, op.reference_shift = True, norm.cohort.reference_shift
+        return op
 
     def for_verify(self, embedder, index, requested: float | None = None) -> OperatingPoint:
         return self._decide(embedder, index, self.target_far, 1, requested)
@@ -161,16 +223,23 @@ class OperatingPoints:
                                   warnings=["the serving model carries no impostor tail: a fixed threshold is in "
                                             "force and its false-positive rate grows with the gallery"])
         kappa = float(embedder.thresholds.get("search_comparisons_factor", 1.0)) if n > 1 else 1.0
-        return operating_point(tail, target, n, self.gallery_tail(embedder.version, index), max_rate, kappa)
+        norm = self.normalisation(embedder)
+        gallery = self.gallery_tail(embedder.version, index, norm.cohort if norm else None)
+        return operating_point(tail, target, n, gallery, max_rate, kappa)
 
     def report(self, embedder, index) -> dict:
         """For /ready and GET /admin/calibration: both tails, the pairs behind them, the thresholds in force."""
         search = self.for_search(embedder, index)
         tail = tail_of(embedder.thresholds)
         cached = self._gallery.get(embedder.version)
+        norm = self.normalisation(embedder)
         return {"target_fpir": self.target_fpir, "target_far": self.target_far,
                 "search": search.public(), "verify": self.for_verify(embedder, index).public(),
                 "model_tail": tail.to_dict() if tail else None,
                 "gallery_tail": cached.tail.to_dict() if cached and cached.tail else None,
+                "normalisation": None if norm is None else {
+                    "cohort": {k: v for k, v in norm.cohort.to_dict().items() if k != "centroids"},
+                    "model_tail": norm.tail.to_dict(), "search_comparisons_factor": norm.kappa,
+                    "gallery_tail": cached.normalised.to_dict() if cached and cached.normalised else None},
                 "gallery_tail_compute_s": round(cached.computed_s, 4) if cached else None,
                 "gallery_calibration": self.gallery_calibration}

@@ -50,6 +50,7 @@ class Decision:
     score: float | None
     matches: list[Match]
     quality_problem: str | None = None
+    threshold: float | None = None   # the cosine score this face needed (normalised: its own)
 
 
 class LiveIndex:
@@ -296,14 +297,17 @@ class FaceService:
         op = self.operating.for_search(embedder, index, threshold)
         vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 512), np.float32)
         matches = index.search(vectors, top_k) if len(vectors) else []
+        norm = self.operating.normalisation(embedder) if op.normalised else None
+        shifts = norm.cohort.shift(vectors) if norm is not None else np.zeros(len(vectors), np.float32)
         decisions = []
-        for f, ms in zip(faces, matches):
+        for f, ms, shift in zip(faces, matches, shifts):
             best = ms[0] if ms else None
             problem = self.search_quality_problem(f)
+            thr = op.threshold_for(float(shift))
             status = "low_quality" if problem else (
-                "match" if best is not None and best.score >= op.threshold else "unknown")
+                "match" if best is not None and best.score >= thr else "unknown")
             decisions.append(Decision(status, best if status == "match" else None, best.score if best else None,
-                                      ms, problem))
+                                      ms, problem, thr))
         return decisions, op
 
     async def identify(self, data: bytes, top_k: int, threshold: float | None):

@@ -43,7 +43,8 @@ def test_selfie_identifies_angelina_and_no_one_else(client, faces):
     matched = [f for f in body["faces"] if f["status"] == "match"]
     assert len(body["faces"]) >= 6
     assert [f["identity"]["label"] for f in matched] == ["Angelina_Jolie"]
-    assert all(f["identity"] is None and f["score"] < body["threshold"] for f in body["faces"] if f not in matched)
+    assert all(f["identity"] is None and f["score"] < f["threshold"] for f in body["faces"] if f not in matched)
+    assert all(f["score"] >= f["threshold"] for f in matched)
 
 
 def test_verify_two_images_and_image_against_identity(client, faces):

@@ -124,3 +124,66 @@ def test_small_changes_refresh_the_gallery_tail_in_the_background(store, monkeyp
     assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
     enroll_people(store, rng, 10, 2, prefix="burst")  # 24 %: recomputed before answering
     assert_tail_equal(ops.gallery_tail("v1", live.get("v1", DIM)), brute_force_tail(store, "v1"))
+
+
+def normalised_embedder(version="v1", seed=3):
+    """A model whose calibration carries a cohort: 20 synthetic centroids, its normalised tail measured on
+    random vectors the way training.evaluate measures it."""
+    from model.calibration import Cohort, normalised_pair_scores
+
+    rng = np.random.default_rng(seed)
+    cohort = Cohort(unit(rng, 20, DIM), top=3, weight=0.5, reference_shift=0.1)
+    ref = unit(rng, 3000, DIM)
+    tail = ImpostorTail.from_scores(normalised_pair_scores(ref, np.arange(len(ref)), cohort))
+    emb = embedder(version, prior())
+    emb.thresholds["normalised"] = {"cohort": cohort.to_dict(), "impostor_tail": tail.to_dict(),
+                                    "search_comparisons_factor": 0.8}
+    return emb, Cohort.from_dict(cohort.to_dict())
+
+
+def test_normalised_gallery_tail_matches_brute_force(store):
+    """With a cohort, the gallery's tail is also measured on normalised scores: each face's scores against
+    the other identities' templates, less that face's own cohort shift."""
+    rng = np.random.default_rng(4)
+    emb, cohort = normalised_embedder()
+    ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
+    live = LiveIndex(store)
+    enroll_people(store, rng, 30, 2)
+    idx = live.get("v1", DIM)
+    op = ops.for_search(emb, idx)
+    assert op.normalised and op.source == "calibrated" and op.gallery_threshold is not None
+    _, _, iids, _, mat = store.vectors("v1")
+    templates = {iid: t for iid, (t, _) in store.templates("v1").items()}
+    shift = cohort.shift(mat)
+    want = [float(mat[i] @ t) - shift[i] for i in range(len(mat)) for iid, t in templates.items() if iid != iids[i]]
+    assert_tail_equal(ops.gallery_tail("v1", idx, cohort, normalised=True), ImpostorTail.from_scores(np.array(want)))
+    # the plain tail (verification) is kept beside it, unchanged
+    assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
+    assert not ops.for_verify(emb, idx).normalised
+    # each face's cosine threshold is the normalised one plus its own shift; the reported one a typical face's
+    assert op.threshold_for(0.25) == pytest.approx(op.threshold + 0.25)
+    assert op.public()["threshold"] == pytest.approx(op.threshold + 0.1, abs=1e-4)
+    assert op.public()["normalisation"] == "cohort"
+
+
+def test_fixed_thresholds_stay_plain_cosine_with_a_cohort(store):
+    rng = np.random.default_rng(5)
+    enroll_people(store, rng, 5, 1)
+    idx = LiveIndex(store).get("v1", DIM)
+    emb, _ = normalised_embedder()
+    req = OperatingPoints(0.01, 1e-3, override=None, default=0.5).for_search(emb, idx, 0.7)
+    over = OperatingPoints(0.01, 1e-3, override=0.66, default=0.5).for_search(emb, idx)
+    assert (req.threshold, req.normalised, req.threshold_for(0.3)) == (0.7, False, 0.7)
+    assert (over.threshold, over.normalised, over.threshold_for(0.3)) == (0.66, False, 0.66)
+
+
+def test_swap_check_reads_the_normalised_calibration():
+    emb, _ = normalised_embedder()
+    assert calibration_problem(emb.thresholds, 0.01, 10) is None
+    bad = {**emb.thresholds, "normalised": {**emb.thresholds["normalised"], "search_comparisons_factor": 3}}
+    assert "normalised search_comparisons_factor" in calibration_problem(bad, 0.01, 10)
+    broken = {**emb.thresholds, "normalised": {**emb.thresholds["normalised"], "cohort": {"shape": [2]}}}
+    assert "malformed" in calibration_problem(broken, 0.01, 10)
+    thin = {**emb.thresholds, "normalised": {**emb.thresholds["normalised"],
+                                             "impostor_tail": ImpostorTail.from_scores(np.arange(500) / 500).to_dict()}}
+    assert "normalised calibration measures" in calibration_problem(thin, 0.01, 50)

@@ -155,3 +155,74 @@ def test_pick_identities_keeps_identities_whole():
         rows = pick_identities(giant, 600, seed)
         assert 500 <= len(rows) <= 600 and len(set(giant[rows].tolist())) >= 500
 
+
+
+def _units(rng, n, d=16):
+    v = rng.standard_normal((n, d)).astype(np.float32)
+    return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+
+def test_cohort_shift_is_the_weighted_mean_of_the_best_centroid_scores():
+    from model.calibration import Cohort
+
+    rng = np.random.default_rng(0)
+    c, x = _units(rng, 12), _units(rng, 50)
+    cohort = Cohort(c, top=3, weight=0.4)
+    want = [0.4 * np.mean(sorted((c @ v).tolist(), reverse=True)[:3]) for v in x]
+    np.testing.assert_allclose(cohort.shift(x), want, atol=1e-6)
+    assert cohort.shift(np.zeros((0, 16), np.float32)).shape == (0,)
+
+
+def test_cohort_round_trip_and_malformed_cohorts_are_refused():
+    from model.calibration import Cohort
+
+    rng = np.random.default_rng(1)
+    cohort = Cohort.build(_units(rng, 400), k=16, source="synthetic")
+    back = Cohort.from_dict(cohort.to_dict())
+    assert back.centroids.shape == cohort.centroids.shape and back.top == cohort.top
+    x = _units(np.random.default_rng(9), 20)
+    np.testing.assert_allclose(back.shift(x), cohort.shift(x), atol=2e-3)  # stored as float16
+    assert back.reference_shift == pytest.approx(cohort.reference_shift, abs=1e-6)
+    for broken in ({}, {**cohort.to_dict(), "shape": [3, 3]}, {**cohort.to_dict(), "weight": float("nan")},
+                   {**cohort.to_dict(), "top": 0}):
+        with pytest.raises(CalibrationError):
+            Cohort.from_dict(broken)
+
+
+def test_cohort_build_keeps_only_centroids_of_several_people():
+    from model.calibration import COHORT_MIN_MEMBERS, Cohort
+
+    rng = np.random.default_rng(2)
+    x = np.concatenate([_units(rng, 300), _units(rng, 1) * np.ones((1, 1), np.float32)])
+    cohort = Cohort.build(x, k=40)
+    members = np.bincount((x @ cohort.centroids.T).argmax(1), minlength=len(cohort.centroids))
+    assert len(cohort.centroids) <= 40 and members.min() >= 1
+    assert np.allclose(np.linalg.norm(cohort.centroids, axis=1), 1, atol=1e-5)
+    assert cohort.reference_shift == pytest.approx(float(np.median(cohort.shift(x))))
+    assert COHORT_MIN_MEMBERS >= 5
+
+
+def test_cohort_people_are_one_image_people_chosen_by_seed():
+    from model.calibration import cohort_people
+
+    labels = [f"m{i // 3}" for i in range(60)] + [f"s{i}" for i in range(40)]
+    got = cohort_people(labels, n=10)
+    assert len(got) == 10 and all(x.startswith("s") for x in got)
+    assert cohort_people(list(reversed(labels)), n=10) == got          # order of the labels does not matter
+    assert cohort_people(labels, n=100) == {f"s{i}" for i in range(40)}
+
+
+def test_normalised_scores_brute_force():
+    """The normalised tail's pairs (every ordered different-label pair, less the probe's shift) and a
+    gallery's normalised search scores, against loops."""
+    from model.calibration import Cohort, normalised_pair_scores
+
+    rng = np.random.default_rng(3)
+    x, labels = _units(rng, 30), np.repeat(np.arange(12), [1, 2, 3, 4, 5, 1, 2, 3, 4, 2, 2, 1])
+    cohort = Cohort(_units(rng, 8), top=2, weight=0.5)
+    sh = cohort.shift(x)
+    want = sorted(float(x[i] @ x[j]) - sh[i] for i in range(30) for j in range(30) if labels[i] != labels[j])
+    np.testing.assert_allclose(sorted(normalised_pair_scores(x, labels, cohort, block=7)), want, atol=1e-5)
+    np.testing.assert_allclose(sorted(search_impostor_scores(x, labels, "template", sh)),
+                               sorted(search_impostor_scores(x, labels, "template")
+                                      - np.repeat(sh, len(np.unique(labels)) - 1)), atol=1e-5)

@@ -75,9 +75,9 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
     probe_ids = await service.feedback.keep_probes(r, decisions)
     faces = [{**_face_out(f), "status": d.status, "score": d.score, "quality_problem": d.quality_problem,
               "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
-              "matches": [m.__dict__ for m in d.matches], "probe_id": pid}
+              "matches": [m.__dict__ for m in d.matches], "probe_id": pid, "threshold": d.threshold}
              for f, d, pid in zip(r.faces, decisions, probe_ids)]
-    return {"model_version": r.embedder.version, "threshold": op.threshold, "target_fpir": op.target_fpir,
+    return {"model_version": r.embedder.version, "threshold": op.cosine_threshold, "target_fpir": op.target_fpir,
             "operating_point": op.public(), "faces": faces}
 
 

@@ -46,5 +46,5 @@ async def ready(request: Request, service: ServiceDep) -> dict:
     op = await run_in_threadpool(service.operating.for_search, emb, idx)
     return {"status": "ready", "model_version": emb.version, "model_name": emb.name, "device": str(emb.device),
             "precision": emb.precision, "detector_backend": service.pipeline.detector.backend,
-            "threshold": op.threshold, "operating_point": op.public(), **counts,
+            "threshold": op.cosine_threshold, "operating_point": op.public(), **counts,
             "indexed_vectors": len(idx), "batching": service.settings.batching}

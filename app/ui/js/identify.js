@@ -129,11 +129,13 @@ function draw() {
     if (chip) {
       chip.className = `chip ${d.kind}`;
       chip.textContent = d.kind === 'match' ? `${d.text} · ${fmt(d.score)}` : d.text;
+      chip.title = atServer && face.threshold != null ? `this face needed ${fmt(face.threshold)}` : '';
     }
   });
   const n = result.faces.length;
   $('identify-summary').textContent = n
-    ? `${n} face${n === 1 ? '' : 's'}, ${matched} matched at threshold ${fmt(t, 2)} (server: ${fmt(result.threshold)}, model ${result.model_version})`
+    ? `${n} face${n === 1 ? '' : 's'}, ${matched} matched at threshold ${fmt(t, 2)} (server: ${fmt(result.threshold)}${
+      result.operating_point?.normalisation ? ' for a typical face; each face its own' : ''}, model ${result.model_version})`
     : 'No face found in this photo.';
 }
 
