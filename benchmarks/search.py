@@ -196,7 +196,8 @@ def pgvector_benchmark(args) -> dict:
             # pgvector in PostgreSQL: a database built by an earlier run with the same data and HNSW
             # parameters is reused (its load and build times are kept in its comment)
             build = {"faces": n, "lfw_people": len(mates), "m": args.m, "ef_construction": args.ef_construction}
-            url, built = _bench_database(pg, f"bench_{n}", build)
+            db = f"bench_{n}_m{args.m}_efc{args.ef_construction}"
+            url, built = _bench_database(pg, db, build)
             reused = built is not None
             engine = make_engine(url)
             if built is None:
@@ -216,9 +217,9 @@ def pgvector_benchmark(args) -> dict:
                     pgi.ensure_index(conn, version, 512)
                 built = {**build, "load_s": round(load_s, 1), "index_build_s": round(time.perf_counter() - t, 1)}
                 with engine.begin() as conn:
-                    conn.execute(text(f"COMMENT ON DATABASE bench_{n} IS '{json.dumps(built)}'"))
+                    conn.execute(text(f"COMMENT ON DATABASE {db} IS '{json.dumps(built)}'"))
             else:
-                print(f"# {n}: reusing database bench_{n} (built {built})", file=sys.stderr, flush=True)
+                print(f"# {n}: reusing database {db} (built {built})", file=sys.stderr, flush=True)
             load_s, build_s = built["load_s"], built["index_build_s"]
             with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as conn:
                 conn.execute(text("VACUUM ANALYZE embeddings"))
@@ -304,7 +305,7 @@ def main(argv=None) -> int:
     ap.add_argument("--queries", type=int, default=50)
     ap.add_argument("--top-k", type=int, default=5)
     ap.add_argument("--people", type=int, default=300, help="pgvector: LFW people (queries and gallery mates)")
-    ap.add_argument("--ef-search", type=int, default=400)
+    ap.add_argument("--ef-search", type=int, default=300)
     ap.add_argument("--also-ef", default="", help="pgvector: more ef_search values to measure, e.g. 40,200")
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=64)

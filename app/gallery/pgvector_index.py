@@ -8,6 +8,11 @@ template (`templates.vector`, the normalised mean of their faces) or, with scori
 stay float32. A search takes candidates from that index (`hnsw.ef_search` from settings,
 `hnsw.iterative_scan = relaxed_order`, so a top-k stays full), then re-scores them exactly in float32.
 Galleries below `exact_below` rows are searched exactly (a scan is faster than the graph there, and exact).
+
+A search is one round trip: one statement, built once per version (template scoring fetches each identity's
+best face in it too), with the query sent once and cast to halfvec by the server, in autocommit. The HNSW
+settings live in the connection's session and are sent only when they change, not per query: the HNSW walk
+itself is most of a search's time (benchmarks/search.py --backend pgvector).
 """
 from __future__ import annotations
 
@@ -47,7 +52,7 @@ class PgVectorIndex:
     """The search index (as `LiveIndex` is for SQLite) in PostgreSQL. `changes` (app/gallery/notify.py) says
     when the gallery moved on, so the counts cached here are dropped on change, not on a timer."""
 
-    def __init__(self, store: GalleryStore, changes, scoring: str = "face", ef_search: int = 400,
+    def __init__(self, store: GalleryStore, changes, scoring: str = "face", ef_search: int = 300,
                  exact_below: int = 10_000, hnsw_m: int = 16, hnsw_ef_construction: int = 64):
         if scoring not in _TABLES:
             raise ValueError(f"unknown scoring {scoring!r}")
