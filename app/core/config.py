@@ -20,8 +20,9 @@ class Settings(BaseSettings):
                               "index) or postgresql+psycopg://... (pgvector search in the database, stateless replicas)")
     db_busy_timeout_s: float = Field(5.0, gt=0, description="wait this long for another writer's lock, "
                                      "then answer 503 database_busy")
-    pgvector_ef_search: int = Field(400, ge=1, le=1000, description="PostgreSQL: HNSW candidate list per search "
-                                    "(400: recall@10 0.995 at 100k faces, benchmarks/search.py)")
+    pgvector_ef_search: int = Field(300, ge=1, le=1000, description="PostgreSQL: HNSW candidate list per search "
+                                    "(300: recall@10 0.986 against exact search at 100k faces, 400: 0.994, 250: "
+                                    "0.975; benchmarks/search.py --backend pgvector)")
     pgvector_exact_below: int = Field(10_000, ge=0, description="PostgreSQL: galleries with fewer vectors of a "
                                       "model version are searched exactly")
     pgvector_hnsw_m: int = Field(16, ge=2, le=100)

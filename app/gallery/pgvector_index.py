@@ -8,6 +8,11 @@ template (`templates.vector`, the normalised mean of their faces) or, with scori
 stay float32. A search takes candidates from that index (`hnsw.ef_search` from settings,
 `hnsw.iterative_scan = relaxed_order`, so a top-k stays full), then re-scores them exactly in float32.
 Galleries below `exact_below` rows are searched exactly (a scan is faster than the graph there, and exact).
+
+A search is one round trip: one statement, built once per version (template scoring fetches each identity's
+best face in it too), with the query sent once and cast to halfvec by the server, in autocommit. The HNSW
+settings live in the connection's session and are sent only when they change, not per query: the HNSW walk
+itself is most of a search's time (benchmarks/search.py --backend pgvector).
 """
 from __future__ import annotations
 
@@ -17,7 +22,7 @@ from typing import Callable
 
 import numpy as np
 from pgvector.sqlalchemy import HALFVEC, VECTOR
-from sqlalchemy import Connection, Index, cast, func, select, text
+from sqlalchemy import Connection, Index, Select, bindparam, cast, func, select, text, true
 from sqlalchemy.orm import Session
 
 from app.gallery.index import Match, cosine
@@ -28,6 +33,7 @@ from model.calibration import pick_identities
 log = logging.getLogger(__name__)
 
 _TABLES = {"face": Embedding, "template": Template}
+_SETTINGS = "faceid_hnsw_ef_search"  # key in a connection's `info`: the session's hnsw settings
 
 
 def index_name(version: str, table: str = "embeddings") -> str:
@@ -46,7 +52,7 @@ class PgVectorIndex:
     """The search index (as `LiveIndex` is for SQLite) in PostgreSQL. `changes` (app/gallery/notify.py) says
     when the gallery moved on, so the counts cached here are dropped on change, not on a timer."""
 
-    def __init__(self, store: GalleryStore, changes, scoring: str = "face", ef_search: int = 400,
+    def __init__(self, store: GalleryStore, changes, scoring: str = "face", ef_search: int = 300,
                  exact_below: int = 10_000, hnsw_m: int = 16, hnsw_ef_construction: int = 64):
         if scoring not in _TABLES:
             raise ValueError(f"unknown scoring {scoring!r}")
@@ -56,6 +62,7 @@ class PgVectorIndex:
         self.hnsw_m, self.hnsw_ef_construction = hnsw_m, hnsw_ef_construction
         self._cache: dict[tuple[str, str], tuple[int, int]] = {}
         self._ready: set[str] = set()
+        self._statements: dict[tuple[str, int, str, bool], Select] = {}
 
     def get(self, version: str, dim: int = 512) -> "PgVersionIndex":
         """The version's index; its HNSW index is built first if missing (once per process)."""
@@ -90,13 +97,32 @@ class PgVectorIndex:
     def close(self) -> None:
         pass  # the change feed belongs to the service, which closes it
 
-    def cached_count(self, kind: str, version: str, query) -> int:
+    def configure(self, conn: Connection, limit: int) -> None:
+        """The HNSW scan settings of this connection's session, sent only when they differ from what the
+        connection already has (its own record: a new connection after an outage starts without)."""
+        ef = min(max(self.ef_search, limit), 1000)
+        if conn.info.get(_SETTINGS) != ef:
+            conn.execute(select(func.set_config("hnsw.ef_search", str(ef), False),
+                                func.set_config("hnsw.iterative_scan", "relaxed_order", False)))
+            conn.info[_SETTINGS] = ef
+
+    def statement(self, version: str, dim: int, scoring: str, exact: bool) -> Select:
+        """The search statement of a version, built once (parameters `q`, the query, and `limit`)."""
+        key = (version, dim, scoring, exact)
+        if key not in self._statements:
+            build = _face_statement if scoring == "face" else _template_statement
+            self._statements[key] = build(version, dim, exact)
+        return self._statements[key]
+
+    def cached_count(self, kind: str, version: str, query: Callable[[], Select]) -> int:
+        """A count of this version (`query` builds its statement, only on a miss), kept until the gallery
+        changes."""
         gen = self.changes.generation
         hit = self._cache.get((kind, version))
         if gen is not None and hit is not None and hit[0] == gen:
             return hit[1]
         with self.store.sessions() as s:
-            value = int(s.scalar(query) or 0)
+            value = int(s.scalar(query()) or 0)
         if gen is not None:
             self._cache[(kind, version)] = (gen, value)
         return value
@@ -112,18 +138,20 @@ class PgVersionIndex:
 
     def __len__(self) -> int:
         """Vectors of this version (faces embedded by it)."""
-        return self.parent.cached_count("faces", self.version, select(func.count(Embedding.id))
+        return self.parent.cached_count("faces", self.version, lambda: select(func.count(Embedding.id))
                                         .where(Embedding.model_version == self.version))
 
     @property
     def identities(self) -> int:
         """Identities a search compares against (what the operating point depends on)."""
         if self.parent.scoring == "template":
-            q = select(func.count(Template.id)).where(Template.model_version == self.version)
+            def query():
+                return select(func.count(Template.id)).where(Template.model_version == self.version)
         else:
-            q = (select(func.count(func.distinct(Face.identity_id))).select_from(Embedding)
-                 .join(Face, Face.id == Embedding.face_id).where(Embedding.model_version == self.version))
-        return self.parent.cached_count("identities", self.version, q)
+            def query():
+                return (select(func.count(func.distinct(Face.identity_id))).select_from(Embedding)
+                        .join(Face, Face.id == Embedding.face_id).where(Embedding.model_version == self.version))
+        return self.parent.cached_count("identities", self.version, query)
 
     def _rows(self) -> int:
         return len(self) if self.parent.scoring == "face" else self.identities
@@ -135,51 +163,29 @@ class PgVersionIndex:
         if n_rows == 0:
             return [[] for _ in queries]
         exact = n_rows < self.parent.exact_below
-        with self.parent.store.sessions() as s, s.begin():
-            return [self._search_one(s, q, top_k, n_rows, exact) for q in queries]
+        # autocommit: one SELECT is atomic by itself, and no BEGIN/COMMIT round trips
+        with self.parent.store.engine.connect() as conn:
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+            return [self._search_one(conn, q, top_k, n_rows, exact) for q in queries]
 
-    def _search_one(self, s: Session, q: np.ndarray, top_k: int, n_rows: int, exact: bool) -> list[Match]:
-        limit = top_k if self.parent.scoring == "template" else max(top_k * 4, 32)
+    def _search_one(self, conn: Connection, q: np.ndarray, top_k: int, n_rows: int, exact: bool) -> list[Match]:
+        if self.parent.scoring == "template":
+            if not exact:
+                self.parent.configure(conn, top_k)
+            rows = conn.execute(self.parent.statement(self.version, self.dim, "template", exact),
+                                {"q": q, "limit": top_k}).all()
+            return [Match(int(iid), label, int(fid or 0), cosine(sc))
+                    for iid, label, sc, fid in sorted(rows, key=lambda r: (-r[2], r[0]))]
+        limit = max(top_k * 4, 32)
         while True:
-            if not exact:  # both settings last until the end of this transaction (SET LOCAL)
-                ef = min(max(self.parent.ef_search, limit), 1000)
-                s.execute(select(func.set_config("hnsw.ef_search", str(ef), True),
-                                 func.set_config("hnsw.iterative_scan", "relaxed_order", True)))
-            if self.parent.scoring == "template":
-                return self._templates(s, q, top_k, exact)
-            matches = _best_per_identity(s.execute(self._face_candidates(q, limit, exact)).all(), top_k)
+            if not exact:
+                self.parent.configure(conn, limit)
+            rows = conn.execute(self.parent.statement(self.version, self.dim, "face", exact),
+                                {"q": q, "limit": limit}).all()
+            matches = _best_per_identity(rows, top_k)
             if len(matches) == top_k or limit >= n_rows:  # many faces of few identities: walk further down
                 return matches
             limit *= 4
-
-    def _order(self, model, q: np.ndarray, exact: bool):
-        if exact:
-            return cast(model.vector, VECTOR(self.dim)).cosine_distance(q)
-        return cast(model.vector, HALFVEC(self.dim)).cosine_distance(q)  # the HNSW index's expression
-
-    def _face_candidates(self, q: np.ndarray, limit: int, exact: bool):
-        nn = (select(Embedding.face_id, Embedding.vector).where(Embedding.model_version == self.version)
-              .order_by(self._order(Embedding, q, exact)).limit(limit).subquery())
-        score = (1 - cast(nn.c.vector, VECTOR(self.dim)).cosine_distance(q)).label("score")
-        return (select(nn.c.face_id, Face.identity_id, Identity.label, score)
-                .join(Face, Face.id == nn.c.face_id).join(Identity, Identity.id == Face.identity_id))
-
-    def _templates(self, s: Session, q: np.ndarray, top_k: int, exact: bool) -> list[Match]:
-        nn = (select(Template.identity_id, Template.vector).where(Template.model_version == self.version)
-              .order_by(self._order(Template, q, exact)).limit(top_k).subquery())
-        score = (1 - cast(nn.c.vector, VECTOR(self.dim)).cosine_distance(q)).label("score")
-        rows = s.execute(select(nn.c.identity_id, Identity.label, score)
-                         .join(Identity, Identity.id == nn.c.identity_id)).all()
-        rows.sort(key=lambda r: (-r[2], r[0]))
-        if not rows:
-            return []
-        # each identity's best face, in one query: DISTINCT ON keeps the first row per identity
-        best = dict(s.execute(
-            select(Face.identity_id, Embedding.face_id).join(Face, Face.id == Embedding.face_id)
-            .where(Embedding.model_version == self.version, Face.identity_id.in_([r[0] for r in rows]))
-            .order_by(Face.identity_id, cast(Embedding.vector, VECTOR(self.dim)).cosine_distance(q), Embedding.face_id)
-            .distinct(Face.identity_id)).all())
-        return [Match(int(iid), label, int(best.get(iid, 0)), cosine(sc)) for iid, label, sc in rows]
 
     def scores_for_identity(self, query: np.ndarray, identity_id: int) -> float | None:
         """The identity's score for `query` (template, or best face), None if it has no vectors here."""
@@ -209,6 +215,37 @@ class PgVersionIndex:
             return np.zeros((0, self.dim), np.float32), np.zeros(0, np.int64)
         mat = np.frombuffer(b"".join(r[0] for r in rows), dtype="<f4").reshape(len(rows), -1)
         return mat.copy(), np.asarray([r[1] for r in rows], np.int64)
+
+
+def _nearest(model, key, version: str, dim: int, exact: bool, limit):
+    """The version's `limit` rows nearest the query `q`: from the HNSW index (its expression: the halfvec
+    cast, the query cast the same way) or, exact, by float32 distance."""
+    q = cast(bindparam("q", type_=VECTOR(dim)), VECTOR(dim))
+    order = (cast(model.vector, VECTOR(dim)).cosine_distance(q) if exact
+             else cast(model.vector, HALFVEC(dim)).cosine_distance(cast(q, HALFVEC(dim))))
+    return (select(key, model.vector).where(model.model_version == version).order_by(order).limit(limit)
+            .subquery(), q)
+
+
+def _face_statement(version: str, dim: int, exact: bool) -> Select:
+    """(face id, identity id, label, exact float32 score) of the faces nearest `q`, at most `limit`."""
+    nn, q = _nearest(Embedding, Embedding.face_id, version, dim, exact, bindparam("limit"))
+    score = 1 - cast(nn.c.vector, VECTOR(dim)).cosine_distance(q)
+    return (select(nn.c.face_id, Face.identity_id, Identity.label, score)
+            .join(Face, Face.id == nn.c.face_id).join(Identity, Identity.id == Face.identity_id))
+
+
+def _template_statement(version: str, dim: int, exact: bool) -> Select:
+    """(identity id, label, exact float32 template score, best face id) of the `limit` templates nearest
+    `q`, in one statement: each identity's best face comes from a lateral subquery (ties by face id)."""
+    nn, q = _nearest(Template, Template.identity_id, version, dim, exact, bindparam("limit"))
+    best = (select(Embedding.face_id).join(Face, Face.id == Embedding.face_id)
+            .where(Face.identity_id == nn.c.identity_id, Embedding.model_version == version)
+            .order_by(cast(Embedding.vector, VECTOR(dim)).cosine_distance(q), Embedding.face_id)
+            .limit(1).lateral())
+    score = 1 - cast(nn.c.vector, VECTOR(dim)).cosine_distance(q)
+    return (select(nn.c.identity_id, Identity.label, score, best.c.face_id)
+            .join(Identity, Identity.id == nn.c.identity_id).outerjoin(best, true()))
 
 
 def _best_per_identity(rows, top_k: int) -> list[Match]:

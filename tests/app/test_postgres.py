@@ -154,6 +154,45 @@ def test_hnsw_index_is_per_version_and_used_by_the_planner(pg_gallery):
     assert index_name("m1") in names and index_name("m2") not in names
 
 
+@pytest.mark.parametrize("scoring", ["face", "template"])
+def test_the_search_statement_itself_uses_the_hnsw_index(pg_gallery, scoring):
+    """The statement a search sends (query cast server-side to the index's halfvec expression), not a
+    hand-written copy of it, is planned as an ordered scan of the version's HNSW index."""
+    store, _, changes = pg_gallery
+    pgi = PgVectorIndex(store, changes, scoring=scoring, exact_below=0)
+    pgi.get("m1", 512)
+    compiled = pgi.statement("m1", 512, scoring, exact=False).compile(dialect=store.engine.dialect)
+    params = {**compiled.params, "q": str(unit(np.random.default_rng(0), 1)[0].tolist()), "limit": 10}
+    with store.engine.connect() as conn:
+        conn.execute(text("set enable_sort = off"))  # 300 rows: make the planner show the ordered index scan
+        plan = "\n".join(r[0] for r in conn.exec_driver_sql("explain " + str(compiled), params))
+    assert index_name("m1", "templates" if scoring == "template" else "embeddings") in plan
+
+
+def test_hnsw_settings_are_sent_once_per_connection_and_follow_the_configured_ef(pg_gallery):
+    store, _, changes = pg_gallery
+    pgi = PgVectorIndex(store, changes, ef_search=123)
+    with store.engine.connect() as conn:
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        pgi.configure(conn, 40)
+        assert conn.scalar(text("show hnsw.ef_search")) == "123"
+        assert conn.scalar(text("show hnsw.iterative_scan")) == "relaxed_order"
+        conn.execute(text("set hnsw.ef_search = 7"))  # not through configure: the record says 123 still
+        pgi.configure(conn, 40)
+        assert conn.scalar(text("show hnsw.ef_search")) == "7"  # nothing sent when unchanged
+        pgi.configure(conn, 500)  # a walk further down than ef_search widens the list for that query
+        assert conn.scalar(text("show hnsw.ef_search")) == "500"
+        pgi.ef_search = 200
+        pgi.configure(conn, 40)
+        assert conn.scalar(text("show hnsw.ef_search")) == "200"
+        conn.invalidate()  # a new server session (as after an outage) has no settings and no record
+        conn.rollback()
+        conn.execution_options(isolation_level="AUTOCOMMIT")
+        assert conn.scalar(text("select current_setting('hnsw.ef_search', true)")) is None  # not loaded yet
+        pgi.configure(conn, 40)
+        assert conn.scalar(text("show hnsw.ef_search")) == "200"
+
+
 def test_change_feed_announces_commits_and_catches_up_after_a_lost_connection(postgres):
     engine = make_engine(postgres.create_database())
     migrate(engine)
