@@ -34,11 +34,13 @@ def database_url(db: Path | str) -> str:
 
 
 class Server:
-    """`db_path`: a SQLite file, or a database URL (PostgreSQL)."""
+    """`db_path`: a SQLite file, or a database URL (PostgreSQL). `checkout`: the source tree to run (default:
+    this one; another, e.g. main's from `git archive`, for before/after benchmarks)."""
 
     def __init__(self, db_path: Path | str, port: int | None = None, workers: int = 1, env: dict | None = None,
-                 log_path: Path | None = None):
+                 log_path: Path | None = None, checkout: Path | str | None = None):
         self.db_path = Path(db_path)
+        self.checkout = Path(checkout) if checkout else REPO
         self.port = port or free_port()
         self.workers = workers
         self.env = {**os.environ, "FACEID_DATABASE_URL": database_url(db_path),
@@ -58,7 +60,7 @@ class Server:
         self._log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(self.workers)]
-        self.proc = subprocess.Popen(cmd, cwd=REPO, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(cmd, cwd=self.checkout, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

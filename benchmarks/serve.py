@@ -7,6 +7,11 @@ and each figure is the median over the passes, so that the configurations see th
     python -m benchmarks.serve [--seconds 20] [--clients 1,4,16]
     python -m benchmarks.serve --passes 3 --configs \
         "torch=FACEID_DETECTOR_BACKEND=torch;onnxruntime=FACEID_DETECTOR_BACKEND=onnxruntime"
+
+A configuration's CHECKOUT=path (not an environment variable) runs the server from another source tree, so
+one run compares code before and after a change (`git archive main | tar -x -C /tmp/main`):
+
+    python -m benchmarks.serve --configs "main=CHECKOUT=/tmp/main;branch="
 """
 from __future__ import annotations
 
@@ -98,8 +103,10 @@ def main(argv=None) -> int:
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         servers = {}
         for name, extra in configs.items():  # all servers up at once, idle while another is measured
+            extra = dict(extra)
+            checkout = extra.pop("CHECKOUT", None)
             env = {"FACEID_PRECISION": args.precision, "FACEID_LOG_JSON": "true", **extra}
-            srv = Server(Path(tmp) / f"{name}.db", env=env).start(timeout_s=args.start_timeout_s)
+            srv = Server(Path(tmp) / f"{name}.db", env=env, checkout=checkout).start(timeout_s=args.start_timeout_s)
             stack.callback(srv.stop)
             with httpx.Client(base_url=srv.url, timeout=120) as h:  # a small gallery to search
                 for i, img in enumerate(images[:10]):
