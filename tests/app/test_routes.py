@@ -365,3 +365,18 @@ def test_openapi_lists_every_route(client):
             "/identities/{identity_id}/merge", "/faces/{face_id}", "/faces/{face_id}/crop", "/health", "/ready",
             "/metrics", "/admin/model", "/admin/reindex"} <= paths
     assert json.dumps  # noqa: B018 - keep the import honest for parametrised JSON bodies
+
+
+def test_a_search_face_below_the_size_gate_is_low_quality_not_unknown(store, tmp_path):
+    """The 80 px tiles pass the default gate and match; with the gate above their size the same search is
+    `low_quality`, with the reason and no identity (and it stays findable in `matches`)."""
+    plain, service = make_client(store, tmp_path)
+    assert enroll(plain, "red", [RED]).status_code == 201
+    face = plain.post("/identify", files={"file": ("a.png", tiles_png([RED]), "image/png")}).json()["faces"][0]
+    assert face["status"] == "match" and face["identity"]["label"] == "red" and face["score"] >= face["threshold"]
+    service.close()
+    gated, service = make_client(store, tmp_path, search_min_face_size=100)
+    face = gated.post("/identify", files={"file": ("a.png", tiles_png([RED]), "image/png")}).json()["faces"][0]
+    assert face["status"] == "low_quality" and face["identity"] is None
+    assert "100 px" in face["quality_problem"] and face["matches"][0]["label"] == "red"
+    service.close()
