@@ -115,6 +115,8 @@ class OperatingPointOut(BaseModel):
     normalisation: Literal["cohort"] | None = Field(None, description="'cohort': searches are decided on the "
                                                     "score less the face's cohort shift (see the README)")
     normalised_threshold: float | None = Field(None, description="the threshold on normalised scores")
+    floor: float | None = Field(None, description="normalised: no face's cosine threshold is below this (1:1 "
+                                "verification's)")
 
 
 class IdentifyResponse(BaseModel):
@@ -220,7 +222,8 @@ class Ready(BaseModel):
     device: str
     precision: str
     detector_backend: str | None = None  # torch | onnxruntime (None from servers before it existed)
-    threshold: float = Field(description="the search threshold in force for this gallery")
+    threshold: float = Field(description="the search threshold in force for this gallery (cosine; with cohort "
+                             "normalisation a typical face's, see operating_point)")
     operating_point: OperatingPointOut | None = None  # None only from servers before it existed
     identities: int
     faces: int

@@ -145,8 +145,10 @@ def measured_kappa(prior: ImpostorTail, non_top: np.ndarray, n: int, fpir: float
 
 def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: int | None, k_enroll: int,
             mode: str, target_fpir: float, seed: int = 0, only: set[str] | None = None, kappa: float = 1.0,
-            cohort: Cohort | None = None, exclude: set[str] = frozenset(), **limits) -> dict:
-    """One gallery; with `cohort`, the decision is on probe-normalised scores and `prior` is their tail.
+            cohort: Cohort | None = None, exclude: set[str] = frozenset(), plain: ImpostorTail | None = None,
+            **limits) -> dict:
+    """One gallery; with `cohort`, the decision is on probe-normalised scores and `prior` is their tail, and
+    `plain` the plain tail that gives 1:1 verification's threshold (each face's floor, as in the service).
     `exclude`: people whose non-mated searches are dropped (the cohort's: one-image people, never enrolled)."""
     p = protocol(names, n_gallery, k_enroll, seed, only=only, **limits)
     if exclude:
@@ -156,17 +158,27 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
     cap = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
     op_prior = operating_point(prior, target_fpir, len(g_emb), max_rate=cap, comparisons_factor=kappa)
     op_both = operating_point(prior, target_fpir, len(g_emb), gt, max_rate=cap, comparisons_factor=kappa)
-    if cohort is not None:  # as the service reports it: the normalised threshold and a typical face's cosine one
-        for op in (op_prior, op_both):
-            op.normalised, op.reference_shift = True, cohort.reference_shift
     mated, non = emb[p.mated_rows], emb[p.nonmated_rows]
     s_mated, s_non = identity_scores(mated, g_emb, mode), identity_scores(non, g_emb, mode)
-    if cohort is not None:  # the probe's own shift: same ranking, a per-probe threshold
-        s_mated, s_non = s_mated - cohort.shift(mated)[:, None], s_non - cohort.shift(non)[:, None]
     fixed = {} if cohort is not None else {"at_fixed_0.51": FIXED_THRESHOLD_OF_MAIN}
+    at_ops = {"at_operating_point": op_both.threshold, "at_operating_point_prior_only": op_prior.threshold}
+    if cohort is not None:  # as the service decides: the face's own shift, floored at verification's threshold
+        floor = operating_point(plain, 1e-3, 1, gallery_tail(g_emb, mode)).threshold
+        sh_m, sh_n = cohort.shift(mated), cohort.shift(non)
+        ok = s_mated.argmax(1) == p.mated_truth
+        for op in (op_prior, op_both):
+            op.normalised, op.reference_shift, op.floor = True, cohort.reference_shift, floor
+        at_ops = {name: {"threshold": round(op.threshold, 4), "cosine_threshold": round(op.cosine_threshold, 4),
+                         "fpir": round(float(np.mean(s_non.max(1) >= np.maximum(op.threshold + sh_n, floor))), 4),
+                         "fnir": round(float(1 - np.mean(ok & (s_mated.max(1) >= np.maximum(op.threshold + sh_m,
+                                                                                            floor)))), 4)}
+                  for name, op in (("at_operating_point", op_both), ("at_operating_point_prior_only", op_prior))}
+        # the probe's own shift: same ranking, the FNIR-at-FPIR columns on the normalised statistic
+        s_mated, s_non = s_mated - sh_m[:, None], s_non - sh_n[:, None]
     res = evaluate(s_mated, p.mated_truth, s_non,
-                   {"at_operating_point": op_both.threshold, "at_operating_point_prior_only": op_prior.threshold,
-                    **fixed})
+                   {**({} if cohort is not None else at_ops), **fixed})
+    if cohort is not None:
+        res.update(at_ops)
     res.update({"identities": len(g_emb), "enrolled_faces": int(sum(len(g) for g in g_emb)),
                 "mated_searches": int(len(p.mated_rows)), "nonmated_searches": int(len(p.nonmated_rows)),
                 "measured_comparisons_factor": measured_kappa(prior, s_non.max(1), len(g_emb), target_fpir),
@@ -240,8 +252,8 @@ def main(argv=None) -> int:
 
     def decision(mode: str) -> dict:  # the prior tail, kappa and cohort a variant is decided with
         if mode.endswith("+cohort"):
-            return {"prior": norm.tail, "kappa": norm.kappa, "cohort": norm.cohort}
-        return {"prior": prior, "kappa": kappa, "cohort": None}
+            return {"prior": norm.tail, "kappa": norm.kappa, "cohort": norm.cohort, "plain": prior}
+        return {"prior": prior, "kappa": kappa, "cohort": None, "plain": None}
 
     results = []
     for size in args.sizes.split(","):
@@ -250,7 +262,7 @@ def main(argv=None) -> int:
                 dec = decision(mode)
                 r = run_one(emb, names, dec["prior"], None if size == "all" else int(size), k,
                             "face" if mode == "face" else "template", args.target_fpir, kappa=dec["kappa"],
-                            cohort=dec["cohort"], exclude=exclude, **limits)
+                            cohort=dec["cohort"], exclude=exclude, plain=dec["plain"], **limits)
                 results.append({"gallery": size, "enrolled_per_person": k, "scoring": mode, **r})
     # The shipped tail was measured on all of LFW, these searches included. Identity-disjoint check: a tail
     # from one half of the people, searches among the other half only (galleries of 100 and all of that half).
@@ -263,21 +275,24 @@ def main(argv=None) -> int:
 
         cal_people, eval_people = split_identities(names)
         cal_people, eval_people = cal_people - exclude, eval_people - exclude
+        half_plain: dict[int, ImpostorTail] = {}  # per embedding variant (by identity of its array)
         for mode, emb in variants.items():
             dec = decision(mode)
             rows = np.array([i for i, n in enumerate(names) if n in cal_people])
+            if id(emb) not in half_plain:
+                half_plain[id(emb)] = ImpostorTail.from_scores(
+                    impostor_pair_scores(emb[rows], [names[i] for i in rows]), source="half of LFW's people")
+            tail = half_plain[id(emb)]
             if dec["cohort"] is not None:  # as the shipped normalised tail is built (training.evaluate)
                 rows = rows[capped_rows([names[i] for i in rows], MAX_IMAGES_PER_PERSON)]
-            labels = [names[i] for i in rows]
-            pairs = (impostor_pair_scores(emb[rows], labels) if dec["cohort"] is None
-                     else normalised_pair_scores(emb[rows], labels, dec["cohort"]))
-            tail = ImpostorTail.from_scores(pairs, source="half of LFW's people")
-            del pairs
+                pairs = normalised_pair_scores(emb[rows], [names[i] for i in rows], dec["cohort"])
+                tail = ImpostorTail.from_scores(pairs, source="half of LFW's people, normalised")
+                del pairs
             for size in ("100", "all"):
                 for k in map(int, args.enroll.split(",")):
                     r = run_one(emb, names, tail, None if size == "all" else int(size), k,
                                 "face" if mode == "face" else "template", args.target_fpir, only=eval_people,
-                                kappa=dec["kappa"], cohort=dec["cohort"])
+                                kappa=dec["kappa"], cohort=dec["cohort"], plain=half_plain[id(emb)])
                     heldout.append({"gallery": size, "enrolled_per_person": k, "scoring": mode, **r})
     out = {"benchmark": "openset_1n_lfw", "domain": args.domain, "weights": args.weights,
            "model_version": d["version"], "precision": args.precision, "target_fpir": args.target_fpir,

@@ -175,13 +175,15 @@ class OperatingPoint:
     extrapolated: bool = False
     warnings: list[str] = field(default_factory=list)
     # Normalised (a `Cohort`): `threshold` applies to score - shift(probe), so each face's cosine threshold is
-    # threshold + its own shift; `reference_shift` is a typical face's (what `cosine_threshold` reports).
+    # threshold + its own shift, never below `floor` (1:1 verification's cosine threshold: a search is never
+    # looser than a verification); `reference_shift` is a typical face's (what `cosine_threshold` reports).
     normalised: bool = False
     reference_shift: float = 0.0
+    floor: float = -1.0
 
     def threshold_for(self, shift: float) -> float:
         """The cosine score a face with this cohort shift needs to match."""
-        return self.threshold + float(shift) if self.normalised else self.threshold
+        return max(self.threshold + float(shift), self.floor) if self.normalised else self.threshold
 
     @property
     def cosine_threshold(self) -> float:
@@ -196,7 +198,8 @@ class OperatingPoint:
                 "prior_threshold": r(self.prior_threshold), "gallery_threshold": r(self.gallery_threshold),
                 "extrapolated": self.extrapolated, "warnings": list(self.warnings),
                 "normalisation": "cohort" if self.normalised else None,
-                "normalised_threshold": r(self.threshold) if self.normalised else None}
+                "normalised_threshold": r(self.threshold) if self.normalised else None,
+                "floor": r(self.floor) if self.normalised else None}
 
 
 # A gallery's quantile is used (directly, or to place the prior's tail) only where this many of its pairs lie
@@ -338,7 +341,9 @@ class Cohort:
 
     def shift(self, emb: np.ndarray) -> np.ndarray:
         """(n,) the amount each embedding's scores are lowered by before comparing with the threshold."""
-        emb = np.asarray(emb, dtype=np.float32).reshape(-1, self.centroids.shape[1])
+        emb = np.asarray(emb, dtype=np.float32)
+        if emb.ndim != 2 or emb.shape[1] != self.centroids.shape[1]:
+            raise ValueError(f"embeddings of shape {emb.shape} for a cohort of {self.centroids.shape[1]}-d centroids")
         if not len(emb):
             return np.zeros(0, np.float32)
         top = min(self.top, len(self.centroids))
@@ -351,7 +356,7 @@ class Cohort:
         """Spherical k-means of one embedding per cohort person; centroids with fewer than COHORT_MIN_MEMBERS
         members are dropped."""
         x = np.asarray(emb, dtype=np.float32)
-        k = max(1, min(k, len(x) // COHORT_MIN_MEMBERS))
+        k = max(1, min(k, len(x) // (2 * COHORT_MIN_MEMBERS)))  # clusters well above the drop limit
         rng = np.random.default_rng(seed)
         c = x[rng.choice(len(x), k, replace=False)].copy()
         for _ in range(iterations):

@@ -162,6 +162,8 @@ MIN_COHORT_PEOPLE = 200
 # uncapped, a search over N identities behaved like 0.31-0.56 N comparisons against the tail of all LFW and
 # 0.83-1.26 N against a tail of the other half of LFW's people; capped at 3, 0.69-0.90 N and 0.90-1.37 N.
 MAX_IMAGES_PER_PERSON = 3
+# A normalised tail that cannot reach this rate (FPIR 0.01 over 100 identities) is not shipped.
+MIN_NORMALISED_RATE = 1e-4
 
 
 def capped_rows(labels, cap: int, seed: int = 0) -> np.ndarray:
@@ -200,5 +202,9 @@ def cohort_calibration(emb: np.ndarray, labels, source: str) -> dict | None:
     tail = ImpostorTail.from_scores(scores, source=f"{source}: {len(scores)} ordered different-person pairs of "
                                                    f"{len(rest)} images (at most {MAX_IMAGES_PER_PERSON} a person, "
                                                    "cohort people left out), less the probe's cohort shift")
+    if not tail.supports(MIN_NORMALISED_RATE):  # too thin to serve: plain scores rather than a refused swap
+        return None
+    # a typical searched face's shift: over the reference faces, not the cohort's own (they score higher)
+    cohort = dataclasses.replace(cohort, reference_shift=float(np.median(cohort.shift(np.asarray(emb)[rest]))))
     return {"cohort": cohort.to_dict(), "impostor_tail": tail.to_dict(), "search_comparisons_factor": 1.0,
             "supported_down_to": tail.deepest_p}

@@ -210,7 +210,8 @@ async def start_swap(service, spec: str) -> SwapStatus:
                                         current.flip)
     if service.settings.match_threshold is None:  # the operating point will come from its calibration
         n_identities = (await run_in_threadpool(service.store.counts))["identities"]
-        problem = calibration_problem(candidate.thresholds, service.settings.target_fpir, n_identities)
+        problem = calibration_problem(candidate.thresholds, service.settings.target_fpir, n_identities,
+                                      candidate.preprocessing.embedding_size)
         if problem:
             raise AppError(422, "calibration_too_thin", f"not swapping to {candidate.name}: {problem}")
     if models.swapping:  # another request won the race while we validated

@@ -53,24 +53,29 @@ class Normalisation:
     kappa: float
 
 
-def normalisation_of(thresholds: dict) -> Normalisation | None:
+def normalisation_of(thresholds: dict, embedding_size: int | None = None) -> Normalisation | None:
     """The cohort normalisation a checkpoint's calibration carries (None: searches use plain scores)."""
     raw = (thresholds or {}).get("normalised")
     if raw is None:
         return None
     try:
-        return Normalisation(Cohort.from_dict(raw["cohort"]), ImpostorTail.from_dict(raw["impostor_tail"]),
+        norm = Normalisation(Cohort.from_dict(raw["cohort"]), ImpostorTail.from_dict(raw["impostor_tail"]),
                              float(raw.get("search_comparisons_factor", 1.0)))
     except (KeyError, TypeError, ValueError) as exc:
         raise CalibrationError(f"malformed normalisation: {exc}") from None
+    dim = norm.cohort.centroids.shape[1]
+    if embedding_size is not None and dim != embedding_size:
+        raise CalibrationError(f"malformed normalisation: {dim}-d cohort for {embedding_size}-d embeddings")
+    return norm
 
 
-def calibration_problem(thresholds: dict, target_fpir: float, n_identities: int) -> str | None:
+def calibration_problem(thresholds: dict, target_fpir: float, n_identities: int,
+                        embedding_size: int | None = None) -> str | None:
     """Why a checkpoint's calibration cannot serve `target_fpir` on this gallery (None when it can)."""
     try:
         tail = tail_of(thresholds)
         kappa = float(thresholds.get("search_comparisons_factor", 1.0))
-        norm = normalisation_of(thresholds)
+        norm = normalisation_of(thresholds, embedding_size)
     except (CalibrationError, TypeError, ValueError) as exc:
         return f"its calibration is malformed: {exc}"
     for name, k in (("search_comparisons_factor", kappa), ("normalised search_comparisons_factor",
@@ -112,15 +117,21 @@ class OperatingPoints:
         self._norms: dict[str, Normalisation | None] = {}   # per model version (decoded once)
 
     def normalisation(self, embedder) -> Normalisation | None:
-        """The serving model's normalisation, decoded once per version (a malformed one was refused at swap)."""
+        """The serving model's normalisation, decoded once per version. A malformed one (refused by a swap's
+        check, but a model can also be served from start-up or an override) leaves searches on plain scores,
+        with a warning in every operating point (`_norm_broken`)."""
         v = embedder.version
         if v not in self._norms:
             try:
-                self._norms[v] = normalisation_of(embedder.thresholds)
+                self._norms[v] = normalisation_of(embedder.thresholds,
+                                                  getattr(embedder.preprocessing, "embedding_size", None))
             except CalibrationError:
                 log.warning("model %s: malformed normalisation; searches use plain scores", v, exc_info=True)
                 self._norms[v] = None
         return self._norms[v]
+
+    def _norm_broken(self, embedder) -> bool:
+        return self.normalisation(embedder) is None and "normalised" in (embedder.thresholds or {})
 
     def gallery_tail(self, version: str, index, cohort: Cohort | None = None,
                      normalised: bool = False) -> ImpostorTail | None:
@@ -137,6 +148,8 @@ class OperatingPoints:
             return None
         faces, identities = len(index), index.identities
         cached = self._gallery.get(version)
+        if cached is not None and cohort is not None and cached.normalised is None and cached.tail is not None:
+            cached = None  # computed without the cohort (by another caller): compute both now
         if cached is not None and (cached.faces, cached.identities) == (faces, identities):
             return cached
         if cached is not None and faces > GALLERY_SAMPLE_FACES and abs(faces - cached.faces) < 0.01 * cached.faces:
@@ -153,7 +166,8 @@ class OperatingPoints:
             return cached
         with self._compute_lock:  # one computation at a time; requests that waited reuse its result
             done = self._gallery.get(version)
-            if done is not None and (done.faces, done.identities) == (len(index), index.identities):
+            if done is not None and (done.faces, done.identities) == (len(index), index.identities) \
+                    and (cohort is None or done.normalised is not None or done.tail is None):
                 return done
             try:
                 return self._compute(version, index, cohort)
@@ -182,8 +196,9 @@ class OperatingPoints:
                   "against the other identities as a search scores them")
         tail = ImpostorTail.from_scores(scores, source=source) if len(scores) else None
         normalised = None
-        if cohort is not None and len(scores):
-            shifted = search_impostor_scores(vectors, labels, scoring, cohort.shift(vectors))
+        if cohort is not None and len(scores):  # the same scores, each face's row lowered by its shift
+            others = len(np.unique(labels)) - 1
+            shifted = scores - np.repeat(cohort.shift(vectors), others)
             normalised = ImpostorTail.from_scores(shifted, source=source + ", less each face's cohort shift")
         self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0, normalised)
         return done
@@ -199,12 +214,17 @@ class OperatingPoints:
         With a cohort (and no fixed threshold) the operating point is on normalised scores."""
         norm = self.normalisation(embedder)
         if norm is None or requested is not None or self.override is not None:
-            return self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
+            op = self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
+            if requested is None and self.override is None and self._norm_broken(embedder):
+                op.warnings.append("the serving model's cohort normalisation is malformed: searches use plain "
+                                   "scores (see the log)")
+            return op
         n = index.identities
         kappa = norm.kappa if n > 1 else 1.0
         gallery = self.gallery_tail(embedder.version, index, norm.cohort, normalised=True)
         op = operating_point(norm.tail, self.target_fpir, n, gallery, self.target_far, kappa)
         op.normalised, op.reference_shift = True, norm.cohort.reference_shift
+        op.floor = self.for_verify(embedder, index).threshold  # never looser than 1:1 verification
         return op
 
     def for_verify(self, embedder, index, requested: float | None = None) -> OperatingPoint:

@@ -300,7 +300,7 @@ class FaceService:
         norm = self.operating.normalisation(embedder) if op.normalised else None
         shifts = norm.cohort.shift(vectors) if norm is not None else np.zeros(len(vectors), np.float32)
         decisions = []
-        for f, ms, shift in zip(faces, matches, shifts):
+        for f, ms, shift in zip(faces, matches, shifts, strict=True):
             best = ms[0] if ms else None
             problem = self.search_quality_problem(f)
             thr = op.threshold_for(float(shift))

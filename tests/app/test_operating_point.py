@@ -160,9 +160,13 @@ def test_normalised_gallery_tail_matches_brute_force(store):
     # the plain tail (verification) is kept beside it, unchanged
     assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
     assert not ops.for_verify(emb, idx).normalised
-    # each face's cosine threshold is the normalised one plus its own shift; the reported one a typical face's
-    assert op.threshold_for(0.25) == pytest.approx(op.threshold + 0.25)
-    assert op.public()["threshold"] == pytest.approx(op.threshold + 0.1, abs=1e-4)
+    # each face's cosine threshold is the normalised one plus its own shift, never below verification's; the
+    # reported one a typical face's
+    assert op.floor == pytest.approx(ops.for_verify(emb, idx).threshold)
+    for shift in (-0.5, 0.0, 0.1, 0.25, 0.6):
+        assert op.threshold_for(shift) == pytest.approx(max(op.threshold + shift, op.floor))
+    assert op.threshold_for(0.6) > op.floor and op.threshold_for(-0.5) == op.floor
+    assert op.public()["threshold"] == pytest.approx(max(op.threshold + 0.1, op.floor), abs=1e-4)
     assert op.public()["normalisation"] == "cohort"
 
 

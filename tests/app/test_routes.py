@@ -380,3 +380,41 @@ def test_a_search_face_below_the_size_gate_is_low_quality_not_unknown(store, tmp
     assert face["status"] == "low_quality" and face["identity"] is None
     assert "100 px" in face["quality_problem"] and face["matches"][0]["label"] == "red"
     service.close()
+
+
+def test_each_face_needs_its_own_cohort_threshold(store, tmp_path):
+    """With a cohort in the model's calibration, a face that resembles the cohort needs a higher score: two
+    faces of one photo get different thresholds, each the normalised one plus the face's own shift (never
+    below the floor), and each decision follows its own threshold."""
+    from model.calibration import Cohort, ImpostorTail, normalised_pair_scores
+
+    probe = FakeEmbedder()
+    red, green = probe.embed(np.stack([np.full((8, 8, 3), c, np.uint8) for c in (RED, GREEN)]))
+    cohort = Cohort(red[None, :], top=1, weight=0.5, reference_shift=0.1)  # red: shift 0.5, green: about 0
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((3000, 512)).astype(np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    plain = ImpostorTail.from_scores((ref[:1500] * ref[1500:]).sum(1))
+    tail = ImpostorTail.from_scores(normalised_pair_scores(ref[:800], np.arange(800), cohort))
+    thresholds = {"cosine": 0.5, "impostor_tail": plain.to_dict(),
+                  "normalised": {"cohort": cohort.to_dict(), "impostor_tail": tail.to_dict()}}
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}", api_keys=[], batching=False,
+                        checkpoints_dir=tmp_path / "checkpoints")
+    service = fake_service(settings, store, FakeEmbedder(thresholds=thresholds))
+    app = create_app(settings)
+    app.dependency_overrides[get_service] = lambda: service
+    client = TestClient(app)
+    assert enroll(client, "red", [RED]).status_code == 201 and enroll(client, "green", [GREEN]).status_code == 201
+    body = client.post("/identify", files={"file": ("a.png", tiles_png([RED, GREEN]), "image/png")}).json()
+    op = body["operating_point"]
+    assert op["normalisation"] == "cohort" and op["floor"] is not None
+    by_label = {f["matches"][0]["label"]: f for f in body["faces"]}
+    shifts = {"red": float(cohort.shift(red[None])[0]), "green": float(cohort.shift(green[None])[0])}
+    assert shifts["red"] == pytest.approx(0.5, abs=1e-3) and abs(shifts["green"]) < 0.1
+    for label, face in by_label.items():
+        want = max(op["normalised_threshold"] + shifts[label], op["floor"])
+        assert face["threshold"] == pytest.approx(want, abs=2e-4)
+        assert face["status"] == ("match" if face["score"] >= face["threshold"] else "unknown")
+    assert by_label["red"]["threshold"] > by_label["green"]["threshold"] + 0.3
+    assert body["threshold"] == pytest.approx(max(op["normalised_threshold"] + 0.1, op["floor"]), abs=2e-4)
+    service.close()

@@ -196,10 +196,11 @@ def test_cohort_build_keeps_only_centroids_of_several_people():
     x = np.concatenate([_units(rng, 300), _units(rng, 1) * np.ones((1, 1), np.float32)])
     cohort = Cohort.build(x, k=40)
     members = np.bincount((x @ cohort.centroids.T).argmax(1), minlength=len(cohort.centroids))
-    assert len(cohort.centroids) <= 40 and members.min() >= 1
+    assert len(cohort.centroids) <= 40 and members.min() >= COHORT_MIN_MEMBERS
     assert np.allclose(np.linalg.norm(cohort.centroids, axis=1), 1, atol=1e-5)
     assert cohort.reference_shift == pytest.approx(float(np.median(cohort.shift(x))))
-    assert COHORT_MIN_MEMBERS >= 5
+    with pytest.raises(ValueError):  # embeddings of another size are refused, not reshaped
+        cohort.shift(np.ones((3, 32), np.float32))
 
 
 def test_cohort_people_are_one_image_people_chosen_by_seed():
