@@ -56,8 +56,8 @@ class Settings(BaseSettings):
     max_images_per_request: int = Field(10, ge=1)
     max_faces_per_image: int = Field(50, ge=1)
     # search quality gate: a face below it is `low_quality`, neither match nor unknown
-    # benchmarks/quality.py: at the shipped operating point, searches with 20 px faces missed 83 % of enrolled
-    # people and 26 px ones 53 % (false matches did not rise); two in three are missed at about 24 px
+    # benchmarks/quality.py: at the shipped operating point, searches with 20 px faces missed 86 % of enrolled
+    # people and 26 px ones 55 % (false matches did not rise); two in three are missed at about 24 px
     search_min_face_size: int = Field(24, ge=0, description="pixels, shorter side of the face box")
     search_min_detection_score: float = Field(0.0, ge=0.0, le=1.0)
     max_decode_bytes: int = Field(768 * 2**20, ge=2**20, description="decoded image memory all requests may "
