@@ -212,7 +212,8 @@ def _identify_rows(path: Path, result) -> list[dict]:
         return [{"path": str(path), "status": "no_face", "threshold": result.threshold}]
     return [{"path": str(path), "face": n, "status": f.status, "label": f.identity.label if f.identity else "",
              "identity_id": f.identity.id if f.identity else "",
-             "score": "" if f.score is None else round(f.score, 6), "threshold": round(result.threshold if f.threshold is None else f.threshold, 6),
+             "score": "" if f.score is None else round(f.score, 6),
+             "threshold": round(result.threshold if f.threshold is None else f.threshold, 6),
              **dict(zip(("x1", "y1", "x2", "y2"), (round(x, 1) for x in f.box))),
              "detection_score": round(f.detection_score, 6)} for n, f in enumerate(result.faces)]
 

@@ -34,6 +34,7 @@ from model.calibration import Cohort, ImpostorTail, cohort_people, operating_poi
 from model.calibration import search_impostor_scores
 
 HELD_OUT_PEOPLE = 200
+TARGET_FAR = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
 FIXED_THRESHOLD_OF_MAIN = 0.51
 
 
@@ -134,6 +135,12 @@ def gallery_tail(gallery_emb: list[np.ndarray], mode: str, cohort: Cohort | None
     return ImpostorTail.from_scores(scores, source=f"gallery, {len(rows)} faces") if len(scores) else None
 
 
+def verification_threshold(plain: ImpostorTail, gallery_emb: list[np.ndarray], mode: str) -> float:
+    """1:1 verification's threshold for this gallery (the model's and the gallery's plain tails at TARGET_FAR):
+    the floor of each face's threshold where searches are normalised, as in the service."""
+    return operating_point(plain, TARGET_FAR, 1, gallery_tail(gallery_emb, mode)).threshold
+
+
 def measured_kappa(prior: ImpostorTail, non_top: np.ndarray, n: int, fpir: float = 0.01) -> float:
     """The search_comparisons_factor these searches show: the threshold that gives `fpir` on them, read as
     kappa * n independent comparisons against the prior tail."""
@@ -155,15 +162,14 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
         p.nonmated_rows = np.array([r for r in p.nonmated_rows if names[r] not in exclude], dtype=np.int64)
     g_emb = [emb[r] for r in p.gallery_rows]
     gt = gallery_tail(g_emb, mode, cohort)
-    cap = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
-    op_prior = operating_point(prior, target_fpir, len(g_emb), max_rate=cap, comparisons_factor=kappa)
-    op_both = operating_point(prior, target_fpir, len(g_emb), gt, max_rate=cap, comparisons_factor=kappa)
+    op_prior = operating_point(prior, target_fpir, len(g_emb), max_rate=TARGET_FAR, comparisons_factor=kappa)
+    op_both = operating_point(prior, target_fpir, len(g_emb), gt, max_rate=TARGET_FAR, comparisons_factor=kappa)
     mated, non = emb[p.mated_rows], emb[p.nonmated_rows]
     s_mated, s_non = identity_scores(mated, g_emb, mode), identity_scores(non, g_emb, mode)
     fixed = {} if cohort is not None else {"at_fixed_0.51": FIXED_THRESHOLD_OF_MAIN}
     at_ops = {"at_operating_point": op_both.threshold, "at_operating_point_prior_only": op_prior.threshold}
     if cohort is not None:  # as the service decides: the face's own shift, floored at verification's threshold
-        floor = operating_point(plain, 1e-3, 1, gallery_tail(g_emb, mode)).threshold
+        floor = verification_threshold(plain, g_emb, mode)
         sh_m, sh_n = cohort.shift(mated), cohort.shift(non)
         ok = s_mated.argmax(1) == p.mated_truth
         for op in (op_prior, op_both):

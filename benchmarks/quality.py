@@ -53,7 +53,7 @@ def main(argv=None) -> int:
     from app.services.operating_point import normalisation_of, tail_of
     from benchmarks.lfw_all import lfw_embeddings, lfw_paths
     from benchmarks.lfw_embed import crops_cached, embed_all
-    from benchmarks.openset import gallery_tail, identity_scores, protocol
+    from benchmarks.openset import TARGET_FAR, gallery_tail, identity_scores, protocol, verification_threshold
     from model.calibration import cohort_people, operating_point
     from model.pipeline import FacePipeline
 
@@ -70,8 +70,8 @@ def main(argv=None) -> int:
     mated_rows, truth = p.mated_rows[keep], p.mated_truth[keep]
     gallery = [d["emb"][r] for r in p.gallery_rows]
     op = operating_point(norm.tail, args.target_fpir, len(gallery), gallery_tail(gallery, "template", norm.cohort),
-                         max_rate=1e-3, comparisons_factor=norm.kappa)
-    floor = operating_point(tail_of(pipeline.embedder.thresholds), 1e-3, 1, gallery_tail(gallery, "template")).threshold
+                         max_rate=TARGET_FAR, comparisons_factor=norm.kappa)
+    floor = verification_threshold(tail_of(pipeline.embedder.thresholds), gallery, "template")
     op.normalised, op.reference_shift, op.floor = True, norm.cohort.reference_shift, floor
     margin, side = pipeline.embedder.preprocessing.margin, pipeline.embedder.preprocessing.image_size
     rows = np.concatenate([mated_rows, p.nonmated_rows])

@@ -405,15 +405,26 @@ def cohort_people(labels, n: int = COHORT_PEOPLE, seed: int = 0) -> set[str]:
     return {str(x) for x in np.random.default_rng(seed).choice(single, n, replace=False)}
 
 
-def normalised_pair_scores(emb: np.ndarray, labels, cohort: Cohort, block: int = 2048) -> np.ndarray:
-    """Every ordered different-label pair (i, j): score(i, j) - shift(i), float32: the normalised impostor
-    scores a checkpoint's search tail is measured on (both directions, as each face can be the probe)."""
+def pair_scores(emb: np.ndarray, labels, shift: np.ndarray | None = None, block: int = 2048) -> np.ndarray:
+    """Impostor scores (float32) of every different-label pair, computed in row blocks to bound memory: each
+    unordered pair once; with `shift` (per row), every ordered pair (i, j) as score(i, j) - shift(i), since
+    either face can be the probe."""
     emb = np.asarray(emb, dtype=np.float32)
-    lab = np.unique(np.asarray([str(x) for x in labels]), return_inverse=True)[1]
-    shift = cohort.shift(emb)
+    lab = np.unique(np.asarray(labels), return_inverse=True)[1]
     out = []
     for start in range(0, len(emb), block):
         rows = np.arange(start, min(start + block, len(emb)))
-        sims = emb[rows] @ emb.T - shift[rows][:, None]
-        out.append(sims[lab[None, :] != lab[rows][:, None]])
+        sims = emb[rows] @ emb.T
+        keep = lab[None, :] != lab[rows][:, None]
+        if shift is None:
+            keep &= np.arange(len(emb))[None, :] > rows[:, None]
+        else:
+            sims -= np.asarray(shift, dtype=np.float32)[rows][:, None]
+        out.append(sims[keep])
     return np.concatenate(out) if out else np.zeros(0, np.float32)
+
+
+def normalised_pair_scores(emb: np.ndarray, labels, cohort: Cohort, block: int = 2048) -> np.ndarray:
+    """The normalised impostor scores a checkpoint's search tail is measured on (`pair_scores` less each
+    probe's cohort shift)."""
+    return pair_scores(emb, labels, cohort.shift(np.asarray(emb, dtype=np.float32)), block)

@@ -125,15 +125,9 @@ def calibrated_threshold(emb: np.ndarray, labels, far: float = 1e-3) -> dict:
 
 def impostor_pair_scores(emb: np.ndarray, labels, block: int = 2048) -> np.ndarray:
     """Every different-label pair's cosine score (float32), computed in row blocks to bound memory."""
-    emb = np.asarray(emb, dtype=np.float32)
-    labels = np.unique(np.asarray(labels), return_inverse=True)[1]
-    out = []
-    for start in range(0, len(emb), block):
-        sims = emb[start:start + block] @ emb.T
-        rows = np.arange(start, min(start + block, len(emb)))
-        keep = (np.arange(len(emb))[None, :] > rows[:, None]) & (labels[None, :] != labels[rows][:, None])
-        out.append(sims[keep])
-    return np.concatenate(out) if out else np.zeros(0, np.float32)
+    from model.calibration import pair_scores
+
+    return pair_scores(emb, labels, block=block)
 
 
 def calibrate(emb: np.ndarray, labels, source: str, verify_far: float = 1e-3) -> dict:
@@ -194,9 +188,6 @@ def cohort_calibration(emb: np.ndarray, labels, source: str) -> dict | None:
         return None
     in_cohort = np.array([lab in people for lab in labels])
     cohort = Cohort.build(np.asarray(emb)[in_cohort], COHORT_CENTROIDS)
-    cohort = dataclasses.replace(cohort, source=(
-        f"{source}: {len(cohort.centroids)} k-means centroids (of {COHORT_CENTROIDS}; those of fewer than "
-        f"{COHORT_MIN_MEMBERS} people dropped) of {len(people)} one-image people (cohort_people, seed 0)"))
     rest = capped_rows([lab if not c else None for lab, c in zip(labels, in_cohort)], MAX_IMAGES_PER_PERSON)
     scores = normalised_pair_scores(np.asarray(emb)[rest], [labels[i] for i in rest], cohort)
     tail = ImpostorTail.from_scores(scores, source=f"{source}: {len(scores)} ordered different-person pairs of "
@@ -205,6 +196,9 @@ def cohort_calibration(emb: np.ndarray, labels, source: str) -> dict | None:
     if not tail.supports(MIN_NORMALISED_RATE):  # too thin to serve: plain scores rather than a refused swap
         return None
     # a typical searched face's shift: over the reference faces, not the cohort's own (they score higher)
-    cohort = dataclasses.replace(cohort, reference_shift=float(np.median(cohort.shift(np.asarray(emb)[rest]))))
+    cohort = dataclasses.replace(cohort, reference_shift=float(np.median(cohort.shift(np.asarray(emb)[rest]))),
+                                 source=f"{source}: {len(cohort.centroids)} k-means centroids (of {COHORT_CENTROIDS}; "
+                                        f"those of fewer than {COHORT_MIN_MEMBERS} people dropped) of {len(people)} "
+                                        "one-image people (cohort_people, seed 0)")
     return {"cohort": cohort.to_dict(), "impostor_tail": tail.to_dict(), "search_comparisons_factor": 1.0,
             "supported_down_to": tail.deepest_p}
