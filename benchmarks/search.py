@@ -174,6 +174,8 @@ def pgvector_benchmark(args) -> dict:
            "hnsw": {"m": args.m, "ef_construction": args.ef_construction}, "sizes": {}}
     pg = EmbeddedPostgres(Path(args.pgdata)).start()
     try:
+        if args.shared_buffers:
+            out["shared_buffers"] = _set_shared_buffers(pg, args.shared_buffers)
         for n in (int(s) for s in args.sizes.split(",")):
             rng = np.random.default_rng(n)
             chunks = [mates] + list(distractors(rng, mates, n - len(mates)))
@@ -253,6 +255,23 @@ def pgvector_benchmark(args) -> dict:
     return out
 
 
+def _set_shared_buffers(pg, size: str) -> str:
+    """Give the embedded server `size` of shared buffers (its default is 128MB), restarting it when that
+    changes; returns the value in force."""
+    import psycopg
+
+    def show() -> str:
+        with psycopg.connect(pg.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+            if conn.execute("SHOW shared_buffers").fetchone()[0] != size:
+                conn.execute(f"ALTER SYSTEM SET shared_buffers = '{size}'")
+            return conn.execute("SHOW shared_buffers").fetchone()[0]
+
+    if show() != size:  # shared_buffers takes effect only at start
+        pg.stop()
+        pg.start()
+    return show()
+
+
 def _bench_database(pg, name: str, build: dict) -> tuple[str, dict | None]:
     """(URL of database `name`, what its comment says was built there) when an earlier run built it with the
     same `build` parameters; else the URL of a new empty one (a stale database of that name is dropped)."""
@@ -310,6 +329,8 @@ def main(argv=None) -> int:
     ap.add_argument("--m", type=int, default=16)
     ap.add_argument("--ef-construction", type=int, default=64)
     ap.add_argument("--maintenance-work-mem", default="2GB", help="pgvector: memory for the HNSW build")
+    ap.add_argument("--shared-buffers", default=None, help="pgvector: the embedded server's shared_buffers, "
+                    "e.g. 4GB (set with ALTER SYSTEM; the server restarts)")
     ap.add_argument("--pgdata", default="/tmp/faceid-bench-pg", help="pgvector: the embedded server's data")
     ap.add_argument("--lock", default=None, help="pgvector: hold flock on this file while timing, not while "
                     "loading or building (e.g. /tmp/faceid-bench.lock)")

@@ -61,7 +61,10 @@ def main(argv=None) -> int:
     if args.print or not Path(args.weights).is_file():
         print(json.dumps(thresholds, indent=1))
     else:
-        write_thresholds(Path(args.weights), thresholds)
+        version = write_thresholds(Path(args.weights), thresholds)
+        print(f"# {args.weights}: thresholds written (version {version or 'from its weights'}, unchanged). A "
+              "service already serving these weights uses them after a restart; a hot swap to them is refused "
+              "(409 same_weights_new_calibration).", file=sys.stderr)
         print(json.dumps({k: v for k, v in thresholds.items() if k not in ("impostor_tail", "normalised")}, indent=1))
     return 0
 

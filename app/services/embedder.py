@@ -217,6 +217,11 @@ async def start_swap(service, spec: str) -> SwapStatus:
     if models.swapping:  # another request won the race while we validated
         raise AppError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
     if candidate.version == current.version:
+        if candidate.thresholds != current.thresholds:  # e.g. the serving file recalibrated in place
+            raise AppError(409, "same_weights_new_calibration",
+                           f"{candidate.name} has the weights already serving (version {current.version}) but "
+                           "different calibrated thresholds; a hot swap changes models, not calibrations: "
+                           "restart the service (every replica) to use them")
         models.status = SwapStatus(state="done", candidate_version=candidate.version, candidate_name=candidate.name,
                                    previous_version=current.version, finished_at=time.time(),
                                    history=models.status.history)

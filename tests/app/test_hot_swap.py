@@ -149,6 +149,14 @@ def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces
             assert r.status_code == 200 and r.json()["model_version"] == serving
             assert c.get("/ready").status_code == 200
         assert c.get("/admin/model").json()["serving_version"] == serving
+        # the serving weights recalibrated: a swap cannot change thresholds, and says so rather than "done"
+        torch.save({**good, "state_dict": ckpt.state_dict,
+                    "metadata": {**good["metadata"], "version": ckpt.version,
+                                 "thresholds": {**calibrated, "cosine": calibrated["cosine"] + 0.01}}},
+                   ckdir / "recalibrated.pt")
+        r = c.post("/admin/model", json={"checkpoint": "recalibrated.pt"})
+        assert (r.status_code, r.json()["error"]["code"]) == (409, "same_weights_new_calibration"), r.text
+        assert c.get("/admin/model").json()["swap"]["state"] != "reembedding"
         # a second swap while one runs is a conflict; rolling back to the previous version is immediate
         assert c.post("/admin/model", json={"checkpoint": "good.pt"}).status_code == 202
         wait_swap(c)
