@@ -4,7 +4,11 @@ Scores are cosine similarities (higher = more alike); `issame` is a boolean arra
 """
 from __future__ import annotations
 
+import logging
+
 import numpy as np
+
+log = logging.getLogger(__name__)
 
 
 def roc(scores: np.ndarray, issame: np.ndarray):
@@ -142,9 +146,13 @@ def calibrate(emb: np.ndarray, labels, source: str, verify_far: float = 1e-3) ->
     out = {"cosine": round(tail.score_at(verify_far), 4), "impostor_tail": tail.to_dict(),
            "calibration": f"{tail.source}; cosine at FAR {verify_far:g}",
            "supported_down_to": tail.deepest_p}
-    normalised = cohort_calibration(emb, labels, source)
+    normalised, why_not = cohort_calibration(emb, labels, source)
     if normalised is not None:
         out["normalised"] = normalised
+    else:  # searches with this checkpoint are decided on plain scores: say so where the calibration is reported
+        out["calibration"] += f"; no cohort normalisation: {why_not}"
+        log.warning("calibration from %s: no cohort normalisation (%s); searches will use plain scores",
+                    source, why_not)
     return out
 
 
@@ -172,10 +180,11 @@ def capped_rows(labels, cap: int, seed: int = 0) -> np.ndarray:
     return np.array(sorted(rows), dtype=np.int64)
 
 
-def cohort_calibration(emb: np.ndarray, labels, source: str) -> dict | None:
+def cohort_calibration(emb: np.ndarray, labels, source: str) -> tuple[dict | None, str | None]:
     """A search normalisation (`model.calibration.Cohort`) and the tail of normalised impostor scores: the cohort
     is built from one-image reference people (`cohort_people`), the tail from every ordered different-person pair
-    of the other images. None when the reference set has too few one-image people. Its
+    of the other images. Returns (it, None), or (None, why) when the reference set has too few one-image people
+    or the tail cannot reach MIN_NORMALISED_RATE. Its
     `search_comparisons_factor` is left at the conservative 1.0: only an open-set benchmark measures it."""
     import dataclasses
 
@@ -185,7 +194,8 @@ def cohort_calibration(emb: np.ndarray, labels, source: str) -> dict | None:
     labels = [str(x) for x in labels]
     people = cohort_people(labels)
     if len(people) < MIN_COHORT_PEOPLE:
-        return None
+        return None, (f"the reference set has {len(people)} people with one image, {MIN_COHORT_PEOPLE} needed "
+                      "(e.g. --reference-dir ../shared/faces/lfw)")
     in_cohort = np.array([lab in people for lab in labels])
     cohort = Cohort.build(np.asarray(emb)[in_cohort], COHORT_CENTROIDS)
     rest = capped_rows([lab if not c else None for lab, c in zip(labels, in_cohort)], MAX_IMAGES_PER_PERSON)
@@ -194,11 +204,12 @@ def cohort_calibration(emb: np.ndarray, labels, source: str) -> dict | None:
                                                    f"{len(rest)} images (at most {MAX_IMAGES_PER_PERSON} a person, "
                                                    "cohort people left out), less the probe's cohort shift")
     if not tail.supports(MIN_NORMALISED_RATE):  # too thin to serve: plain scores rather than a refused swap
-        return None
+        return None, (f"the normalised tail ({len(scores)} pairs) does not reach {MIN_NORMALISED_RATE:g}; "
+                      "a larger reference set is needed")
     # a typical searched face's shift: over the reference faces, not the cohort's own (they score higher)
     cohort = dataclasses.replace(cohort, reference_shift=float(np.median(cohort.shift(np.asarray(emb)[rest]))),
                                  source=f"{source}: {len(cohort.centroids)} k-means centroids (of {COHORT_CENTROIDS}; "
                                         f"those of fewer than {COHORT_MIN_MEMBERS} people dropped) of {len(people)} "
                                         "one-image people (cohort_people, seed 0)")
     return {"cohort": cohort.to_dict(), "impostor_tail": tail.to_dict(), "search_comparisons_factor": 1.0,
-            "supported_down_to": tail.deepest_p}
+            "supported_down_to": tail.deepest_p}, None

@@ -122,3 +122,17 @@ def test_calibrate_serves_any_target_far(far):
     iu = np.triu_indices(300, k=1)
     impostors = (emb @ emb.T)[iu][~same[iu]]
     assert abs(np.mean(impostors >= out["cosine"]) - far) <= 0.1 * far + 1e-4
+
+
+def test_calibration_without_enough_one_image_people_says_why_it_has_no_cohort():
+    """A reference set without MIN_COHORT_PEOPLE one-image people gives no cohort (searches then use plain
+    scores); the checkpoint's calibration note says so rather than leaving it out silently."""
+    from training.evaluate import MIN_COHORT_PEOPLE, calibrate
+
+    rng = np.random.default_rng(0)
+    emb = rng.normal(size=(300, 16)).astype(np.float32)
+    emb /= np.linalg.norm(emb, axis=1, keepdims=True)
+    labels = [f"p{i // 3}" for i in range(150)] + [f"single{i}" for i in range(150)]  # 150 one-image people
+    out = calibrate(emb, labels, "synthetic")
+    assert "normalised" not in out
+    assert f"150 people with one image, {MIN_COHORT_PEOPLE} needed" in out["calibration"]
