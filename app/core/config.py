@@ -21,12 +21,15 @@ class Settings(BaseSettings):
     db_busy_timeout_s: float = Field(5.0, gt=0, description="wait this long for another writer's lock, "
                                      "then answer 503 database_busy")
     pgvector_ef_search: int = Field(300, ge=1, le=1000, description="PostgreSQL: HNSW candidate list per search "
-                                    "(300: recall@10 0.986 against exact search at 100k faces, 400: 0.994, 250: "
-                                    "0.975; benchmarks/search.py --backend pgvector)")
+                                    "(with m 32: recall@1 1.000 and recall@10 0.998 against exact search at 100k "
+                                    "faces, 0.993 and 0.929 at 1M; 600: 1.000 and 0.951 at 1M; "
+                                    "benchmarks/search.py --backend pgvector)")
     pgvector_exact_below: int = Field(10_000, ge=0, description="PostgreSQL: galleries with fewer vectors of a "
                                       "model version are searched exactly")
-    pgvector_hnsw_m: int = Field(16, ge=2, le=100)
-    pgvector_hnsw_ef_construction: int = Field(64, ge=4, le=1000)
+    pgvector_hnsw_m: int = Field(32, ge=2, le=100, description="PostgreSQL: HNSW links per node (16 found the "
+                                 "right face first for 0.963 of the 1M-face benchmark's searches at ef_search 300, "
+                                 "32 for 0.993; the build takes twice as long)")
+    pgvector_hnsw_ef_construction: int = Field(128, ge=4, le=1000, description="PostgreSQL: HNSW build candidate list")
     # model
     weights: str = Field("casia-webface", description="registry name or checkpoint file name/path")
     checkpoints_dir: Path = Path("./checkpoints")

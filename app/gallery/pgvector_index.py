@@ -53,7 +53,7 @@ class PgVectorIndex:
     when the gallery moved on, so the counts cached here are dropped on change, not on a timer."""
 
     def __init__(self, store: GalleryStore, changes, scoring: str = "face", ef_search: int = 300,
-                 exact_below: int = 10_000, hnsw_m: int = 16, hnsw_ef_construction: int = 64):
+                 exact_below: int = 10_000, hnsw_m: int = 32, hnsw_ef_construction: int = 128):
         if scoring not in _TABLES:
             raise ValueError(f"unknown scoring {scoring!r}")
         self.store, self.changes, self.scoring = store, changes, scoring
