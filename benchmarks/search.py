@@ -178,7 +178,8 @@ def pgvector_benchmark(args) -> dict:
     pg = EmbeddedPostgres(Path(args.pgdata)).start()
     try:
         if args.shared_buffers:
-            out["shared_buffers"] = _set_shared_buffers(pg, args.shared_buffers)
+            _set_shared_buffers(pg, args.shared_buffers)
+        out["shared_buffers"] = _show(pg, "shared_buffers")  # ALTER SYSTEM stays in --pgdata: say what ran
         for n in (int(s) for s in args.sizes.split(",")):
             rng = np.random.default_rng(n)
             chunks = [mates] + list(distractors(rng, mates, n - len(mates)))
@@ -261,6 +262,13 @@ def pgvector_benchmark(args) -> dict:
     finally:
         pg.close()
     return out
+
+
+def _show(pg, setting: str) -> str:
+    import psycopg
+
+    with psycopg.connect(pg.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+        return conn.execute(f"SHOW {setting}").fetchone()[0]
 
 
 def _set_shared_buffers(pg, size: str) -> str:

@@ -40,7 +40,7 @@ def index_name(version: str, table: str = "embeddings") -> str:
     return f"ix_{table}_hnsw_" + hashlib.sha1(version.encode()).hexdigest()[:16]
 
 
-def hnsw_index(model, version: str, dim: int, m: int = 16, ef_construction: int = 64) -> Index:
+def hnsw_index(model, version: str, dim: int, m: int = 32, ef_construction: int = 128) -> Index:
     """The HNSW index of one model version, declared like any SQLAlchemy index (ops class, parameters)."""
     return Index(index_name(version, model.__tablename__), cast(model.vector, HALFVEC(dim)).label("halfvec"),
                  postgresql_using="hnsw", postgresql_ops={"halfvec": "halfvec_cosine_ops"},

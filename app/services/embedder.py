@@ -8,6 +8,7 @@ embedded by both), switch model and index in one reference assignment, then catc
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import math
 import threading
@@ -197,6 +198,18 @@ async def run_swap(service, candidate: Embedder, spec: str) -> None:
         st.history.append(st.public())
 
 
+def _calibrated_numbers(thresholds: dict) -> str:
+    """The numbers of a calibration, in a canonical form (text such as notes and sources left out; NaN
+    compares equal to itself), to tell whether a checkpoint with the serving weights was recalibrated."""
+    def numbers(x):
+        if isinstance(x, dict):
+            return {k: numbers(v) for k, v in x.items() if not isinstance(v, str)}
+        if isinstance(x, list):
+            return [numbers(v) for v in x]
+        return x
+    return json.dumps(numbers(thresholds or {}), sort_keys=True)
+
+
 async def start_swap(service, spec: str) -> SwapStatus:
     """Validate synchronously (errors are the caller's 4xx), then re-embed and switch in the background."""
     models: ModelManager = service.models
@@ -217,7 +230,7 @@ async def start_swap(service, spec: str) -> SwapStatus:
     if models.swapping:  # another request won the race while we validated
         raise AppError(409, "swap_in_progress", f"a swap to {models.status.candidate_version} is running")
     if candidate.version == current.version:
-        if candidate.thresholds != current.thresholds:  # e.g. the serving file recalibrated in place
+        if _calibrated_numbers(candidate.thresholds) != _calibrated_numbers(current.thresholds):  # recalibrated
             raise AppError(409, "same_weights_new_calibration",
                            f"{candidate.name} has the weights already serving (version {current.version}) but "
                            "different calibrated thresholds; a hot swap changes models, not calibrations: "

@@ -157,6 +157,14 @@ def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces
         r = c.post("/admin/model", json={"checkpoint": "recalibrated.pt"})
         assert (r.status_code, r.json()["error"]["code"]) == (409, "same_weights_new_calibration"), r.text
         assert c.get("/admin/model").json()["swap"]["state"] != "reembedding"
+        # the same numbers with another calibration note: nothing to change, the swap is done at once
+        torch.save({**good, "state_dict": ckpt.state_dict,
+                    "metadata": {**good["metadata"], "version": ckpt.version,
+                                 "thresholds": {**ckpt.thresholds, "calibration": "reworded note"}}},
+                   ckdir / "renoted.pt")
+        r = c.post("/admin/model", json={"checkpoint": "renoted.pt"})
+        assert r.status_code == 202 and r.json()["swap"]["state"] == "done", r.text
+        assert r.json()["serving_version"] == serving
         # a second swap while one runs is a conflict; rolling back to the previous version is immediate
         assert c.post("/admin/model", json={"checkpoint": "good.pt"}).status_code == 202
         wait_swap(c)
