@@ -29,7 +29,7 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.index import VectorIndex
+from app.gallery.index import Match, VectorIndex
 from benchmarks.report import emit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -162,7 +162,6 @@ def copy_rows(conn, chunks: list[np.ndarray], version: str) -> None:
 
 
 def pgvector_benchmark(args) -> dict:
-    import psycopg
     from sqlalchemy import func, select, text
 
     from app.gallery.notify import NotifyChanges
@@ -179,7 +178,7 @@ def pgvector_benchmark(args) -> dict:
     try:
         if args.shared_buffers:
             _set_shared_buffers(pg, args.shared_buffers)
-        out["shared_buffers"] = _show(pg, "shared_buffers")  # ALTER SYSTEM stays in --pgdata: say what ran
+        out["shared_buffers"] = _show(pg.url(), "shared_buffers")  # ALTER SYSTEM stays in --pgdata: say what ran
         for n in (int(s) for s in args.sizes.split(",")):
             rng = np.random.default_rng(n)
             chunks = [mates] + list(distractors(rng, mates, n - len(mates)))
@@ -215,7 +214,7 @@ def pgvector_benchmark(args) -> dict:
                                 hnsw_ef_construction=args.ef_construction)
             if built is None:
                 t = time.perf_counter()
-                with psycopg.connect(url.replace("postgresql+psycopg", "postgresql")) as conn:
+                with _connect(url, autocommit=False) as conn:
                     copy_rows(conn, chunks, version)
                 load_s = time.perf_counter() - t
                 t = time.perf_counter()
@@ -247,7 +246,9 @@ def pgvector_benchmark(args) -> dict:
                                                            truth_scores)
                 for pair in args.frontier.split(",") if args.frontier else []:
                     ef, cand = (int(x) for x in pair.split(":"))
-                    measured[f"frontier_ef{ef}_candidates{cand}"] = _frontier(url, version, queries, truth, ef, cand)
+                    with _connect(url) as conn:
+                        measured[f"frontier_ef{ef}_candidates{cand}"] = _measure(
+                            _frontier(conn, version, ef, cand, queries[:5]), queries, truth, truth_scores)
             res["pgvector"] = {**measured, "reused_database": reused,
                                "load_s": load_s, "index_build_s": build_s,
                                "database_mb": round(sizes[0] / 2**20, 1), "hnsw_index_mb": round(sizes[1] / 2**20, 1),
@@ -264,36 +265,33 @@ def pgvector_benchmark(args) -> dict:
     return out
 
 
-def _show(pg, setting: str) -> str:
+def _connect(url: str, autocommit: bool = True):
+    """A psycopg connection to the SQLAlchemy URL `url`."""
     import psycopg
 
-    with psycopg.connect(pg.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+    return psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=autocommit)
+
+
+def _show(url: str, setting: str) -> str:
+    with _connect(url) as conn:
         return conn.execute(f"SHOW {setting}").fetchone()[0]
 
 
-def _set_shared_buffers(pg, size: str) -> str:
+def _set_shared_buffers(pg, size: str) -> None:
     """Give the embedded server `size` of shared buffers (its default is 128MB), restarting it when that
-    changes; returns the value in force."""
-    import psycopg
-
-    def show() -> str:
-        with psycopg.connect(pg.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-            if conn.execute("SHOW shared_buffers").fetchone()[0] != size:
-                conn.execute(f"ALTER SYSTEM SET shared_buffers = '{size}'")
-            return conn.execute("SHOW shared_buffers").fetchone()[0]
-
-    if show() != size:  # shared_buffers takes effect only at start
-        pg.stop()
-        pg.start()
-    return show()
+    changes (shared_buffers takes effect only at start)."""
+    if _show(pg.url(), "shared_buffers") == size:
+        return
+    with _connect(pg.url()) as conn:
+        conn.execute(f"ALTER SYSTEM SET shared_buffers = '{size}'")
+    pg.stop()
+    pg.start()
 
 
 def _bench_database(pg, name: str, build: dict) -> tuple[str, dict | None]:
     """(URL of database `name`, what its comment says was built there) when an earlier run built it with the
     same `build` parameters; else the URL of a new empty one (a stale database of that name is dropped)."""
-    import psycopg
-
-    with psycopg.connect(pg.url().replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
+    with _connect(pg.url()) as conn:
         row = conn.execute("SELECT shobj_description(oid, 'pg_database') FROM pg_database WHERE datname = %s",
                            (name,)).fetchone()
         if row is not None:
@@ -337,31 +335,27 @@ def _measure(search, queries: np.ndarray, truth: np.ndarray, truth_scores: np.nd
             "tenth_score_shortfall_max": round(float(np.nanmax(short)), 4)}
 
 
-def _frontier(url: str, version: str, queries: np.ndarray, truth: np.ndarray, ef: int, candidates: int) -> dict:
-    """The service's face search statement in SQL, with `candidates` rows taken from the HNSW scan (re-scored
-    exactly, the best 10 kept) at `ef` (relaxed-order iterative scan, as the service sets it)."""
-    import psycopg
+def _frontier(conn, version: str, ef: int, candidates: int, warm: np.ndarray):
+    """A search (for `_measure`) by the service's face search statement in SQL, with `candidates` rows taken
+    from the HNSW scan (re-scored exactly, the best 10 kept) at `ef` (relaxed-order iterative scan, as the
+    service sets it) on `conn`; one face per identity here, so the face id is the identity id."""
     from pgvector.psycopg import register_vector
 
-    sql = ("SELECT face_id FROM (SELECT face_id, vector FROM embeddings WHERE model_version = %(v)s "
-           "ORDER BY vector::halfvec(512) <=> %(q)s::vector(512)::halfvec(512) LIMIT %(n)s) c "
-           "ORDER BY vector <=> %(q)s::vector(512) LIMIT 10")
-    with psycopg.connect(url.replace("postgresql+psycopg", "postgresql"), autocommit=True) as conn:
-        register_vector(conn)
-        conn.execute(f"SET hnsw.ef_search = {int(ef)}")
-        conn.execute("SET hnsw.iterative_scan = relaxed_order")
-        conn.execute(f"SET hnsw.max_scan_tuples = {max(20_000, 2 * int(candidates))}")
-        for q in queries[:5]:  # warm
-            conn.execute(sql, {"v": version, "q": q, "n": candidates}).fetchall()
-        times, r1, r10 = [], [], []
-        for qi, q in enumerate(queries):
-            t = time.perf_counter()
-            got = [r[0] for r in conn.execute(sql, {"v": version, "q": q, "n": candidates}).fetchall()]
-            times.append((time.perf_counter() - t) * 1000)
-            r1.append(bool(got) and got[0] == truth[qi, 0])
-            r10.append(len(set(got) & set(truth[qi, :10].tolist())) / 10)
-    return {"recall_at_1": round(float(np.mean(r1)), 4), "recall_at_10": round(float(np.mean(r10)), 4),
-            "p50_ms": pct(times, 50), "p99_ms": pct(times, 99)}
+    sql = ("SELECT face_id, 1 - (vector <=> %(q)s::vector(512)) AS s FROM (SELECT face_id, vector FROM embeddings "
+           "WHERE model_version = %(v)s ORDER BY vector::halfvec(512) <=> %(q)s::vector(512)::halfvec(512) "
+           "LIMIT %(n)s) c ORDER BY s DESC LIMIT 10")
+    register_vector(conn)
+    conn.execute(f"SET hnsw.ef_search = {int(ef)}")
+    conn.execute("SET hnsw.iterative_scan = relaxed_order")
+    conn.execute(f"SET hnsw.max_scan_tuples = {max(20_000, 2 * int(candidates))}")
+
+    def search(q: np.ndarray) -> list[Match]:
+        rows = conn.execute(sql, {"v": version, "q": q, "n": candidates}).fetchall()
+        return [Match(int(fid), "", int(fid), float(score)) for fid, score in rows]
+
+    for q in warm:
+        search(q)
+    return search
 
 
 def main(argv=None) -> int:
