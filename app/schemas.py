@@ -119,10 +119,11 @@ class OperatingPointOut(BaseModel):
                                 "verification's)")
     domain_rise: float | None = Field(None, description="verification: how much the gallery's own domain "
                                       "raised the model's 1:1 threshold (0 below 50 identities; bounded)")
-    normalisation_check: dict | None = Field(None, description="search: plain cosine against cohort-normalised "
-                                             "scores on the gallery's own searches (mean FNIR over FPIR 0.01-0.1); "
-                                             "the cohort is used only where it is better, or where the gallery has "
-                                             "too few searches to tell (decided: false)")
+    normalisation_check: dict | None = Field(None, description="search: whether this gallery keeps the cohort "
+                                             "(`cohort`): its own leave-one-out searches (mean FNIR over FPIR "
+                                             "0.01-0.1, plain vs normalised; `decided` false with too few) and how "
+                                             "far its plain and normalised pairs depart from their calibrations "
+                                             "(`misfit_*`; the cohort is dropped beyond 2x the plain misfit)")
 
 
 class IdentifyResponse(BaseModel):

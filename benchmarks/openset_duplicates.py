@@ -22,8 +22,9 @@ import numpy as np
 from app.services.operating_point import GALLERY_SAMPLE_FACES, verification_point
 from model.calibration import COHORT_WEIGHT, Cohort, ImpostorTail, operating_point, pick_identities
 from model.calibration import search_impostor_scores
-from model.duplicates import duplicate_pairs, duplicate_threshold, robust_impostor_scores, templates_of
-from model.selfcheck import self_check
+from model.duplicates import duplicate_pairs, duplicate_threshold, gallery_min_beyond, robust_impostor_scores
+from model.duplicates import templates_of
+from model.selfcheck import cohort_fits, self_check
 
 TARGET_FAR = 1e-3
 
@@ -103,7 +104,10 @@ def shipped(g_emb: list[np.ndarray], plain: ImpostorTail, norm, kappa_plain: flo
     else:  # before: the gallery always moved verification
         floor = operating_point(plain, TARGET_FAR, 1, g_plain).threshold
     check = self_check(v, lab, shift, "template", dups) if (robust and shift is not None) else None
-    use_cohort = norm is not None and not (check is not None and check.normalise is False)
+    fits = cohort_fits(plain, norm.tail, g_plain, g_norm) if (robust and norm is not None) else (None, None, None)
+    use_cohort = norm is not None and not (check is not None and check.normalise is False) and fits[0] is not False
+    if check is not None:
+        check = {**check.public(), "misfit_plain": fits[1], "misfit_normalised": fits[2], "fits": fits[0]}
     if use_cohort:
         op = operating_point(norm.tail, fpir, n, g_norm, TARGET_FAR, norm.kappa if n > 1 else 1.0)
         op.normalised, op.reference_shift, op.floor = True, cohort.reference_shift, floor
@@ -116,7 +120,10 @@ def _tail(scores, independent):
     if not len(scores):
         return None
     t = ImpostorTail.from_scores(scores)
-    return t if independent is None else t.with_independent_pairs(independent)
+    if independent is None:
+        return t
+    k = int(round((1 + (1 + 8 * independent) ** 0.5) / 2))  # identities, from k (k - 1) / 2 pairs
+    return t.with_independent_pairs(independent, gallery_min_beyond(k))
 
 
 def decide(op, use_cohort: bool, cohort, s: np.ndarray, probes: np.ndarray) -> np.ndarray:
@@ -151,7 +158,7 @@ def run_gallery(emb, names, plain, norm, kappa_plain, n_gallery, k, fpir, share,
                          "typical_threshold": round(op.cosine_threshold, 4),
                          "verification_floor": round(op.floor, 4) if use_cohort else None}
             if check is not None:
-                row[rule]["selfcheck"] = check.public()
+                row[rule]["selfcheck"] = check
         # the normalisation table (oracle threshold at FPIR 0.01 on these searches)
         sh_m, sh_n = (cohort.shift(mated), cohort.shift(non)) if cohort is not None else (0, 0)
         row["fnir_at_fpir_0.01"] = {

@@ -50,6 +50,7 @@ class ImpostorTail:
     source: str = ""
     mean: float = 0.0
     std: float = 0.0
+    min_beyond: int = 0   # a gallery's: its quantiles are used only with this many pairs beyond (not stored)
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -83,14 +84,15 @@ class ImpostorTail:
         tail.check()
         return tail
 
-    def with_independent_pairs(self, n_independent: int) -> "ImpostorTail":
+    def with_independent_pairs(self, n_independent: int, min_beyond: int = 0) -> "ImpostorTail":
         """The same tail, each level's count of pairs beyond scaled to `n_independent` independent pairs. A
         gallery's scores are not independent: every face of identity a against identity b shares the pair (a, b),
         and with one face each, score(a, b) is score(b, a). Its quantiles are as well measured as the number of
-        *identity pairs* beyond them, which is what `supports` and `deepest_with` must count."""
+        *identity pairs* beyond them, which is what `supports` and `deepest_with` must count. `min_beyond`: how
+        many such pairs a quantile needs before `gallery_adjusted` uses it."""
         f = min(1.0, max(int(n_independent), 0) / max(self.n_pairs, 1))
         return ImpostorTail(self.n_pairs, tuple((p, t, int(k * f)) for p, t, k in self.points), self.source,
-                            self.mean, self.std)
+                            self.mean, self.std, int(min_beyond))
 
     def to_dict(self) -> dict:
         return {"n_pairs": self.n_pairs, "source": self.source, "mean": round(self.mean, 6),
@@ -236,7 +238,7 @@ def gallery_adjusted(prior: ImpostorTail, gallery: ImpostorTail | None, p: float
     """
     if gallery is None or not gallery.points:
         return None, None
-    q = gallery.deepest_with(GALLERY_MIN_EXCEEDANCES)
+    q = gallery.deepest_with(max(GALLERY_MIN_EXCEEDANCES, gallery.min_beyond))
     if q is None:
         return None, None
     warning = None

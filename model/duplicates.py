@@ -22,9 +22,17 @@ import numpy as np
 from model.calibration import ImpostorTail, per_comparison_rate, search_score_matrix
 
 # Each identity, searched against the others, is suggested as a duplicate by mistake at most this often.
-DUPLICATE_FPIR = 1e-3
+DUPLICATE_FPIR = 3e-3
 # Never suggest a pair the model's 1:1 tail puts above this false-accept rate (small galleries).
 DUPLICATE_MAX_FAR = 1e-5
+
+
+def gallery_min_beyond(n_identities: int) -> int:
+    """Identity pairs that must lie beyond a gallery quantile before it is used: a quarter of the identities. A
+    gallery with up to 5 % of its identities enrolled twice holds N/20 same-person pairs that may go undetected
+    (one photo each: `duplicate_threshold` finds a third of them on LFW); with N/4 pairs beyond, they are at most a
+    fifth of a used quantile's pairs and cannot carry it."""
+    return int(n_identities) // 4
 
 
 def duplicate_threshold(tail: ImpostorTail, n_identities: int) -> float:

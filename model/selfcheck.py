@@ -6,6 +6,11 @@ can measure both rules itself: each face of such an identity searches the galler
 identity (a mated search), and every face searches the other identities as a stranger would (a non-mated search).
 The cohort is kept only where its FNIR, averaged over FPIR 0.01 to 0.1, is lower than plain cosine's on these
 searches; a gallery with too few of them keeps the checkpoint's choice.
+
+A gallery of one face per identity has no mated searches. It still has its own impostor pairs, plain and normalised:
+where the normalised ones exceed the cohort's calibration far more often than the plain ones exceed the model's
+(`cohort_fits`), the cohort does not describe this domain's faces (on grayscale low-resolution crops its tail is off
+12x to 34x where the plain tail is off 4x to 14x), and searches use plain scores.
 """
 from __future__ import annotations
 
@@ -13,7 +18,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibration import search_score_matrix
+from model.calibration import GALLERY_MIN_EXCEEDANCES, ImpostorTail, search_score_matrix
 
 # The FPIRs the two rules are compared at (a mean over several: at 0.01 alone a few hundred searches are noise).
 SELF_CHECK_FPIRS = (0.01, 0.02, 0.05, 0.1)
@@ -94,3 +99,27 @@ def self_check(emb: np.ndarray, labels, shift: np.ndarray, scoring: str = "templ
     plain = mean_fnir(own, best, mated)
     normalised = mean_fnir(own - shift, best - shift, mated)
     return SelfCheck(n_mated, n_non, plain, normalised, normalised < plain)
+
+
+# The cohort is dropped where its normalised tail departs from its calibration this many times more than the plain
+# tail departs from the model's (ratios of exceedance rates at the gallery's deepest well-measured level).
+COHORT_FIT_FACTOR = 2.0
+
+
+def misfit(prior: ImpostorTail, gallery: ImpostorTail | None) -> float | None:
+    """How many times more often the gallery's pairs exceed the prior's score at the gallery's deepest
+    well-measured level (<1: less often); None where the gallery measures no level well."""
+    q = gallery.deepest_with(GALLERY_MIN_EXCEEDANCES) if gallery is not None and gallery.points else None
+    if q is None:
+        return None
+    return q / max(prior.p_at(gallery.score_at(q)), 1e-300)
+
+
+def cohort_fits(prior: ImpostorTail, prior_normalised: ImpostorTail, gallery: ImpostorTail | None,
+                gallery_normalised: ImpostorTail | None) -> tuple[bool | None, float | None, float | None]:
+    """(whether the cohort describes this gallery's faces as well as plain scores do, None: cannot tell; the plain
+    and normalised misfits)."""
+    plain, norm = misfit(prior, gallery), misfit(prior_normalised, gallery_normalised)
+    if plain is None or norm is None:
+        return None, plain, norm
+    return norm <= COHORT_FIT_FACTOR * max(plain, 1.0), plain, norm

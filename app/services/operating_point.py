@@ -23,8 +23,8 @@ import numpy as np
 
 from model.calibration import CalibrationError, Cohort, ImpostorTail, OperatingPoint, gallery_adjusted
 from model.calibration import operating_point, per_comparison_rate
-from model.duplicates import duplicate_threshold, robust_impostor_scores
-from model.selfcheck import SelfCheck, self_check
+from model.duplicates import duplicate_threshold, gallery_min_beyond, robust_impostor_scores
+from model.selfcheck import SelfCheck, cohort_fits, self_check
 
 log = logging.getLogger(__name__)
 
@@ -238,11 +238,13 @@ class OperatingPoints:
                   f"pairs, censored at {same:.3f}")
         k = len(np.unique(labels))
         pairs = k * (k - 1) // 2  # what its quantiles are measured on: identity pairs (`with_independent_pairs`)
-        tail = ImpostorTail.from_scores(scores, source=source).with_independent_pairs(pairs) if len(scores) else None
+        beyond = gallery_min_beyond(k)
+        tail = ImpostorTail.from_scores(scores, source=source).with_independent_pairs(pairs, beyond) \
+            if len(scores) else None
         normalised, check = None, None
         if shifted is not None and len(shifted):
             normalised = ImpostorTail.from_scores(shifted, source=source + ", less each face's cohort shift") \
-                .with_independent_pairs(pairs)
+                .with_independent_pairs(pairs, beyond)
             check = self_check(vectors, labels, shift, index.scoring, dups)
         self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0, normalised,
                                                      tuple(dups), same, check)
@@ -265,14 +267,13 @@ class OperatingPoints:
         norm = self.normalisation(embedder)
         tails = self.gallery_tails(embedder.version, index, norm.cohort, tail_of(embedder.thresholds)) \
             if norm is not None and requested is None and self.override is None else None
-        check = tails.selfcheck if tails is not None else None
-        if norm is None or requested is not None or self.override is not None or (check and check.normalise is False):
+        check = self._normalisation_check(embedder, norm, tails)
+        if norm is None or requested is not None or self.override is not None or (check and not check["cohort"]):
             op = self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
             if requested is None and self.override is None and self._norm_broken(embedder):
                 op.warnings.append("the serving model's cohort normalisation is malformed: searches use plain "
                                    "scores (see the log)")
-            if check is not None and check.normalise is False:
-                op.selfcheck = check.public()
+            op.selfcheck = check
             return op
         n = index.identities
         kappa = norm.kappa if n > 1 else 1.0
@@ -280,8 +281,23 @@ class OperatingPoints:
         op = operating_point(norm.tail, self.target_fpir, n, gallery, self.target_far, kappa)
         op.normalised, op.reference_shift = True, norm.cohort.reference_shift
         op.floor = self.for_verify(embedder, index).threshold  # never looser than 1:1 verification
-        op.selfcheck = check.public() if check is not None else None
+        op.selfcheck = check
         return op
+
+    @staticmethod
+    def _normalisation_check(embedder, norm: Normalisation | None, tails: _GalleryTail | None) -> dict | None:
+        """Whether this gallery's searches keep the cohort (`model.selfcheck`): not where its own leave-one-out
+        searches find plain scores as good, nor where its normalised pairs depart from the cohort's calibration
+        more than twice as much as its plain pairs depart from the model's. None: nothing measured."""
+        if norm is None or tails is None:
+            return None
+        prior = tail_of(embedder.thresholds)
+        fits, plain, normalised = cohort_fits(prior, norm.tail, tails.tail, tails.normalised) if prior else (None,) * 3
+        check = tails.selfcheck
+        cohort = not (check is not None and check.normalise is False) and fits is not False
+        r = (lambda x: None if x is None else round(x, 3))
+        return {"cohort": cohort, **(check.public() if check is not None else {}),
+                "misfit_plain": r(plain), "misfit_normalised": r(normalised), "cohort_fits": fits}
 
     def for_verify(self, embedder, index, requested: float | None = None) -> OperatingPoint:
         """1:1: the model's tail at FACEID_TARGET_FAR. A gallery of VERIFY_DOMAIN_MIN_IDENTITIES or more may raise

@@ -76,6 +76,7 @@ def test_duplicates_leave_the_operating_point_alone_and_are_listed(api, faces):
         warned = {w["identity"]["id"] for b in bodies for w in b["warnings"] if w["code"] == "possible_duplicate"}
         assert warned == {first[name]}, [b["warnings"] for b in bodies]
     search1, verify1, selfie1 = thresholds(api, faces)
+    print(f"typical search threshold {search0} -> {search1}; verification {verify0} -> {verify1}")
     assert abs(search1 - search0) <= 0.01, (search0, search1)
     assert verify1 == verify0
     assert [f["identity"]["label"].replace("_", " ") for f in selfie1["faces"] if f["status"] == "match"] \

@@ -9,6 +9,7 @@ import pytest
 
 from model.calibration import ImpostorTail, gallery_adjusted, per_comparison_rate, search_impostor_scores
 from model.duplicates import (
+    DUPLICATE_FPIR,
     DUPLICATE_MAX_FAR,
     duplicate_pairs,
     duplicate_threshold,
@@ -50,7 +51,7 @@ def test_threshold_is_strict_and_tightens_with_the_gallery():
     tail = ImpostorTail.from_scores(np.sum(unit(rng, 300_000, 64) * unit(rng, 300_000, 64), axis=1))
     small, large = duplicate_threshold(tail, 5), duplicate_threshold(tail, 10_000)
     assert small == pytest.approx(tail.score_at(DUPLICATE_MAX_FAR))
-    assert large == pytest.approx(tail.score_at(per_comparison_rate(1e-3, 9_999)))
+    assert large == pytest.approx(tail.score_at(per_comparison_rate(DUPLICATE_FPIR, 9_999)))
     assert large > small
 
 
