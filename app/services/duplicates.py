@@ -31,16 +31,20 @@ class Duplicates:
     """Pairs of identities whose templates score as one person, strongest first, cached per model version and
     gallery generation (every template pair is scored: O(identities^2) once per change)."""
 
-    def __init__(self, store: GalleryStore, operating: OperatingPoints, distinct: DistinctPairs):
+    def __init__(self, store: GalleryStore, operating: OperatingPoints, distinct: DistinctPairs,
+                 domain_rise=None):
+        """`domain_rise(embedder)`: how much the gallery's own domain raises the model's 1:1 threshold (its
+        faces score higher against each other than the calibration set's); suggestions need that much more."""
         self.store = store
         self.distinct = distinct
+        self.domain_rise = domain_rise or (lambda embedder: 0.0)
         self.operating = operating
         self._cache: dict[str, tuple[tuple, DuplicateList]] = {}
         self._lock = threading.Lock()
 
     def threshold(self, embedder, n_identities: int) -> float | None:
         tail = tail_of(embedder.thresholds)
-        return None if tail is None else duplicate_threshold(tail, n_identities)
+        return None if tail is None else duplicate_threshold(tail, n_identities) + self.domain_rise(embedder)
 
     def list(self, embedder) -> DuplicateList:
         """Every suspected duplicate pair of the gallery, less those said to be different people."""

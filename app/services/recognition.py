@@ -124,7 +124,8 @@ class FaceService:
         distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration, distinct.all)
-        self.duplicates = Duplicates(store, self.operating, distinct)
+        self.duplicates = Duplicates(store, self.operating, distinct, lambda e: self.operating.for_verify(
+            e, self.index_of(e)).domain_rise or 0.0)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.decode_budget = DecodeBudget(settings.max_decode_bytes, settings.max_decode_bytes_per_request,
                                           settings.decode_wait_s)
