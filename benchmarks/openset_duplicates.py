@@ -14,8 +14,15 @@ checkpoint's LFW cohort, a cohort drawn from the gallery itself (the identities 
 adaptive score normalisation: shift = 0.5 x the mean of ranks 2-4), and what the service ships (the self-check's
 choice), on identity-disjoint LFW (the half of the people the tails were not measured on), degraded LFW and the
 duplicated galleries.
+
+    python -m benchmarks.openset_duplicates [--out benchmarks/results/lfw_duplicates.json]
+
+lists the suspected duplicates of all of LFW (every identity's template, every image): its own known errors.
 """
 from __future__ import annotations
+
+import argparse
+import sys
 
 import numpy as np
 
@@ -192,3 +199,29 @@ def run_gallery(emb, names, plain, norm, kappa_plain, n_gallery, k, fpir, share,
                             for i, j, s in found if (i, j) not in truth_pairs][:20]}
         out[name] = row
     return out
+
+
+def main(argv=None) -> int:
+    """Every suspected duplicate pair among all of LFW's identities (templates of all their images)."""
+    from benchmarks.lfw_all import lfw_embeddings
+    from benchmarks.report import emit
+    from app.services.operating_point import tail_of
+    from model.pipeline import load_checkpoint
+
+    ap = argparse.ArgumentParser(description="suspected duplicate identities of all of LFW")
+    ap.add_argument("--weights", default="casia-webface")
+    ap.add_argument("--out", default=None)
+    args = ap.parse_args(argv)
+    plain = tail_of(load_checkpoint(args.weights).thresholds)
+    d = lfw_embeddings(args.weights)
+    uniq, templates, inv = templates_of(d["emb"], np.array(d["names"]))
+    images = np.bincount(inv)
+    thr = duplicate_threshold(plain, len(uniq))
+    pairs = [{"a": str(uniq[i]), "a_images": int(images[i]), "b": str(uniq[j]), "b_images": int(images[j]),
+              "score": round(s, 4)} for i, j, s in duplicate_pairs(templates, thr)]
+    return emit({"benchmark": "lfw_duplicates", "model_version": d["version"], "identities": len(uniq),
+                 "threshold": round(thr, 4), "pairs": pairs}, args.out)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
