@@ -312,8 +312,8 @@ def verify(image: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
 # --- duplicates ----------------------------------------------------------------------------------------
 @app.command()
 def duplicates(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False,
-               merge: Annotated[bool, typer.Option("--merge", help="merge every listed pair: the second identity's "
-                                                   "faces move to the first (asks first on a terminal)")] = False,
+               merge: Annotated[bool, typer.Option("--merge", help="merge every listed pair: the identity with fewer "
+                                                   "faces moves into the other (asks first unless --yes)")] = False,
                yes: Annotated[bool, typer.Option("--yes", help="with --merge: do not ask")] = False) -> None:
     """List identities that are probably one person under two labels (strongest first).
 
@@ -323,18 +323,43 @@ def duplicates(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout 
     \b
     Example: faceid duplicates
     """
+    if merge and not yes and not sys.stdin.isatty():
+        raise typer.BadParameter("--merge without a terminal to confirm on needs --yes")
     with _errors(as_json), _client(url, api_key, timeout) as c:
         pairs = list(c.duplicates())
         if merge and pairs and not yes and not typer.confirm(f"merge {len(pairs)} pairs?", err=True):
             raise typer.Exit(EXIT_PARTIAL)
-        merged = [c.merge(p.a.id, p.b.id).id for p in pairs] if merge else []
+        merged = _merge_pairs(c, pairs) if merge else []
     rows = [{"a": p.a.model_dump(mode="json"), "b": p.b.model_dump(mode="json"), "score": p.score} for p in pairs]
     human = "\n".join([f"{p.score:.3f}  {p.a.id} {p.a.label!r} ({p.a.face_count} faces)  ~  "
                        f"{p.b.id} {p.b.label!r} ({p.b.face_count} faces)" for p in pairs]
                       or ["no suspected duplicates"])
     if merge:
-        human += f"\nmerged {len(merged)} pairs"
+        human += f"\nmerged {len(merged)} pairs" + "".join(f"\n  {f} into {i}" for i, f in merged)
     _emit({"pairs": rows, "merged": merged}, as_json, human)
+
+
+def _merge_pairs(c, pairs) -> list[list[int]]:
+    """Merge every listed pair, the identity with more faces keeping its label (as the UI does). One person under
+    three labels gives three pairs: an identity merged away is followed to where its faces went."""
+    into_of: dict[int, int] = {}
+    count = {i.id: i.face_count for p in pairs for i in (p.a, p.b)}
+
+    def root(i: int) -> int:
+        while i in into_of:
+            i = into_of[i]
+        return i
+
+    done = []
+    for p in pairs:
+        a, b = root(p.a.id), root(p.b.id)
+        if a == b:
+            continue
+        into, from_ = (a, b) if count[a] >= count[b] else (b, a)
+        r = c.merge(into, from_)
+        into_of[from_], count[into] = into, r.face_count
+        done.append([into, from_])
+    return done
 
 
 @app.command("merge")

@@ -176,8 +176,8 @@ class FaceIDClient:
             page = self.request("GET", "/identities/duplicates", params={"offset": offset, "limit": page_size}).json()
             for item in page["items"]:
                 yield DuplicatePairOut.model_validate(item)
-            offset += page_size
-            if not page["items"] or offset >= page["total"]:
+            offset += page_size  # a page can come back short (an identity deleted meanwhile): go by the total
+            if offset >= page["total"]:
                 return
 
     def merge(self, into_id: int, from_id: int) -> IdentityPublic:

@@ -217,6 +217,8 @@ class DuplicatesPage(BaseModel):
     threshold: float | None = Field(description="template score from which a pair is suspected (null: the "
                                     "serving model has no impostor tail to set it from)")
     model_version: str
+    stale: bool = Field(False, description="true while a newer list is computed in the background (galleries "
+                        "over 5,000 identities, after a change)")
 
 
 class NotDuplicate(BaseModel):

@@ -26,12 +26,11 @@ import sys
 
 import numpy as np
 
-from app.services.operating_point import GALLERY_SAMPLE_FACES, verification_point
+from app.services.operating_point import GALLERY_SAMPLE_FACES
 from model.calibration import COHORT_WEIGHT, Cohort, ImpostorTail, operating_point, pick_identities
 from model.calibration import search_impostor_scores
-from model.duplicates import duplicate_pairs, duplicate_threshold, gallery_min_beyond, robust_impostor_scores
-from model.duplicates import templates_of
-from model.selfcheck import cohort_fits, self_check
+from model.duplicates import duplicate_pairs, duplicate_threshold, templates_of
+from model.gallery_tail import measure_gallery, normalisation_choice, verification_point
 
 TARGET_FAR = 1e-3
 
@@ -88,7 +87,9 @@ def gallery_cohort_shift(s: np.ndarray, top: int = 3) -> np.ndarray:
 
 
 def shipped(g_emb: list[np.ndarray], plain: ImpostorTail, norm, kappa_plain: float, fpir: float, robust: bool = True):
-    """The service's decision for this gallery: (op, floor, uses_cohort, selfcheck, suspected pairs)."""
+    """The service's decision for this gallery (`model.gallery_tail`, as `OperatingPoints` calls it):
+    (op, uses_cohort, the normalisation check, suspected pairs, the same-person threshold). `robust=False`: the rule
+    before (every pair counted as strangers and as independent, verification moved by the gallery)."""
     flat = np.concatenate(g_emb)
     labels = np.repeat(np.arange(len(g_emb)), [len(g) for g in g_emb])
     rows = pick_identities(labels, GALLERY_SAMPLE_FACES)
@@ -97,47 +98,34 @@ def shipped(g_emb: list[np.ndarray], plain: ImpostorTail, norm, kappa_plain: flo
     cohort: Cohort | None = norm.cohort if norm is not None else None
     shift = cohort.shift(v) if cohort is not None else None
     if robust:
-        same = duplicate_threshold(plain, n)
-        s_plain, s_norm, dups = robust_impostor_scores(v, lab, "template", same, None, shift)
-    else:
-        s_plain, dups = search_impostor_scores(v, lab, "template"), []
-        s_norm = search_impostor_scores(v, lab, "template", shift) if shift is not None else None
-    k = len(np.unique(lab))
-    indep = k * (k - 1) // 2 if robust else None  # before: every score counted as an independent pair
-    g_plain = _tail(s_plain, indep)
-    g_norm = _tail(s_norm, indep) if s_norm is not None else None
-    if robust:
+        m = measure_gallery(v, lab, "template", plain, n, TARGET_FAR, shift)
+        g_plain, g_norm, dups, same = m.tail, m.normalised, m.duplicates, m.same_person
         floor = verification_point(plain, TARGET_FAR, n, g_plain).threshold
-    else:  # before: the gallery always moved verification
+        check = normalisation_choice(plain, norm.tail, m) if norm is not None else None
+    else:
+        g_plain = ImpostorTail.from_scores(search_impostor_scores(v, lab, "template"))
+        g_norm = ImpostorTail.from_scores(search_impostor_scores(v, lab, "template", shift)) if shift is not None \
+            else None
+        dups, same, check = (), None, None
         floor = operating_point(plain, TARGET_FAR, 1, g_plain).threshold
-    check = self_check(v, lab, shift, "template", dups) if (robust and shift is not None) else None
-    fits = cohort_fits(plain, norm.tail, g_plain, g_norm) if (robust and norm is not None) else (None, None, None)
-    use_cohort = norm is not None and not (check is not None and check.normalise is False) and fits[0] is not False
-    if check is not None:
-        check = {**check.public(), "misfit_plain": fits[1], "misfit_normalised": fits[2], "fits": fits[0]}
+    use_cohort = norm is not None and (check is None or check["cohort"])
     if use_cohort:
         op = operating_point(norm.tail, fpir, n, g_norm, TARGET_FAR, norm.kappa if n > 1 else 1.0)
         op.normalised, op.reference_shift, op.floor = True, cohort.reference_shift, floor
     else:
         op = operating_point(plain, fpir, n, g_plain, TARGET_FAR, kappa_plain if n > 1 else 1.0)
-    return op, use_cohort, check, dups
+    return op, use_cohort, check, dups, same
 
 
-def op_domain_rise(g_emb: list[np.ndarray], plain: ImpostorTail) -> float | None:
-    """The gallery's domain rise of the 1:1 threshold, as the service adds it to the duplicate threshold."""
-    from benchmarks.openset import gallery_tail
-
-    return verification_point(plain, TARGET_FAR, len(g_emb), gallery_tail(g_emb, "template", None, plain)).domain_rise
-
-
-def _tail(scores, independent):
-    if not len(scores):
-        return None
-    t = ImpostorTail.from_scores(scores)
-    if independent is None:
-        return t
-    k = int(round((1 + (1 + 8 * independent) ** 0.5) / 2))  # identities, from k (k - 1) / 2 pairs
-    return t.with_independent_pairs(independent, gallery_min_beyond(k))
+def best_recall(scores: np.ndarray, truth: set, n_identities: int) -> float:
+    """The largest share of `truth` pairs any threshold on the pair `scores` finds with at most
+    max(1, n_identities // 1000) other pairs above it."""
+    iu = np.triu_indices(len(scores), 1)
+    s = scores[iu]
+    t = np.array([(int(i), int(j)) in truth for i, j in zip(*iu)])
+    t = t[np.argsort(-s, kind="stable")]
+    cut = int(np.searchsorted(np.cumsum(~t), max(1, n_identities // 1000) + 1))
+    return round(float(t[:cut].sum() / len(truth)), 4)
 
 
 def decide(op, use_cohort: bool, cohort, s: np.ndarray, probes: np.ndarray) -> np.ndarray:
@@ -157,6 +145,11 @@ def run_gallery(emb, names, plain, norm, kappa_plain, n_gallery, k, fpir, share,
         base.nonmated_rows = np.array([r for r in base.nonmated_rows if names[r] not in exclude], dtype=np.int64)
     out = {"identities": len(base.gallery_rows), "enrolled_per_person": k}
     dup_p, allowed, injected = inject(base, names, share, k)
+    wanted = int(round(share * len(base.gallery_rows)))
+    if len(injected) < wanted:  # too few people with enough photos (e.g. --mated-per-person 2 and 1 photo)
+        out["warning"] = f"{len(injected)} of {wanted} duplicates injected: too few people with enough photos"
+        print(f"openset_duplicates: {out['warning']} ({len(base.gallery_rows)} identities, {k} photos)",
+              file=sys.stderr)
     cohort = norm.cohort if norm is not None else None
     for name, p, ok_map in (("clean", base, {}), ("duplicated", dup_p, allowed)):
         g_emb = [emb[r] for r in p.gallery_rows]
@@ -165,7 +158,9 @@ def run_gallery(emb, names, plain, norm, kappa_plain, n_gallery, k, fpir, share,
         ok = correct(s_m, p.mated_truth, ok_map)
         row = {"gallery_identities": len(g_emb), "mated_searches": len(mated), "nonmated_searches": len(non)}
         for rule, robust in (("shipped", True), ("naive", False)):
-            op, use_cohort, check, dups = shipped(g_emb, plain, norm, kappa_plain, fpir, robust)
+            op, use_cohort, check, dups, same = shipped(g_emb, plain, norm, kappa_plain, fpir, robust)
+            if robust:
+                same_person = same
             hit_m, hit_n = decide(op, use_cohort, cohort, s_m, mated), decide(op, use_cohort, cohort, s_n, non)
             row[rule] = {"fpir": round(float(hit_n.mean()), 4), "fnir": round(float(1 - np.mean(ok & hit_m)), 4),
                          "normalisation": "cohort" if use_cohort else "plain",
@@ -185,16 +180,24 @@ def run_gallery(emb, names, plain, norm, kappa_plain, n_gallery, k, fpir, share,
             "lfw_cohort" if row["shipped"]["normalisation"] == "cohort" else "plain"]
         # suspected duplicates over every template pair of the gallery
         _, templates, _ = templates_of(np.concatenate(g_emb), np.repeat(np.arange(len(g_emb)), [len(g) for g in g_emb]))
-        thr = duplicate_threshold(plain, len(g_emb)) + (op_domain_rise(g_emb, plain) or 0.0)
+        thr = same_person  # what the service lists: the threshold its tail was cleaned at
         found = duplicate_pairs(templates, thr)
         truth_pairs = {tuple(sorted(x)) for x in injected} if name == "duplicated" else set()
         hits = [f for f in found if (f[0], f[1]) in truth_pairs]
+        oracle = {}
+        if truth_pairs:  # the best any threshold on these scores can do, at most N/1000 (>= 1) false suggestions
+            tsh = cohort.shift(templates) if cohort is not None else None
+            oracle = {"plain": best_recall(templates @ templates.T, truth_pairs, len(g_emb))}
+            if tsh is not None:
+                oracle["lfw_cohort"] = best_recall(templates @ templates.T - (tsh[:, None] + tsh[None, :]) / 2,
+                                                   truth_pairs, len(g_emb))
         row["suspected_duplicates"] = {
             "threshold": round(thr, 4), "suggested": len(found),
             "true": len(hits), "injected": len(truth_pairs),
             "precision": round(len(hits) / len(found), 4) if found else None,
             "recall": round(len(hits) / len(truth_pairs), 4) if truth_pairs else None,
             "false_per_1000_identities": round(1000 * (len(found) - len(hits)) / len(g_emb), 3),
+            "best_recall_any_threshold": oracle,
             "false_pairs": [[names[p.gallery_rows[i][0]], names[p.gallery_rows[j][0]], round(s, 4)]
                             for i, j, s in found if (i, j) not in truth_pairs][:20]}
         out[name] = row

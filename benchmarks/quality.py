@@ -69,7 +69,8 @@ def main(argv=None) -> int:
     keep = np.sort(rng.choice(len(p.mated_rows), min(args.mated, len(p.mated_rows)), replace=False))
     mated_rows, truth = p.mated_rows[keep], p.mated_truth[keep]
     gallery = [d["emb"][r] for r in p.gallery_rows]
-    op = operating_point(norm.tail, args.target_fpir, len(gallery), gallery_tail(gallery, "template", norm.cohort),
+    op = operating_point(norm.tail, args.target_fpir, len(gallery), gallery_tail(gallery, "template", norm.cohort,
+                                                                                 tail_of(pipeline.embedder.thresholds)),
                          max_rate=TARGET_FAR, comparisons_factor=norm.kappa)
     floor = verification_threshold(tail_of(pipeline.embedder.thresholds), gallery, "template")
     op.normalised, op.reference_shift, op.floor = True, norm.cohort.reference_shift, floor

@@ -51,10 +51,11 @@ def templates_of(emb: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, np.nd
     return uniq, t.astype(np.float32), inv
 
 
-def duplicate_pairs(templates: np.ndarray, threshold: float, block: int = 4096) -> list[tuple[int, int, float]]:
+def duplicate_pairs(templates: np.ndarray, threshold: float, block: int | None = None) -> list[tuple[int, int, float]]:
     """Every row pair (i < j) of `templates` scoring at or above `threshold`, strongest first, computed in row
-    blocks (memory bounded by block x rows)."""
+    blocks (by default as many rows as keep a block's scores within 128 MB)."""
     t = np.asarray(templates, dtype=np.float32)
+    block = block or max(16, min(4096, 2**25 // max(len(t), 1)))
     out: list[tuple[int, int, float]] = []
     for start in range(0, len(t), block):
         sims = t[start:start + block] @ t.T

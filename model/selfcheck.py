@@ -109,7 +109,8 @@ COHORT_FIT_FACTOR = 2.0
 def misfit(prior: ImpostorTail, gallery: ImpostorTail | None) -> float | None:
     """How many times more often the gallery's pairs exceed the prior's score at the gallery's deepest
     well-measured level (<1: less often); None where the gallery measures no level well."""
-    q = gallery.deepest_with(GALLERY_MIN_EXCEEDANCES) if gallery is not None and gallery.points else None
+    q = gallery.deepest_with(max(GALLERY_MIN_EXCEEDANCES, gallery.min_beyond)) \
+        if gallery is not None and gallery.points else None
     if q is None:
         return None
     return q / max(prior.p_at(gallery.score_at(q)), 1e-300)

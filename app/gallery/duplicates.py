@@ -8,6 +8,7 @@ from __future__ import annotations
 from sqlalchemy import delete, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+from sqlalchemy.exc import IntegrityError
 
 from app.gallery.models import DistinctPair, Identity
 from app.gallery.store import GalleryStore, NotFound
@@ -31,12 +32,20 @@ class DistinctPairs:
         NotFound when either identity does not exist."""
         a, b = ordered(a, b)
         ins = (pg_insert if self.is_postgres else sqlite_insert)(DistinctPair)
-        with self.sessions() as s, s.begin():
-            for i in (a, b):
-                if s.get(Identity, i) is None:
-                    raise NotFound("identity", i)
-            done = s.execute(ins.values(identity_a=a, identity_b=b).on_conflict_do_nothing())
-            return done.rowcount == 1
+        try:
+            with self.sessions() as s, s.begin():
+                for i in (a, b):
+                    if s.get(Identity, i) is None:
+                        raise NotFound("identity", i)
+                done = s.execute(ins.values(identity_a=a, identity_b=b).on_conflict_do_nothing())
+                return done.rowcount == 1
+        except IntegrityError:  # one was deleted between the check and the insert (its foreign key refused it)
+            missing = [i for i in (a, b) if not self._exists(i)]
+            raise NotFound("identity", missing[0] if missing else a) from None
+
+    def _exists(self, identity_id: int) -> bool:
+        with self.sessions() as s:
+            return s.get(Identity, identity_id) is not None
 
     def remove(self, a: int, b: int) -> bool:
         a, b = ordered(a, b)

@@ -2,15 +2,21 @@
 remembered as "not the same person" when a person says so."""
 from __future__ import annotations
 
+import logging
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from app.gallery.duplicates import DistinctPairs, ordered
 from app.gallery.store import GalleryStore
-from app.services.operating_point import OperatingPoints, tail_of
-from model.duplicates import duplicate_pairs, duplicate_threshold
+from app.services.operating_point import OperatingPoints
+from model.duplicates import duplicate_pairs
+
+log = logging.getLogger(__name__)
+
+# Galleries with more identities get their duplicate list recomputed in the background after a change.
+SYNC_IDENTITIES = 5000
 
 
 @dataclass(frozen=True)
@@ -25,52 +31,77 @@ class DuplicateList:
     version: str
     threshold: float | None       # None: the serving model carries no impostor tail to set it from
     pairs: tuple[DuplicatePair, ...]
+    stale: bool = False           # a newer list is being computed in the background
 
 
 class Duplicates:
     """Pairs of identities whose templates score as one person, strongest first, cached per model version and
     gallery generation (every template pair is scored: O(identities^2) once per change)."""
 
-    def __init__(self, store: GalleryStore, operating: OperatingPoints, distinct: DistinctPairs,
-                 domain_rise=None):
-        """`domain_rise(embedder)`: how much the gallery's own domain raises the model's 1:1 threshold (its
-        faces score higher against each other than the calibration set's); suggestions need that much more."""
+    def __init__(self, store: GalleryStore, operating: OperatingPoints, distinct: DistinctPairs, index_of):
+        """`index_of(embedder)`: the serving index of a model version (the gallery's size and its tail)."""
         self.store = store
         self.distinct = distinct
-        self.domain_rise = domain_rise or (lambda embedder: 0.0)
+        self.index_of = index_of
         self.operating = operating
         self._cache: dict[str, tuple[tuple, DuplicateList]] = {}
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()           # guards _running (held for microseconds)
+        self._compute_lock = threading.Lock()   # one list computed at a time
+        self._running: set[str] = set()
 
-    def threshold(self, embedder, n_identities: int) -> float | None:
-        tail = tail_of(embedder.thresholds)
-        return None if tail is None else duplicate_threshold(tail, n_identities) + self.domain_rise(embedder)
+    def threshold(self, embedder) -> float | None:
+        """The same-person threshold the gallery's tail was cleaned at (`OperatingPoints.same_person`: the
+        model's 1:1 tail, the gallery's size and its domain rise), so the list is what the tail leaves out."""
+        return self.operating.same_person(embedder, self.index_of(embedder))
 
     def list(self, embedder) -> DuplicateList:
-        """Every suspected duplicate pair of the gallery, less those said to be different people."""
-        distinct = self.distinct.all()
-        key = (self.store.generation()[0], frozenset(distinct))
-        with self._lock:
+        """Every suspected duplicate pair of the gallery, less those said to be different people. Every template
+        pair is scored (O(identities^2): about 7 s at 10,000 identities on 2 cores): once per gallery change, in the
+        background past SYNC_IDENTITIES identities (the previous list is answered meanwhile, `stale`)."""
+        key = (self.store.generation()[0], frozenset(self.distinct.all()), self.threshold(embedder))
+        hit = self._cache.get(embedder.version)
+        if hit is not None and hit[0] == key:
+            return hit[1]
+        if hit is not None and self.index_of(embedder).identities > SYNC_IDENTITIES:
+            with self._lock:
+                start = embedder.version not in self._running
+                self._running.add(embedder.version)
+            if start:
+                threading.Thread(target=self._refresh, args=(embedder, key), daemon=True,
+                                 name=f"duplicates-{embedder.version}").start()
+            return replace(hit[1], stale=True)
+        with self._compute_lock:
             hit = self._cache.get(embedder.version)
-            if hit is not None and hit[0] == key:
-                return hit[1]
-            templates = self.store.templates(embedder.version)
-            ids = np.fromiter(templates, np.int64, len(templates))
-            thr = self.threshold(embedder, len(ids))
-            pairs: tuple[DuplicatePair, ...] = ()
-            if thr is not None and len(ids) > 1:
-                mat = np.stack([templates[int(i)][0] for i in ids])
-                found = ((int(ids[i]), int(ids[j]), s) for i, j, s in duplicate_pairs(mat, thr))
-                pairs = tuple(DuplicatePair(*ordered(a, b), score=round(s, 4)) for a, b, s in found
-                              if ordered(a, b) not in distinct)
-            done = DuplicateList(embedder.version, thr, pairs)
-            self._cache = {embedder.version: (key, done)}
-            return done
+            return hit[1] if hit is not None and hit[0] == key else self._compute(embedder, key)
+
+    def _refresh(self, embedder, key) -> None:
+        try:
+            with self._compute_lock:
+                self._compute(embedder, key)
+        except Exception:  # noqa: BLE001 - logged; the previous list is answered, the next change retries
+            log.warning("background duplicate list for %s failed", embedder.version, exc_info=True)
+        finally:
+            with self._lock:
+                self._running.discard(embedder.version)
+
+    def _compute(self, embedder, key) -> DuplicateList:
+        _, distinct, thr = key
+        templates = self.store.templates(embedder.version)
+        ids = np.fromiter(templates, np.int64, len(templates))
+        pairs: tuple[DuplicatePair, ...] = ()
+        if thr is not None and len(ids) > 1:
+            mat = np.stack([templates[int(i)][0] for i in ids])
+            found = ((int(ids[i]), int(ids[j]), s) for i, j, s in duplicate_pairs(mat, thr))
+            pairs = tuple(DuplicatePair(*ordered(a, b), score=round(s, 4)) for a, b, s in found
+                          if ordered(a, b) not in distinct)
+        done = DuplicateList(embedder.version, thr, pairs)
+        self._cache = {embedder.version: (key, done)}
+        return done
 
     def of_faces(self, embedder, index, identity_id: int, vectors: np.ndarray) -> list[DuplicatePair]:
         """Other identities that the mean of `vectors` (faces just enrolled as `identity_id`) scores as the
         same person: the enrollment's `possible_duplicate` warnings."""
-        thr = self.threshold(embedder, index.identities)
+        thr = self.threshold(embedder)
         if thr is None or not len(vectors) or index.identities < 2:
             return []
         mean = np.asarray(vectors, np.float64).mean(axis=0)
@@ -83,6 +114,8 @@ class Duplicates:
     def mark_distinct(self, a: int, b: int) -> bool:
         """Remember that `a` and `b` are two people (NotFound if either is missing); the gallery's tail is
         recomputed by this process's next search (other processes: at their next gallery change)."""
+        if a == b:
+            raise ValueError("an identity is always the same person as itself")
         added = self.distinct.add(a, b)
         self.operating.forget_gallery()
         return added

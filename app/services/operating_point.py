@@ -21,10 +21,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibration import CalibrationError, Cohort, ImpostorTail, OperatingPoint, gallery_adjusted
-from model.calibration import operating_point, per_comparison_rate
-from model.duplicates import duplicate_threshold, gallery_min_beyond, robust_impostor_scores
-from model.selfcheck import SelfCheck, cohort_fits, self_check
+from model.calibration import CalibrationError, Cohort, ImpostorTail, OperatingPoint, operating_point
+from model.calibration import per_comparison_rate
+from model.duplicates import duplicate_threshold
+from model.gallery_tail import VERIFY_DOMAIN_MIN_IDENTITIES, VERIFY_MAX_DOMAIN_RISE  # noqa: F401 - re-exported
+from model.gallery_tail import measure_gallery, normalisation_choice, verification_point
+from model.selfcheck import SelfCheck
 
 log = logging.getLogger(__name__)
 
@@ -39,11 +41,6 @@ SYNC_CHANGE = 0.1
 SYNC_BELOW_FACES = 500
 # A swap needs calibration that measures the per-comparison rate of at least a gallery this large.
 MIN_SUPPORTED_GALLERY = 100
-# Verification (1:1) decides on the model's tail at FACEID_TARGET_FAR. A gallery of at least this many identities
-# may raise it for its own domain (its faces score higher against each other than the calibration set's), by at
-# most VERIFY_MAX_DOMAIN_RISE: below it, who else is enrolled never changes a 1:1 answer.
-VERIFY_DOMAIN_MIN_IDENTITIES = 50
-VERIFY_MAX_DOMAIN_RISE = 0.15
 
 
 def tail_of(thresholds: dict) -> ImpostorTail | None:
@@ -100,28 +97,6 @@ def calibration_problem(thresholds: dict, target_fpir: float, n_identities: int,
     return None
 
 
-def verification_point(prior: ImpostorTail, target_far: float, n_identities: int,
-                       gallery: ImpostorTail | None) -> OperatingPoint:
-    """1:1 verification's operating point: the model's tail at `target_far`, raised by the gallery's own
-    (de-duplicated, censored) tail where the gallery has VERIFY_DOMAIN_MIN_IDENTITIES identities or more, by at
-    most VERIFY_MAX_DOMAIN_RISE."""
-    p = target_far
-    t_prior = prior.score_at(p)
-    t_gal, warning, rise = None, None, 0.0
-    if n_identities >= VERIFY_DOMAIN_MIN_IDENTITIES:
-        t_gal, warning = gallery_adjusted(prior, gallery, p)
-        rise = min(max((t_gal or t_prior) - t_prior, 0.0), VERIFY_MAX_DOMAIN_RISE)
-    op = OperatingPoint(threshold=t_prior + rise, target_fpir=p, n_compared=1, per_comparison_rate=p,
-                        source="calibrated", prior_threshold=t_prior, gallery_threshold=t_gal,
-                        extrapolated=not prior.supports(p), domain_rise=rise)
-    if warning:
-        op.warnings.append(warning)
-    if t_gal is not None and t_gal - t_prior > VERIFY_MAX_DOMAIN_RISE:
-        op.warnings.append(f"the gallery's own pairs would raise the 1:1 threshold by {t_gal - t_prior:.3f}; "
-                           f"it is raised by at most {VERIFY_MAX_DOMAIN_RISE}")
-    return op
-
-
 @dataclass
 class _GalleryTail:
     faces: int
@@ -132,6 +107,7 @@ class _GalleryTail:
     duplicates: tuple = ()                   # identity pairs of the sample left out as suspected duplicates
     same_person: float | None = None         # the template score from which a pair is a suspected duplicate
     selfcheck: SelfCheck | None = None       # plain vs cohort-normalised on the gallery's own searches
+    domain_rise: float = 0.0                 # of the 1:1 threshold, as the same-person threshold includes it
 
 
 class OperatingPoints:
@@ -224,31 +200,27 @@ class OperatingPoints:
 
     def _compute(self, version: str, index, cohort: Cohort | None = None,
                  prior: ImpostorTail | None = None) -> _GalleryTail:
-        """Each sampled face against the other identities as a search scores them, less the pairs of suspected
-        duplicate identities, every score censored at the same-person threshold (`model.duplicates`)."""
+        """`model.gallery_tail.measure_gallery` on a sample of whole identities (at most GALLERY_SAMPLE_FACES)."""
         t0 = time.perf_counter()
         faces, identities = len(index), index.identities
         vectors, labels = index.sample(GALLERY_SAMPLE_FACES)
-        same = duplicate_threshold(prior, identities) if prior is not None else 1.0
         shift = cohort.shift(vectors) if cohort is not None and len(vectors) else None
-        scores, shifted, dups = robust_impostor_scores(vectors, labels, index.scoring, same,
-                                                       self.distinct_pairs(), shift)
-        source = (f"gallery: {len(vectors)} of {faces} faces ({len(np.unique(labels))} identities), each "
-                  f"against the other identities as a search scores them, less {len(dups)} suspected duplicate "
-                  f"pairs, censored at {same:.3f}")
-        k = len(np.unique(labels))
-        pairs = k * (k - 1) // 2  # what its quantiles are measured on: identity pairs (`with_independent_pairs`)
-        beyond = gallery_min_beyond(k)
-        tail = ImpostorTail.from_scores(scores, source=source).with_independent_pairs(pairs, beyond) \
-            if len(scores) else None
-        normalised, check = None, None
-        if shifted is not None and len(shifted):
-            normalised = ImpostorTail.from_scores(shifted, source=source + ", less each face's cohort shift") \
-                .with_independent_pairs(pairs, beyond)
-            check = self_check(vectors, labels, shift, index.scoring, dups)
-        self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0, normalised,
-                                                     tuple(dups), same, check)
+        m = measure_gallery(vectors, labels, index.scoring, prior, identities, self.target_far, shift,
+                            self.distinct_pairs())
+        self._gallery[version] = done = _GalleryTail(faces, identities, m.tail, time.perf_counter() - t0,
+                                                     m.normalised, m.duplicates, m.same_person, m.selfcheck,
+                                                     m.domain_rise)
         return done
+
+    def same_person(self, embedder, index) -> float | None:
+        """The template score from which two identities of this gallery are suspected to be one person (the
+        threshold its tail was cleaned at); None when the serving model has no impostor tail."""
+        prior = tail_of(embedder.thresholds)
+        if prior is None:
+            return None
+        norm = self.normalisation(embedder)
+        got = self.gallery_tails(embedder.version, index, norm.cohort if norm else None, prior)
+        return got.same_person if got is not None else duplicate_threshold(prior, index.identities)
 
     def forget(self, keep: set[str]) -> None:
         for v in list(self._gallery):
@@ -286,18 +258,9 @@ class OperatingPoints:
 
     @staticmethod
     def _normalisation_check(embedder, norm: Normalisation | None, tails: _GalleryTail | None) -> dict | None:
-        """Whether this gallery's searches keep the cohort (`model.selfcheck`): not where its own leave-one-out
-        searches find plain scores as good, nor where its normalised pairs depart from the cohort's calibration
-        more than twice as much as its plain pairs depart from the model's. None: nothing measured."""
         if norm is None or tails is None:
             return None
-        prior = tail_of(embedder.thresholds)
-        fits, plain, normalised = cohort_fits(prior, norm.tail, tails.tail, tails.normalised) if prior else (None,) * 3
-        check = tails.selfcheck
-        cohort = not (check is not None and check.normalise is False) and fits is not False
-        r = (lambda x: None if x is None else round(x, 3))
-        return {"cohort": cohort, **(check.public() if check is not None else {}),
-                "misfit_plain": r(plain), "misfit_normalised": r(normalised), "cohort_fits": fits}
+        return normalisation_choice(tail_of(embedder.thresholds), norm.tail, tails)
 
     def for_verify(self, embedder, index, requested: float | None = None) -> OperatingPoint:
         """1:1: the model's tail at FACEID_TARGET_FAR. A gallery of VERIFY_DOMAIN_MIN_IDENTITIES or more may raise

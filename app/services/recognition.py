@@ -23,7 +23,7 @@ from app.gallery.models import MAX_ID
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
-from app.services.duplicates import DuplicatePair, Duplicates
+from app.services.duplicates import Duplicates
 from app.services.embedder import ModelManager, start_swap
 from app.services.feedback import FeedbackService
 from app.services.training_job import TrainingJobs
@@ -124,8 +124,7 @@ class FaceService:
         distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration, distinct.all)
-        self.duplicates = Duplicates(store, self.operating, distinct, lambda e: self.operating.for_verify(
-            e, self.index_of(e)).domain_rise or 0.0)
+        self.duplicates = Duplicates(store, self.operating, distinct, self.index_of)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.decode_budget = DecodeBudget(settings.max_decode_bytes, settings.max_decode_bytes_per_request,
                                           settings.decode_wait_s)
@@ -269,15 +268,23 @@ class FaceService:
         ident, rows, created = await run_in_threadpool(self.store.enroll, label, new_faces)
         return ident, rows, created, embedder, [f for _, f in chosen]
 
-    async def possible_duplicates(self, embedder: Embedder, identity_id: int, faces: list[Face]) -> list[DuplicatePair]:
-        """Other identities that faces just enrolled as `identity_id` score as the same person (a warning:
-        the enrollment stands). A failure here never fails the enrollment: it is logged."""
+    async def possible_duplicates(self, embedder: Embedder, identity_id: int, faces: list[Face]) -> list[dict]:
+        """The enrollment's `possible_duplicate` warnings: other identities that faces just enrolled as
+        `identity_id` score as the same person (the enrollment stands). A failure here never fails the
+        enrollment: it is logged."""
         try:
-            return await run_in_threadpool(lambda: self.duplicates.of_faces(
-                embedder, self.index_of(embedder), identity_id, np.stack([f.embedding for f in faces])))
+            def check():
+                dups = self.duplicates.of_faces(embedder, self.index_of(embedder), identity_id,
+                                                np.stack([f.embedding for f in faces]))
+                return dups, (self.store.labels([d.b for d in dups]) if dups else {})
+
+            dups, labels = await run_in_threadpool(check)
         except Exception:  # noqa: BLE001 - the faces are stored; a missing warning is not worth a 500
             log.warning("possible-duplicate check after enrolling identity %s failed", identity_id, exc_info=True)
             return []
+        return [{"code": "possible_duplicate", "identity": {"id": d.b, "label": labels[d.b]}, "score": d.score,
+                 "message": f"these faces score {d.score:.3f} against {labels[d.b]!r} (identity {d.b}): probably "
+                 "the same person; merge them if so (GET /identities/duplicates)"} for d in dups if d.b in labels]
 
     async def extra_embeddings(self, new_faces: list[NewFace], embedder: Embedder) -> list[dict]:
         """During a hot swap, new faces are embedded by the candidate (and the serving model) too."""

@@ -106,6 +106,7 @@ def test_a_merge_or_a_delete_ends_the_pair_and_its_mark(api):
 def test_bad_requests_change_nothing(api):
     a, b = ident(enroll(api, "a", [RED])), ident(enroll(api, "b", [RED]))
     error(api.post(f"/identities/{a}/not-duplicate", json={"identity_id": a}), 422, "same_identity")
+    error(api.delete(f"/identities/{a}/not-duplicate/{a}"), 422, "same_identity")
     error(api.post(f"/identities/{a}/not-duplicate", json={"identity_id": 999}), 404, "unknown_identity")
     error(api.post(f"/identities/999/not-duplicate", json={"identity_id": a}), 404, "unknown_identity")
     assert api.post(f"/identities/{a}/not-duplicate", json={"identity": b}).status_code == 422

@@ -87,3 +87,33 @@ def test_a_bad_archive_is_refused_before_any_request(run, tmp_path, kind):
 def test_export_into_a_missing_directory_is_refused_before_contacting_the_server(run, tmp_path):
     r = run("export", tmp_path / "no" / "such" / "dir" / "g.zip")
     assert r.exit_code == 2 and "does not exist" in r.stderr and "unreachable" not in r.stderr
+
+
+def test_duplicates_merge_follows_identities_merged_away():
+    """One person under three labels is three pairs: after B goes into A, the pair (B, C) means (A, C). The
+    identity with more faces keeps its label, as in the UI."""
+    from types import SimpleNamespace as NS
+
+    from app.cli import _merge_pairs
+
+    class Server:  # what the merge route does to face counts
+        def __init__(self, faces):
+            self.faces, self.calls = dict(faces), []
+
+        def merge(self, into, from_):
+            assert into in self.faces and from_ in self.faces, (into, from_)
+            self.calls.append((into, from_))
+            self.faces[into] += self.faces.pop(from_)
+            return NS(id=into, face_count=self.faces[into])
+
+    ident = lambda i, n: NS(id=i, face_count=n)  # noqa: E731
+    a, b, c = ident(1, 1), ident(2, 3), ident(3, 2)
+    server = Server({1: 1, 2: 3, 3: 2})
+    done = _merge_pairs(server, [NS(a=a, b=b), NS(a=a, b=c), NS(a=b, b=c)])
+    assert done == [[2, 1], [2, 3]] and server.calls == [(2, 1), (2, 3)]
+    assert server.faces == {2: 6}
+
+
+def test_duplicates_merge_without_a_terminal_needs_yes(run):
+    r = run("duplicates", "--merge")
+    assert r.exit_code == 2 and "--yes" in r.output

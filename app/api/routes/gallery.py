@@ -64,12 +64,14 @@ async def list_duplicates(service: ServiceDep, _key: ReadKey, offset: int = Quer
     found = await run_in_threadpool(service.duplicates.list, service.models.current)
     page = found.pairs[offset: offset + limit]
     idents = await run_in_threadpool(service.store.identities_by_id, [i for p in page for i in (p.a, p.b)])
-    pub = (lambda i: identity_public(idents[i][0], service.store, idents[i][1]))
+    def pub(i: int) -> dict:
+        return identity_public(idents[i][0], service.store, idents[i][1])
+
     items = [{"a": pub(p.a), "b": pub(p.b), "score": p.score}
              for p in page if p.a in idents and p.b in idents]  # one deleted meanwhile: left out
     return {"items": items, "total": len(found.pairs), "offset": offset, "limit": limit,
             "threshold": None if found.threshold is None else round(found.threshold, 4),
-            "model_version": found.version}
+            "model_version": found.version, "stale": found.stale}
 
 
 @router.post("/identities/{identity_id}/not-duplicate", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
@@ -91,6 +93,8 @@ async def mark_not_duplicate(identity_id: IdentityId, body: NotDuplicate, servic
                responses=NOT_FOUND, summary="Forget that two identities were said to be different people")
 async def unmark_not_duplicate(identity_id: IdentityId, other_id: IdentityId, service: ServiceDep,
                                _key: WriteKey) -> Response:
+    if other_id == identity_id:
+        raise AppError(422, "same_identity", "an identity is always the same person as itself")
     if not await run_in_threadpool(service.duplicates.unmark_distinct, identity_id, other_id):
         raise AppError(404, "unknown_pair", f"identities {identity_id} and {other_id} were not marked as different")
     return Response(status_code=status.HTTP_204_NO_CONTENT)

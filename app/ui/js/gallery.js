@@ -24,15 +24,19 @@ export function show() { load(); }
 
 const DUPS = 20;
 
+let dupSeq = 0; // a newer list wins over a slower older one
+
 async function duplicates() {
+  const mine = ++dupSeq;
   const box = $('dups');
   let page;
   try {
     page = await request('GET', '/identities/duplicates', { query: { limit: DUPS } });
   } catch (e) {
-    box.hidden = true;  // a key without read scope, an old server: the gallery works without it
+    if (mine === dupSeq) box.hidden = true;  // a key without read scope, an old server: the gallery works without it
     return;
   }
+  if (mine !== dupSeq) return;
   box.hidden = page.items.length === 0;
   const more = page.total > page.items.length ? ` (the ${page.items.length} strongest of ${page.total})` : '';
   say($('dups-msg'), more ? `Showing${more}.` : '', 'info');
