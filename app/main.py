@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from app.api import docs
 from app.api.routes import admin, faces, feedback, gallery, health, transfer, ui
 from app.core import errors
+from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
 from app.core.security import KeyFirstMiddleware
 from app.core.errors import AppError
@@ -127,6 +128,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.add_middleware(LoopbackOnlyMiddleware)
     app.add_middleware(KeyFirstMiddleware, routes_of=app)  # 401/403 before any body is read
+    # outside the key check: a cross-site write or a rebinding Host is refused whatever key it carries
+    app.add_middleware(BrowserGuardMiddleware, check_host=not settings.api_keys,
+                       allowed_hosts=settings.allowed_hosts, trusted_origins=settings.cors_origins)
     if settings.rate_limit:  # outside the key check: failed key guesses are counted too
         _install_rate_limit(app, settings.rate_limit, settings.rate_limit_storage)
     if settings.cors_origins:  # outside the key check and rate limit: their refusals carry CORS headers too

@@ -89,7 +89,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1)
     # security
     api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {name, sha256, scopes}")
-    cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed; "
+                                    "these origins may also send state-changing requests (app/core/browser.py)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="a keyless server answers only requests "
+                                     "whose Host is a loopback name or address, or one of these names (e.g. a "
+                                     "compose service name); a DNS-rebinding page uses its own name")
     rate_limit: str | None = Field(None, description="per API key (or client address), e.g. '20/second'")
     rate_limit_storage: str = Field("memory://", description="limits storage URI; memory:// counts per process, "
                                     "redis://host:6379 shares counts between workers and replicas")
