@@ -87,9 +87,11 @@ class IdentifiedFace(FaceOut):
         description="'match' (score at or above the threshold), 'unknown', or 'low_quality' (the face is too "
         "small or too uncertain to decide on)", examples=["match"])
     identity: IdentityRef | None = Field(description="the best match at or above the threshold; null otherwise")
-    score: float | None = Field(description="cosine similarity of the best identity (even when unknown)")
+    score: float | None = Field(description="cosine similarity of the best identity (even when unknown; null "
+                                "for an `identify`-scope key unless it is a match)")
     quality_problem: str | None = Field(None, description="why the face is low_quality")
-    matches: list[MatchOut] = Field(description="top-k identities, best first (each scored by its template)")
+    matches: list[MatchOut] = Field(description="top-k identities, best first (each scored by its template); to "
+                                    "an `identify`-scope key only the matched identity (empty when unknown)")
     probe_id: int | None = Field(None, description="this face, kept for FACEID_PROBE_RETENTION_S: POST /feedback "
                                  "with it to report the answer right or wrong (null when probes are not kept)")
     threshold: float | None = Field(None, description="the cosine score this face needed to match: the operating "

@@ -108,6 +108,12 @@ class Settings(BaseSettings):
     probe_retention_s: float = Field(3600.0, ge=0.0, le=30 * 86400, description="keep each /identify answer's "
                                      "face crops this long, so POST /feedback can point at them by probe_id "
                                      "(0: keep none; answers carry no probe_id)")
+    probe_max_rows: int = Field(10_000, ge=0, description="probes kept in all; past it the oldest are evicted "
+                                "(a probe is one face's crop, about 35 kB at 160 px: a 50-face image stores 50)")
+    probe_max_rows_per_key: int = Field(2_000, ge=0, description="probes kept per API key (or per client address "
+                                        "without keys); past it that key's oldest are evicted first")
+    feedback_max_per_key: int = Field(10_000, ge=1, description="reports kept per API key (or in all without "
+                                      "keys); more are refused (409) until some are deleted")
     # hot swap
     keep_old_versions: bool = Field(True, description="keep the previous model's vectors for instant rollback")
 

@@ -178,6 +178,14 @@ def presented_key(request: Request) -> ApiKey | None:
     return find_key(request.headers.get("x-api-key"), request.app.state.settings.api_keys)
 
 
+def requester(request: Request, key: ApiKey | None) -> str:
+    """Who is asking, for what they may later refer back to (their probes): the key's name, or the client
+    address on a keyless server."""
+    if key is not None:
+        return key.name
+    return f"client:{request.client.host if request.client else '-'}"
+
+
 IdentifyKey = Annotated[ApiKey | None, Depends(require("identify"))]
 ReadKey = Annotated[ApiKey | None, Depends(require("read"))]
 WriteKey = Annotated[ApiKey | None, Depends(require("write"))]

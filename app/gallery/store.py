@@ -61,15 +61,26 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with _migration_lock(engine):
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":  # DDL is transactional: the lock ends with the transaction
-                conn.execute(text("SET LOCAL lock_timeout = 0"))  # replicas wait their turn, however long
-                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            if conn.scalar(select(GalleryState.id).where(GalleryState.id == 1)) is None:
-                conn.execute(insert(GalleryState).values(id=1, generation=0, rebuild_generation=0))
+    sqlite = engine.dialect.name == "sqlite"
+    with _migration_lock(engine), engine.connect() as conn:
+        if sqlite:  # tables rebuilt in batch mode are dropped: with foreign keys on, the drop would cascade
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # (before the transaction: inside one it is ignored)
+            conn.commit()
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":  # DDL is transactional: the lock ends with the transaction
+                    conn.execute(text("SET LOCAL lock_timeout = 0"))  # replicas wait their turn, however long
+                    conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the migration left rows whose foreign keys point nowhere; not committed")
+                if conn.scalar(select(GalleryState.id).where(GalleryState.id == 1)) is None:
+                    conn.execute(insert(GalleryState).values(id=1, generation=0, rebuild_generation=0))
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 @contextmanager
