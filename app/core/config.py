@@ -114,6 +114,12 @@ class Settings(BaseSettings):
                                         "without keys); past it that key's oldest are evicted first")
     feedback_max_per_key: int = Field(10_000, ge=1, description="reports kept per API key (or in all without "
                                       "keys); more are refused (409) until some are deleted")
+    # training jobs (POST /admin/train)
+    train_memory_bytes: int | None = Field(None, ge=2**28, description="memory a training job may use; a batch "
+                                           "size whose estimate (1.35 GiB + 24 MiB per image) exceeds it is "
+                                           "refused (default: the machine's available memory at the request)")
+    train_keep_candidates: int = Field(3, ge=0, le=1000, description="unpublished candidate checkpoints kept "
+                                       "(newest first, ~94 MB each); older ones are deleted when a job ends")
     # hot swap
     keep_old_versions: bool = Field(True, description="keep the previous model's vectors for instant rollback")
 
