@@ -27,6 +27,7 @@ Every error is `{"error": {"code", "message", "detail"?}}` with a stable machine
 
 
 def build_service(settings: Settings):
+    from app.gallery.reserve import StorageReserve
     from app.gallery.store import GalleryStore, make_engine, migrate
     from app.services.embedder import ModelManager
     from app.services.recognition import FaceService
@@ -42,6 +43,8 @@ def build_service(settings: Settings):
     engine = make_engine(settings.database_url, settings.db_busy_timeout_s)
     migrate(engine)
     store = GalleryStore(engine)
+    store.reserve = StorageReserve.beside(engine, settings.storage_reserve_bytes)
+    store.reserve.ensure()
     embedder = _load_serving(_startup_spec(settings, store), settings, str(device))
     detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
                              thresholds=settings.detector_thresholds, backend=settings.detector_backend)

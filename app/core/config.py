@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     # storage
     database_url: str = Field("sqlite:///./data/faceid.db", description="sqlite:///path (embedded, in-memory "
                               "index) or postgresql+psycopg://... (pgvector search in the database, stateless replicas)")
+    storage_reserve_bytes: int = Field(16 * 2**20, ge=0, description="SQLite: space kept in `<database>.reserve` "
+                                       "and given up on a full disk so deletes (and probe evictions) can still run "
+                                       "(0: none)")
     db_busy_timeout_s: float = Field(5.0, gt=0, description="wait this long for another writer's lock, "
                                      "then answer 503 database_busy")
     pgvector_ef_search: int = Field(300, ge=1, le=1000, description="PostgreSQL: HNSW candidate list per search "

@@ -49,6 +49,7 @@ def _face_columns(row) -> FaceCrop:
 class FeedbackStore:
     def __init__(self, store: GalleryStore, prune_every_s: float = 60.0):
         self.sessions = store.sessions
+        self.gallery = store  # its `reserve` lets deletes and evictions run on a full disk
         self.prune_every_s = prune_every_s
         self._pruned_at = float("-inf")
         self._lock = threading.Lock()
@@ -139,8 +140,24 @@ class FeedbackStore:
             return s.get(Feedback, feedback_id)
 
     def delete(self, feedback_id: int) -> bool:
-        with self.sessions() as s, s.begin():
-            return s.execute(delete(Feedback).where(Feedback.id == feedback_id)).rowcount > 0
+        def run():
+            with self.sessions() as s, s.begin():
+                return s.execute(delete(Feedback).where(Feedback.id == feedback_id)).rowcount > 0
+        return self.gallery.reserve.freeing(run)
+
+    def evict_probes(self, share: float = 0.5) -> int:
+        """Delete the oldest `share` of the probes (and every expired one), e.g. when the disk is full; how
+        many. Runs on the storage reserve if it must."""
+        def run():
+            with self.sessions() as s, s.begin():
+                n = s.execute(delete(Probe).where(Probe.expires_at < utcnow())).rowcount
+                left = s.scalar(select(func.count(Probe.id))) or 0
+                keep = int(left * (1 - share))
+                cutoff = s.scalar(select(Probe.id).order_by(Probe.id.desc()).offset(keep).limit(1))
+                if cutoff is not None:
+                    n += s.execute(delete(Probe).where(Probe.id <= cutoff)).rowcount
+                return n
+        return self.gallery.reserve.freeing(run)
 
     def list(self, offset: int, limit: int, kind: str | None = None, identity_id: int | None = None):
         """(rows, total), oldest first; optionally of one kind and/or naming one identity."""

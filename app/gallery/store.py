@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, delete, event, func, insert, select, text,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from app.gallery.reserve import StorageReserve
 from app.gallery.models import Embedding, Face, Feedback, GalleryState, Identity, Template, utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -156,6 +157,7 @@ class GalleryStore:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.reserve = StorageReserve(None, 0)  # build_service puts one beside a SQLite file (deletes on a full disk)
 
     def _bump(self, s: Session, rebuild: bool = False) -> None:
         values = {"generation": GalleryState.generation + 1}
@@ -256,6 +258,9 @@ class GalleryStore:
             return ident
 
     def delete_identity(self, identity_id: int) -> bool:
+        return self.reserve.freeing(lambda: self._delete_identity(identity_id))
+
+    def _delete_identity(self, identity_id: int) -> bool:
         with self.sessions() as s, s.begin() as tx:
             self._bump(s, rebuild=True)
             ident = s.get(Identity, identity_id)
@@ -267,6 +272,9 @@ class GalleryStore:
 
     def delete_face(self, face_id: int) -> bool:
         """Delete one face; an identity left without faces is deleted too (no empty identities)."""
+        return self.reserve.freeing(lambda: self._delete_face(face_id))
+
+    def _delete_face(self, face_id: int) -> bool:
         with self.sessions() as s, s.begin() as tx:
             self._bump(s, rebuild=True)
             face = s.get(Face, face_id)

@@ -8,7 +8,7 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
-from app.core.errors import AppError
+from app.core.errors import AppError, is_disk_full
 from app.gallery.feedback import FaceCrop, FeedbackStore, QuotaExceeded, probe_face
 from app.gallery.models import MAX_ID, Feedback
 from app.gallery.store import NotFound
@@ -38,6 +38,12 @@ class FeedbackService:
                                            cfg.probe_max_rows, cfg.probe_max_rows_per_key)
         except SQLAlchemyError as exc:
             log.warning("probes not kept (the answer goes out without probe ids): %s", str(exc)[:200])
+            if is_disk_full(exc):  # probes are the first to go: the gallery's own writes need the room
+                try:
+                    n = await run_in_threadpool(self.store.evict_probes)
+                    log.warning("disk full: evicted the oldest %d probes", n)
+                except SQLAlchemyError as again:
+                    log.warning("could not evict probes on a full disk: %s", str(again)[:200])
             return [None] * len(result.faces)
 
     @staticmethod
