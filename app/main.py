@@ -152,7 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _install_rate_limit(app: FastAPI, limit: str, storage_uri: str) -> None:
     """Counted per *valid* API key (by its name) or else per client address: requests with a wrong or
     made-up key count against their address, so rotating random keys (or guessing keys) is limited too.
-    With the `limits` library; 429 in our error shape. Health, readiness and metrics are not limited."""
+    With the `limits` library; 429 in our error shape. Health, readiness and metrics are not limited unless
+    they carry a key (their answers tell a valid key from an invalid one: guesses are limited there too)."""
     from limits import parse, storage, strategies
 
     from app.core.security import find_key
@@ -163,7 +164,7 @@ def _install_rate_limit(app: FastAPI, limit: str, storage_uri: str) -> None:
     keys = app.state.settings.api_keys
 
     async def rate_limit(request, call_next):
-        if request.url.path in exempt:
+        if request.url.path in exempt and "x-api-key" not in request.headers:  # an unkeyed health probe
             return await call_next(request)
         valid = find_key(request.headers.get("x-api-key"), keys) if keys else None
         who = f"key:{valid.name}" if valid else f"ip:{request.client.host if request.client else '-'}"

@@ -152,21 +152,27 @@ class BodyLimitMiddleware:
                 resp = error_response(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes",
                                       headers={"Connection": "close"})
                 return await resp(scope, receive, send)
-        seen, exceeded, sent = 0, False, False
+        seen, exceeded, sent, gone, swallowed = 0, False, False, False, False
 
         async def limited_receive():
-            nonlocal seen, exceeded
+            nonlocal seen, exceeded, gone
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     exceeded = True
                     raise BodyTooLarge(self.max_bytes)
+            elif message["type"] == "http.disconnect":
+                gone = True
             return message
 
         async def guarded_send(message):
-            nonlocal sent
+            nonlocal sent, swallowed
             if exceeded:  # whatever the app made of BodyTooLarge (FastAPI's body reader answers 400): ours is 413
+                return
+            if gone and not sent and message["type"] == "http.response.start" and message["status"] == 400:
+                swallowed = True  # FastAPI's body reader makes a hang-up a 400 "error parsing the body": a 499
+            if swallowed:
                 return
             sent = True
             await send(message)
@@ -179,3 +185,6 @@ class BodyLimitMiddleware:
             resp = error_response(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes",
                                   headers={"Connection": "close"})
             await resp(scope, receive, send)
+        elif swallowed:
+            await error_response(499, "client_closed_request", "the client disconnected before the body was "
+                                 "read")(scope, receive, send)
