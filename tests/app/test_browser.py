@@ -9,7 +9,6 @@ import httpx
 import pytest
 from fastapi.testclient import TestClient
 
-from app.core.browser import host_name, is_loopback_host
 from app.core.security import ApiKey, hash_key
 from tests.app.fakes import tiles_png
 from tests.app.test_routes import enroll, error, make_client, migrated_db, store  # noqa: F401 - fixtures
@@ -30,6 +29,8 @@ def keyless(store, tmp_path):  # noqa: F811
 
 
 def test_host_names_are_parsed_and_loopback_is_recognised():
+    from app.core.browser import host_name, is_loopback_host
+
     assert [host_name(h) for h in ("127.0.0.1:8000", "[::1]:8000", "LocalHost", "::1", "a.example:80")] == \
         ["127.0.0.1", "::1", "localhost", "::1", "a.example"]
     assert all(map(is_loopback_host, ("localhost", "app.localhost", "127.0.0.1", "127.9.9.9", "::1", "localhost.")))
