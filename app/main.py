@@ -126,14 +126,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(errors.BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    if not settings.api_keys and not settings.keyless_allowed_anywhere:
-        from app.core.security import LoopbackOnlyMiddleware
-
-        app.add_middleware(LoopbackOnlyMiddleware)
     app.add_middleware(KeyFirstMiddleware, routes_of=app)  # 401/403 before any body is read
     # outside the key check: a cross-site write or a rebinding Host is refused whatever key it carries
     app.add_middleware(BrowserGuardMiddleware, check_host=not settings.api_keys,
                        allowed_hosts=settings.allowed_hosts, trusted_origins=settings.cors_origins)
+    if not settings.api_keys and not settings.keyless_allowed_anywhere:  # outermost: the arrival address first
+        from app.core.security import LoopbackOnlyMiddleware
+
+        app.add_middleware(LoopbackOnlyMiddleware)
     if settings.rate_limit:  # outside the key check: failed key guesses are counted too
         _install_rate_limit(app, settings.rate_limit, settings.rate_limit_storage)
     if settings.cors_origins:  # outside the key check and rate limit: their refusals carry CORS headers too
