@@ -71,6 +71,9 @@ def test_a_full_disk_answers_507_and_deletes_still_free_space(tmp_path, faces):
                 r = c.post("/enroll", data={"label": person.name}, files={"files": (photo.name, photo.read_bytes())})
                 assert r.status_code == 201, r.text
                 ids.append(r.json()["identity"]["id"])
+            photo0 = sorted(people[0].glob("*.jpg"))[1]
+            [kept] = c.post("/identify", files={"file": (photo0.name, photo0.read_bytes())}).json()["faces"]
+            assert kept["probe_id"] is not None
             _fill(seen)
             photo = sorted(people[2].glob("*.jpg"))[0]
             statuses = []
@@ -83,6 +86,9 @@ def test_a_full_disk_answers_507_and_deletes_still_free_space(tmp_path, faces):
             assert r.json()["error"]["code"] == "storage_full" and "retry-after" not in r.headers
             r = c.post("/identify", files={"file": (photo.name, photo.read_bytes())})
             assert r.status_code == 200, r.text  # the answer goes out; its probes are not kept
+            assert {f["probe_id"] for f in r.json()["faces"]} == {None}
+            r = c.post("/feedback", json={"kind": "nobody", "probe_id": kept["probe_id"]})
+            assert r.status_code == 404, r.text  # older probes were evicted to make room
             r = c.delete(f"/identities/{ids[0]}")
             assert r.status_code == 204, r.text  # space can be freed through the API
             listed = [i["label"] for i in c.get("/identities").json()["items"]]
