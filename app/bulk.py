@@ -59,6 +59,8 @@ class EnrollReport:
     skipped: list[tuple[EnrollItem, str]] = field(default_factory=list)         # (item, why)
     refused: list[tuple[EnrollItem, str, str]] = field(default_factory=list)    # (item, code, message)
     not_attempted: list[EnrollItem] = field(default_factory=list)               # beyond --max-files
+    # (label, other identity's label, score): the server's possible_duplicate warnings, one per label pair
+    possible_duplicates: dict[tuple[str, str], float] = field(default_factory=dict)
 
     def refused_by_code(self) -> dict[str, list[tuple[EnrollItem, str]]]:
         out: dict[str, list[tuple[EnrollItem, str]]] = {}
@@ -116,15 +118,20 @@ def enroll_folder(client: FaceIDClient, root: Path, concurrency: int = 4, max_fi
     if on_plan:
         on_plan(len(todo))
 
-    def upload(item: EnrollItem) -> int:
-        return client.enroll(item.label, [item.path.read_bytes()]).faces[0].id
+    def upload(item: EnrollItem):
+        r = client.enroll(item.label, [item.path.read_bytes()])
+        return r.faces[0].id, [(w.identity.label, w.score) for w in r.warnings if w.code == "possible_duplicate"]
 
     for item, result in _run_pool(upload, todo, concurrency):
         if isinstance(result, FaceIDError):
             report.refused.append((item, result.code, result.message))
             outcome = "refused"
         else:
-            report.enrolled.append((item, result))
+            face_id, warnings = result
+            report.enrolled.append((item, face_id))
+            for other, score in warnings:
+                key = (item.label, other)
+                report.possible_duplicates[key] = max(score, report.possible_duplicates.get(key, -1.0))
             outcome = "enrolled"
         if on_done:
             on_done(item, outcome)

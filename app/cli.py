@@ -186,13 +186,19 @@ def enroll(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, 
                "refusals": [{"path": str(i.path), "label": i.label, "code": code, "message": msg}
                             for i, code, msg in report.refused],
                "skips": [{"path": str(i.path), "label": i.label, "why": why} for i, why in report.skipped],
-               "enrollments": [{"path": str(i.path), "label": i.label, "face_id": fid} for i, fid in report.enrolled]}
+               "enrollments": [{"path": str(i.path), "label": i.label, "face_id": fid} for i, fid in report.enrolled],
+               "possible_duplicates": [{"label": a, "other_label": b, "score": sc}
+                                       for (a, b), sc in sorted(report.possible_duplicates.items())]}
     lines = [f"enrolled {summary['enrolled']}, skipped {summary['skipped']} (already enrolled), "
              f"refused {summary['refused']}" + (f", not attempted {summary['not_attempted']} (--max-files)"
                                                  if report.not_attempted else "")]
     for code, items in refused.items():
         lines.append(f"  {code}: {len(items)}")
         lines.extend(f"    {item.path}: {msg}" for item, msg in items)
+    if report.possible_duplicates:
+        lines.append("possible duplicates (the same person under two labels? see `faceid duplicates`):")
+        lines.extend(f"  {a!r} looks like {b!r} (score {sc:.3f})"
+                     for (a, b), sc in sorted(report.possible_duplicates.items()))
     _emit(summary, as_json, "\n".join(lines))
     if report.refused:
         raise typer.Exit(EXIT_PARTIAL)
@@ -301,6 +307,62 @@ def verify(image: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
           f"{'>=' if r.same_person else '<'} threshold {r.threshold:.3f}")
     if not r.same_person:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+# --- duplicates ----------------------------------------------------------------------------------------
+@app.command()
+def duplicates(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False,
+               merge: Annotated[bool, typer.Option("--merge", help="merge every listed pair: the second identity's "
+                                                   "faces move to the first (asks first on a terminal)")] = False,
+               yes: Annotated[bool, typer.Option("--yes", help="with --merge: do not ask")] = False) -> None:
+    """List identities that are probably one person under two labels (strongest first).
+
+    Merge one pair with `faceid merge INTO FROM`; say two are different people with
+    `faceid not-duplicate A B` (no longer suggested).
+
+    \b
+    Example: faceid duplicates
+    """
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        pairs = list(c.duplicates())
+        if merge and pairs and not yes and not typer.confirm(f"merge {len(pairs)} pairs?", err=True):
+            raise typer.Exit(EXIT_PARTIAL)
+        merged = [c.merge(p.a.id, p.b.id).id for p in pairs] if merge else []
+    rows = [{"a": p.a.model_dump(mode="json"), "b": p.b.model_dump(mode="json"), "score": p.score} for p in pairs]
+    human = "\n".join([f"{p.score:.3f}  {p.a.id} {p.a.label!r} ({p.a.face_count} faces)  ~  "
+                       f"{p.b.id} {p.b.label!r} ({p.b.face_count} faces)" for p in pairs]
+                      or ["no suspected duplicates"])
+    if merge:
+        human += f"\nmerged {len(merged)} pairs"
+    _emit({"pairs": rows, "merged": merged}, as_json, human)
+
+
+@app.command("merge")
+def merge_(into: Annotated[int, typer.Argument(min=1, help="identity that keeps its label")],
+           from_: Annotated[int, typer.Argument(min=1, metavar="FROM", help="identity whose faces move (deleted)")],
+           url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False) -> None:
+    """Merge identity FROM into INTO: its faces move, FROM is deleted.
+
+    \b
+    Example: faceid merge 3 9
+    """
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        r = c.merge(into, from_)
+    _emit(r.model_dump(mode="json"), as_json, f"merged into {r.id} {r.label!r}: {r.face_count} faces")
+
+
+@app.command("not-duplicate")
+def not_duplicate(a: Annotated[int, typer.Argument(min=1)], b: Annotated[int, typer.Argument(min=1)],
+                  url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+                  as_json: Json = False) -> None:
+    """Say that identities A and B are different people: they are no longer suggested as duplicates.
+
+    \b
+    Example: faceid not-duplicate 3 9
+    """
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        c.not_duplicate(a, b)
+    _emit({"a": a, "b": b, "distinct": True}, as_json, f"{a} and {b}: different people (no longer suggested)")
 
 
 # --- export / import -----------------------------------------------------------------------------------

@@ -23,6 +23,7 @@ from typing import Any
 import httpx
 
 from app.schemas import (
+    DuplicatePairOut,
     EnrollResponse,
     FacesBySource,
     FaceWithLabel,
@@ -167,6 +168,26 @@ class FaceIDClient:
             offset += len(page["items"])
             if not page["items"] or offset >= page["total"]:
                 return
+
+    def duplicates(self, page_size: int = 500) -> Iterator[DuplicatePairOut]:
+        """Every suspected duplicate pair (all pages), strongest first."""
+        offset = 0
+        while True:
+            page = self.request("GET", "/identities/duplicates", params={"offset": offset, "limit": page_size}).json()
+            for item in page["items"]:
+                yield DuplicatePairOut.model_validate(item)
+            offset += page_size
+            if not page["items"] or offset >= page["total"]:
+                return
+
+    def merge(self, into_id: int, from_id: int) -> IdentityPublic:
+        """Move every face of `from_id` into `into_id`; `from_id` is deleted."""
+        return IdentityPublic.model_validate(self.request(
+            "POST", f"/identities/{into_id}/merge", json={"from_identity_id": from_id}).json())
+
+    def not_duplicate(self, a: int, b: int) -> None:
+        """Say that identities `a` and `b` are different people (no longer suggested as duplicates)."""
+        self.request("POST", f"/identities/{a}/not-duplicate", json={"identity_id": b})
 
     def identity(self, identity_id: int) -> IdentityDetail:
         return IdentityDetail.model_validate(self.request("GET", f"/identities/{identity_id}").json())

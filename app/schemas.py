@@ -119,6 +119,13 @@ class OperatingPointOut(BaseModel):
     normalised_threshold: float | None = Field(None, description="the threshold on normalised scores")
     floor: float | None = Field(None, description="normalised: no face's cosine threshold is below this (1:1 "
                                 "verification's)")
+    domain_rise: float | None = Field(None, description="verification: how much the gallery's own domain "
+                                      "raised the model's 1:1 threshold (0 below 50 identities; bounded)")
+    normalisation_check: dict | None = Field(None, description="search: whether this gallery keeps the cohort "
+                                             "(`cohort`): its own leave-one-out searches (mean FNIR over FPIR "
+                                             "0.01-0.1, plain vs normalised; `decided` false with too few) and how "
+                                             "far its plain and normalised pairs depart from their calibrations "
+                                             "(`misfit_*`; the cohort is dropped beyond 2x the plain misfit)")
 
 
 class IdentifyResponse(BaseModel):
@@ -135,6 +142,8 @@ class VerifyResponse(BaseModel):
     score: float = Field(ge=-1.0, le=1.0)
     threshold: float
     target_far: float | None = Field(None, description="false-accept rate the threshold is derived for")
+    operating_point: OperatingPointOut | None = Field(None, description="where the threshold comes from: the "
+                                                      "model's 1:1 tail (prior_threshold) plus domain_rise")
 
 
 class FacePublic(BaseModel):
@@ -180,11 +189,42 @@ class IdentityMerge(BaseModel):
                                   examples=[7])
 
 
+class EnrollWarning(BaseModel):
+    code: Literal["possible_duplicate"]
+    message: str
+    identity: IdentityRef = Field(description="the other identity")
+    score: float = Field(description="the enrolled faces' mean against that identity (cosine)")
+
+
 class EnrollResponse(BaseModel):
     model_version: str
     created: bool = Field(description="true when the identity was new")
     identity: IdentityPublic
     faces: list[FacePublic]
+    warnings: list[EnrollWarning] = Field([], description="possible_duplicate: the faces score as another "
+                                           "identity's person (the enrollment stands; merge them if so)")
+
+
+class DuplicatePairOut(BaseModel):
+    a: IdentityPublic
+    b: IdentityPublic
+    score: float = Field(description="cosine of the two identities' templates")
+
+
+class DuplicatesPage(BaseModel):
+    items: list[DuplicatePairOut] = Field(description="suspected duplicate pairs, strongest first")
+    total: int
+    offset: int
+    limit: int
+    threshold: float | None = Field(description="template score from which a pair is suspected (null: the "
+                                    "serving model has no impostor tail to set it from)")
+    model_version: str
+
+
+class NotDuplicate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    identity_id: int = Field(ge=1, le=2**63 - 1, description="the other identity: a different person",
+                             examples=[7])
 
 
 class ImageJSON(BaseModel):

@@ -31,7 +31,6 @@ import numpy as np
 from benchmarks.lfw_all import lfw_embeddings
 from benchmarks.report import emit
 from model.calibration import Cohort, ImpostorTail, cohort_people, operating_point, pick_identities
-from model.calibration import search_impostor_scores
 
 HELD_OUT_PEOPLE = 200
 TARGET_FAR = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
@@ -123,22 +122,32 @@ def evaluate(scores_mated: np.ndarray, truth: np.ndarray, scores_non: np.ndarray
     return out
 
 
-def gallery_tail(gallery_emb: list[np.ndarray], mode: str, cohort: Cohort | None = None) -> ImpostorTail | None:
-    """The gallery's own impostor tail as the service computes it (app.services.operating_point.gallery_tail)."""
+def gallery_tail(gallery_emb: list[np.ndarray], mode: str, cohort: Cohort | None = None,
+                 plain: ImpostorTail | None = None) -> ImpostorTail | None:
+    """The gallery's own impostor tail as the service computes it (`OperatingPoints._compute`): suspected
+    duplicates left out, scores censored at the same-person threshold of `plain` (the model's 1:1 tail), counted
+    in identity pairs."""
     from app.services.operating_point import GALLERY_SAMPLE_FACES
+    from model.duplicates import duplicate_threshold, gallery_min_beyond, robust_impostor_scores
 
     flat = np.concatenate(gallery_emb)
     labels = np.repeat(np.arange(len(gallery_emb)), [len(g) for g in gallery_emb])
     rows = pick_identities(labels, GALLERY_SAMPLE_FACES)
-    scores = search_impostor_scores(flat[rows], labels[rows], mode,
-                                    None if cohort is None else cohort.shift(flat[rows]))
-    return ImpostorTail.from_scores(scores, source=f"gallery, {len(rows)} faces") if len(scores) else None
+    same = duplicate_threshold(plain, len(gallery_emb)) if plain is not None else 1.0
+    shift = None if cohort is None else cohort.shift(flat[rows])
+    scores, shifted, _ = robust_impostor_scores(flat[rows], labels[rows], mode, same, None, shift)
+    scores = scores if shifted is None else shifted
+    k = len(np.unique(labels[rows]))
+    return ImpostorTail.from_scores(scores, source=f"gallery, {len(rows)} faces").with_independent_pairs(
+        k * (k - 1) // 2, gallery_min_beyond(k)) if len(scores) else None
 
 
 def verification_threshold(plain: ImpostorTail, gallery_emb: list[np.ndarray], mode: str) -> float:
-    """1:1 verification's threshold for this gallery (the model's and the gallery's plain tails at TARGET_FAR):
-    the floor of each face's threshold where searches are normalised, as in the service."""
-    return operating_point(plain, TARGET_FAR, 1, gallery_tail(gallery_emb, mode)).threshold
+    """1:1 verification's threshold for this gallery (`app.services.operating_point.verification_point`): the
+    floor of each face's threshold where searches are normalised, as in the service."""
+    from app.services.operating_point import verification_point
+
+    return verification_point(plain, TARGET_FAR, len(gallery_emb), gallery_tail(gallery_emb, mode, None, plain)).threshold
 
 
 def measured_kappa(prior: ImpostorTail, non_top: np.ndarray, n: int, fpir: float = 0.01) -> float:
@@ -161,7 +170,7 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
     if exclude:
         p.nonmated_rows = np.array([r for r in p.nonmated_rows if names[r] not in exclude], dtype=np.int64)
     g_emb = [emb[r] for r in p.gallery_rows]
-    gt = gallery_tail(g_emb, mode, cohort)
+    gt = gallery_tail(g_emb, mode, cohort, plain if cohort is not None else prior)
     op_prior = operating_point(prior, target_fpir, len(g_emb), max_rate=TARGET_FAR, comparisons_factor=kappa)
     op_both = operating_point(prior, target_fpir, len(g_emb), gt, max_rate=TARGET_FAR, comparisons_factor=kappa)
     mated, non = emb[p.mated_rows], emb[p.nonmated_rows]
@@ -221,6 +230,9 @@ def main(argv=None) -> int:
     ap.add_argument("--domain", default="lfw", choices=["lfw", "degraded"])
     ap.add_argument("--mated-per-person", type=int, default=5)
     ap.add_argument("--max-nonmated", type=int, default=None, help="a random subset of the non-mated searches")
+    ap.add_argument("--duplicates", type=float, default=0.0,
+                    help="share of the gallery enrolled twice under another label (benchmarks.openset_duplicates): "
+                    "clean vs duplicated galleries, suspected-duplicate precision/recall, the normalisation table")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
@@ -255,6 +267,29 @@ def main(argv=None) -> int:
         emb = np.zeros_like(d["emb"])
         emb[rows] = degrade_and_embed(rows, args.weights, args.precision)
         variants = {"face": emb, "template": emb, **({"template+cohort": emb} if norm is not None else {})}
+
+    if args.duplicates > 0:
+        from benchmarks.openset_duplicates import run_gallery
+
+        emb = variants["template"]
+        runs = []
+        for size in args.sizes.split(","):
+            for k in map(int, args.enroll.split(",")):
+                runs.append({"gallery": size, **run_gallery(emb, names, prior, norm, kappa,
+                                                             None if size == "all" else int(size), k,
+                                                             args.target_fpir, args.duplicates, exclude=exclude,
+                                                             **limits)})
+        disjoint = []
+        if args.domain == "lfw":  # the normalisation table on the half of LFW's people split_identities holds out
+            eval_people = split_identities(names)[1] - exclude
+            for size in ("100", "all"):
+                for k in map(int, args.enroll.split(",")):
+                    disjoint.append({"gallery": size, **run_gallery(
+                        emb, names, prior, norm, kappa, None if size == "all" else int(size), k, args.target_fpir,
+                        args.duplicates, only=eval_people, **limits)})
+        return emit({"benchmark": "openset_duplicates", "domain": args.domain, "duplicates": args.duplicates,
+                     "model_version": d["version"], "target_fpir": args.target_fpir, "results": runs,
+                     "identity_disjoint": disjoint, "wall_s": round(time.perf_counter() - t0, 1)}, args.out)
 
     def decision(mode: str) -> dict:  # the prior tail, kappa and cohort a variant is decided with
         if mode.endswith("+cohort"):

@@ -50,6 +50,7 @@ class ImpostorTail:
     source: str = ""
     mean: float = 0.0
     std: float = 0.0
+    min_beyond: int = 0   # a gallery's: its quantiles are used only with this many pairs beyond (not stored)
 
     # --- construction ---------------------------------------------------------------------------------
     @classmethod
@@ -82,6 +83,16 @@ class ImpostorTail:
             raise CalibrationError(f"malformed impostor tail: {exc}") from None
         tail.check()
         return tail
+
+    def with_independent_pairs(self, n_independent: int, min_beyond: int = 0) -> "ImpostorTail":
+        """The same tail, each level's count of pairs beyond scaled to `n_independent` independent pairs. A
+        gallery's scores are not independent: every face of identity a against identity b shares the pair (a, b),
+        and with one face each, score(a, b) is score(b, a). Its quantiles are as well measured as the number of
+        *identity pairs* beyond them, which is what `supports` and `deepest_with` must count. `min_beyond`: how
+        many such pairs a quantile needs before `gallery_adjusted` uses it."""
+        f = min(1.0, max(int(n_independent), 0) / max(self.n_pairs, 1))
+        return ImpostorTail(self.n_pairs, tuple((p, t, int(k * f)) for p, t, k in self.points), self.source,
+                            self.mean, self.std, int(min_beyond))
 
     def to_dict(self) -> dict:
         return {"n_pairs": self.n_pairs, "source": self.source, "mean": round(self.mean, 6),
@@ -180,6 +191,8 @@ class OperatingPoint:
     normalised: bool = False
     reference_shift: float = 0.0
     floor: float = -1.0
+    domain_rise: float | None = None  # verification: how much the gallery's domain raised the model's threshold
+    selfcheck: dict | None = None     # search: plain vs normalised on the gallery's own searches (model.selfcheck)
 
     def threshold_for(self, shift: float) -> float:
         """The cosine score a face with this cohort shift needs to match."""
@@ -199,7 +212,8 @@ class OperatingPoint:
                 "extrapolated": self.extrapolated, "warnings": list(self.warnings),
                 "normalisation": "cohort" if self.normalised else None,
                 "normalised_threshold": r(self.threshold) if self.normalised else None,
-                "floor": r(self.floor) if self.normalised else None}
+                "floor": r(self.floor) if self.normalised else None, "domain_rise": r(self.domain_rise),
+                "normalisation_check": self.selfcheck}
 
 
 # A gallery's quantile is used (directly, or to place the prior's tail) only where this many of its pairs lie
@@ -224,7 +238,7 @@ def gallery_adjusted(prior: ImpostorTail, gallery: ImpostorTail | None, p: float
     """
     if gallery is None or not gallery.points:
         return None, None
-    q = gallery.deepest_with(GALLERY_MIN_EXCEEDANCES)
+    q = gallery.deepest_with(max(GALLERY_MIN_EXCEEDANCES, gallery.min_beyond))
     if q is None:
         return None, None
     warning = None
@@ -300,22 +314,31 @@ def search_impostor_scores(emb: np.ndarray, labels: np.ndarray, scoring: str = "
     uniq, inv = np.unique(np.asarray(labels), return_inverse=True)
     if len(uniq) < 2:
         return np.zeros(0, np.float32)
-    if scoring == "template":
-        sums = np.zeros((len(uniq), emb.shape[1]), np.float64)
-        np.add.at(sums, inv, emb)
-        templates = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
-        scores = emb @ templates.T
-    elif scoring == "face":
-        order = np.argsort(inv, kind="stable")
-        starts = np.r_[0, np.cumsum(np.bincount(inv))[:-1]]
-        scores = np.maximum.reduceat(emb @ emb[order].T, starts, axis=1)
-    else:
-        raise ValueError(f"unknown scoring {scoring!r}")
+    scores = search_score_matrix(emb, inv, len(uniq), scoring)
     if shift is not None:
         scores = scores - np.asarray(shift, dtype=np.float32)[:, None]
     own = np.zeros(scores.shape, bool)
     own[np.arange(len(emb)), inv] = True
     return scores[~own]
+
+
+def search_score_matrix(emb: np.ndarray, inv: np.ndarray, k: int, scoring: str = "template",
+                        templates: np.ndarray | None = None) -> np.ndarray:
+    """(faces, identities) scores of each face against each of the `k` identities (`inv`: each face's identity
+    row) as a search scores an identity: `template`, the normalised mean of its faces (`templates` when the
+    caller has them); `face`, its best face."""
+    emb = np.asarray(emb, dtype=np.float32)
+    if scoring == "template":
+        if templates is None:
+            sums = np.zeros((k, emb.shape[1]), np.float64)
+            np.add.at(sums, inv, emb)
+            templates = (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)
+        return emb @ templates.T
+    if scoring == "face":
+        order = np.argsort(inv, kind="stable")
+        starts = np.r_[0, np.cumsum(np.bincount(inv, minlength=k))[:-1]]
+        return np.maximum.reduceat(emb @ emb[order].T, starts, axis=1)
+    raise ValueError(f"unknown scoring {scoring!r}")
 
 
 # --- probe normalisation by a fixed cohort --------------------------------------------------------------------

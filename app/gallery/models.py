@@ -1,13 +1,13 @@
 """Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version),
 templates (one per identity and model version); probes (faces of recent /identify answers) and feedback
-(reports on faces, with their crops)."""
+(reports on faces, with their crops); distinct_pairs (identities said not to be duplicates)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import numpy as np
 from pgvector.sqlalchemy import VECTOR
-from sqlalchemy import JSON, DateTime, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import JSON, CheckConstraint, DateTime, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -159,4 +159,15 @@ class Feedback(FaceCropColumns, Base):
     probe_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # the probe it came from
     # (probes expire; one report per probe and reporter: a later one replaces it)
     reported_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # API key name
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class DistinctPair(Base):
+    """Two identities a person has said are not the same person: never suggested as duplicates, never left out
+    of the gallery's impostor tail. Stored once per pair (`identity_a` < `identity_b`); goes with either."""
+    __tablename__ = "distinct_pairs"
+    __table_args__ = (CheckConstraint("identity_a < identity_b", name="ck_distinct_pair_order"),)
+    identity_a: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True)
+    identity_b: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True,
+                                            index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -390,6 +390,24 @@ class GalleryStore:
             rows = s.execute(q.order_by(Identity.id).offset(offset).limit(limit)).all()
             return [(r[0], r[1]) for r in rows], s.scalar(cq) or 0
 
+    def identities_by_id(self, identity_ids) -> dict[int, tuple[Identity, int]]:
+        """{id: (identity, face count)} of those of `identity_ids` that exist."""
+        ids = sorted({int(i) for i in identity_ids})
+        if not ids:
+            return {}
+        with self.sessions() as s:
+            rows = s.execute(select(Identity, func.count(Face.id)).outerjoin(Face).where(Identity.id.in_(ids))
+                             .group_by(Identity.id)).all()
+            return {r[0].id: (r[0], r[1]) for r in rows}
+
+    def labels(self, identity_ids) -> dict[int, str]:
+        """{id: label} of those of `identity_ids` that exist."""
+        ids = sorted({int(i) for i in identity_ids})
+        if not ids:
+            return {}
+        with self.sessions() as s:
+            return dict(s.execute(select(Identity.id, Identity.label).where(Identity.id.in_(ids))).all())
+
     def get_face(self, face_id: int) -> Face | None:
         with self.sessions() as s:
             return s.get(Face, face_id)

@@ -21,8 +21,10 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibration import CalibrationError, Cohort, ImpostorTail, OperatingPoint, operating_point
-from model.calibration import per_comparison_rate, search_impostor_scores
+from model.calibration import CalibrationError, Cohort, ImpostorTail, OperatingPoint, gallery_adjusted
+from model.calibration import operating_point, per_comparison_rate
+from model.duplicates import duplicate_threshold, gallery_min_beyond, robust_impostor_scores
+from model.selfcheck import SelfCheck, cohort_fits, self_check
 
 log = logging.getLogger(__name__)
 
@@ -37,6 +39,11 @@ SYNC_CHANGE = 0.1
 SYNC_BELOW_FACES = 500
 # A swap needs calibration that measures the per-comparison rate of at least a gallery this large.
 MIN_SUPPORTED_GALLERY = 100
+# Verification (1:1) decides on the model's tail at FACEID_TARGET_FAR. A gallery of at least this many identities
+# may raise it for its own domain (its faces score higher against each other than the calibration set's), by at
+# most VERIFY_MAX_DOMAIN_RISE: below it, who else is enrolled never changes a 1:1 answer.
+VERIFY_DOMAIN_MIN_IDENTITIES = 50
+VERIFY_MAX_DOMAIN_RISE = 0.15
 
 
 def tail_of(thresholds: dict) -> ImpostorTail | None:
@@ -93,6 +100,28 @@ def calibration_problem(thresholds: dict, target_fpir: float, n_identities: int,
     return None
 
 
+def verification_point(prior: ImpostorTail, target_far: float, n_identities: int,
+                       gallery: ImpostorTail | None) -> OperatingPoint:
+    """1:1 verification's operating point: the model's tail at `target_far`, raised by the gallery's own
+    (de-duplicated, censored) tail where the gallery has VERIFY_DOMAIN_MIN_IDENTITIES identities or more, by at
+    most VERIFY_MAX_DOMAIN_RISE."""
+    p = target_far
+    t_prior = prior.score_at(p)
+    t_gal, warning, rise = None, None, 0.0
+    if n_identities >= VERIFY_DOMAIN_MIN_IDENTITIES:
+        t_gal, warning = gallery_adjusted(prior, gallery, p)
+        rise = min(max((t_gal or t_prior) - t_prior, 0.0), VERIFY_MAX_DOMAIN_RISE)
+    op = OperatingPoint(threshold=t_prior + rise, target_fpir=p, n_compared=1, per_comparison_rate=p,
+                        source="calibrated", prior_threshold=t_prior, gallery_threshold=t_gal,
+                        extrapolated=not prior.supports(p), domain_rise=rise)
+    if warning:
+        op.warnings.append(warning)
+    if t_gal is not None and t_gal - t_prior > VERIFY_MAX_DOMAIN_RISE:
+        op.warnings.append(f"the gallery's own pairs would raise the 1:1 threshold by {t_gal - t_prior:.3f}; "
+                           f"it is raised by at most {VERIFY_MAX_DOMAIN_RISE}")
+    return op
+
+
 @dataclass
 class _GalleryTail:
     faces: int
@@ -100,14 +129,20 @@ class _GalleryTail:
     tail: ImpostorTail | None
     computed_s: float
     normalised: ImpostorTail | None = None   # the same pairs, scores lowered by each face's cohort shift
+    duplicates: tuple = ()                   # identity pairs of the sample left out as suspected duplicates
+    same_person: float | None = None         # the template score from which a pair is a suspected duplicate
+    selfcheck: SelfCheck | None = None       # plain vs cohort-normalised on the gallery's own searches
 
 
 class OperatingPoints:
     """Thresholds for searches and verifications, with the gallery's own impostor tail cached per model."""
 
     def __init__(self, target_fpir: float, target_far: float, override: float | None, default: float,
-                 gallery_calibration: bool = True):
+                 gallery_calibration: bool = True, distinct_pairs=None):
+        """`distinct_pairs()`: the identity-id pairs people have said are not the same person (never left out
+        of the gallery's tail as duplicates)."""
         self.target_fpir, self.target_far = target_fpir, target_far
+        self.distinct_pairs = distinct_pairs or (lambda: set())
         self.override, self.default = override, default
         self.gallery_calibration = gallery_calibration
         self._gallery: dict[str, _GalleryTail] = {}
@@ -134,12 +169,13 @@ class OperatingPoints:
         return self.normalisation(embedder) is None and "normalised" in (embedder.thresholds or {})
 
     def gallery_tail(self, version: str, index, cohort: Cohort | None = None,
-                     normalised: bool = False) -> ImpostorTail | None:
+                     normalised: bool = False, prior: ImpostorTail | None = None) -> ImpostorTail | None:
         """The gallery's own tail (`normalised`: of the cohort-normalised scores); see `gallery_tails`."""
-        got = self.gallery_tails(version, index, cohort)
+        got = self.gallery_tails(version, index, cohort, prior)
         return None if got is None else (got.normalised if normalised else got.tail)
 
-    def gallery_tails(self, version: str, index, cohort: Cohort | None = None) -> _GalleryTail | None:
+    def gallery_tails(self, version: str, index, cohort: Cohort | None = None,
+                      prior: ImpostorTail | None = None) -> _GalleryTail | None:
         """The gallery's impostor tail for `version`, kept current as the gallery changes. In galleries over
         SYNC_BELOW_FACES, small changes (under SYNC_CHANGE of the faces, and past GALLERY_SAMPLE_FACES under 1 %:
         the sample barely moves) are picked up in the background while searches use the previous tail; a first
@@ -161,7 +197,7 @@ class OperatingPoints:
                 start = version not in self._refreshing
                 self._refreshing.add(version)
             if start:
-                threading.Thread(target=self._refresh, args=(version, index, cohort), daemon=True,
+                threading.Thread(target=self._refresh, args=(version, index, cohort, prior), daemon=True,
                                  name=f"gallery-tail-{version}").start()
             return cached
         with self._compute_lock:  # one computation at a time; requests that waited reuse its result
@@ -170,37 +206,48 @@ class OperatingPoints:
                     and (cohort is None or done.normalised is not None or done.tail is None):
                 return done
             try:
-                return self._compute(version, index, cohort)
+                return self._compute(version, index, cohort, prior)
             except Exception:  # noqa: BLE001 - a failed estimate must not fail the search: keep what we had
                 log.warning("gallery impostor tail for %s not recomputed; keeping the previous one", version,
                             exc_info=True)
                 return cached
 
-    def _refresh(self, version: str, index, cohort: Cohort | None) -> None:
+    def _refresh(self, version: str, index, cohort: Cohort | None, prior: ImpostorTail | None) -> None:
         try:
             with self._compute_lock:
-                self._compute(version, index, cohort)
+                self._compute(version, index, cohort, prior)
         except Exception:  # noqa: BLE001 - logged; searches keep the previous tail, the next change retries
             log.warning("background refresh of the gallery impostor tail for %s failed", version, exc_info=True)
         finally:
             with self._lock:
                 self._refreshing.discard(version)
 
-    def _compute(self, version: str, index, cohort: Cohort | None = None) -> _GalleryTail:
+    def _compute(self, version: str, index, cohort: Cohort | None = None,
+                 prior: ImpostorTail | None = None) -> _GalleryTail:
+        """Each sampled face against the other identities as a search scores them, less the pairs of suspected
+        duplicate identities, every score censored at the same-person threshold (`model.duplicates`)."""
         t0 = time.perf_counter()
         faces, identities = len(index), index.identities
         vectors, labels = index.sample(GALLERY_SAMPLE_FACES)
-        scoring = getattr(index, "scoring", "template")
-        scores = search_impostor_scores(vectors, labels, scoring)
+        same = duplicate_threshold(prior, identities) if prior is not None else 1.0
+        shift = cohort.shift(vectors) if cohort is not None and len(vectors) else None
+        scores, shifted, dups = robust_impostor_scores(vectors, labels, index.scoring, same,
+                                                       self.distinct_pairs(), shift)
         source = (f"gallery: {len(vectors)} of {faces} faces ({len(np.unique(labels))} identities), each "
-                  "against the other identities as a search scores them")
-        tail = ImpostorTail.from_scores(scores, source=source) if len(scores) else None
-        normalised = None
-        if cohort is not None and len(scores):  # the same scores, each face's row lowered by its shift
-            others = len(np.unique(labels)) - 1
-            shifted = scores - np.repeat(cohort.shift(vectors), others)
-            normalised = ImpostorTail.from_scores(shifted, source=source + ", less each face's cohort shift")
-        self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0, normalised)
+                  f"against the other identities as a search scores them, less {len(dups)} suspected duplicate "
+                  f"pairs, censored at {same:.3f}")
+        k = len(np.unique(labels))
+        pairs = k * (k - 1) // 2  # what its quantiles are measured on: identity pairs (`with_independent_pairs`)
+        beyond = gallery_min_beyond(k)
+        tail = ImpostorTail.from_scores(scores, source=source).with_independent_pairs(pairs, beyond) \
+            if len(scores) else None
+        normalised, check = None, None
+        if shifted is not None and len(shifted):
+            normalised = ImpostorTail.from_scores(shifted, source=source + ", less each face's cohort shift") \
+                .with_independent_pairs(pairs, beyond)
+            check = self_check(vectors, labels, shift, index.scoring, dups)
+        self._gallery[version] = done = _GalleryTail(faces, identities, tail, time.perf_counter() - t0, normalised,
+                                                     tuple(dups), same, check)
         return done
 
     def forget(self, keep: set[str]) -> None:
@@ -208,27 +255,62 @@ class OperatingPoints:
             if v not in keep:
                 self._gallery.pop(v, None)
 
+    def forget_gallery(self) -> None:
+        """Drop the cached gallery tails (a pair was said to be two people): the next search recomputes."""
+        with self._compute_lock:
+            self._gallery.clear()
+
     def for_search(self, embedder, index, requested: float | None = None) -> OperatingPoint:
         """For a small gallery, FPIR / N can exceed the verification FAR: the search threshold then stays at
         the verification threshold (FPIR below target), so a 3-person door is no looser than a 1:1 check.
         With a cohort (and no fixed threshold) the operating point is on normalised scores."""
         norm = self.normalisation(embedder)
-        if norm is None or requested is not None or self.override is not None:
+        tails = self.gallery_tails(embedder.version, index, norm.cohort, tail_of(embedder.thresholds)) \
+            if norm is not None and requested is None and self.override is None else None
+        check = self._normalisation_check(embedder, norm, tails)
+        if norm is None or requested is not None or self.override is not None or (check and not check["cohort"]):
             op = self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
             if requested is None and self.override is None and self._norm_broken(embedder):
                 op.warnings.append("the serving model's cohort normalisation is malformed: searches use plain "
                                    "scores (see the log)")
+            op.selfcheck = check
             return op
         n = index.identities
         kappa = norm.kappa if n > 1 else 1.0
-        gallery = self.gallery_tail(embedder.version, index, norm.cohort, normalised=True)
+        gallery = tails.normalised if tails is not None else None
         op = operating_point(norm.tail, self.target_fpir, n, gallery, self.target_far, kappa)
         op.normalised, op.reference_shift = True, norm.cohort.reference_shift
         op.floor = self.for_verify(embedder, index).threshold  # never looser than 1:1 verification
+        op.selfcheck = check
         return op
 
+    @staticmethod
+    def _normalisation_check(embedder, norm: Normalisation | None, tails: _GalleryTail | None) -> dict | None:
+        """Whether this gallery's searches keep the cohort (`model.selfcheck`): not where its own leave-one-out
+        searches find plain scores as good, nor where its normalised pairs depart from the cohort's calibration
+        more than twice as much as its plain pairs depart from the model's. None: nothing measured."""
+        if norm is None or tails is None:
+            return None
+        prior = tail_of(embedder.thresholds)
+        fits, plain, normalised = cohort_fits(prior, norm.tail, tails.tail, tails.normalised) if prior else (None,) * 3
+        check = tails.selfcheck
+        cohort = not (check is not None and check.normalise is False) and fits is not False
+        r = (lambda x: None if x is None else round(x, 3))
+        return {"cohort": cohort, **(check.public() if check is not None else {}),
+                "misfit_plain": r(plain), "misfit_normalised": r(normalised), "cohort_fits": fits}
+
     def for_verify(self, embedder, index, requested: float | None = None) -> OperatingPoint:
-        return self._decide(embedder, index, self.target_far, 1, requested)
+        """1:1: the model's tail at FACEID_TARGET_FAR. A gallery of VERIFY_DOMAIN_MIN_IDENTITIES or more may raise
+        it for its domain (its own de-duplicated, censored tail; by at most VERIFY_MAX_DOMAIN_RISE), so who else
+        is enrolled in a small gallery never changes a verification, and duplicates never do."""
+        tail = tail_of(embedder.thresholds)
+        if requested is not None or self.override is not None or tail is None:
+            return self._decide(embedder, index, self.target_far, 1, requested)
+        gallery = None
+        if index.identities >= VERIFY_DOMAIN_MIN_IDENTITIES:
+            norm = self.normalisation(embedder)
+            gallery = self.gallery_tail(embedder.version, index, norm.cohort if norm else None, prior=tail)
+        return verification_point(tail, self.target_far, index.identities, gallery)
 
     def _decide(self, embedder, index, target: float, n: int, requested: float | None,
                 max_rate: float = 1.0) -> OperatingPoint:
@@ -244,7 +326,7 @@ class OperatingPoints:
                                             "force and its false-positive rate grows with the gallery"])
         kappa = float(embedder.thresholds.get("search_comparisons_factor", 1.0)) if n > 1 else 1.0
         norm = self.normalisation(embedder)
-        gallery = self.gallery_tail(embedder.version, index, norm.cohort if norm else None)
+        gallery = self.gallery_tail(embedder.version, index, norm.cohort if norm else None, prior=tail)
         return operating_point(tail, target, n, gallery, max_rate, kappa)
 
     def report(self, embedder, index) -> dict:

@@ -16,12 +16,14 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.gallery.duplicates import DistinctPairs
 from app.gallery.feedback import FeedbackStore
 from app.gallery.index import Match, VectorIndex, cosine
 from app.gallery.models import MAX_ID
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
+from app.services.duplicates import DuplicatePair, Duplicates
 from app.services.embedder import ModelManager, start_swap
 from app.services.feedback import FeedbackService
 from app.services.training_job import TrainingJobs
@@ -119,8 +121,11 @@ class FaceService:
         self.feedback = FeedbackService(settings, FeedbackStore(store))
         self.training = TrainingJobs(settings)
         self.training.on_published = self._swap_to_published
+        distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
-                                         settings.default_threshold, settings.gallery_calibration)
+                                         settings.default_threshold, settings.gallery_calibration, distinct.all)
+        self.duplicates = Duplicates(store, self.operating, distinct, lambda e: self.operating.for_verify(
+            e, self.index_of(e)).domain_rise or 0.0)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.decode_budget = DecodeBudget(settings.max_decode_bytes, settings.max_decode_bytes_per_request,
                                           settings.decode_wait_s)
@@ -263,6 +268,16 @@ class FaceService:
             nf.embeddings.update(more)
         ident, rows, created = await run_in_threadpool(self.store.enroll, label, new_faces)
         return ident, rows, created, embedder, [f for _, f in chosen]
+
+    async def possible_duplicates(self, embedder: Embedder, identity_id: int, faces: list[Face]) -> list[DuplicatePair]:
+        """Other identities that faces just enrolled as `identity_id` score as the same person (a warning:
+        the enrollment stands). A failure here never fails the enrollment: it is logged."""
+        try:
+            return await run_in_threadpool(lambda: self.duplicates.of_faces(
+                embedder, self.index_of(embedder), identity_id, np.stack([f.embedding for f in faces])))
+        except Exception:  # noqa: BLE001 - the faces are stored; a missing warning is not worth a 500
+            log.warning("possible-duplicate check after enrolling identity %s failed", identity_id, exc_info=True)
+            return []
 
     async def extra_embeddings(self, new_faces: list[NewFace], embedder: Embedder) -> list[dict]:
         """During a hot swap, new faces are embedded by the candidate (and the serving model) too."""

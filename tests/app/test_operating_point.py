@@ -191,3 +191,65 @@ def test_swap_check_reads_the_normalised_calibration():
     thin = {**emb.thresholds, "normalised": {**emb.thresholds["normalised"],
                                              "impostor_tail": ImpostorTail.from_scores(np.arange(500) / 500).to_dict()}}
     assert "normalised calibration measures" in calibration_problem(thin, 0.01, 50)
+
+
+def test_verification_does_not_move_with_who_else_is_enrolled(store):
+    """Below VERIFY_DOMAIN_MIN_IDENTITIES the 1:1 threshold is the model's, exactly; above, a domain whose faces
+    score high against each other raises it, by at most VERIFY_MAX_DOMAIN_RISE, and says so."""
+    from app.services.operating_point import VERIFY_DOMAIN_MIN_IDENTITIES, VERIFY_MAX_DOMAIN_RISE
+
+    rng = np.random.default_rng(5)
+    tail = prior()
+    emb = embedder("v1", tail)
+    ops = OperatingPoints(0.01, 1e-3, override=None, default=0.5)
+    live = LiveIndex(store)
+    # a crowded domain: every face close to one direction (strangers score high against each other)
+    centre = unit(rng, 1, DIM)[0]
+
+    def crowded(n):
+        v = centre + 0.35 * rng.normal(size=(n, DIM))
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    seen = set()
+    for i in range(VERIFY_DOMAIN_MIN_IDENTITIES - 1):
+        f = new_face(rng)
+        f.embeddings["v1"] = crowded(1)[0]
+        store.enroll(f"c{i}", [f])
+        op = ops.for_verify(emb, live.get("v1", DIM))
+        seen.add(op.threshold)
+        assert op.domain_rise == 0.0
+    assert len(seen) == 1 and seen.pop() == pytest.approx(tail.score_at(1e-3), abs=1e-6)
+    f = new_face(rng)
+    f.embeddings["v1"] = crowded(1)[0]
+    store.enroll("last", [f])
+    op = ops.for_verify(emb, live.get("v1", DIM))
+    assert 0 < op.domain_rise <= VERIFY_MAX_DOMAIN_RISE
+    assert op.threshold == pytest.approx(tail.score_at(1e-3) + op.domain_rise)
+    assert op.public()["domain_rise"] == round(op.domain_rise, 4)
+
+
+def test_duplicate_identities_and_distinct_marks_in_the_gallery_tail(store):
+    """Through the real store and index: a second label for the same faces is left out of the tail, unless the
+    pair is marked as two people."""
+    from app.gallery.duplicates import DistinctPairs
+    from model.duplicates import duplicate_threshold
+
+    rng = np.random.default_rng(6)
+    tail = prior()
+    distinct = DistinctPairs(store)
+    ops = OperatingPoints(0.01, 1e-3, override=None, default=0.5, distinct_pairs=distinct.all)
+    people = enroll_people(store, rng, 20, 2)
+    twin = [new_face(rng) for _ in range(2)]
+    for f, src in zip(twin, people[0][1]):
+        f.embeddings["v1"] = store.templates("v1")[people[0][0].id][0] + 0.01 * rng.normal(size=DIM)
+        f.embeddings["v1"] /= np.linalg.norm(f.embeddings["v1"])
+    again = store.enroll("p0 again", twin)[0]
+    live = LiveIndex(store)
+    got = ops.gallery_tails("v1", live.get("v1", DIM), prior=tail)
+    pair = tuple(sorted((people[0][0].id, again.id)))
+    assert got.duplicates == (pair,) and got.same_person == pytest.approx(duplicate_threshold(tail, 21))
+    assert got.tail.n_pairs == 42 * 20 - 4  # each face against the 20 other identities, less the twins' 4
+    distinct.add(*pair)
+    ops.forget_gallery()
+    marked = ops.gallery_tails("v1", live.get("v1", DIM), prior=tail)
+    assert marked.duplicates == () and marked.tail.n_pairs == 42 * 20

@@ -376,3 +376,40 @@ def test_model_page_swaps_with_progress_and_shows_errors(server, new_page, conso
     expect(page.locator("#model-progress-label")).to_contain_text("done:")
     expect(page.locator("#model-ready")).to_contain_text(version)
     page.screenshot(path=shots / "model-swapped-1280.png", full_page=True)
+
+
+def test_possible_duplicates_are_warned_listed_merged_and_dismissed(server, api, new_page, faces, shots):
+    """The same people enrolled twice under other labels: the enroll page warns, the gallery lists the pairs;
+    one is merged in one click, the other marked as different people (and stays gone after a reload)."""
+    katy, scarlett = photos(faces, "Katy_Perry", 4), photos(faces, "Scarlett_Johansson", 4)
+    k1 = api_enroll(api, "Dup Katy", katy[:2])
+    s1 = api_enroll(api, "Dup Scarlett", scarlett[:2])
+    s2 = api_enroll(api, "Dup Scarlett again", scarlett[2:4])
+    page = new_page(server.url)
+    enroll_ui(page, "Dup Katy Perry", katy[2:4])
+    expect(page.locator("#enroll-results .warn").first).to_contain_text(f"Possibly the same person as Dup Katy (#{k1['id']}")
+    k2 = api.get("/identities", params={"prefix": "Dup Katy Perry"}).json()["items"][0]
+
+    page.goto("/#gallery")
+    katy_pair = page.locator(f".dup-pair[data-pair='{min(k1['id'], k2['id'])}-{max(k1['id'], k2['id'])}']")
+    scarlett_pair = page.locator(f".dup-pair[data-pair='{min(s1['id'], s2['id'])}-{max(s1['id'], s2['id'])}']")
+    expect(page.locator("#dups")).to_be_visible()
+    expect(katy_pair).to_be_visible()
+    expect(scarlett_pair).to_be_visible()
+    expect(katy_pair.locator("img[src^='blob:']")).to_have_count(2)
+    page.screenshot(path=shots / "gallery-duplicates.png", full_page=True)
+
+    katy_pair.locator("button", has_text="Merge into").click()
+    expect(page.locator("#confirm-text")).to_contain_text("Dup Katy")
+    page.click("#confirm-ok")
+    expect(page.locator("#gallery-msg")).to_contain_text("Merged Dup Katy")
+    expect(katy_pair).to_have_count(0)
+
+    scarlett_pair.locator("button", has_text="Not the same person").click()
+    expect(page.locator("#gallery-msg")).to_contain_text("are different people")
+    expect(scarlett_pair).to_have_count(0)
+    page.reload()
+    expect(page.locator(".card").first).to_be_visible()
+    expect(scarlett_pair).to_have_count(0)
+    pairs = {(p["a"]["id"], p["b"]["id"]) for p in api.get("/identities/duplicates").json()["items"]}
+    assert tuple(sorted((s1["id"], s2["id"]))) not in pairs

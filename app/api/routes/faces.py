@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Query, Request, status
+from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
@@ -57,9 +58,16 @@ async def enroll(request: Request, service: ServiceDep, settings: SettingsDep, _
     label = form_label(fields)
     face_index = form_int(fields, "face_index", 0)  # a form string or a JSON integer
     face_box = form_box(fields, "face_box")
-    ident, rows, created, embedder, _ = await service.enroll(label, data, face_index, face_box)
+    ident, rows, created, embedder, faces = await service.enroll(label, data, face_index, face_box)
+    dups = await service.possible_duplicates(embedder, ident.id, faces)
+    labels = await run_in_threadpool(service.store.labels, [d.b for d in dups]) if dups else {}
+    warnings = [{"code": "possible_duplicate", "identity": {"id": d.b, "label": labels.get(d.b, "")},
+                 "score": d.score, "message": f"these faces score {d.score:.3f} against {labels.get(d.b, '')!r} "
+                 f"(identity {d.b}): probably the same person; merge them if so (see GET /identities/duplicates)"}
+                for d in dups if d.b in labels]
     return {"model_version": embedder.version, "created": created,
-            "identity": identity_public(ident, service.store), "faces": [face_public(f) for f in rows]}
+            "identity": identity_public(ident, service.store), "faces": [face_public(f) for f in rows],
+            "warnings": warnings}
 
 
 @router.post("/identify", response_model=IdentifyResponse, responses=ERRORS, openapi_extra=_ONE_IMAGE,
@@ -110,4 +118,4 @@ async def verify(request: Request, service: ServiceDep, _key: IdentifyKey,
     else:
         score, op, embedder = await service.verify_identity(a, identity_id, threshold)
     return {"model_version": embedder.version, "same_person": score >= op.threshold, "score": score,
-            "threshold": op.threshold, "target_far": op.target_fpir}
+            "threshold": op.threshold, "target_far": op.target_fpir, "operating_point": op.public()}

@@ -1,4 +1,5 @@
-"""Gallery management: list, get, rename, merge and delete identities; get, move and delete faces."""
+"""Gallery management: list, get, rename, merge and delete identities; suspected duplicates and "not the same
+person"; get, move and delete faces."""
 from __future__ import annotations
 
 from typing import Annotated
@@ -7,12 +8,13 @@ from fastapi import APIRouter, Path, Query, Response, status
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import StoreDep
+from app.api.deps import ServiceDep, StoreDep
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
 from app.gallery.models import MAX_ID, Face, Identity
 from app.gallery.store import GalleryStore, NotFound
 from app.schemas import (
+    DuplicatesPage,
     ErrorResponse,
     FaceMove,
     FaceMoved,
@@ -22,6 +24,7 @@ from app.schemas import (
     IdentityMerge,
     IdentityPublic,
     IdentityUpdate,
+    NotDuplicate,
 )
 
 router = APIRouter(tags=["gallery"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
@@ -52,6 +55,45 @@ async def list_identities(store: StoreDep, _key: ReadKey, offset: int = Query(0,
                           prefix: str | None = Query(None, max_length=200, description="label prefix filter")) -> dict:
     rows, total = await run_in_threadpool(store.list_identities, offset, limit, prefix)
     return {"items": [identity_public(i, store, n) for i, n in rows], "total": total, "offset": offset, "limit": limit}
+
+
+@router.get("/identities/duplicates", response_model=DuplicatesPage,
+            summary="Suspected duplicate identities: pairs whose faces score as one person, strongest first")
+async def list_duplicates(service: ServiceDep, _key: ReadKey, offset: int = Query(0, ge=0, le=10**9),
+                          limit: int = Query(50, ge=1, le=500)) -> dict:
+    found = await run_in_threadpool(service.duplicates.list, service.models.current)
+    page = found.pairs[offset: offset + limit]
+    idents = await run_in_threadpool(service.store.identities_by_id, [i for p in page for i in (p.a, p.b)])
+    pub = (lambda i: identity_public(idents[i][0], service.store, idents[i][1]))
+    items = [{"a": pub(p.a), "b": pub(p.b), "score": p.score}
+             for p in page if p.a in idents and p.b in idents]  # one deleted meanwhile: left out
+    return {"items": items, "total": len(found.pairs), "offset": offset, "limit": limit,
+            "threshold": None if found.threshold is None else round(found.threshold, 4),
+            "model_version": found.version}
+
+
+@router.post("/identities/{identity_id}/not-duplicate", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
+             summary="Say that two identities are different people: no longer suggested as duplicates")
+async def mark_not_duplicate(identity_id: IdentityId, body: NotDuplicate, service: ServiceDep,
+                             _key: WriteKey) -> Response:
+    if body.identity_id == identity_id:
+        raise AppError(422, "same_identity", "an identity is always the same person as itself")
+    if body.identity_id > MAX_ID:
+        raise _missing("identity", body.identity_id)
+    try:
+        await run_in_threadpool(service.duplicates.mark_distinct, identity_id, body.identity_id)
+    except NotFound as exc:
+        raise _missing(exc.kind, exc.id) from None
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+
+@router.delete("/identities/{identity_id}/not-duplicate/{other_id}", status_code=status.HTTP_204_NO_CONTENT,
+               responses=NOT_FOUND, summary="Forget that two identities were said to be different people")
+async def unmark_not_duplicate(identity_id: IdentityId, other_id: IdentityId, service: ServiceDep,
+                               _key: WriteKey) -> Response:
+    if not await run_in_threadpool(service.duplicates.unmark_distinct, identity_id, other_id):
+        raise AppError(404, "unknown_pair", f"identities {identity_id} and {other_id} were not marked as different")
+    return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
 @router.get("/identities/{identity_id}", response_model=IdentityDetail, responses=NOT_FOUND,

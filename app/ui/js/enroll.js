@@ -62,9 +62,12 @@ async function submit() {
       identity = r.identity;
       const crop = h('img', { class: 'crop', alt: `face ${face.id} as stored` });
       item.classList.add('ok');
+      const dups = (r.warnings || []).filter((w) => w.code === 'possible_duplicate');
       item.append(h('div', {},
         h('strong', {}, `✓ ${name}`),
-        h('p', {}, `face #${face.id} used: box ${face.box.map((x) => Math.round(x)).join(', ')}, detection ${fmt(face.detection_score)}`)),
+        h('p', {}, `face #${face.id} used: box ${face.box.map((x) => Math.round(x)).join(', ')}, detection ${fmt(face.detection_score)}`),
+        ...dups.map((w) => h('p', { class: 'warn' },
+          `Possibly the same person as ${w.identity.label} (#${w.identity.id}, score ${fmt(w.score)}): merge them in the Gallery if so.`))),
       crop);
       imageBlob(`/faces/${face.id}/crop`).then((b) => { crop.src = shown.file(b); }).catch(() => crop.remove());
     } catch (e) {

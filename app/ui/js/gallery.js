@@ -1,5 +1,7 @@
 // Gallery: identities by label prefix, a page at a time; each card shows stored face crops and offers
 // rename, merge another identity into it, delete a face, delete the identity (after confirmation).
+// Above them, "Possible duplicates": pairs the server suspects are one person, merged in one click or
+// marked as different people (GET /identities/duplicates, POST .../merge, POST .../not-duplicate).
 import { ApiError, imageBlob, request } from './api.js';
 import { $, UrlBag, confirmDialog, h, say } from './dom.js';
 
@@ -19,6 +21,61 @@ export function init(context) {
 }
 
 export function show() { load(); }
+
+const DUPS = 20;
+
+async function duplicates() {
+  const box = $('dups');
+  let page;
+  try {
+    page = await request('GET', '/identities/duplicates', { query: { limit: DUPS } });
+  } catch (e) {
+    box.hidden = true;  // a key without read scope, an old server: the gallery works without it
+    return;
+  }
+  box.hidden = page.items.length === 0;
+  const more = page.total > page.items.length ? ` (the ${page.items.length} strongest of ${page.total})` : '';
+  say($('dups-msg'), more ? `Showing${more}.` : '', 'info');
+  $('dups-list').replaceChildren(...page.items.map(dupRow));
+}
+
+function dupFace(ident) {
+  const img = h('img', { alt: `a face of ${ident.label}`, width: 48, height: 48 });
+  request('GET', `/identities/${ident.id}`).then((d) => d.faces[0] && imageBlob(`/faces/${d.faces[0].id}/crop`))
+    .then((b) => { if (b) img.src = urls.file(b); }).catch(() => {});
+  return h('span', { class: 'dup-side' }, img,
+    h('span', {}, `${ident.label} (#${ident.id}, ${ident.face_count} face${ident.face_count === 1 ? '' : 's'})`));
+}
+
+function dupRow(pair) {
+  const { a, b } = pair;
+  // the identity with more faces keeps its label; the other's faces move to it
+  const [into, from] = b.face_count > a.face_count ? [b, a] : [a, b];
+  const out = h('span', { class: 'msg', role: 'status' });
+  return h('li', { class: 'dup-pair row', 'data-pair': `${a.id}-${b.id}` }, dupFace(a), h('span', { class: 'score' }, `≈ ${pair.score.toFixed(3)}`), dupFace(b),
+    h('button', { type: 'button', onclick: () => mergePair(into, from, out) }, `Merge into ${into.label}`),
+    h('button', { type: 'button', onclick: () => notSame(a, b, out) }, 'Not the same person'), out);
+}
+
+async function mergePair(into, from, out) {
+  if (!await confirmDialog(`Move the ${from.face_count} face(s) of "${from.label}" into "${into.label}" and delete "${from.label}"?`, 'Merge')) return;
+  try {
+    const r = await request('POST', `/identities/${into.id}/merge`, { json: { from_identity_id: from.id } });
+    load(`Merged ${from.label} into ${r.label} (${r.face_count} faces).`);
+    ctx.refreshServerLine();
+  } catch (e) {
+    say(out, e instanceof ApiError ? e.text : String(e), 'error');
+  }
+}
+
+async function notSame(a, b, out) {
+  try {
+    await request('POST', `/identities/${a.id}/not-duplicate`, { json: { identity_id: b.id } });
+    load(`${a.label} and ${b.label} are different people: no longer suggested.`);
+  } catch (e) {
+    say(out, e instanceof ApiError ? e.text : String(e), 'error');
+  }
+}
 
 const fail = (e) => say($('gallery-msg'), e instanceof ApiError ? e.text : String(e), 'error');
 
@@ -46,6 +103,7 @@ async function load(note = '') {
   cards.replaceChildren(...page.items.map(card));
   cards.setAttribute('aria-busy', 'false');
   pager(page.items.length, total);
+  duplicates();
 }
 
 function pager(n, all) {

@@ -7,14 +7,14 @@ drop cascades nowhere) and their sqlite_sequence starts at the largest id presen
 sequences never go back: only the new column and index there.
 
 Revision ID: 0007
-Revises: 0005  (issue 26's 0006 lands beside it: chain this one after it when both are merged)
+Revises: 0006
 Create Date: 2026-12-03 14:00:00
 """
 import sqlalchemy as sa
 from alembic import op
 
 revision = '0007'
-down_revision = '0005'
+down_revision = '0006'
 branch_labels = None
 depends_on = None
 
