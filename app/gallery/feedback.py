@@ -97,11 +97,6 @@ class FeedbackStore:
         with self.sessions() as s:
             return s.scalar(q)
 
-    def count_probes(self) -> tuple[int, int]:
-        """(rows, bytes of crops) in the probe store."""
-        with self.sessions() as s:
-            n, size = s.execute(select(func.count(Probe.id), func.coalesce(func.sum(func.length(Probe.crop_png)), 0))).one()
-            return int(n), int(size)
 
     # --- feedback ------------------------------------------------------------------------------------
     def add(self, kind: str, face: FaceCrop, identity_id: int | None, *, answered_identity_id: int | None = None,
