@@ -24,9 +24,15 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 from app.client import FaceIDClient, FaceIDError
+from app.schemas import normalize_label
 
 FORMAT, VERSION = "faceid-gallery", 1
 MANIFEST = "manifest.json"
+# What a member may declare before it is read (a zip bomb inflates a small member to gigabytes): an aligned
+# crop is a PNG of at most 1024 x 1024 RGB (about 3 MiB uncompressed); a manifest lists every face's metadata.
+MAX_CROP_BYTES = 8 * 2**20
+MAX_MANIFEST_BYTES = 256 * 2**20
+_PNG = b"\x89PNG\r\n\x1a\n"
 
 
 class ArchiveError(Exception):
@@ -104,21 +110,50 @@ def _crop_or_none(client: FaceIDClient, face_id: int) -> bytes | None:
         raise
 
 
+def _read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A member's bytes, refused from its declared size before reading (zipfile stops at the declared size,
+    so a member cannot inflate past it)."""
+    size = zf.getinfo(name).file_size
+    if size > limit:
+        raise ArchiveError(f"{name} declares {size} bytes; at most {limit} are read (not a faceid archive?)")
+    return zf.read(name)
+
+
+def _png_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) from a PNG's header, None when the data is not a PNG."""
+    if len(data) < 24 or not data.startswith(_PNG) or data[12:16] != b"IHDR":
+        return None
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
 def read_archive(path: Path) -> tuple[dict, dict[str, bytes]]:
-    """(manifest, crops by name), every crop's hash and the counts checked; ArchiveError when anything is off."""
+    """(manifest, crops by name), every crop's declared size, hash and pixel size and the counts checked, and
+    every label normalised as the server does (so an import compares labels as the server stores them);
+    ArchiveError when anything is off. Nothing is sent to a server before all of it has been checked."""
     try:
         with zipfile.ZipFile(path) as zf:
-            manifest = json.loads(zf.read(MANIFEST))
+            manifest = json.loads(_read_member(zf, MANIFEST, MAX_MANIFEST_BYTES))
             if manifest.get("format") != FORMAT or manifest.get("version") != VERSION:
                 raise ArchiveError(f"not a {FORMAT} v{VERSION} archive "
                                    f"(format {manifest.get('format')!r}, version {manifest.get('version')!r})")
-            crops = {}
+            crops, sizes = {}, set()
             for ident in manifest["identities"]:
+                try:
+                    ident["label"] = normalize_label(ident["label"])
+                except ValueError as exc:
+                    raise ArchiveError(f"label {str(ident['label'])[:50]!r}: {exc}") from None
                 for face in ident["faces"]:
-                    data = zf.read(face["crop"])
+                    data = _read_member(zf, face["crop"], MAX_CROP_BYTES)
                     if hashlib.sha256(data).hexdigest() != face["crop_sha256"]:
                         raise ArchiveError(f"{face['crop']} does not match its SHA-256 (corrupted archive)")
+                    size = _png_size(data)
+                    if size is None or size != (face["crop_size"], face["crop_size"]):
+                        raise ArchiveError(f"{face['crop']} is {'not a PNG' if size is None else '%dx%d px' % size}"
+                                           f"; the manifest says {face['crop_size']} px square")
+                    sizes.add(size)
                     crops[face["crop"]] = data
+            if len(sizes) > 1:  # one server embeds one crop size: the import would stop part way
+                raise ArchiveError(f"the crops have different sizes {sorted(sizes)}; a gallery's crops share one")
     except (OSError, zipfile.BadZipFile, KeyError, TypeError, ValueError) as exc:
         if isinstance(exc, ArchiveError):
             raise
@@ -128,6 +163,10 @@ def read_archive(path: Path) -> tuple[dict, dict[str, bytes]]:
     if counts != {"identities": len(manifest["identities"]), "faces": n_faces}:
         raise ArchiveError(f"manifest counts {counts} do not match its contents "
                            f"({len(manifest['identities'])} identities, {n_faces} faces)")
+    merged: dict[str, dict] = {}  # "Zoë" composed and decomposed are one identity on the server
+    for ident in manifest["identities"]:
+        merged.setdefault(ident["label"], {"label": ident["label"], "faces": []})["faces"] += ident["faces"]
+    manifest["identities"] = list(merged.values())
     return manifest, crops
 
 

@@ -13,6 +13,7 @@ from fastapi import FastAPI
 from app.api import docs
 from app.api.routes import admin, faces, feedback, gallery, health, transfer, ui
 from app.core import errors
+from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
 from app.core.security import KeyFirstMiddleware
 from app.core.errors import AppError
@@ -26,6 +27,7 @@ Every error is `{"error": {"code", "message", "detail"?}}` with a stable machine
 
 
 def build_service(settings: Settings):
+    from app.gallery.reserve import StorageReserve
     from app.gallery.store import GalleryStore, make_engine, migrate
     from app.services.embedder import ModelManager
     from app.services.recognition import FaceService
@@ -41,6 +43,8 @@ def build_service(settings: Settings):
     engine = make_engine(settings.database_url, settings.db_busy_timeout_s)
     migrate(engine)
     store = GalleryStore(engine)
+    store.reserve = StorageReserve.beside(engine, settings.storage_reserve_bytes)
+    store.reserve.ensure()
     embedder = _load_serving(_startup_spec(settings, store), settings, str(device))
     detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
                              thresholds=settings.detector_thresholds, backend=settings.detector_backend)
@@ -122,11 +126,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.settings = settings
     errors.install(app)
     app.add_middleware(errors.BodyLimitMiddleware, max_bytes=settings.max_upload_bytes)
-    if not settings.api_keys and not settings.keyless_allowed_anywhere:
+    app.add_middleware(KeyFirstMiddleware, routes_of=app)  # 401/403 before any body is read
+    # outside the key check: a cross-site write or a rebinding Host is refused whatever key it carries
+    app.add_middleware(BrowserGuardMiddleware, check_host=not settings.api_keys,
+                       allowed_hosts=settings.allowed_hosts, trusted_origins=settings.cors_origins)
+    if not settings.api_keys and not settings.keyless_allowed_anywhere:  # outermost: the arrival address first
         from app.core.security import LoopbackOnlyMiddleware
 
         app.add_middleware(LoopbackOnlyMiddleware)
-    app.add_middleware(KeyFirstMiddleware, routes_of=app)  # 401/403 before any body is read
     if settings.rate_limit:  # outside the key check: failed key guesses are counted too
         _install_rate_limit(app, settings.rate_limit, settings.rate_limit_storage)
     if settings.cors_origins:  # outside the key check and rate limit: their refusals carry CORS headers too
@@ -145,7 +152,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 def _install_rate_limit(app: FastAPI, limit: str, storage_uri: str) -> None:
     """Counted per *valid* API key (by its name) or else per client address: requests with a wrong or
     made-up key count against their address, so rotating random keys (or guessing keys) is limited too.
-    With the `limits` library; 429 in our error shape. Health, readiness and metrics are not limited."""
+    With the `limits` library; 429 in our error shape. Health, readiness and metrics are not limited unless
+    they carry a key (their answers tell a valid key from an invalid one: guesses are limited there too)."""
     from limits import parse, storage, strategies
 
     from app.core.security import find_key
@@ -156,7 +164,7 @@ def _install_rate_limit(app: FastAPI, limit: str, storage_uri: str) -> None:
     keys = app.state.settings.api_keys
 
     async def rate_limit(request, call_next):
-        if request.url.path in exempt:
+        if request.url.path in exempt and "x-api-key" not in request.headers:  # an unkeyed health probe
             return await call_next(request)
         valid = find_key(request.headers.get("x-api-key"), keys) if keys else None
         who = f"key:{valid.name}" if valid else f"ip:{request.client.host if request.client else '-'}"

@@ -5,7 +5,7 @@ import unicodedata
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
 Box = list[float]
 
@@ -87,9 +87,11 @@ class IdentifiedFace(FaceOut):
         description="'match' (score at or above the threshold), 'unknown', or 'low_quality' (the face is too "
         "small or too uncertain to decide on)", examples=["match"])
     identity: IdentityRef | None = Field(description="the best match at or above the threshold; null otherwise")
-    score: float | None = Field(description="cosine similarity of the best identity (even when unknown)")
+    score: float | None = Field(description="cosine similarity of the best identity (even when unknown; null "
+                                "for an `identify`-scope key unless it is a match)")
     quality_problem: str | None = Field(None, description="why the face is low_quality")
-    matches: list[MatchOut] = Field(description="top-k identities, best first (each scored by its template)")
+    matches: list[MatchOut] = Field(description="top-k identities, best first (each scored by its template); to "
+                                    "an `identify`-scope key only the matched identity (empty when unknown)")
     probe_id: int | None = Field(None, description="this face, kept for FACEID_PROBE_RETENTION_S: POST /feedback "
                                  "with it to report the answer right or wrong (null when probes are not kept)")
     threshold: float | None = Field(None, description="the cosine score this face needed to match: the operating "
@@ -293,9 +295,16 @@ class ImportedFace(BaseModel):
     source_sha256: Sha256
     box: list[Coord] = Field(min_length=4, max_length=4, description="x1, y1, x2, y2 in the source image")
     landmarks: list[Annotated[list[Coord], Field(min_length=2, max_length=2)]] = Field(
-        max_length=5, description="5 (x, y) points in the source image")
+        min_length=5, max_length=5, description="5 (x, y) points in the source image")
     detection_score: float = Field(ge=0.0, le=1.0)
     crop_margin: int = Field(ge=0, le=10_000)
+
+    @field_validator("box")
+    @classmethod
+    def _box_has_area(cls, box: list[float]) -> list[float]:
+        if not (box[0] < box[2] and box[1] < box[3]):
+            raise ValueError("box must be x1, y1, x2, y2 with x1 < x2 and y1 < y2")
+        return box
 
 
 class FacesImport(BaseModel):

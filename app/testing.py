@@ -35,10 +35,11 @@ def database_url(db: Path | str) -> str:
 
 class Server:
     """`db_path`: a SQLite file, or a database URL (PostgreSQL). `checkout`: the source tree to run (default:
-    this one; another, e.g. main's from `git archive`, for before/after benchmarks)."""
+    this one; another, e.g. main's from `git archive`, for before/after benchmarks). `wrap`: a command the
+    server runs under (e.g. `unshare` with a small file system mounted for a full-disk test)."""
 
     def __init__(self, db_path: Path | str, port: int | None = None, workers: int = 1, env: dict | None = None,
-                 log_path: Path | None = None, checkout: Path | str | None = None):
+                 log_path: Path | None = None, checkout: Path | str | None = None, wrap: list[str] | None = None):
         self.db_path = Path(db_path)
         self.checkout = Path(checkout) if checkout else REPO
         self.port = port or free_port()
@@ -50,6 +51,7 @@ class Server:
             log_dir = Path(db_path).parent if "://" not in str(db_path) else Path(tempfile.mkdtemp(prefix="faceid-"))
             log_path = log_dir / f"server.{self.port}.log"
         self.log_path = log_path
+        self.wrap = list(wrap or [])
         self.proc: subprocess.Popen | None = None
 
     @property
@@ -60,7 +62,7 @@ class Server:
         self._log = open(self.log_path, "ab")
         cmd = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", "127.0.0.1",
                "--port", str(self.port), "--workers", str(self.workers)]
-        self.proc = subprocess.Popen(cmd, cwd=self.checkout, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
+        self.proc = subprocess.Popen(self.wrap + cmd, cwd=self.checkout, env=self.env, stdout=self._log, stderr=subprocess.STDOUT,
                                      start_new_session=True)
         deadline = time.monotonic() + timeout_s
         while time.monotonic() < deadline:

@@ -88,6 +88,12 @@ def _cost(image: Image.Image, data: bytes) -> int:
     return px * (src * copies + convert)
 
 
+def header_size_and_cost(data: bytes, max_pixels: int = 40_000_000) -> tuple[tuple[int, int], int]:
+    """((width, height), decode cost in bytes) from the header alone, before any pixel is decoded (ImageError)."""
+    image = _open(data, max_pixels)
+    return image.size, _cost(image, data)
+
+
 def decode_cost(data: bytes, max_pixels: int = 40_000_000) -> int:
     """Bytes that `decode_image(data)` will hold at its peak, from the header alone (raises ImageError)."""
     return _cost(_open(data, max_pixels), data)

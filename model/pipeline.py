@@ -58,7 +58,9 @@ def load_checkpoint(spec: str | Path) -> Checkpoint:
         raise WeightsError(f"{path} does not hold a state_dict of tensors")
     pre = Preprocessing(**meta["preprocessing"]) if "preprocessing" in meta else (
         REGISTRY[name].preprocessing if name in REGISTRY else Preprocessing())
-    version = meta.get("version") or state_dict_hash(sd)[:16]
+    # The version is what the gallery's vectors are filed under: always the weights' own content hash, never
+    # what the file claims (a file claiming another model's version would be served that model's vectors).
+    version = state_dict_hash(sd)[:16]
     thresholds = dict(meta.get("thresholds") or (REGISTRY[name].thresholds if name in REGISTRY else {}))
     return Checkpoint(state_dict=sd, name=meta.get("name", name), version=version, preprocessing=pre,
                       thresholds=thresholds, metadata=meta)

@@ -18,6 +18,9 @@ class Settings(BaseSettings):
     # storage
     database_url: str = Field("sqlite:///./data/faceid.db", description="sqlite:///path (embedded, in-memory "
                               "index) or postgresql+psycopg://... (pgvector search in the database, stateless replicas)")
+    storage_reserve_bytes: int = Field(16 * 2**20, ge=0, description="SQLite: space kept in `<database>.reserve` "
+                                       "and given up on a full disk so deletes (and probe evictions) can still run "
+                                       "(0: none)")
     db_busy_timeout_s: float = Field(5.0, gt=0, description="wait this long for another writer's lock, "
                                      "then answer 503 database_busy")
     pgvector_ef_search: int = Field(300, ge=1, le=1000, description="PostgreSQL: HNSW candidate list per search "
@@ -89,7 +92,11 @@ class Settings(BaseSettings):
     torch_threads: int | None = Field(None, ge=1)
     # security
     api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {name, sha256, scopes}")
-    cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed")
+    cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed; "
+                                    "these origins may also send state-changing requests (app/core/browser.py)")
+    allowed_hosts: list[str] = Field(default_factory=list, description="a keyless server answers only requests "
+                                     "whose Host is a loopback name or address, or one of these names (e.g. a "
+                                     "compose service name); a DNS-rebinding page uses its own name")
     rate_limit: str | None = Field(None, description="per API key (or client address), e.g. '20/second'")
     rate_limit_storage: str = Field("memory://", description="limits storage URI; memory:// counts per process, "
                                     "redis://host:6379 shares counts between workers and replicas")
@@ -104,6 +111,18 @@ class Settings(BaseSettings):
     probe_retention_s: float = Field(3600.0, ge=0.0, le=30 * 86400, description="keep each /identify answer's "
                                      "face crops this long, so POST /feedback can point at them by probe_id "
                                      "(0: keep none; answers carry no probe_id)")
+    probe_max_rows: int = Field(10_000, ge=0, description="probes kept in all; past it the oldest are evicted "
+                                "(a probe is one face's crop, about 35 kB at 160 px: a 50-face image stores 50)")
+    probe_max_rows_per_key: int = Field(2_000, ge=0, description="probes kept per API key (or per client address "
+                                        "without keys); past it that key's oldest are evicted first")
+    feedback_max_per_key: int = Field(10_000, ge=1, description="reports kept per API key (or in all without "
+                                      "keys); more are refused (409) until some are deleted")
+    # training jobs (POST /admin/train)
+    train_memory_bytes: int | None = Field(None, ge=2**28, description="memory a training job may use; a batch "
+                                           "size whose estimate (1.35 GiB + 24 MiB per image) exceeds it is "
+                                           "refused (default: the machine's available memory at the request)")
+    train_keep_candidates: int = Field(3, ge=0, le=1000, description="unpublished candidate checkpoints kept "
+                                       "(newest first, ~94 MB each); older ones are deleted when a job ends")
     # hot swap
     keep_old_versions: bool = Field(True, description="keep the previous model's vectors for instant rollback")
 

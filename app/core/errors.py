@@ -6,6 +6,7 @@ the service translates into an `AppError` where it calls the library. This modul
 """
 from __future__ import annotations
 
+import errno
 import logging
 
 from fastapi import FastAPI, Request
@@ -42,6 +43,24 @@ class BodyTooLarge(AppError):
         self.limit = limit
 
 
+def is_disk_full(exc: BaseException) -> bool:
+    """A write failed because the storage is full: SQLite's SQLITE_FULL ("database or disk is full", also a
+    disk I/O error with ENOSPC underneath), PostgreSQL's disk_full (53100) or an OSError ENOSPC / EDQUOT."""
+    orig = getattr(exc, "orig", None) or exc
+    if isinstance(orig, OSError) and orig.errno in (errno.ENOSPC, errno.EDQUOT):
+        return True
+    if getattr(orig, "sqlstate", None) == "53100" or getattr(orig, "sqlite_errorname", "") == "SQLITE_FULL":
+        return True
+    text = str(orig).lower()
+    return "database or disk is full" in text or "no space left on device" in text
+
+
+def storage_full_response(request: Request, exc: BaseException) -> JSONResponse:
+    log.error("storage full on %s %s: %s", request.method, request.url.path, str(getattr(exc, "orig", exc))[:200])
+    return error_response(507, "storage_full", "the gallery's storage is full: nothing was stored. Delete "
+                          "identities, faces or reports (deletes still work) or free disk space, then retry")
+
+
 def error_response(status: int, code: str, message: str, detail=None, headers=None) -> JSONResponse:
     body = {"code": code, "message": message}
     if detail is not None:
@@ -63,6 +82,8 @@ def install(app: FastAPI) -> None:
     async def _database(request: Request, exc: sa_exc.DBAPIError):
         # An outage (server down, restarting, connection cut, SQLite locked past its timeout) is the client's
         # cue to retry, not a bug; the pool pre-pings, so the service resumes by itself once it is back.
+        if is_disk_full(exc):  # not an outage: retrying shortly will not help
+            return storage_full_response(request, exc)
         if isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError)) or exc.connection_invalidated:
             orig = str(exc.orig).lower()
             # another writer held the lock past db_busy_timeout_s (SQLite's busy timeout, PostgreSQL's lock_timeout)
@@ -92,6 +113,12 @@ def install(app: FastAPI) -> None:
         # The client hung up while sending its body: nobody reads this answer. 499 (nginx's "client closed
         # request") keeps it out of the 500s in metrics; the access log line is the only record.
         return error_response(499, "client_closed_request", "the client disconnected before the body was read")
+
+    @app.exception_handler(OSError)
+    async def _os_error(request: Request, exc: OSError):
+        if is_disk_full(exc):  # a job file, a checkpoint: the disk is full
+            return storage_full_response(request, exc)
+        return await _unexpected(request, exc)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception):
@@ -125,21 +152,27 @@ class BodyLimitMiddleware:
                 resp = error_response(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes",
                                       headers={"Connection": "close"})
                 return await resp(scope, receive, send)
-        seen, exceeded, sent = 0, False, False
+        seen, exceeded, sent, gone, swallowed = 0, False, False, False, False
 
         async def limited_receive():
-            nonlocal seen, exceeded
+            nonlocal seen, exceeded, gone
             message = await receive()
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.max_bytes:
                     exceeded = True
                     raise BodyTooLarge(self.max_bytes)
+            elif message["type"] == "http.disconnect":
+                gone = True
             return message
 
         async def guarded_send(message):
-            nonlocal sent
+            nonlocal sent, swallowed
             if exceeded:  # whatever the app made of BodyTooLarge (FastAPI's body reader answers 400): ours is 413
+                return
+            if gone and not sent and message["type"] == "http.response.start" and message["status"] == 400:
+                swallowed = True  # FastAPI's body reader makes a hang-up a 400 "error parsing the body": a 499
+            if swallowed:
                 return
             sent = True
             await send(message)
@@ -152,3 +185,6 @@ class BodyLimitMiddleware:
             resp = error_response(413, "payload_too_large", f"request body is larger than {self.max_bytes} bytes",
                                   headers={"Connection": "close"})
             await resp(scope, receive, send)
+        elif swallowed:
+            await error_response(499, "client_closed_request", "the client disconnected before the body was "
+                                 "read")(scope, receive, send)

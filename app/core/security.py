@@ -150,22 +150,24 @@ class KeyFirstMiddleware:
         self.app, self.routes_of = app, routes_of
         self._keyed: list | None = None
 
-    def _scopes(self, scope) -> list[str]:
+    def _scopes(self, scope) -> tuple[APIRoute | None, list[str]]:
         if self._keyed is None:  # built on first use: routers are included after the middleware is added
             self._keyed = [(r, scopes) for r in _api_routes(self.routes_of.routes)
                            if (scopes := [d.call.faceid_scope for d in r.dependant.dependencies
                                           if hasattr(d.call, "faceid_scope")])]
         for route, scopes in self._keyed:
             if route.matches(scope)[0] == Match.FULL:
-                return scopes
-        return []
+                return route, scopes
+        return None, []
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["app"].state.settings.api_keys:
+            route, needed_scopes = self._scopes(scope)
             try:
-                for needed in self._scopes(scope):
+                for needed in needed_scopes:
                     authorize(Request(scope), needed)
             except AppError as exc:
+                scope["route"] = route  # metrics and the access log count the refusal under its route
                 from app.core.errors import error_response
 
                 resp = error_response(exc.status, exc.code, exc.message, headers=exc.headers)
@@ -176,6 +178,14 @@ class KeyFirstMiddleware:
 def presented_key(request: Request) -> ApiKey | None:
     """The valid key the request carries, whatever its scope (None without one, or on a keyless server)."""
     return find_key(request.headers.get("x-api-key"), request.app.state.settings.api_keys)
+
+
+def requester(request: Request, key: ApiKey | None) -> str:
+    """Who is asking, for what they may later refer back to (their probes): the key's name, or the client
+    address on a keyless server."""
+    if key is not None:
+        return key.name
+    return f"client:{request.client.host if request.client else '-'}"
 
 
 IdentifyKey = Annotated[ApiKey | None, Depends(require("identify"))]

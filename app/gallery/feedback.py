@@ -49,14 +49,20 @@ def _face_columns(row) -> FaceCrop:
 class FeedbackStore:
     def __init__(self, store: GalleryStore, prune_every_s: float = 60.0):
         self.sessions = store.sessions
+        self.gallery = store  # its `reserve` lets deletes and evictions run on a full disk
         self.prune_every_s = prune_every_s
         self._pruned_at = float("-inf")
         self._lock = threading.Lock()
 
     # --- probes --------------------------------------------------------------------------------------
-    def keep_probes(self, faces: list[tuple[FaceCrop, str, int | None, float | None]], retention_s: float) -> list[int]:
-        """Store (face, status, best identity id, its score) of one answer, in one transaction, kept for
-        `retention_s`; returns their ids. Expired probes are deleted here, at most every `prune_every_s`."""
+    def keep_probes(self, faces: list[tuple[FaceCrop, str, int | None, float | None]], retention_s: float,
+                    owner: str | None = None, max_rows: int | None = None,
+                    max_rows_per_owner: int | None = None) -> list[int]:
+        """Store (face, status, best identity id, its score) of one answer for `owner` (who got it), in one
+        transaction, kept for `retention_s`; returns their ids. Past `max_rows_per_owner` of this owner's
+        probes or `max_rows` in all, the oldest are evicted in the same transaction (a flood of many-face
+        images costs its sender its own older probes first). Expired probes are deleted here, at most every
+        `prune_every_s`."""
         if not faces:
             return []
         now = utcnow()
@@ -65,9 +71,13 @@ class FeedbackStore:
             if self._due():
                 s.execute(delete(Probe).where(Probe.expires_at < now))
             rows = [Probe(**fc.columns(), status=status, top_identity_id=top, top_score=score, created_at=now,
-                          expires_at=expires) for fc, status, top, score in faces]
+                          expires_at=expires, owner=owner) for fc, status, top, score in faces]
             s.add_all(rows)
             s.flush()
+            if max_rows_per_owner is not None:
+                _evict_oldest(s, max_rows_per_owner, Probe.owner.is_(None) if owner is None else Probe.owner == owner)
+            if max_rows is not None:
+                _evict_oldest(s, max_rows)
             return [r.id for r in rows]
 
     def _due(self) -> bool:
@@ -78,17 +88,24 @@ class FeedbackStore:
             self._pruned_at = t
             return True
 
-    def get_probe(self, probe_id: int) -> Probe | None:
-        """The probe, unless it has expired (expired rows may linger until the next prune)."""
+    def get_probe(self, probe_id: int, owner: str | None = None) -> Probe | None:
+        """The probe, unless it has expired (expired rows may linger until the next prune) or, when `owner` is
+        given, belongs to someone else (None: any owner's)."""
+        q = select(Probe).where(Probe.id == probe_id, Probe.expires_at >= utcnow())
+        if owner is not None:
+            q = q.where(Probe.owner == owner)
         with self.sessions() as s:
-            return s.scalar(select(Probe).where(Probe.id == probe_id, Probe.expires_at >= utcnow()))
+            return s.scalar(q)
+
 
     # --- feedback ------------------------------------------------------------------------------------
     def add(self, kind: str, face: FaceCrop, identity_id: int | None, *, answered_identity_id: int | None = None,
             answered_score: float | None = None, probe_id: int | None = None,
-            reported_by: str | None = None) -> Feedback:
-        """Store one report. Raises NotFound('identity') when `identity_id` does not exist (nothing stored);
-        an answered identity deleted since the answer is forgotten (None)."""
+            reported_by: str | None = None, quota: int | None = None) -> Feedback:
+        """Store one report. One per (probe, reporter): a later report on the same probe replaces the earlier
+        one. Raises NotFound('identity') when `identity_id` does not exist, QuotaExceeded when `reported_by`
+        already has `quota` reports (nothing stored either way); an answered identity deleted since the answer
+        is forgotten (None)."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         if (identity_id is None) != (kind == "nobody"):
@@ -99,6 +116,11 @@ class FeedbackStore:
                     raise NotFound("identity", identity_id)
                 if answered_identity_id is not None and s.get(Identity, answered_identity_id) is None:
                     answered_identity_id, answered_score = None, None
+                by = Feedback.reported_by.is_(None) if reported_by is None else Feedback.reported_by == reported_by
+                if probe_id is not None:  # a write first: SQLite takes the write lock before the count below
+                    s.execute(delete(Feedback).where(Feedback.probe_id == probe_id, by))
+                if quota is not None and (s.scalar(select(func.count(Feedback.id)).where(by)) or 0) >= quota:
+                    raise QuotaExceeded(quota)
                 row = Feedback(kind=kind, identity_id=identity_id, answered_identity_id=answered_identity_id,
                                answered_score=answered_score, probe_id=probe_id, reported_by=reported_by,
                                **face.columns())
@@ -113,8 +135,24 @@ class FeedbackStore:
             return s.get(Feedback, feedback_id)
 
     def delete(self, feedback_id: int) -> bool:
-        with self.sessions() as s, s.begin():
-            return s.execute(delete(Feedback).where(Feedback.id == feedback_id)).rowcount > 0
+        def run():
+            with self.sessions() as s, s.begin():
+                return s.execute(delete(Feedback).where(Feedback.id == feedback_id)).rowcount > 0
+        return self.gallery.reserve.freeing(run)
+
+    def evict_probes(self, share: float = 0.5) -> int:
+        """Delete the oldest `share` of the probes (and every expired one), e.g. when the disk is full; how
+        many. Runs on the storage reserve if it must."""
+        def run():
+            with self.sessions() as s, s.begin():
+                n = s.execute(delete(Probe).where(Probe.expires_at < utcnow())).rowcount
+                left = s.scalar(select(func.count(Probe.id))) or 0
+                keep = int(left * (1 - share))
+                cutoff = s.scalar(select(Probe.id).order_by(Probe.id.desc()).offset(keep).limit(1))
+                if cutoff is not None:
+                    n += s.execute(delete(Probe).where(Probe.id <= cutoff)).rowcount
+                return n
+        return self.gallery.reserve.freeing(run)
 
     def list(self, offset: int, limit: int, kind: str | None = None, identity_id: int | None = None):
         """(rows, total), oldest first; optionally of one kind and/or naming one identity."""
@@ -139,6 +177,21 @@ class FeedbackStore:
         """Every report, oldest first (training reads them all)."""
         with self.sessions() as s:
             return list(s.scalars(select(Feedback).order_by(Feedback.id)))
+
+
+class QuotaExceeded(Exception):
+    """The reporter already has as many reports as it may keep."""
+
+    def __init__(self, quota: int):
+        super().__init__(f"at most {quota} reports per API key")
+        self.quota = quota
+
+
+def _evict_oldest(s, keep: int, *where) -> None:
+    """Delete the probes (matching `where`) older than the newest `keep`."""
+    cutoff = s.scalar(select(Probe.id).where(*where).order_by(Probe.id.desc()).offset(keep).limit(1))
+    if cutoff is not None:
+        s.execute(delete(Probe).where(Probe.id <= cutoff, *where))
 
 
 def probe_face(probe: Probe) -> FaceCrop:

@@ -13,6 +13,9 @@ from sqlalchemy.types import TypeDecorator
 
 
 MAX_ID = 2**31 - 1  # ids are INTEGER on both databases (PostgreSQL: 32-bit; a larger id cannot exist)
+# Ids are never reused after a delete (a CSV, an automation or `faceid verify --identity 7` must not silently
+# point at someone else): SQLite AUTOINCREMENT (migration 0007); PostgreSQL's sequences never go back.
+NEVER_REUSED = {"sqlite_autoincrement": True}
 
 
 def utcnow() -> datetime:
@@ -47,6 +50,7 @@ class Base(DeclarativeBase):
 
 class Identity(Base):
     __tablename__ = "identities"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     label: Mapped[str] = mapped_column(String(200), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
@@ -57,6 +61,7 @@ class Identity(Base):
 
 class Face(Base):
     __tablename__ = "faces"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     identity_id: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), index=True)
     crop_png: Mapped[bytes] = mapped_column(LargeBinary)   # what the embedder saw, lossless
@@ -125,12 +130,15 @@ class Probe(FaceCropColumns, Base):
     """A face of an /identify answer, kept for a bounded time (FACEID_PROBE_RETENTION_S) so a later
     POST /feedback can point at it by id instead of uploading the image again. Not part of the gallery."""
     __tablename__ = "probes"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     status: Mapped[str] = mapped_column(String(16))                   # the answer: match | unknown | low_quality
     top_identity_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # best match, above threshold or not
     top_score: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     expires_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), index=True)
+    # who got the answer: the API key's name, or "client:<address>" without keys; only they may report on it
+    owner: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True)
 
 
 class Feedback(FaceCropColumns, Base):
@@ -140,6 +148,7 @@ class Feedback(FaceCropColumns, Base):
     else, or as nobody, is a hard negative for it. Deleting an identity deletes the reports that name it
     (`identity_id`) and forgets it as the answered one; a merge moves both to the merged identity."""
     __tablename__ = "feedback"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     kind: Mapped[str] = mapped_column(String(16), index=True)
     identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), nullable=True,
@@ -147,7 +156,8 @@ class Feedback(FaceCropColumns, Base):
     answered_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"),
                                                              nullable=True)
     answered_score: Mapped[float | None] = mapped_column(Float, nullable=True)
-    probe_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the probe it came from (probes expire)
+    probe_id: Mapped[int | None] = mapped_column(Integer, nullable=True, index=True)  # the probe it came from
+    # (probes expire; one report per probe and reporter: a later one replaces it)
     reported_by: Mapped[str | None] = mapped_column(String(100), nullable=True)  # API key name
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
 

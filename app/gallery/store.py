@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, delete, event, func, insert, select, text,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from app.gallery.reserve import StorageReserve
 from app.gallery.models import Embedding, Face, Feedback, GalleryState, Identity, Template, utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
@@ -61,15 +62,26 @@ def migrate(engine: Engine) -> None:
 
     cfg = Config()
     cfg.set_main_option("script_location", str(MIGRATIONS))
-    with _migration_lock(engine):
-        with engine.begin() as conn:
-            if engine.dialect.name == "postgresql":  # DDL is transactional: the lock ends with the transaction
-                conn.execute(text("SET LOCAL lock_timeout = 0"))  # replicas wait their turn, however long
-                conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            if conn.scalar(select(GalleryState.id).where(GalleryState.id == 1)) is None:
-                conn.execute(insert(GalleryState).values(id=1, generation=0, rebuild_generation=0))
+    sqlite = engine.dialect.name == "sqlite"
+    with _migration_lock(engine), engine.connect() as conn:
+        if sqlite:  # tables rebuilt in batch mode are dropped: with foreign keys on, the drop would cascade
+            conn.exec_driver_sql("PRAGMA foreign_keys=OFF")  # (before the transaction: inside one it is ignored)
+            conn.commit()
+        try:
+            with conn.begin():
+                if engine.dialect.name == "postgresql":  # DDL is transactional: the lock ends with the transaction
+                    conn.execute(text("SET LOCAL lock_timeout = 0"))  # replicas wait their turn, however long
+                    conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
+                    raise RuntimeError("the migration left rows whose foreign keys point nowhere; not committed")
+                if conn.scalar(select(GalleryState.id).where(GalleryState.id == 1)) is None:
+                    conn.execute(insert(GalleryState).values(id=1, generation=0, rebuild_generation=0))
+        finally:
+            if sqlite:
+                conn.exec_driver_sql("PRAGMA foreign_keys=ON")
+                conn.commit()
 
 
 @contextmanager
@@ -145,6 +157,7 @@ class GalleryStore:
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.reserve = StorageReserve(None, 0)  # build_service puts one beside a SQLite file (deletes on a full disk)
 
     def _bump(self, s: Session, rebuild: bool = False) -> None:
         values = {"generation": GalleryState.generation + 1}
@@ -245,6 +258,9 @@ class GalleryStore:
             return ident
 
     def delete_identity(self, identity_id: int) -> bool:
+        return self.reserve.freeing(lambda: self._delete_identity(identity_id))
+
+    def _delete_identity(self, identity_id: int) -> bool:
         with self.sessions() as s, s.begin() as tx:
             self._bump(s, rebuild=True)
             ident = s.get(Identity, identity_id)
@@ -256,6 +272,9 @@ class GalleryStore:
 
     def delete_face(self, face_id: int) -> bool:
         """Delete one face; an identity left without faces is deleted too (no empty identities)."""
+        return self.reserve.freeing(lambda: self._delete_face(face_id))
+
+    def _delete_face(self, face_id: int) -> bool:
         with self.sessions() as s, s.begin() as tx:
             self._bump(s, rebuild=True)
             face = s.get(Face, face_id)

@@ -95,9 +95,12 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> str:
 
 
 def metadata_problem(ckpt: Checkpoint, serving: Preprocessing | None = None) -> str | None:
-    """Why a checkpoint's metadata cannot serve (None when it can): the calibrated cosine threshold must be
-    a finite number in [-1, 1]; the input size sane and, for a swap, the serving model's crop size and
-    margin (stored face crops are re-embedded as they are, without the original uploads)."""
+    """Why a checkpoint's metadata cannot serve (None when it can): its name must be a printable string of 1 to
+    200 characters; the calibrated cosine threshold a finite number in [-1, 1]; the input size sane and, for a
+    swap, the serving model's crop size and margin (stored face crops are re-embedded as they are, without the
+    original uploads). The version is not metadata: `load_checkpoint` derives it from the weights."""
+    if not isinstance(ckpt.name, str) or not 1 <= len(ckpt.name) <= 200 or not ckpt.name.isprintable():
+        return f"its name {str(ckpt.name)[:60]!r} is not a printable string of 1 to 200 characters"
     thresholds = ckpt.thresholds if isinstance(ckpt.thresholds, dict) else {"cosine": ckpt.thresholds}
     thr = thresholds.get("cosine", 0.0)
     if (isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr)

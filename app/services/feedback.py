@@ -8,8 +8,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
-from app.core.errors import AppError
-from app.gallery.feedback import FaceCrop, FeedbackStore, probe_face
+from app.core.errors import AppError, is_disk_full
+from app.gallery.feedback import FaceCrop, FeedbackStore, QuotaExceeded, probe_face
 from app.gallery.models import MAX_ID, Feedback
 from app.gallery.store import NotFound
 
@@ -21,19 +21,29 @@ class FeedbackService:
         self.settings = settings
         self.store = store
 
-    async def keep_probes(self, result, decisions) -> list[int | None]:
-        """Keep the faces of one /identify answer for FACEID_PROBE_RETENTION_S; their ids, or None each when
-        retention is off or the write failed (an answer is never lost to its probes: the failure is logged)."""
-        if self.settings.probe_retention_s <= 0 or not result.faces:
+    async def keep_probes(self, result, decisions, owner: str) -> list[int | None]:
+        """Keep the faces of one /identify answer for FACEID_PROBE_RETENTION_S, for `owner` (who got the
+        answer; only they may report on them), within FACEID_PROBE_MAX_ROWS(_PER_KEY); their ids, or None each
+        when retention is off or the write failed (an answer is never lost to its probes: the failure is
+        logged)."""
+        cfg = self.settings
+        if cfg.probe_retention_s <= 0 or not result.faces or min(cfg.probe_max_rows, cfg.probe_max_rows_per_key) <= 0:
             return [None] * len(result.faces)
         margin, version = result.embedder.preprocessing.margin, result.embedder.version
         rows = [(FaceCrop.of(f, margin, result.image_sha256, version), d.status,
                  d.matches[0].identity_id if d.matches else None, d.score)
                 for f, d in zip(result.faces, decisions)]
         try:
-            return await run_in_threadpool(self.store.keep_probes, rows, self.settings.probe_retention_s)
+            return await run_in_threadpool(self.store.keep_probes, rows, cfg.probe_retention_s, owner,
+                                           cfg.probe_max_rows, cfg.probe_max_rows_per_key)
         except SQLAlchemyError as exc:
             log.warning("probes not kept (the answer goes out without probe ids): %s", str(exc)[:200])
+            if is_disk_full(exc):  # probes are the first to go: the gallery's own writes need the room
+                try:
+                    n = await run_in_threadpool(self.store.evict_probes)
+                    log.warning("disk full: evicted the oldest %d probes", n)
+                except SQLAlchemyError as again:
+                    log.warning("could not evict probes on a full disk: %s", str(again)[:200])
             return [None] * len(result.faces)
 
     @staticmethod
@@ -47,15 +57,19 @@ class FeedbackService:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
 
     async def report(self, kind: str, identity_id: int | None, *, probe_id: int | None = None,
-                     face=None, result=None, reported_by: str | None = None) -> Feedback:
-        """Store a report on a kept probe (`probe_id`) or on `face` of an uploaded image (`result`)."""
+                     face=None, result=None, reported_by: str | None = None, owner: str | None = None) -> Feedback:
+        """Store a report on a kept probe (`probe_id`, one of `owner`'s: None for any, an admin's view) or on
+        `face` of an uploaded image (`result`). One report per (probe, reporter): a later one replaces it;
+        at most FACEID_FEEDBACK_MAX_PER_KEY per reporter (409 past it)."""
         self.check(kind, identity_id)
         answered, answered_score = None, None
         if probe_id is not None:
-            probe = await run_in_threadpool(self.store.get_probe, probe_id) if 1 <= probe_id <= MAX_ID else None
-            if probe is None:
-                raise AppError(404, "unknown_probe", f"probe {probe_id} does not exist or has expired (probes are "
-                               f"kept {self.settings.probe_retention_s:g} s); report with the image instead")
+            probe = await run_in_threadpool(self.store.get_probe, probe_id, owner) if 1 <= probe_id <= MAX_ID else None
+            if probe is None:  # someone else's probe is not found either: no way to tell the two apart
+                raise AppError(404, "unknown_probe", f"probe {probe_id} does not exist, has expired or was evicted "
+                               f"(probes are kept {self.settings.probe_retention_s:g} s, the newest "
+                               f"{self.settings.probe_max_rows_per_key} per key), or was another key's answer; "
+                               "report with the image instead")
             crop = probe_face(probe)
             if probe.status == "match":  # the identity the answer named (a report against it marks a mistake)
                 answered, answered_score = probe.top_identity_id, probe.top_score
@@ -65,6 +79,10 @@ class FeedbackService:
         try:
             return await run_in_threadpool(
                 lambda: self.store.add(kind, crop, identity_id, answered_identity_id=answered,
-                                       answered_score=answered_score, probe_id=probe_id, reported_by=reported_by))
+                                       answered_score=answered_score, probe_id=probe_id, reported_by=reported_by,
+                                       quota=self.settings.feedback_max_per_key))
         except NotFound as exc:
             raise AppError(404, f"unknown_{exc.kind}", str(exc)) from None
+        except QuotaExceeded as exc:
+            raise AppError(409, "feedback_quota_exceeded", f"{exc}; delete some (DELETE /feedback/{{id}}) or raise "
+                           "FACEID_FEEDBACK_MAX_PER_KEY") from None

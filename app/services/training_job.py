@@ -14,6 +14,7 @@ import fcntl
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -27,11 +28,63 @@ from app.core.errors import AppError
 
 log = logging.getLogger(__name__)
 REPO = Path(__file__).resolve().parents[2]
+MB_PER_IMAGE = 24 * 2**20    # measured (issue 27, CPU, 160 px): 1.7 GB at batch 16, 4.35 GB at 128
+BASE_BYTES = 1_350 * 2**20   # the process, the model, optimiser state and the crop cache at batch 0
+_URL_PASSWORD = re.compile(r"(\b[a-zA-Z][a-zA-Z0-9+.-]*://[^:/@\s]*:)[^@\s]*@")
+
+
+def redact(text: str) -> str:
+    """`text` with the password of every URL in it replaced by `***` (scheme://user:***@host)."""
+    return _URL_PASSWORD.sub(r"\1***@", text)
+
+
+def training_bytes(batch_size: int) -> int:
+    """Estimated peak memory of a training job at `batch_size` images per step."""
+    return BASE_BYTES + batch_size * MB_PER_IMAGE
+
+
+def available_bytes() -> int | None:
+    """MemAvailable of this machine (Linux), None where it cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    return None
+
+
+def check_batch_fits(batch_size: int, memory_bytes: int | None) -> None:
+    """422 `batch_too_large` when a job at `batch_size` would need more than `memory_bytes` (default: what the
+    machine has available now)."""
+    limit = memory_bytes if memory_bytes is not None else available_bytes()
+    need = training_bytes(batch_size)
+    if limit is not None and need > limit:
+        fits = max(0, (limit - BASE_BYTES) // MB_PER_IMAGE)
+        raise AppError(422, "batch_too_large", f"batch_size {batch_size} needs about {need / 2**30:.1f} GiB; "
+                       f"{limit / 2**30:.1f} GiB are available (FACEID_TRAIN_MEMORY_BYTES); at most about {fits} "
+                       "fits", detail={"estimated_bytes": need, "available_bytes": limit, "max_batch_size": int(fits)})
+
+
+def prune_candidates(folder: Path, keep: int) -> list[Path]:
+    """Delete all but the newest `keep` candidate checkpoints (`*.pt`, ~94 MB each) in `folder`; their small
+    `.report.json` files stay. Returns what was deleted."""
+    found = sorted(folder.glob("*.pt"), key=lambda p: p.stat().st_mtime, reverse=True) if folder.is_dir() else []
+    gone = []
+    for path in found[keep:]:
+        try:
+            path.unlink()
+            gone.append(path)
+        except OSError as exc:
+            log.warning("could not delete the old candidate %s: %s", path.name, exc)
+    return gone
 
 
 def training_command(options: dict, progress: Path, settings) -> list[str]:
     """The CLI invocation of a job (options: the validated POST /admin/train body)."""
-    cmd = [sys.executable, "-m", "training.main", "--from-gallery", "--database-url", settings.database_url,
+    # the database URL (a password, maybe) travels in the environment (FACEID_DATABASE_URL), never on the
+    # command line, which every local user can read in `ps`
+    cmd = [sys.executable, "-m", "training.main", "--from-gallery",
            "--progress", str(progress), "--logdir", str(progress.parent / "runs")]
     flags = {"epochs": "--epochs", "max_minutes": "--max-minutes", "max_steps": "--max-steps", "lr": "--lrin",
              "batch_size": "--bs", "k": "--k", "val_identities": "--val-identities", "lfw_pairs": "--lfw-pairs",
@@ -73,6 +126,7 @@ class TrainingJobs:
 
     # --- start, state, cancel ------------------------------------------------------------------------
     def start(self, options: dict, loop: asyncio.AbstractEventLoop | None = None) -> dict:
+        check_batch_fits(int(options.get("batch_size") or 32), self.settings.train_memory_bytes)
         with self._lock_fd() as fd:
             try:
                 fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -81,19 +135,19 @@ class TrainingJobs:
                                "it, DELETE /admin/train cancels it") from None
             job_id = time.strftime("%Y%m%dT%H%M%S") + "-" + uuid.uuid4().hex[:6]
             folder = self.root / job_id
-            folder.mkdir(parents=True)
+            folder.mkdir(parents=True, mode=0o700)
             progress = folder / "progress.json"
             cmd = self.command(options, progress, self.settings)
             env = {**os.environ, "FACEID_DATABASE_URL": self.settings.database_url,
                    "FACEID_CHECKPOINTS_DIR": str(self.settings.checkpoints_dir),
                    "FACEID_WEIGHTS": self.settings.weights, "FACEID_TARGET_FPIR": str(self.settings.target_fpir),
                    "PYTHONPATH": str(REPO)}
-            with open(folder / "train.log", "ab") as logf:
+            with os.fdopen(os.open(folder / "train.log", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600), "ab") as logf:
                 # the child inherits the locked descriptor: the lock lives exactly as long as the job
                 proc = subprocess.Popen(cmd, cwd=REPO, env=env, stdout=logf, stderr=subprocess.STDOUT,
                                         start_new_session=True, pass_fds=(fd,))
             job = {"id": job_id, "pid": proc.pid, "options": options, "started_at": time.time(),
-                   "command": cmd[1:]}
+                   "command": [redact(str(a)) for a in cmd[1:]]}
             _write_json(folder / "job.json", job)
             _write_json(self.root / "latest.json", {"id": job_id})
         self._proc = proc
@@ -112,6 +166,7 @@ class TrainingJobs:
     def _wait(self, proc: subprocess.Popen, folder: Path, loop) -> None:
         """Reap the job; when it published a checkpoint, ask this process's service to swap to it."""
         rc = proc.wait()
+        prune_candidates(Path(self.settings.checkpoints_dir) / "candidates", self.settings.train_keep_candidates)
         job = _read_json(folder / "job.json") or {}
         job.update(returncode=rc, finished_at=time.time())
         result = (_read_json(folder / "progress.json") or {}).get("result") or {}
@@ -152,7 +207,7 @@ class TrainingJobs:
                **{k: progress.get(k) for k in ("phase", "step", "total_steps", "loss", "eta_s", "elapsed_s",
                                                "validation", "base_figures", "result")}}
         if state == "failed":
-            out["log_tail"] = _tail(folder / "train.log")
+            out["log_tail"] = redact(_tail(folder / "train.log"))
         return out
 
     def cancel(self) -> dict:
@@ -170,8 +225,11 @@ class TrainingJobs:
 
 
 def _write_json(path: Path, data: dict) -> None:
+    """Atomically, readable by the service's user only (0600)."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data))
+    with os.fdopen(os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
+        f.write(json.dumps(data))
+    os.chmod(tmp, 0o600)  # an older file of the same name keeps its mode through O_CREAT
     os.replace(tmp, path)
 
 

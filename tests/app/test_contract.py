@@ -28,7 +28,7 @@ def test_a_client_that_disconnects_mid_upload_is_a_499_not_a_500(server, client)
     before = _metric(client, "499", "/embed")
     for _ in range(3):
         with socket.create_connection(("127.0.0.1", server.port)) as sock:
-            sock.sendall(b"POST /embed HTTP/1.1\r\nHost: x\r\nContent-Type: multipart/form-data; boundary=b\r\n"
+            sock.sendall(b"POST /embed HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: multipart/form-data; boundary=b\r\n"
                          b"Content-Length: 1000000\r\n\r\n--b\r\nContent-Disposition: form-data; name=\"file\"; "
                          b"filename=\"a.jpg\"\r\n\r\n" + b"\xff" * 5000)
     deadline = time.monotonic() + 60
@@ -121,3 +121,16 @@ def test_verify_scores_stay_within_minus_one_and_one(client, faces):
     face = sorted((faces / "photos" / "Matt_Damon").glob("*.jpg"))[1].read_bytes()
     r = client.post("/verify", files={"file": ("a.jpg", face), "file_b": ("b.jpg", face)})
     assert r.status_code == 200 and -1.0 <= r.json()["score"] <= 1.0 and r.json()["same_person"]
+
+
+def test_a_client_that_disconnects_mid_import_is_a_499_not_a_400(server, client):
+    before = {s: _metric(client, s, "/faces/import") for s in ("499", "400")}
+    for _ in range(3):
+        with socket.create_connection(("127.0.0.1", server.port)) as sock:
+            sock.sendall(b"POST /faces/import HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n"
+                         b"Content-Length: 1000000\r\n\r\n{\"label\": \"a\", \"faces\": [{\"crop\": \"" + b"A" * 5000)
+    deadline = time.monotonic() + 60
+    while _metric(client, "499", "/faces/import") < before["499"] + 3 and time.monotonic() < deadline:
+        time.sleep(0.1)  # polling the server's own counter, bounded
+    assert _metric(client, "499", "/faces/import") == before["499"] + 3
+    assert _metric(client, "400", "/faces/import") == before["400"]

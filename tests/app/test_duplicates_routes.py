@@ -39,7 +39,7 @@ def api(store, tmp_path):
 
     app = create_app(settings)
     app.dependency_overrides[get_service] = lambda: service
-    yield TestClient(app)
+    yield TestClient(app, base_url="http://localhost")
     service.close()
 
 

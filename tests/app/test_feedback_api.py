@@ -46,5 +46,8 @@ def test_reports_cross_processes_and_survive_a_restart(gallery_db, faces):
         r = httpx.post(f"{c.url}/feedback", json={"kind": "is", "identity_id": ids["Matt_Damon"],
                                                   "probe_id": face["probe_id"]}, timeout=60)
         assert r.status_code == 201, r.text  # the probe outlived the restart too (kept for an hour)
-        assert httpx.delete(f"{c.url}/feedback/{first['id']}").status_code == 204
+        # one report per probe and reporter: the later one replaced the first
+        assert httpx.get(f"{c.url}/feedback/{first['id']}").status_code == 404
         assert httpx.get(f"{c.url}/feedback").json()["total"] == 2
+        assert httpx.delete(f"{c.url}/feedback/{r.json()['id']}").status_code == 204
+        assert httpx.get(f"{c.url}/feedback").json()["total"] == 1

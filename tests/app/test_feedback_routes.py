@@ -147,9 +147,8 @@ def test_feedback_list_refuses_bad_parameters(client, params):
 
 def test_feedback_list_pages_and_filters(client, ada_bob):
     ada, bob = ada_bob
-    probes = [f["probe_id"] for f in identify(client, [RED, GREEN, BLUE])]
     for body in ({"kind": "is", "identity_id": bob}, {"kind": "is_not", "identity_id": bob}, {"kind": "nobody"}):
-        for p in probes:
+        for p in [f["probe_id"] for f in identify(client, [RED, GREEN, BLUE])]:  # one report per probe and key
             assert client.post("/feedback", json={**body, "probe_id": p}).status_code == 201
     page = client.get("/feedback", params={"offset": 2, "limit": 4}).json()
     assert page["total"] == 9 and [i["id"] for i in page["items"]] == [3, 4, 5, 6]
@@ -159,9 +158,9 @@ def test_feedback_list_pages_and_filters(client, ada_bob):
 
 def test_deleting_an_identity_deletes_its_reports_and_forgets_it_as_answered(client, ada_bob):
     ada, bob = ada_bob
-    red = identify(client, [RED])[0]["probe_id"]
+    red, red2 = (identify(client, [RED])[0]["probe_id"] for _ in range(2))
     client.post("/feedback", json={"kind": "is", "identity_id": bob, "probe_id": red})   # answered: Ada
-    client.post("/feedback", json={"kind": "is_not", "identity_id": ada, "probe_id": red})
+    client.post("/feedback", json={"kind": "is_not", "identity_id": ada, "probe_id": red2})
     assert client.delete(f"/identities/{ada}").status_code == 204
     items = client.get("/feedback").json()["items"]
     assert [(i["kind"], i["identity"]["id"], i["answered_identity"]) for i in items] == [("is", bob, None)]
@@ -252,7 +251,9 @@ def test_feedback_scopes_in_process(store, tmp_path):  # noqa: F811
     error(c.post("/feedback", json=body, headers={"X-API-Key": keys["read"]}), 403, "forbidden")
     error(c.post("/faces/1/move", json={"label": "B"}, headers={"X-API-Key": keys["read"]}), 403, "forbidden")
     error(c.get("/feedback", headers={"X-API-Key": keys["identify"]}), 403, "forbidden")
-    r = c.post("/feedback", json=body, headers=w)
+    error(c.post("/feedback", json=body, headers=w), 404, "unknown_probe")  # the identify key's answer, not ours
+    r = c.post("/identify", files={"file": ("p.png", tiles_png([RED]), "image/png")}, headers=w)
+    r = c.post("/feedback", json={**body, "probe_id": r.json()["faces"][0]["probe_id"]}, headers=w)
     assert r.status_code == 201 and r.json()["reported_by"] == "write-key"
     assert c.get("/feedback", headers={"X-API-Key": keys["read"]}).json()["total"] == 1
     error(c.delete("/feedback/1", headers={"X-API-Key": keys["read"]}), 403, "forbidden")

@@ -130,7 +130,8 @@ def test_bad_checkpoints_are_refused_and_old_model_keeps_serving(tmp_path, faces
                     "thr-nan.pt": {"thresholds": {**calibrated, "cosine": float("nan")}},
                     "thr-str.pt": {"thresholds": {**calibrated, "cosine": "0.5"}},
                     "size-4.pt": {"preprocessing": {**good["metadata"]["preprocessing"], "image_size": 4}},
-                    "size-112.pt": {"preprocessing": {**good["metadata"]["preprocessing"], "image_size": 112}}}
+                    "size-112.pt": {"preprocessing": {**good["metadata"]["preprocessing"], "image_size": 112}},
+                    "name-dict.pt": {"name": {"a": 1}}, "name-long.pt": {"name": "n" * 300}}
     for name, change in bad_metadata.items():
         torch.save({**good, "metadata": {**good["metadata"], **change, "version": name}}, ckdir / name)
     probe = photos(faces, "Matt_Damon", 1)[0]

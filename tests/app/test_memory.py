@@ -88,3 +88,56 @@ def test_concurrent_16bit_bombs_stay_under_the_memory_bound(tmp_path):
         assert httpx.get(f"{srv.url}/health").status_code == 200
         print({"peak_rss_mb": round(guard.peak_mb), "answers": dict(codes)})
         assert guard.peak_mb < RSS_BOUND_MB
+
+
+def _rss_mb(pid: int) -> float:
+    """VmRSS of `pid`; fails (never 0) where it cannot be read, so the bound below is never checked on nothing."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+    raise AssertionError(f"no VmRSS in /proc/{pid}/status")
+
+
+def test_concurrent_import_bombs_stay_within_the_decode_budget(tmp_path):
+    """Issue 27: 12 concurrent /faces/import requests, each one ~155 kB PNG crop that declares 6320 x 6320
+    RGBA (160 MB of pixels): each refused (422 crop_size_mismatch from the header), and the server's RSS stays
+    within the decode budget (FACEID_MAX_DECODE_BYTES) + 200 MB above its idle RSS (main: +2.44 GB)."""
+    import base64
+
+    from app.core.config import Settings
+
+    side = 6320
+    z = zlib.compressobj(9)
+    body = b"".join(z.compress(b"\x00" * (4 * side + 1)) for _ in range(side)) + z.flush()
+
+    def chunk(kind, data):
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    crop = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    face = {"crop": base64.b64encode(crop).decode(), "source_sha256": "0" * 64, "box": [0, 0, 10, 10],
+            "landmarks": [[1, 1]] * 5, "detection_score": 0.9, "crop_margin": 0}
+    bound_mb = Settings().max_decode_bytes / 2**20 + 200
+    with running(tmp_path / "g.db") as srv:
+        pid = srv.proc.pid
+        idle = _rss_mb(pid)
+        peak, stop = [idle], threading.Event()
+
+        def watch():
+            while not stop.wait(0.01):
+                peak[0] = max(peak[0], _rss_mb(pid))
+
+        watcher = threading.Thread(target=watch, daemon=True)
+        watcher.start()
+        try:
+            with ThreadPoolExecutor(12) as pool:
+                answers = list(pool.map(lambda _: httpx.post(f"{srv.url}/faces/import", json={
+                    "label": "bomb", "faces": [face]}, timeout=600), range(12)))
+        finally:
+            stop.set()
+            watcher.join()
+        assert {(r.status_code, r.json()["error"]["code"]) for r in answers} == {(422, "crop_size_mismatch")}
+        print({"idle_rss_mb": round(idle), "peak_above_idle_mb": round(peak[0] - idle, 1), "bound_mb": bound_mb})
+        assert peak[0] - idle <= bound_mb
+        assert httpx.get(f"{srv.url}/identities").json()["items"] == []

@@ -30,7 +30,7 @@ def store(tmp_path) -> GalleryStore:
 def client(store, tmp_path):
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'gallery.db'}", api_keys=[]))
     app.dependency_overrides[get_store] = lambda: store
-    return TestClient(app)  # no `with`: the lifespan (model loading) does not run
+    return TestClient(app, base_url="http://localhost")  # no `with`: the lifespan (model loading) does not run
 
 
 def test_store_merge_moves_faces_and_deletes_the_source(store):
@@ -100,7 +100,7 @@ def test_merge_route_needs_the_write_scope(tmp_path, store):
             ApiKey(name="w", sha256=hash_key("write-key"), scopes=["write"])]
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'gallery.db'}", api_keys=keys))
     app.dependency_overrides[get_store] = lambda: store
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://localhost")
     rng = np.random.default_rng(4)
     a, _, _ = store.enroll("a", [new_face(rng)])
     b, _, _ = store.enroll("b", [new_face(rng)])

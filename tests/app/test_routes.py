@@ -49,7 +49,7 @@ def make_client(store, tmp_path, **overrides) -> tuple[TestClient, object]:
     service = fake_service(settings, store)
     app = create_app(settings)
     app.dependency_overrides[get_service] = lambda: service
-    return TestClient(app), service  # no `with`: the lifespan (model loading) does not run
+    return TestClient(app, base_url="http://localhost"), service  # no `with`: the lifespan (model loading) does not run
 
 
 @pytest.fixture
@@ -109,7 +109,7 @@ def test_a_model_failure_is_a_logged_500_in_the_error_shape(store, tmp_path):
         raise RuntimeError("the network broke")
 
     service.models.current.embed = broken
-    r = TestClient(c.app, raise_server_exceptions=False).post(
+    r = TestClient(c.app, base_url="http://localhost", raise_server_exceptions=False).post(
         "/embed", files={"file": ("a.png", tiles_png([RED]), "image/png")})
     error(r, 500, "internal_error")
     service.close()
@@ -403,7 +403,7 @@ def test_each_face_needs_its_own_cohort_threshold(store, tmp_path):
     service = fake_service(settings, store, FakeEmbedder(thresholds=thresholds))
     app = create_app(settings)
     app.dependency_overrides[get_service] = lambda: service
-    client = TestClient(app)
+    client = TestClient(app, base_url="http://localhost")
     assert enroll(client, "red", [RED]).status_code == 201 and enroll(client, "green", [GREEN]).status_code == 201
     body = client.post("/identify", files={"file": ("a.png", tiles_png([RED, GREEN]), "image/png")}).json()
     op = body["operating_point"]

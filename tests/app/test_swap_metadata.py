@@ -49,3 +49,22 @@ def test_crops_of_another_size_are_resized_not_stacked_mixed():
     out = fit_crops(crops, 160)
     assert out.shape == (2, 160, 160, 3) and out[1].min() == out[1].max() == 7
     assert fit_crops([], 160).shape == (0, 160, 160, 3)
+
+
+@pytest.mark.parametrize("name", [{"a": 1}, 12345, None, "", "x" * 201, "line\nbreak"])
+def test_a_name_that_is_not_a_short_string_is_refused(name):
+    problem = metadata_problem(Checkpoint(state_dict={}, name=name, version="x", preprocessing=Preprocessing()))
+    assert problem and "name" in problem
+
+
+@pytest.mark.parametrize("claimed", ["0123456789abcdef", 12345, "v" * 200, None])
+def test_the_version_is_the_weights_content_hash_whatever_the_file_claims(tmp_path, claimed):
+    import torch
+
+    from model.pipeline import load_checkpoint
+    from model.weights import state_dict_hash
+
+    sd = {"w": torch.arange(6, dtype=torch.float32)}
+    torch.save({"state_dict": sd, "metadata": {"name": "n", "version": claimed}}, tmp_path / "c.pt")
+    version = load_checkpoint(tmp_path / "c.pt").version
+    assert version == state_dict_hash(sd)[:16] and isinstance(version, str) and len(version) == 16

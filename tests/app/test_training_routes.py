@@ -5,6 +5,7 @@ process is exercised in tests/training/test_from_gallery.py and the slow end-to-
 from __future__ import annotations
 
 import asyncio
+import os
 import sys
 import time
 
@@ -141,10 +142,65 @@ def test_a_published_checkpoint_is_swapped_to_by_the_worker_that_started_the_job
     assert state["swap"] == {"state": "reembedding", "candidate_name": "candidate.pt"}
 
 
-def test_the_training_command_carries_the_options_and_the_services_database(tmp_path):
-    settings = Settings(database_url="sqlite:///x.db", checkpoints_dir=tmp_path)
+def test_the_training_command_carries_the_options_and_no_database_url(tmp_path):
+    settings = Settings(database_url="postgresql+psycopg://faceid:s3cret@db/faceid", checkpoints_dir=tmp_path)
     cmd = training_command({"lr": 1e-6, "max_minutes": 2.0, "max_steps": None, "mining": "semi_hard"},
                            tmp_path / "p.json", settings)
-    assert cmd[1:5] == ["-m", "training.main", "--from-gallery", "--database-url"] and "sqlite:///x.db" in cmd
+    assert cmd[1:4] == ["-m", "training.main", "--from-gallery"]
+    assert "--database-url" not in cmd and not any("s3cret" in a for a in cmd)  # `ps` shows every argument
     assert cmd[cmd.index("--lrin") + 1] == "1e-06" and cmd[cmd.index("--mining") + 1] == "semi_hard"
     assert "--max-steps" not in cmd
+
+
+def test_job_files_are_private_and_hold_no_password(store, tmp_path, standin):  # noqa: F811
+    c, service = make_client(store, tmp_path)
+    go = tmp_path / "go"
+    go.touch()
+
+    def command(options, progress, settings):  # the real command's arguments, plus a URL with a password
+        return standin("not_published", go)(options, progress, settings) + \
+            training_command(options, progress, settings)[1:] + ["--note", "postgresql://u:pw@h/db"]
+    service.training.command = command
+    try:
+        assert c.post("/admin/train", json={}).status_code == 202
+        wait_for(lambda: c.get("/admin/train").json()["state"] == "not_published")
+        folder = service.training.latest()
+        for path in (folder, folder / "job.json", folder / "train.log"):
+            assert path.stat().st_mode & 0o077 == 0, path
+        job = (folder / "job.json").read_text()
+        assert service.settings.database_url not in job and "pw@" not in job and "u:***@h" in job
+    finally:
+        service.close()
+
+
+def test_a_batch_size_that_cannot_fit_is_refused_with_the_estimate(store, tmp_path, standin):  # noqa: F811
+    c, service = make_client(store, tmp_path, train_memory_bytes=3 * 2**30)
+    service.training.command = standin("not_published", tmp_path / "go")
+    try:
+        err = error(c.post("/admin/train", json={"batch_size": 128}), 422, "batch_too_large")
+        assert err["detail"]["estimated_bytes"] > 3 * 2**30 and 0 < err["detail"]["max_batch_size"] < 128
+        assert not service.training.running() and service.training.latest() is None
+        r = c.post("/admin/train", json={"batch_size": err["detail"]["max_batch_size"]})
+        assert r.status_code == 202, r.text
+    finally:
+        (tmp_path / "go").touch()
+        wait_for(lambda: not service.training.running())
+        service.close()
+
+
+def test_old_candidates_are_deleted_when_a_job_ends(admin, standin, tmp_path):
+    c, service = admin
+    folder = service.settings.checkpoints_dir / "candidates"
+    folder.mkdir(parents=True)
+    for i in range(5):
+        (folder / f"gallery-{i}.pt").write_bytes(b"x")
+        (folder / f"gallery-{i}.report.json").write_text("{}")
+        os.utime(folder / f"gallery-{i}.pt", (1000 + i, 1000 + i))
+    go = tmp_path / "go"
+    go.touch()
+    service.training.command = standin("not_published", go)
+    assert c.post("/admin/train", json={}).status_code == 202
+    wait_for(lambda: c.get("/admin/train").json()["state"] == "not_published"
+             and len(list(folder.glob("*.pt"))) == service.settings.train_keep_candidates)
+    assert sorted(p.name for p in folder.glob("*.pt")) == ["gallery-2.pt", "gallery-3.pt", "gallery-4.pt"]
+    assert len(list(folder.glob("*.report.json"))) == 5

@@ -36,7 +36,7 @@ def store(tmp_path) -> GalleryStore:
 def client(store, tmp_path):
     app = create_app(Settings(database_url=f"sqlite:///{tmp_path / 'gallery.db'}", api_keys=[]))
     app.dependency_overrides[get_store] = lambda: store
-    return TestClient(app)  # no `with`: the lifespan (model loading) does not run
+    return TestClient(app, base_url="http://localhost")  # no `with`: the lifespan (model loading) does not run
 
 
 def test_lookup_by_source_hash_returns_every_face_with_its_label_and_metadata(client):

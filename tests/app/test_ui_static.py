@@ -14,7 +14,7 @@ from app.main import create_app
 @pytest.fixture(scope="module")
 def client(tmp_path_factory):
     db = tmp_path_factory.mktemp("ui") / "g.db"
-    return TestClient(create_app(Settings(database_url=f"sqlite:///{db}", api_keys=[])))  # no lifespan: no model
+    return TestClient(create_app(Settings(database_url=f"sqlite:///{db}", api_keys=[])), base_url="http://localhost")  # no lifespan: no model
 
 
 def test_the_page_is_served_at_root_with_a_strict_policy(client):

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Query, Request, status
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
 from app.api.routes.gallery import face_public, identity_public
-from app.core.security import IdentifyKey, ReadKey, WriteKey
+from app.core.security import IdentifyKey, ReadKey, WriteKey, requester
 from app.schemas import (
     EmbedResponse,
     EnrollJSON,
@@ -74,13 +74,23 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = (images.get("file") or images["image"])[0]
     r, decisions, op = await service.identify(data, top_k or settings.top_k, threshold)
-    probe_ids = await service.feedback.keep_probes(r, decisions)
-    faces = [{**_face_out(f), "status": d.status, "score": d.score, "quality_problem": d.quality_problem,
+    probe_ids = await service.feedback.keep_probes(r, decisions, requester(request, _key))
+    decision_only = _key is not None and "read" not in _key.granted()
+    faces = [{**_face_out(f), "status": d.status, "quality_problem": d.quality_problem,
               "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
-              "matches": [m.__dict__ for m in d.matches], "probe_id": pid, "threshold": d.threshold}
+              **(_decision_only(d) if decision_only else {"score": d.score, "matches": [m.__dict__ for m in d.matches]}),
+              "probe_id": pid, "threshold": d.threshold}
              for f, d, pid in zip(r.faces, decisions, probe_ids)]
     return {"model_version": r.embedder.version, "threshold": op.cosine_threshold, "target_fpir": op.target_fpir,
             "operating_point": op.public(), "faces": faces}
+
+
+def _decision_only(d) -> dict:
+    """An `identify`-scope key gets the decision and nothing about identities that did not match: the matched
+    identity's entry alone (no other labels or face ids, and no best score of an unknown face)."""
+    if d.status != "match" or d.identity is None:
+        return {"score": None, "matches": []}
+    return {"score": d.score, "matches": [m.__dict__ for m in d.matches if m.identity_id == d.identity.identity_id][:1]}
 
 
 @router.post("/verify", response_model=VerifyResponse, responses={**ERRORS, 404: {"model": ErrorResponse}},

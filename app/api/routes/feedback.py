@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import ServiceDep
 from app.api.inputs import form_box, form_int, multipart_schema, parse_body, request_body
 from app.core.errors import AppError
-from app.core.security import ReadKey, WriteKey
+from app.core.security import ReadKey, WriteKey, requester
 from app.gallery.feedback import KINDS
 from app.gallery.models import MAX_ID, Feedback
 from app.schemas import ErrorResponse, FeedbackJSON, FeedbackPage, FeedbackPublic
@@ -45,10 +45,10 @@ async def _public(service, rows: list[Feedback]) -> list[dict]:
 
 
 @router.post("/feedback", response_model=FeedbackPublic, status_code=status.HTTP_201_CREATED,
-             responses={**NOT_FOUND, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
+             responses={**NOT_FOUND, 409: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse},
                         503: {"model": ErrorResponse}},
              openapi_extra=_BODY, summary="Report on a face: it is identity X, it is not X, or it is nobody enrolled")
-async def post_feedback(request: Request, service: ServiceDep, _key: WriteKey) -> dict:
+async def post_feedback(request: Request, service: ServiceDep, key: WriteKey) -> dict:
     images, fields = await parse_body(request, FeedbackJSON, {"file": (0, 1)}, 1)
     data = (images.get("file") or images.get("image") or [None])[0]
     kind = fields.get("kind")
@@ -64,7 +64,8 @@ async def post_feedback(request: Request, service: ServiceDep, _key: WriteKey) -
         raise AppError(422, "invalid_request", "face_index and face_box pick a face of an image, not of a probe")
     reported_by = getattr(request.state, "api_key_name", None)
     if probe_id is not None:
-        row = await service.feedback.report(kind, identity_id, probe_id=probe_id, reported_by=reported_by)
+        owner = None if key is not None and "admin" in key.granted() else requester(request, key)  # admins: any
+        row = await service.feedback.report(kind, identity_id, probe_id=probe_id, reported_by=reported_by, owner=owner)
     else:
         service.feedback.check(kind, identity_id)  # before the image is analysed
         r = await service.analyse(data)
