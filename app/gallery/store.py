@@ -19,7 +19,7 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from app.gallery.reserve import StorageReserve
-from app.gallery.models import Embedding, Face, Feedback, GalleryState, Identity, Template, utcnow
+from app.gallery.models import DistinctPair, Embedding, Face, Feedback, GalleryState, Identity, Template, utcnow
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
@@ -303,12 +303,28 @@ class GalleryStore:
                 s.execute(update(Face).where(Face.identity_id == from_id).values(identity_id=into_id))
                 for column in (Feedback.identity_id, Feedback.answered_identity_id):  # reports follow the person
                     s.execute(update(Feedback).where(column == from_id).values({column.key: into_id}))
+                self._move_distinct_marks(s, from_id, into_id)
                 s.execute(delete(Identity).where(Identity.id == from_id))
                 self._refresh_templates(s, [into_id])
                 into.updated_at = utcnow()
                 return into
         except _Unchanged:
             return None
+
+    @staticmethod
+    def _move_distinct_marks(s: Session, from_id: int, into_id: int) -> None:
+        """A merge keeps what people said about the merged identity: "A is not C" becomes "B is not C" when A
+        goes into B (a mark between the two merged identities ends with the merge)."""
+        rows = s.execute(select(DistinctPair.identity_a, DistinctPair.identity_b).where(
+            (DistinctPair.identity_a == from_id) | (DistinctPair.identity_b == from_id))).all()
+        s.execute(delete(DistinctPair).where((DistinctPair.identity_a == from_id) | (DistinctPair.identity_b == from_id)))
+        others = {b if a == from_id else a for a, b in rows} - {into_id}
+        have = {tuple(r) for r in s.execute(select(DistinctPair.identity_a, DistinctPair.identity_b).where(
+            (DistinctPair.identity_a == into_id) | (DistinctPair.identity_b == into_id))).all()}
+        for o in sorted(others):
+            pair = (min(o, into_id), max(o, into_id))
+            if pair not in have:
+                s.add(DistinctPair(identity_a=pair[0], identity_b=pair[1]))
 
     def move_face(self, face_id: int, to_identity_id: int | None = None, to_label: str | None = None):
         """Move one face to identity `to_identity_id`, or to the identity labelled `to_label` (created if new),

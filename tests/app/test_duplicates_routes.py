@@ -103,6 +103,16 @@ def test_a_merge_or_a_delete_ends_the_pair_and_its_mark(api):
     assert pairs(api) == [(a, c2)]
 
 
+def test_a_merge_keeps_the_merged_identitys_marks(api):
+    a, b, c = (ident(enroll(api, n, [RED])) for n in ("a", "b", "c"))
+    api.post(f"/identities/{a}/not-duplicate", json={"identity_id": b})  # "a is not b"
+    assert set(pairs(api)) == {(a, c), (b, c)}
+    assert api.post(f"/identities/{c}/merge", json={"from_identity_id": a}).status_code == 200
+    assert pairs(api) == []  # a went into c: "a is not b" is now "c is not b"
+    assert api.delete(f"/identities/{b}/not-duplicate/{c}").status_code == 204
+    assert pairs(api) == [(b, c)]
+
+
 def test_bad_requests_change_nothing(api):
     a, b = ident(enroll(api, "a", [RED])), ident(enroll(api, "b", [RED]))
     error(api.post(f"/identities/{a}/not-duplicate", json={"identity_id": a}), 422, "same_identity")
