@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import copy
 import io
+import os
 import warnings
 
 import numpy as np
@@ -172,13 +173,13 @@ def int8_runners(detector, threads: int | None = None) -> tuple[dict[str, OrtNet
     models, gate = build_int8_runners(detector, load(calibration), load(check), threads)
     base.parent.mkdir(parents=True, exist_ok=True)
     for n, f in files.items():
-        tmp = f.with_name(f".{f.name}.tmp")
+        tmp = f.with_name(f".{f.name}.{os.getpid()}.tmp")
         tmp.write_bytes(models[n])
         tmp.replace(f)
     info = {"recipe": INT8_RECIPE, "sha256": {n: hashlib.sha256(d).hexdigest() for n, d in models.items()},
             "calibration": f"{len(calibration)} LFW images of cohort people outside View 2; gate on {len(check)}",
             "gate": gate}
-    tmp = side.with_name(f".{side.name}.tmp")
+    tmp = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     tmp.write_text(json.dumps(info, indent=1))
     tmp.replace(side)
     return {n: OrtNet(d, threads) for n, d in models.items()}, gate

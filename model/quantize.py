@@ -15,6 +15,7 @@ import hashlib
 import io
 import json
 import logging
+import os
 import warnings
 from pathlib import Path
 
@@ -134,14 +135,14 @@ def build_int8(ckpt, net: nn.Module, n: int = 320) -> tuple[Path, dict]:
     result = gate(reference, OrtEmbedder(data)(check))
     path = int8_path(ckpt.version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers may build at once
     tmp.write_bytes(data)
     info = {"version": ckpt.version, "name": ckpt.name, "recipe": RECIPE, "sha256": hashlib.sha256(data).hexdigest(),
             "calibration": f"{len(calib)} LFW crops of cohort people outside View 2; gate on {len(check)} others",
             "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax", "vnni": cpu_has_vnni(),
             "gate": result}
     side = path.with_suffix(".json")
-    tmp_side = side.with_name(f".{side.name}.tmp")
+    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
     tmp_side.write_text(json.dumps(info, indent=1))
     tmp.replace(path)  # atomic publish, model first: a sidecar never describes a missing file
     tmp_side.replace(side)

@@ -34,7 +34,7 @@ class Settings(BaseSettings):
     weights: str = Field("casia-webface", description="registry name or checkpoint file name/path")
     checkpoints_dir: Path = Path("./checkpoints")
     device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:1 ...")
-    precision: str = Field("fast", description="auto (int8 on CPUs with VNNI/AMX when the checkpoint's int8 model "
+    precision: str = Field("auto", description="auto (int8 on CPUs with VNNI/AMX when the checkpoint's int8 model "
                            "passes its gate, else as fast), fast (folded batch-norm, channels-last, bf16 on CPUs "
                            "with AVX512-BF16/AMX, bf16/fp16 on CUDA), int8, or fp32 (the network as trained)")
     flip_tta: bool = Field(False, description="embed each face and its mirror image (test-time augmentation): "
