@@ -1,7 +1,7 @@
 """Embedding throughput: the project's fast path (or int8) vs the plain fp32 NCHW eager forward, side by side
 in one run, at batch 1, 16 and 64, with the cosine check on real face crops. Prints JSON.
 
-With `--precision int8` (the quantised model from `python -m model.quantize`) or `--accuracy`, also the
+With `--precision int8` (model.quantize's model, built and gated once when not cached) or `--accuracy`, also the
 accuracy that decides whether it may be used, on every LFW image: 10-fold, 1:N FNIR at FPIR 0.01 and rank-1,
 and cross-precision (gallery fp32 or the `fast` path, probes int8), against fp32, with issue 36's gate
 (benchmarks/precision_accuracy.py).

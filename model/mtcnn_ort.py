@@ -146,7 +146,7 @@ def build_int8_runners(detector, calibration: list, check: list, threads: int | 
 
 def int8_runners(detector, threads: int | None = None) -> tuple[dict[str, OrtNet], dict]:
     """`detector`'s (on the onnxruntime backend) int8 P/R/ONet and their gate, cached beside the weights by
-    weights hash and recipe; built once on model.quantize's calibration faces (80 of them kept back for the
+    weights hash and recipe; built once on model.ort_quant's calibration faces (80 of them kept back for the
     gate). The gate is reported, not enforced: FACEID_PRECISION=auto does not use these (benchmarks.detect
     measured them: faces moved and no faster, see the README)."""
     import hashlib
