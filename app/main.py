@@ -108,7 +108,8 @@ async def lifespan(app: FastAPI):
     if added:
         log.info("embedded %d stored faces for model %s", added, emb.version)
     follower = asyncio.get_running_loop().create_task(follow_serving(service))
-    log.info("ready: model %s (%s) on %s", emb.name, emb.version, emb.device)
+    log.info("ready: model %s (%s) on %s, %s (%s)", emb.name, emb.version, emb.device, emb.precision,
+             emb.precision_reason)
     try:
         yield
     finally:

@@ -265,6 +265,8 @@ class Ready(BaseModel):
     model_name: str
     device: str
     precision: str
+    precision_reason: str | None = Field(None, description="why this precision: what FACEID_PRECISION asked "
+                                         "for, what the CPU has, the int8 model's gate (None from older servers)")
     detector_backend: str | None = None  # torch | onnxruntime (None from servers before it existed)
     threshold: float = Field(description="the search threshold in force for this gallery (cosine; with cohort "
                              "normalisation a typical face's, see operating_point)")

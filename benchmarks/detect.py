@@ -6,9 +6,11 @@ image per call and in batches, for each detector backend (`--backends torch,onnx
 ONNX Runtime running the same networks); the service's detect in batches (with its mirrored border, so more
 pixels); and, when `facenet_pytorch` is importable, facenet-pytorch's MTCNN one image per call (the plain
 reference; `pip install --no-deps facenet-pytorch==2.6.0`, its wheel pins an old torch). `photos_640x480`
-resizes the photos to one size, the best case for batching at that size.
+resizes the photos to one size, the best case for batching at that size. With `onnxruntime-int8` among the
+backends (P/R/ONet quantised, model.mtcnn_ort.int8_runners), also whether it finds the same faces as
+`onnxruntime` (IoU >= 0.9 for every face of at least 24 px) and its speed against it.
 
-    python -m benchmarks.detect [--repeats 3] [--limit N] [--sets photos_640] [--backends torch,onnxruntime]
+    python -m benchmarks.detect [--repeats 3] [--limit N] [--sets photos_640] [--backends torch,onnxruntime,onnxruntime-int8]
 """
 from __future__ import annotations
 
@@ -37,6 +39,15 @@ def photos_640(root) -> list[Image.Image]:
     return out
 
 
+def lfw_sample(root, n: int) -> list:
+    """The first `n` LFW `*_0001.jpg` images, leaving out the int8 models' calibration faces (so an int8
+    detector is never checked on what it was calibrated on)."""
+    from model.ort_quant import calibration_images
+
+    calibration = set(calibration_images(320, root))
+    return [p for p in sorted((root / "lfw").glob("*/*_0001.jpg")) if p not in calibration][:n]
+
+
 def reference_detector(device: str):
     """facenet-pytorch's MTCNN with the same settings as ours, or None when it is not installed."""
     try:
@@ -57,6 +68,19 @@ def rates(loops: dict, images, repeats: int) -> dict[str, float]:
             fn(images)
             times[name].append(time.perf_counter() - t0)
     return {name: len(images) / statistics.median(ts) for name, ts in times.items()}
+
+
+def same_faces(reference, candidate, images) -> dict:
+    """Issue 36's rule: every face of at least 24 px (the search gate) found by one detector is found by the
+    other at IoU >= 0.9."""
+    from model.mtcnn_ort import GATE_MIN_FACE_PX, GATE_MIN_IOU, unmatched_faces
+
+    ref, got = reference.detect(images), candidate.detect(images)
+    return {"faces_reference": sum(int((np.minimum(d.boxes[:, 2] - d.boxes[:, 0], d.boxes[:, 3] - d.boxes[:, 1])
+                                        >= GATE_MIN_FACE_PX).sum()) for d in ref),
+            "missed": sum(unmatched_faces(a, b) for a, b in zip(ref, got)),
+            "extra": sum(unmatched_faces(b, a) for a, b in zip(ref, got)),
+            "min_iou": GATE_MIN_IOU, "min_face_px": GATE_MIN_FACE_PX}
 
 
 def main(argv=None) -> int:
@@ -80,15 +104,16 @@ def main(argv=None) -> int:
     backends = args.backends.split(",")
     pipe = FacePipeline.load(device=args.device, precision=args.precision, detector_backend=args.detector_backend)
     detectors = {b: load_detector(device=args.device, backend=b) for b in backends}
+    int8_gate = {b: d.int8_gate for b, d in detectors.items() if d.int8_gate is not None}
     reference = reference_detector(args.device)
     photos = photos_640(root)[: args.limit]
     sets = {"photos_640": lambda: photos,
             "photos_640x480": lambda: [im.resize((640, 480), Image.BILINEAR) for im in photos],
-            "lfw_250": lambda: [decode_image(p.read_bytes())
-                                for p in sorted((root / "lfw").glob("*/*_0001.jpg"))[: min(64, args.limit or 64)]]}
+            "lfw_250": lambda: [decode_image(p.read_bytes()) for p in lfw_sample(root, min(64, args.limit or 64))]}
     result = {"benchmark": "detect", "batch": args.batch, "repeats": args.repeats, "backends": backends,
               "service_detector_backend": pipe.detector.backend,
-              "reference": "facenet_pytorch" if reference else "not installed", "sets": {}}
+              "reference": "facenet_pytorch" if reference else "not installed", "sets": {},
+              **({"int8_build_gate": int8_gate} if int8_gate else {})}
 
     def in_batches(fn):
         return lambda items: [fn(items[i:i + args.batch]) for i in range(0, len(items), args.batch)]
@@ -115,6 +140,11 @@ def main(argv=None) -> int:
         if {"torch", "onnxruntime"} <= set(backends):
             for mode in ("one_at_a_time", "batched"):
                 row[f"onnxruntime_vs_torch_{mode}"] = round(got[f"onnxruntime_{mode}"] / got[f"torch_{mode}"], 2)
+        if {"onnxruntime", "onnxruntime-int8"} <= set(backends):
+            for mode in ("one_at_a_time", "batched"):
+                row[f"int8_vs_onnxruntime_{mode}"] = round(got[f"onnxruntime-int8_{mode}"] / got[f"onnxruntime_{mode}"], 2)
+            row["int8_same_faces"] = same_faces(detectors["onnxruntime"], detectors["onnxruntime-int8"],
+                                                [a for _, a in pairs])
         for b, det in detectors.items():
             row[f"faces_found_{b}"] = sum(len(d) for d in det.detect([a for _, a in pairs]))
         row["faces_found"] = row[f"faces_found_{main_backend}"]

@@ -18,8 +18,7 @@ $PY -m benchmarks.detect --device cpu --backends torch,onnxruntime --sets photos
 $PY -m benchmarks.serve --seconds 8 --clients 1,4,16
 $PY -m benchmarks.serve --seconds 8 --clients 1,16 --configs \
   "cuda=FACEID_DEVICE=cuda;cpu_torch=FACEID_DEVICE=cpu,FACEID_DETECTOR_BACKEND=torch;cpu_onnxruntime=FACEID_DEVICE=cpu,FACEID_DETECTOR_BACKEND=onnxruntime"
-# int8 embedder (CPU, ONNX Runtime): quantise once, then speed and accuracy against fp32
-$PY -m model.quantize --weights casia-webface
+# int8 embedder (CPU, ONNX Runtime): built and gated once (cached), then speed and accuracy against fp32
 $PY -m benchmarks.embed --device cpu --precision int8 --seconds 3 --batches 1,16,64
 $PY -m benchmarks.large --photos 8 --repeats 2
 $PY -m benchmarks.lfw --precision fast

@@ -257,6 +257,7 @@ class MTCNN(nn.Module):
         self.device = torch.device(device or "cpu")
         self.backend = "torch"
         self._runners: dict | None = None  # ONNX Runtime sessions standing in for pnet/rnet/onet
+        self.int8_gate: dict | None = None  # onnxruntime-int8: its same-faces check (model.mtcnn_ort)
         self.eval()
 
     def load_weights(self, state_dicts: dict[str, dict]) -> "MTCNN":
@@ -268,15 +269,18 @@ class MTCNN(nn.Module):
     def use_backend(self, backend: str, threads: int | None = None) -> "MTCNN":
         """Run P/R/ONet with 'torch' or 'onnxruntime' (CPU only; exports the loaded weights, so call it
         after load_weights). `threads`: ONNX Runtime's intra-op threads (default: torch's)."""
+        self.int8_gate = None
         if backend == "torch":
             self._runners = None
-        elif backend == "onnxruntime":
+        elif backend in ("onnxruntime", "onnxruntime-int8"):
             if self.device.type != "cpu":
                 raise ValueError("the onnxruntime detector backend runs on CPU; use 'torch' on CUDA")
-            from model.mtcnn_ort import ort_runners
+            from model.mtcnn_ort import int8_runners, ort_runners
             self._runners = ort_runners(self.pnet, self.rnet, self.onet, threads)
+            if backend == "onnxruntime-int8":  # for benchmarks.detect: not offered to the service (its gate)
+                self._runners, self.int8_gate = int8_runners(self, threads)
         else:
-            raise ValueError("detector backend is 'torch' or 'onnxruntime'")
+            raise ValueError("detector backend is 'torch' or 'onnxruntime' (or 'onnxruntime-int8', benchmarks)")
         self.backend = backend
         return self
 

@@ -82,9 +82,7 @@ class Embedder:
     """Immutable embedding model snapshot: uint8 face crops -> (n, 512) float32 unit vectors."""
 
     def __init__(self, ckpt: Checkpoint, device: str | torch.device = "cpu", precision: str = "fp32",
-                 flip: bool = False):
-        from model.fast import optimise  # local: keeps import of this module light
-
+                 flip: bool = False, build_int8: bool = True):
         # flip: test-time augmentation, each crop and its mirror image through the network, the normalised sum
         # kept. Its vectors differ from the plain ones, so they carry their own version (a gallery re-embeds).
         self.flip = bool(flip)
@@ -93,7 +91,9 @@ class Embedder:
         self.thresholds = dict(ckpt.thresholds)
         self.device = resolve_device(str(device))
         self.precision_requested = precision
-        self.net, self.precision = optimise(build_network(ckpt).to(self.device), self.device, precision)
+        # build_int8=False: a checkpoint whose int8 model is not cached yet runs its float path (a swap's quick
+        # validation; the swap builds the int8 model in the background, before the switch)
+        self.net, self.precision, self.precision_reason = _network(ckpt, self.device, precision, build_int8)
 
     @torch.inference_mode()
     def embed(self, crops: np.ndarray, max_batch_size: int = 64) -> np.ndarray:
@@ -113,6 +113,31 @@ class Embedder:
         if not np.isfinite(emb).all():
             raise ValueError("the model produced non-finite embeddings")
         return emb
+
+
+def _network(ckpt: Checkpoint, device: torch.device, precision: str, build_int8: bool = True):
+    """(network to call, precision used, why) following model.fast.plan_precision: int8 when the checkpoint's
+    int8 model (built and gated once, model.quantize) passes its gate, else the float path. An explicit
+    'int8' that cannot be had is a WeightsError, not a silent fallback."""
+    from model.fast import optimise, plan_precision  # local: keeps import of this module light
+
+    net = build_network(ckpt).to(device)
+    not_int8 = ""
+    for chosen, why in plan_precision(device, precision):
+        if chosen != "int8":
+            folded, used = optimise(net, device, chosen)
+            return folded, used, why + not_int8
+        if device.type != "cpu":
+            raise WeightsError("precision int8 runs on CPU (ONNX Runtime); on CUDA use fast or auto")
+        from model.quantize import int8_embedder
+
+        int8, how = int8_embedder(ckpt, net, build=build_int8 or precision == "int8")
+        if int8 is not None:
+            return int8, "int8", f"{why}; {how}"
+        if precision == "int8":
+            raise WeightsError(how)
+        not_int8 = f"; not int8: {how}"
+    raise WeightsError(f"no precision to run {precision!r} with")
 
 
 @dataclass

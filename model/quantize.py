@@ -1,19 +1,21 @@
 """int8 embedder: InceptionResnetV1 -> ONNX -> ONNX Runtime static quantisation (QDQ, int8 per-channel
-weights, uint8 activations calibrated on real face crops), cached beside the weights by model version.
+weights, uint8 activations calibrated on real face crops: model.ort_quant says which and why no benchmark
+tests on them), built once per checkpoint when it is first asked for (FACEID_PRECISION=auto or int8,
+benchmarks.embed --precision int8) and cached by model version beside the weights, with its gate.
 
-The quantised file is made once per checkpoint with `python -m model.quantize` (it needs face crops for the
-calibration, which a server at start-up may not have). It is not a serving precision: it is offered to the
-service only once `benchmarks/embed.py --precision int8` shows that it holds by accuracy (LFW 10-fold, 1:N
-FNIR at FPIR 0.01, cross-precision rank-1 against fp32); until then only the benchmarks load it.
+The gate at build (`GATE_*`): on the faces kept back from calibration, cosine to the fp32 network at least
+GATE_MIN_COSINE for every face and GATE_MEAN_COSINE on average: what the int8 model that passed the LFW
+accuracy gate (benchmarks.embed --precision int8: 10-fold, 1:N FNIR at FPIR 0.01, rank-1, cross-precision)
+showed, with a margin. A checkpoint whose int8 model misses it is served in bf16 or folded fp32 instead
+(model.fast.plan_precision, model.pipeline.Embedder).
 """
 from __future__ import annotations
 
-import argparse
+import hashlib
 import io
 import json
 import logging
-import sys
-import tempfile
+import os
 import warnings
 from pathlib import Path
 
@@ -21,24 +23,20 @@ import numpy as np
 import torch
 from torch import nn
 
+from model.ort_quant import calibration_images, cpu_has_vnni, faces_root, quantize, split_calibration
 from model.preprocessing import normalize
 
 log = logging.getLogger(__name__)
 
-
-def cpu_has_vnni() -> bool:
-    """int8 dot products in one instruction (AVX512-VNNI or AVX-VNNI, or AMX): where int8 pays."""
-    try:
-        flags = open("/proc/cpuinfo").read()
-    except OSError:
-        return False
-    return any(f in flags for f in ("avx512_vnni", "avx_vnni", "amx_int8"))
+RECIPE = "qdq-s8w-perchannel-u8a-minmax-2"  # part of the cached file's name: a new recipe rebuilds
+GATE_MIN_COSINE = 0.995
+GATE_MEAN_COSINE = 0.999
 
 
 def int8_path(version: str) -> Path:
     from model.weights import checkpoint_dir
 
-    return checkpoint_dir() / f"embedder-{version}-int8.onnx"
+    return checkpoint_dir() / f"embedder-{version}-int8-{RECIPE}.onnx"
 
 
 class _Features(nn.Module):
@@ -65,31 +63,6 @@ def export_embedder(net: nn.Module) -> bytes:
     return buf.getvalue()
 
 
-def quantize(onnx_fp32: bytes, calibration: np.ndarray, reduce_range: bool | None = None) -> bytes:
-    """QDQ int8 model from fp32 ONNX bytes; `calibration`: normalised float32 inputs (n, 3, S, S)."""
-    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
-                                          quantize_static)
-    from onnxruntime.quantization.shape_inference import quant_pre_process
-
-    class Reader(CalibrationDataReader):
-        def __init__(self):
-            self.batches = iter([{"x": calibration[i:i + 16]} for i in range(0, len(calibration), 16)])
-
-        def get_next(self):
-            return next(self.batches, None)
-
-    if reduce_range is None:
-        reduce_range = not cpu_has_vnni()  # 7-bit weights avoid the u8*s8 pair-sum overflow of plain AVX2
-    with tempfile.TemporaryDirectory() as tmp:
-        src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
-        src.write_bytes(onnx_fp32)
-        quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                        calibrate_method=CalibrationMethod.MinMax)
-        return dst.read_bytes()
-
-
 class OrtEmbedder(nn.Module):
     """Calls an ONNX Runtime session like the PyTorch network: normalised (n, 3, S, S) -> unit vectors."""
 
@@ -109,76 +82,103 @@ class OrtEmbedder(nn.Module):
 
 
 def load_int8(version: str, device: torch.device) -> OrtEmbedder:
-    """The quantised embedder of model `version`; a WeightsError says how to make it when it is missing."""
+    """The quantised embedder of model `version` as built (whatever its gate said: for the benchmarks); a
+    WeightsError says how to make it when it is missing."""
     from model.weights import WeightsError
 
     if torch.device(device).type != "cpu":
         raise WeightsError("precision int8 runs on CPU (ONNX Runtime); on CUDA use fast")
     path = int8_path(version)
     if not path.is_file():
-        raise WeightsError(f"no int8 model for version {version} at {path}: make it with "
-                           f"`python -m model.quantize --weights <this checkpoint>` (needs face crops to calibrate)")
+        raise WeightsError(f"no int8 model for version {version} at {path}: FACEID_PRECISION=auto or int8 (or "
+                           f"`python -m benchmarks.embed --precision int8`) builds it (needs face crops to calibrate)")
     return OrtEmbedder(path.read_bytes())
 
 
-def calibration_crops(n: int = 256, faces_root: Path | None = None) -> np.ndarray:
-    """Face crops for calibration: LFW images outside the View 2 pairs (so the LFW figures are not fitted),
-    detected and cropped as the service does. (n, 160, 160, 3) uint8."""
+def calibration_crops(n: int = 320, root: Path | None = None) -> np.ndarray:
+    """Face crops of calibration_images (largest face, as the service crops), (n, 160, 160, 3) uint8."""
     from model import align
     from model.decode import decode_image
-    from model.pipeline import load_detector
+    from model.mtcnn import MTCNN
+    from model.weights import _read, fetch
 
-    import os
-
-    root = Path(faces_root or os.environ.get("FACEID_FACES_DIR") or Path(__file__).resolve().parents[2] / "shared" / "faces")
-    in_pairs = set()  # model/ reads no benchmark module: the View 2 pairs file parsed here (Name i j | A i B j)
-    for line in (root / "lfw-meta" / "pairs.txt").read_text().split("\n")[1:]:
-        parts = line.split()
-        if len(parts) in (3, 4):
-            names = (parts[0], parts[0]) if len(parts) == 3 else (parts[0], parts[2])
-            nums = (parts[1], parts[2]) if len(parts) == 3 else (parts[1], parts[3])
-            in_pairs |= {root / "lfw" / n / f"{n}_{int(i):04d}.jpg" for n, i in zip(names, nums)}
-    paths = [p for p in sorted((root / "lfw").glob("*/*.jpg")) if p not in in_pairs]
-    paths = [paths[i] for i in np.linspace(0, len(paths) - 1, n).astype(int)]  # spread over people
-    det = load_detector()
+    paths = calibration_images(n, root)
+    det = MTCNN().load_weights(_read(fetch("mtcnn")))  # as model.pipeline.load_detector (not imported: a cycle)
     crops = []
     for start in range(0, len(paths), 16):
         images = [decode_image(p.read_bytes()) for p in paths[start:start + 16]]
         for im, d in zip(images, det.detect(images)):
             box = d.boxes[int(np.argmax(d.scores))] if len(d) else align.centre_box(im.width, im.height, 0.45)
             crops.append(align.crop(im, box, 160, 14))
-    return np.stack(crops)
+    return np.stack(crops) if crops else np.zeros((0, 160, 160, 3), np.uint8)
 
 
-def build_int8(spec: str, n: int = 256) -> tuple[Path, dict]:
-    """Quantise checkpoint `spec` and write it to int8_path(version) with a JSON sidecar; (path, info)."""
-    from model.pipeline import build_network, load_checkpoint
+def gate(reference: torch.Tensor, got: torch.Tensor) -> dict:
+    """Cosine of int8 embeddings to fp32 ones on faces it was not calibrated on, and whether they pass."""
+    cos = (reference.float() * got.float()).sum(1).numpy()
+    return {"faces": len(cos), "cosine_min": round(float(cos.min()), 5), "cosine_mean": round(float(cos.mean()), 5),
+            "min_required": GATE_MIN_COSINE, "mean_required": GATE_MEAN_COSINE,
+            "passed": bool(cos.min() >= GATE_MIN_COSINE and cos.mean() >= GATE_MEAN_COSINE)}
 
-    ckpt = load_checkpoint(spec)
+
+def build_int8(ckpt, net: nn.Module, n: int = 320) -> tuple[Path, dict]:
+    """Quantise checkpoint `ckpt` (a model.pipeline.Checkpoint; `net` its network), check it, and write it to
+    int8_path(version) with a JSON sidecar holding the gate; (path, info). ValueError without faces."""
     crops = calibration_crops(n)
-    x = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2), ckpt.preprocessing.normalization).numpy()
-    data = quantize(export_embedder(build_network(ckpt)), np.ascontiguousarray(x, dtype=np.float32))
+    if len(crops) < 32:
+        raise ValueError(f"too few calibration faces ({len(crops)}) under {faces_root()} (FACEID_FACES_DIR)")
+    x = normalize(torch.from_numpy(crops).permute(0, 3, 1, 2), ckpt.preprocessing.normalization).float()
+    calib, check = (torch.stack(s) for s in split_calibration(list(x)))
+    data = quantize(export_embedder(net), np.ascontiguousarray(calib.numpy()))
+    with torch.inference_mode():
+        reference = net.float().eval()(check)
+    result = gate(reference, OrtEmbedder(data)(check))
     path = int8_path(ckpt.version)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")  # workers may build at once
     tmp.write_bytes(data)
-    tmp.replace(path)  # atomic publish: a reader never sees half a file
-    info = {"version": ckpt.version, "name": ckpt.name, "calibration": f"{len(crops)} LFW crops outside View 2 pairs",
-            "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax", "vnni": cpu_has_vnni()}
-    path.with_suffix(".json").write_text(json.dumps(info, indent=1))
+    info = {"version": ckpt.version, "name": ckpt.name, "recipe": RECIPE, "sha256": hashlib.sha256(data).hexdigest(),
+            "calibration": f"{len(calib)} LFW crops of cohort people outside View 2; gate on {len(check)} others",
+            "format": "QDQ, per-channel int8 weights, uint8 activations, MinMax", "vnni": cpu_has_vnni(),
+            "gate": result}
+    side = path.with_suffix(".json")
+    tmp_side = side.with_name(f".{side.name}.{os.getpid()}.tmp")
+    tmp_side.write_text(json.dumps(info, indent=1))
+    tmp.replace(path)  # atomic publish, model first: a sidecar never describes a missing file
+    tmp_side.replace(side)
     return path, info
 
 
-def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m model.quantize", description=__doc__.splitlines()[0])
-    ap.add_argument("--weights", default="casia-webface", help="registry name or checkpoint path")
-    ap.add_argument("--calibration-faces", type=int, default=256)
-    args = ap.parse_args(argv)
-    logging.basicConfig(level=logging.INFO, format="%(message)s")
-    path, info = build_int8(args.weights, args.calibration_faces)
-    print(json.dumps({"path": str(path), **info}))
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
+def int8_embedder(ckpt, net: nn.Module | None = None, build: bool = True) -> tuple[OrtEmbedder | None, str]:
+    """(the checkpoint's int8 embedder, why) or (None, why not): read from the cache when its sidecar matches
+    the file and this recipe, else built and gated now (once: a failed gate is cached too)."""
+    path = int8_path(ckpt.version)
+    side = path.with_suffix(".json")
+    info = None
+    if path.is_file() and side.is_file():
+        try:
+            info = json.loads(side.read_text())
+            data = path.read_bytes()
+            if info.get("recipe") != RECIPE or info.get("sha256") != hashlib.sha256(data).hexdigest():
+                info = None
+        except (OSError, ValueError):
+            info = None
+    if info is None:
+        if not build or net is None:
+            return None, f"no int8 model of {ckpt.version} cached at {path}"
+        try:
+            path, info = build_int8(ckpt, net)
+        except (ValueError, OSError, RuntimeError, ImportError) as exc:  # ImportError: no onnxruntime
+            log.warning("no int8 embedder for %s: %s", ckpt.version, exc)
+            return None, f"int8 model could not be built: {exc}"
+        data = path.read_bytes()
+        log.info("built the int8 embedder of %s: %s", ckpt.version, info["gate"])
+    g = info["gate"]
+    figures = f"cosine to fp32 min {g['cosine_min']}, mean {g['cosine_mean']} on {g['faces']} faces"
+    if not g["passed"]:
+        return None, (f"int8 model failed its gate ({figures}; needs min {g['min_required']}, "
+                      f"mean {g['mean_required']})")
+    try:
+        return OrtEmbedder(data), f"int8 model passed its gate ({figures})"
+    except Exception as exc:  # noqa: BLE001 - onnxruntime's own error types: the float path serves instead
+        return None, f"int8 model could not be loaded: {type(exc).__name__}: {str(exc)[:200]}"

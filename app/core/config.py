@@ -37,8 +37,9 @@ class Settings(BaseSettings):
     weights: str = Field("casia-webface", description="registry name or checkpoint file name/path")
     checkpoints_dir: Path = Path("./checkpoints")
     device: str = Field("auto", description="auto (CUDA if present), cpu, cuda, cuda:1 ...")
-    precision: str = Field("fast", description="fast (folded batch-norm, channels-last, bf16 on CPUs with "
-                           "AVX512-BF16/AMX, bf16/fp16 on CUDA) or fp32 (the network as trained)")
+    precision: str = Field("auto", description="auto (int8 on CPUs with VNNI/AMX when the checkpoint's int8 model "
+                           "passes its gate, else as fast), fast (folded batch-norm, channels-last, bf16 on CPUs "
+                           "with AVX512-BF16/AMX, bf16/fp16 on CUDA), int8, or fp32 (the network as trained)")
     flip_tta: bool = Field(False, description="embed each face and its mirror image (test-time augmentation): "
                            "LFW 1:N FNIR at FPIR 0.01 0.270 -> 0.258 (1,480 people, 3 photos) for one more embedder "
                            "pass per face; changing it re-embeds the gallery at start-up")

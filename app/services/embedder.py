@@ -129,8 +129,8 @@ def validate_candidate(spec: str, device, precision: str, probe: np.ndarray, emb
     problem = metadata_problem(ckpt, serving)
     if problem:
         raise AppError(422, "invalid_checkpoint_metadata", f"refused: {problem}")
-    try:
-        cand = Embedder(ckpt, device, precision, flip)
+    try:  # a missing int8 model is built by run_swap, in the background (it takes about a minute)
+        cand = Embedder(ckpt, device, precision, flip, build_int8=False)
     except WeightsError as exc:
         raise AppError(422, "invalid_checkpoint", str(exc)) from exc
     try:
@@ -169,10 +169,26 @@ async def reembed_missing(service, embedder: Embedder, status: SwapStatus | None
             status.faces_done += len(rows)
 
 
+async def with_int8(candidate: Embedder, spec: str, checkpoints_dir: Path) -> Embedder:
+    """The candidate with its own int8 model where its precision plan wants one that was not cached at
+    validation: built (and gated) now, before any re-embedding and the switch. Else the candidate itself."""
+    from model.fast import plan_precision
+
+    plan = plan_precision(candidate.device, candidate.precision_requested)
+    if candidate.precision == "int8" or plan[0][0] != "int8":
+        return candidate
+    ckpt = await run_in_threadpool(load_checkpoint, resolve_checkpoint(spec, checkpoints_dir))
+    if ckpt.version + ("+flip" if candidate.flip else "") != candidate.version:
+        raise ValueError(f"{spec} changed during the swap ({candidate.version} -> {ckpt.version})")
+    return await run_in_threadpool(Embedder, ckpt, candidate.device, candidate.precision_requested, candidate.flip)
+
+
 async def run_swap(service, candidate: Embedder, spec: str) -> None:
     models: ModelManager = service.models
     st = models.status
     try:
+        candidate = await with_int8(candidate, spec, service.settings.checkpoints_dir)
+        models.candidate = candidate
         st.faces_total = await run_in_threadpool(service.store.counts)
         st.faces_total = st.faces_total["faces"]
         t0 = time.perf_counter()

@@ -76,6 +76,7 @@ class FakeEmbedder:
         self.thresholds = thresholds if thresholds is not None else {"cosine": 0.5}
         self.device = torch.device("cpu")
         self.precision = self.precision_requested = "fp32"
+        self.precision_reason = "fp32 requested"
         self.flip = False
         self.seed = seed
         self.calls: list[int] = []

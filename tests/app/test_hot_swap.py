@@ -206,3 +206,32 @@ def test_starting_another_model_on_a_gallery_embeds_it_at_start(tmp_path, faces)
         assert ready["model_version"] == new_version and ready["indexed_vectors"] == ready["faces"] == 1
         r = httpx.post(f"{b.url}/identify", files={"file": ("b.jpg", img[0].read_bytes())}, timeout=120).json()
         assert r["faces"][0]["identity"]["label"] == "Jen"
+
+
+def test_a_swap_builds_the_candidates_int8_model_before_it_serves(tmp_path, monkeypatch, faces):
+    """FACEID_PRECISION=auto on a VNNI CPU: validation only reads the int8 cache (the request stays quick) and
+    runs the float path when it is empty; run_swap's first step builds and gates the int8 model."""
+    import asyncio
+
+    import numpy as np
+
+    from app.services.embedder import validate_candidate, with_int8
+    from model.fast import plan_precision
+    from model.weights import checkpoint_dir
+
+    if plan_precision(torch.device("cpu"), "auto")[0][0] != "int8":
+        pytest.skip("this CPU has no VNNI or AMX: auto never builds int8 here")
+    weights = checkpoint_dir()
+    monkeypatch.setenv("TORCH_HOME", str(tmp_path / "home"))  # an empty int8 cache, the same weight files
+    (tmp_path / "home").mkdir()
+    (tmp_path / "home" / "checkpoints").mkdir()
+    for f in weights.glob("*.pt"):
+        (tmp_path / "home" / "checkpoints" / f.name).symlink_to(f)
+    ckdir = tmp_path / "checkpoints"
+    version = perturbed_checkpoint(ckdir / "third.pt", seed=3)
+    probe = np.zeros((2, 160, 160, 3), np.uint8)
+    cand = validate_candidate(str(ckdir / "third.pt"), torch.device("cpu"), "auto", probe, 512)
+    assert cand.version == version and cand.precision != "int8" and "no int8 model" in cand.precision_reason
+    built = asyncio.run(with_int8(cand, "third.pt", ckdir))
+    assert built.version == version and built.precision == "int8", built.precision_reason
+    assert "passed its gate" in built.precision_reason

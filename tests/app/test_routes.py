@@ -310,6 +310,7 @@ def test_health_ready_metrics(client):
     ready = client.get("/ready").json()
     assert ready["model_version"] == "fake-v1" and ready["identities"] == 1 and ready["faces"] == 1
     assert ready["indexed_vectors"] == 1 and ready["threshold"] == 0.5 and ready["batching"] is False
+    assert ready["precision"] == "fp32" and ready["precision_reason"] == "fp32 requested"  # why this precision
     metrics = client.get("/metrics")
     assert metrics.status_code == 200 and 'faceid_gallery_size{kind="faces"} 1.0' in metrics.text or \
         "faceid" in metrics.text

@@ -45,6 +45,7 @@ async def ready(request: Request, service: ServiceDep) -> dict:
     idx = await run_in_threadpool(service.index_of, emb)
     op = await run_in_threadpool(service.operating.for_search, emb, idx)
     return {"status": "ready", "model_version": emb.version, "model_name": emb.name, "device": str(emb.device),
-            "precision": emb.precision, "detector_backend": service.pipeline.detector.backend,
+            "precision": emb.precision,
+            "precision_reason": getattr(emb, "precision_reason", None), "detector_backend": service.pipeline.detector.backend,
             "threshold": op.cosine_threshold, "operating_point": op.public(), **counts,
             "indexed_vectors": len(idx), "batching": service.settings.batching}
