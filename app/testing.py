@@ -7,12 +7,14 @@ from __future__ import annotations
 
 import os
 import signal
+import struct
 import socket
 import subprocess
 import sys
 import itertools
 import tempfile
 import time
+import zlib
 from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -175,3 +177,18 @@ def embedded_postgres(pgdata: Path):
         yield pg
     finally:
         pg.close()
+
+
+def zero_png(width: int, height: int, bit_depth: int = 8, color_type: int = 0) -> bytes:
+    """A valid PNG of width x height zero pixels, a few hundred kB however large it declares itself (built row by
+    row): the decompression bomb of memory tests. `color_type` 0 grey, 6 RGBA; `bit_depth` 8 or 16."""
+    channels = {0: 1, 2: 3, 4: 2, 6: 4}[color_type]
+    z = zlib.compressobj(9)
+    row = b"\x00" * (channels * bit_depth // 8 * width + 1)
+    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
+
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, bit_depth, color_type, 0, 0, 0))
+            + chunk(b"IDAT", body) + chunk(b"IEND", b""))

@@ -20,11 +20,9 @@ import io
 import json
 import os
 import sqlite3
-import struct
 import tempfile
 import threading
 import time
-import zlib
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -32,7 +30,7 @@ import httpx
 from PIL import Image
 
 from app.core.config import Settings
-from app.testing import running
+from app.testing import running, zero_png
 from training.datasets import faces_dir
 
 
@@ -63,16 +61,8 @@ class PeakRss:
 
 
 def png_bomb(side: int = 6320) -> bytes:
-    """A valid RGBA PNG of side x side zero pixels (built row by row)."""
-    z = zlib.compressobj(9)
-    row = b"\x00" * (4 * side + 1)
-    body = b"".join(z.compress(row) for _ in range(side)) + z.flush()
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    """A valid RGBA PNG of side x side zero pixels."""
+    return zero_png(side, side, color_type=6)
 
 
 def bomb(srv, n: int) -> dict:

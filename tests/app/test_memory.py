@@ -1,16 +1,14 @@
 """Decoded-image memory stays within the documented budget whatever the pixel format (issue 19, item 1)."""
 from __future__ import annotations
 
-import struct
 import threading
-import zlib
 from collections import Counter
 from concurrent.futures import ThreadPoolExecutor
 
 import httpx
 import pytest
 
-from app.testing import running
+from app.testing import running, zero_png
 
 pytestmark = pytest.mark.slow
 
@@ -18,16 +16,8 @@ RSS_BOUND_MB = 3072
 
 
 def png16_zeros(width: int, height: int) -> bytes:
-    """A valid 16-bit grayscale PNG (`I;16`) of zeros: 40 MP is about 78 kB (built row by row)."""
-    z = zlib.compressobj(9)
-    row = b"\x00" * (2 * width + 1)
-    body = b"".join(z.compress(row) for _ in range(height)) + z.flush()
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 16, 0, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    """A valid 16-bit grayscale PNG (`I;16`) of zeros: 40 MP is about 78 kB."""
+    return zero_png(width, height, bit_depth=16)
 
 
 def _status_mb(pid: int, field: str) -> float:
@@ -107,15 +97,7 @@ def test_concurrent_import_bombs_stay_within_the_decode_budget(tmp_path):
 
     from app.core.config import Settings
 
-    side = 6320
-    z = zlib.compressobj(9)
-    body = b"".join(z.compress(b"\x00" * (4 * side + 1)) for _ in range(side)) + z.flush()
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    crop = (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", side, side, 8, 6, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    crop = zero_png(6320, 6320, color_type=6)
     face = {"crop": base64.b64encode(crop).decode(), "source_sha256": "0" * 64, "box": [0, 0, 10, 10],
             "landmarks": [[1, 1]] * 5, "detection_score": 0.9, "crop_margin": 0}
     bound_mb = Settings().max_decode_bytes / 2**20 + 200

@@ -4,15 +4,13 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
-import struct
 import time
-import zlib
 
 import httpx
 import pytest
 
 from app.core.security import hash_key
-from app.testing import REPO, Server, running
+from app.testing import REPO, Server, running, zero_png
 
 pytestmark = pytest.mark.slow
 
@@ -122,16 +120,8 @@ def test_no_keys_on_a_public_address_refuses_to_start(tmp_path):
 
 
 def _png_bomb(width: int, height: int) -> bytes:
-    """A valid grayscale PNG of width x height zero pixels, a few hundred kB (built row by row)."""
-    raw = zlib.compressobj(9)
-    row = b"\x00" * (width + 1)
-    body = b"".join(raw.compress(row) for _ in range(height)) + raw.flush()
-
-    def chunk(kind, data):
-        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data) & 0xFFFFFFFF)
-
-    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0))
-            + chunk(b"IDAT", body) + chunk(b"IEND", b""))
+    """A valid grayscale PNG of width x height zero pixels, a few hundred kB."""
+    return zero_png(width, height)
 
 
 def _peak_rss_mb(pid: int) -> float:
