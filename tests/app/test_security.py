@@ -32,7 +32,7 @@ def needed_scope(method: str, path: str) -> str:
     if path.startswith("/admin"):
         return "admin"
     if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import", "/feedback",
-                                     "/faces/{face_id}/move") \
+                                     "/faces/{face_id}/move", "/identities/{identity_id}/not-duplicate") \
             or method in ("patch", "delete"):
         return "write"
     if path in ("/identify", "/verify", "/metrics"):
@@ -47,7 +47,8 @@ def test_every_route_checks_key_and_scope(keyed):
         for path, ops in spec["paths"].items():
             if path in OPEN:
                 continue
-            url = path.replace("{identity_id}", "1").replace("{face_id}", "1").replace("{feedback_id}", "1")
+            url = path.replace("{identity_id}", "1").replace("{face_id}", "1").replace("{feedback_id}", "1") \
+                .replace("{other_id}", "2")
             for method in ops:
                 scope = needed_scope(method, path)
                 for headers, want in (({}, 401), ({"X-API-Key": "wrong"}, 401)):
