@@ -12,10 +12,7 @@ from sqlalchemy.exc import IntegrityError
 
 from app.gallery.models import DistinctPair, Identity
 from app.gallery.store import GalleryStore, NotFound
-
-
-def ordered(a: int, b: int) -> tuple[int, int]:
-    return (a, b) if a < b else (b, a)
+from model.duplicates import pair_key
 
 
 class DistinctPairs:
@@ -30,7 +27,7 @@ class DistinctPairs:
     def add(self, a: int, b: int) -> bool:
         """Remember that identities `a` and `b` are different people. False when it was known already;
         NotFound when either identity does not exist."""
-        a, b = ordered(a, b)
+        a, b = pair_key(a, b)
         ins = (pg_insert if self.is_postgres else sqlite_insert)(DistinctPair)
         try:
             with self.sessions() as s, s.begin():
@@ -48,7 +45,7 @@ class DistinctPairs:
             return s.get(Identity, identity_id) is not None
 
     def remove(self, a: int, b: int) -> bool:
-        a, b = ordered(a, b)
+        a, b = pair_key(a, b)
         with self.sessions() as s, s.begin():
             return s.execute(delete(DistinctPair).where(DistinctPair.identity_a == a,
                                                         DistinctPair.identity_b == b)).rowcount == 1

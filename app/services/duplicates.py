@@ -8,10 +8,10 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
-from app.gallery.duplicates import DistinctPairs, ordered
+from app.gallery.duplicates import DistinctPairs
 from app.gallery.store import GalleryStore
 from app.services.operating_point import OperatingPoints
-from model.duplicates import duplicate_pairs
+from model.duplicates import duplicate_pairs, pair_key
 
 log = logging.getLogger(__name__)
 
@@ -92,8 +92,8 @@ class Duplicates:
         if thr is not None and len(ids) > 1:
             mat = np.stack([templates[int(i)][0] for i in ids])
             found = ((int(ids[i]), int(ids[j]), s) for i, j, s in duplicate_pairs(mat, thr))
-            pairs = tuple(DuplicatePair(*ordered(a, b), score=round(s, 4)) for a, b, s in found
-                          if ordered(a, b) not in distinct)
+            pairs = tuple(DuplicatePair(*pair_key(a, b), score=round(s, 4)) for a, b, s in found
+                          if pair_key(a, b) not in distinct)
         done = DuplicateList(embedder.version, thr, pairs)
         self._cache = {embedder.version: (key, done)}
         return done
@@ -109,7 +109,7 @@ class Duplicates:
         distinct = self.distinct.all()
         return [DuplicatePair(identity_id, m.identity_id, round(m.score, 4)) for m in index.search(mean[None], 4)[0]
                 if m.identity_id != identity_id and m.score >= thr
-                and ordered(identity_id, m.identity_id) not in distinct]
+                and pair_key(identity_id, m.identity_id) not in distinct]
 
     def mark_distinct(self, a: int, b: int) -> bool:
         """Remember that `a` and `b` are two people (NotFound if either is missing); the gallery's tail is
