@@ -91,7 +91,7 @@ def protocol(names: list[str], n_gallery: int | None, k_enroll: int, seed: int =
 def identity_scores(probes: np.ndarray, gallery: list[np.ndarray], mode: str) -> np.ndarray:
     """(probes, identities) scores: each identity by its template (normalised mean) or by its best face."""
     if mode == "template":
-        from app.gallery.store import template_of
+        from model.templates import template_of
 
         return probes @ np.stack([template_of(g) for g in gallery]).T
     flat = np.concatenate(gallery)

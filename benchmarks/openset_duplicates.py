@@ -29,7 +29,8 @@ import numpy as np
 from app.services.operating_point import GALLERY_SAMPLE_FACES
 from model.calibration import COHORT_WEIGHT, Cohort, ImpostorTail, operating_point, pick_identities
 from model.calibration import search_impostor_scores
-from model.duplicates import duplicate_pairs, duplicate_threshold, templates_of
+from model.duplicates import duplicate_pairs, duplicate_threshold
+from model.templates import templates_of
 from model.gallery_tail import measure_gallery, normalisation_choice, verification_point
 
 TARGET_FAR = 1e-3

@@ -20,6 +20,7 @@ from __future__ import annotations
 import numpy as np
 
 from model.calibration import ImpostorTail, per_comparison_rate, search_score_matrix
+from model.templates import templates_of
 
 # Each identity, searched against the others, is suggested as a duplicate by mistake at most this often.
 DUPLICATE_FPIR = 3e-3
@@ -39,16 +40,6 @@ def duplicate_threshold(tail: ImpostorTail, n_identities: int) -> float:
     """The template score from which two of `n_identities` identities are suspected to be one person."""
     p = min(DUPLICATE_MAX_FAR, per_comparison_rate(DUPLICATE_FPIR, max(int(n_identities) - 1, 1)))
     return tail.score_at(p)
-
-
-def templates_of(emb: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(unique labels, their templates (k, d) float32, each face's row in them)."""
-    emb = np.asarray(emb, dtype=np.float32)
-    uniq, inv = np.unique(np.asarray(labels), return_inverse=True)
-    sums = np.zeros((len(uniq), emb.shape[1] if emb.ndim == 2 else 0), np.float64)
-    np.add.at(sums, inv, emb)
-    t = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return uniq, t.astype(np.float32), inv
 
 
 def duplicate_pairs(templates: np.ndarray, threshold: float, block: int | None = None) -> list[tuple[int, int, float]]:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 
+from model.templates import template_of
 from training.datasets import faces_dir, read_pairs
 from training.evaluate import kfold_accuracy
 
@@ -35,8 +36,7 @@ def identification_report(emb: np.ndarray, labels: np.ndarray, enrolled: np.ndar
     for c in ids:
         idx = np.nonzero(labels == c)[0]
         half = max(1, len(idx) // 2)
-        t = emb[idx[:half]].sum(0)
-        templates.append(t / np.linalg.norm(t))
+        templates.append(template_of(emb[idx[:half]]))
         probes += idx[half:].tolist()
         probe_cls += [len(templates) - 1] * (len(idx) - half)
     templates = np.stack(templates)

@@ -5,7 +5,8 @@ import numpy as np
 import pytest
 from sqlalchemy import text
 
-from app.gallery.store import GalleryStore, NewFace, make_engine, migrate, template_of
+from app.gallery.store import GalleryStore, NewFace, make_engine, migrate
+from model.templates import template_of
 
 
 def unit(rng, n=1, dim=16):

@@ -15,8 +15,8 @@ from model.duplicates import (
     duplicate_threshold,
     pair_key,
     robust_impostor_scores,
-    templates_of,
 )
+from model.templates import templates_of
 
 
 def unit(rng, n, dim=8):

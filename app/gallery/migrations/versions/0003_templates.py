@@ -33,20 +33,18 @@ def upgrade() -> None:
     rows = conn.execute(sa.text(
         "SELECT f.identity_id, e.model_version, e.vector FROM embeddings e JOIN faces f ON f.id = e.face_id "
         "ORDER BY f.identity_id, e.model_version")).all()
-    sums: dict = {}
+    groups: dict = {}
     for identity_id, version, blob in rows:
-        v = np.frombuffer(blob, dtype='<f4').astype(np.float64)
-        acc = sums.setdefault((identity_id, version), [np.zeros_like(v), 0])
-        acc[0] += v
-        acc[1] += 1
+        groups.setdefault((identity_id, version), []).append(np.frombuffer(blob, dtype='<f4'))
     table = sa.table('templates', sa.column('identity_id', sa.Integer), sa.column('model_version', sa.String),
                      sa.column('vector', sa.LargeBinary), sa.column('n_faces', sa.Integer),
                      sa.column('updated_at', sa.DateTime(timezone=True)))
     from datetime import datetime, timezone
     now = datetime.now(timezone.utc)
-    values = [{"identity_id": i, "model_version": ver, "n_faces": n, "updated_at": now,
-               "vector": (s / max(np.linalg.norm(s), 1e-12)).astype('<f4').tobytes()}
-              for (i, ver), (s, n) in sums.items()]
+    from model.templates import template_of  # the one rule (model/templates.py)
+    values = [{"identity_id": i, "model_version": ver, "n_faces": len(vs), "updated_at": now,
+               "vector": template_of(np.stack(vs)).astype('<f4').tobytes()}
+              for (i, ver), vs in groups.items()]
     if values:
         op.bulk_insert(table, values)
 
