@@ -29,7 +29,6 @@ Every error is `{"error": {"code", "message", "detail"?}}` with a stable machine
 def build_service(settings: Settings):
     from app.gallery.reserve import StorageReserve
     from app.gallery.store import GalleryStore, make_engine, migrate
-    from app.services.embedder import ModelManager
     from app.services.recognition import FaceService
     from model.pipeline import FacePipeline, load_detector, resolve_device
 
@@ -48,17 +47,14 @@ def build_service(settings: Settings):
     embedder = _load_serving(_startup_spec(settings, store), settings, str(device))
     detector = load_detector(device=device, min_face_size=settings.detector_min_face_size,
                              thresholds=settings.detector_thresholds, backend=settings.detector_backend)
-    pipeline = FacePipeline(detector, embedder, settings.max_detect_side)
-    models = ModelManager(embedder)
-    service = FaceService(settings, pipeline, models, store)
-    service.index.get(embedder.version, embedder.preprocessing.embedding_size)  # warm the index from the DB
-    return service
+    pipeline = FacePipeline(detector, max_detect_side=settings.max_detect_side)  # models come from the snapshot
+    return FaceService(settings, pipeline, embedder, store)  # loads the version's search from the database
 
 
 def _startup_spec(settings: Settings, store) -> str:
     """The model to serve: the gallery's record of a hot swap wins over FACEID_WEIGHTS (so restarted
     workers keep serving what the others serve); otherwise FACEID_WEIGHTS."""
-    from app.services.embedder import resolve_checkpoint
+    from app.services.checkpoints import resolve_checkpoint
 
     recorded, version = store.serving()
     if recorded:
@@ -78,7 +74,7 @@ def _startup_spec(settings: Settings, store) -> str:
 def _load_serving(spec: str, settings: Settings, device: str):
     """The serving model; a checkpoint whose metadata cannot serve (a hot swap recorded before swaps checked
     it) falls back to FACEID_WEIGHTS, which must be sound."""
-    from app.services.embedder import metadata_problem
+    from app.services.checkpoints import metadata_problem
     from model.pipeline import Embedder, load_checkpoint
 
     ckpt = load_checkpoint(spec)
@@ -98,23 +94,28 @@ def _load_serving(spec: str, settings: Settings, device: str):
 async def lifespan(app: FastAPI):
     import asyncio
 
-    from app.services.embedder import follow_serving, reembed_missing
+    from starlette.concurrency import run_in_threadpool
 
     settings: Settings = app.state.settings
     service = build_service(settings)
     app.state.service = service
-    emb = service.models.current
-    added = await reembed_missing(service, emb)  # a gallery enrolled under another model: embed it for this one
-    if added:
-        log.info("embedded %d stored faces for model %s", added, emb.version)
-    follower = asyncio.get_running_loop().create_task(follow_serving(service))
-    log.info("ready: model %s (%s) on %s, %s (%s)", emb.name, emb.version, emb.device, emb.precision,
-             emb.precision_reason)
-    try:
+    follower = None
+    try:  # whatever fails from here on, the service is closed and its tasks cancelled
+        serving = service.serving
+        emb = serving.embedder
+        added = await serving.reembed_missing(emb)  # a gallery enrolled under another model: embed it for this one
+        if added:
+            log.info("embedded %d stored faces for model %s", added, emb.version)
+        await run_in_threadpool(serving.warm, serving.snapshot_of(emb))  # the operating point, before any request
+        follower = asyncio.get_running_loop().create_task(serving.follow())
+        log.info("ready: model %s (%s) on %s, %s (%s)", emb.name, emb.version, emb.device, emb.precision,
+                 emb.precision_reason)
         yield
     finally:
-        follower.cancel()
-        service.close()
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        await service.aclose()
         service.store.engine.dispose()
 
 

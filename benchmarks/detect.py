@@ -23,7 +23,7 @@ import time
 import numpy as np
 from PIL import Image
 
-from app.gallery.index import VectorIndex
+from app.gallery.search.memory import MemoryVersionSearch
 from benchmarks.faces import faces_dir
 from benchmarks.report import emit
 from model.decode import decode_image
@@ -158,7 +158,7 @@ def main(argv=None) -> int:
         return emit(result, args.out)
     # request time breakdown for one photo (single request, as the service does it)
     raw = [p.read_bytes() for p in sorted((root / "photos").glob("*/*.jpg"))[: min(20, args.limit or 20)]]
-    index = VectorIndex("bench")
+    index = MemoryVersionSearch("bench")
     rng = np.random.default_rng(0)
     v = rng.standard_normal((10_000, 512), dtype=np.float32)
     index.add(np.arange(1, 10_001), np.arange(1, 10_001), np.arange(1, 10_001), [str(i) for i in range(10_000)],

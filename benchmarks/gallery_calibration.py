@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.index import VectorIndex
+from app.gallery.search.memory import MemoryVersionSearch
 from app.services.operating_point import GALLERY_SAMPLE_FACES, OperatingPoints, normalisation_of, tail_of
 from benchmarks.report import emit
 
 
-def gallery(n_faces: int, per_person: int, dim: int = 512, seed: int = 0) -> VectorIndex:
+def gallery(n_faces: int, per_person: int, dim: int = 512, seed: int = 0) -> MemoryVersionSearch:
     rng = np.random.default_rng(seed)
-    idx = VectorIndex("bench", dim)
+    idx = MemoryVersionSearch("bench", dim)
     for start in range(0, n_faces, 20_000):
         m = min(20_000, n_faces - start)
         v = rng.normal(size=(m, dim)).astype(np.float32)

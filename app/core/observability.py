@@ -94,11 +94,11 @@ async def request_context(request: Request, call_next):
 
 
 def metrics_response(service) -> Response:
-    emb = service.models.current
+    emb = service.serving.embedder
     MODEL.info({"version": emb.version, "name": emb.name, "precision": emb.precision, "device": str(emb.device)})
     counts = service.store.counts()
     GALLERY.labels("identities").set(counts["identities"])
     GALLERY.labels("faces").set(counts["faces"])
-    QUEUE_DEPTH.labels("detect").set(service.detect_batch.queue.depth())
-    QUEUE_DEPTH.labels("embed").set(service.embed_batch.queue.depth())
+    for stage, depth in service.queue_depths().items():
+        QUEUE_DEPTH.labels(stage).set(depth)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

@@ -1,6 +1,7 @@
 """Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version),
 templates (one per identity and model version); probes (faces of recent /identify answers) and feedback
-(reports on faces, with their crops); distinct_pairs (identities said not to be duplicates)."""
+(reports on faces, with their crops); distinct_pairs (identities said not to be duplicates); identity_changes
+(the change log the in-memory search follows)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -25,7 +26,7 @@ def utcnow() -> datetime:
 class UnitVector(TypeDecorator):
     """A float32 vector, bytes (little-endian) on the Python side on every database: `bytea` on SQLite,
     pgvector's `vector` on PostgreSQL, where it is searched in the database (migration 0004 converts the
-    column; HNSW indexes are built on its `halfvec` cast, see app/gallery/pgvector_index.py). The stored
+    column; HNSW indexes are built on its `halfvec` cast, see app/gallery/search/pgvector.py). The stored
     value stays exact float32 on both, so copies between the two round-trip bit for bit."""
     impl = LargeBinary
     cache_ok = True
@@ -79,7 +80,8 @@ class Face(Base):
 
 class Embedding(Base):
     __tablename__ = "embeddings"
-    __table_args__ = (UniqueConstraint("face_id", "model_version", name="uq_embedding_face_version"),)
+    # ids never reused either: an in-memory search appends the embeddings past the last id it has seen
+    __table_args__ = (UniqueConstraint("face_id", "model_version", name="uq_embedding_face_version"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     face_id: Mapped[int] = mapped_column(ForeignKey("faces.id", ondelete="CASCADE"), index=True)
     model_version: Mapped[str] = mapped_column(String(64), index=True)
@@ -171,3 +173,14 @@ class DistinctPair(Base):
     identity_b: Mapped[int] = mapped_column(ForeignKey("identities.id", ondelete="CASCADE"), primary_key=True,
                                             index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class IdentityChange(Base):
+    """The change log of writes that are not pure appends (rename, delete, move, merge): which identities the
+    write at `generation` touched, so a process's in-memory search reloads just those identities instead of
+    the whole gallery. Kept for the last CHANGE_LOG_GENERATIONS generations (a process further behind reloads
+    everything). No foreign key: a deleted identity's entry is what tells the search to forget it."""
+    __tablename__ = "identity_changes"
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    generation: Mapped[int] = mapped_column(Integer, index=True)
+    identity_id: Mapped[int] = mapped_column(Integer)

@@ -28,11 +28,53 @@ class PollingChanges:
     def __init__(self, interval_s: float = 2.0):
         self.interval_s = interval_s
 
-    async def wait(self) -> None:
+    def token(self) -> int:
+        return 0
+
+    async def wait(self, token: int = 0) -> int:
         await asyncio.sleep(self.interval_s)
+        return 0
 
     def close(self) -> None:
         pass
+
+
+class ChangeSignal:
+    """A counter of changes that waiters compare against what they have seen: `wait(token)` returns at once
+    when a change came after `token` was taken, even if nobody was waiting at that moment (an Event made per
+    wait would lose it). `changed()` may be called from any thread."""
+
+    def __init__(self):
+        self.count = 0
+        self._lock = threading.Lock()
+        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
+
+    def token(self) -> int:
+        return self.count
+
+    def changed(self) -> None:
+        with self._lock:
+            self.count += 1
+            waiters = list(self._waiters)
+        for loop, event in waiters:
+            try:
+                loop.call_soon_threadsafe(event.set)
+            except RuntimeError:  # that loop is closed
+                pass
+
+    async def wait(self, token: int) -> int:
+        """Return the new token once a change came after `token`."""
+        waiter = (asyncio.get_running_loop(), asyncio.Event())
+        with self._lock:
+            if self.count != token:
+                return self.count
+            self._waiters.add(waiter)
+        try:
+            await waiter[1].wait()
+        finally:
+            with self._lock:
+                self._waiters.discard(waiter)
+        return self.count
 
 
 class NotifyChanges:
@@ -45,20 +87,17 @@ class NotifyChanges:
         self.generation: int | None = None
         self.connects = 0  # how many times the listener (re)connected; tests watch it
         self._stop = threading.Event()
-        self._waiters: set[tuple[asyncio.AbstractEventLoop, asyncio.Event]] = set()
-        self._lock = threading.Lock()
+        self.signal = ChangeSignal()
         self._thread = threading.Thread(target=self._run, name="gallery-listen", daemon=True)
         self._thread.start()
 
-    async def wait(self) -> None:
-        waiter = (asyncio.get_running_loop(), asyncio.Event())
-        with self._lock:
-            self._waiters.add(waiter)
-        try:
-            await waiter[1].wait()
-        finally:
-            with self._lock:
-                self._waiters.discard(waiter)
+    def token(self) -> int:
+        """Take before reading the gallery; `wait(token)` then returns on any change after it."""
+        return self.signal.token()
+
+    async def wait(self, token: int | None = None) -> int:
+        """The next change after `token` (now, if one came already). Returns the token to wait with next."""
+        return await self.signal.wait(self.signal.token() if token is None else token)
 
     def close(self) -> None:
         self._stop.set()
@@ -66,13 +105,7 @@ class NotifyChanges:
 
     def _changed(self, generation: int) -> None:
         self.generation = generation if self.generation is None else max(self.generation, generation)
-        with self._lock:
-            waiters = list(self._waiters)
-        for loop, event in waiters:
-            try:
-                loop.call_soon_threadsafe(event.set)
-            except RuntimeError:  # that loop is closed
-                pass
+        self.signal.changed()
 
     def _run(self) -> None:
         import psycopg

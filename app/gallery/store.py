@@ -19,11 +19,16 @@ from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
 from app.gallery.reserve import StorageReserve
-from app.gallery.models import DistinctPair, Embedding, Face, Feedback, GalleryState, Identity, Template, utcnow
+from model.templates import template_of
+from app.gallery.models import (DistinctPair, Embedding, Face, Feedback, GalleryState, Identity, IdentityChange,
+                                Template, utcnow)
 
 MIGRATIONS = Path(__file__).resolve().parent / "migrations"
 
 
+# identity_changes keeps this many generations of non-append writes: an in-memory search further behind than
+# that (a process paused for a very long time) reloads the whole gallery instead of the identities touched
+CHANGE_LOG_GENERATIONS = 100_000
 NOTIFY_CHANNEL = "faceid_gallery"  # PostgreSQL: every committed write is announced here (app/gallery/notify.py)
 _MIGRATION_LOCK_KEY = 0x66616365  # PostgreSQL advisory lock that serialises migrations of several replicas
 
@@ -118,10 +123,16 @@ def bytes_to_matrix(blobs: list[bytes]) -> np.ndarray:
     return np.frombuffer(b"".join(blobs), dtype="<f4").reshape(len(blobs), -1)
 
 
-def template_of(vectors: np.ndarray) -> np.ndarray:
-    """An identity's template: the normalised mean of its faces' unit embeddings (one place for the rule)."""
-    mean = np.asarray(vectors, dtype=np.float64).sum(axis=0)
-    return (mean / max(float(np.linalg.norm(mean)), 1e-12)).astype(np.float32)
+@dataclass
+class IndexRows:
+    """What an in-memory search holds of one model version: embedding rows (ids, faces, identities, vectors),
+    the labels and stored templates of the identities they belong to. Read in one session (consistent)."""
+    emb_ids: np.ndarray
+    face_ids: np.ndarray
+    ident_ids: np.ndarray
+    mat: np.ndarray
+    labels: dict[int, str]
+    templates: dict[int, np.ndarray]
 
 
 @dataclass
@@ -165,6 +176,28 @@ class GalleryStore:
             values["rebuild_generation"] = GalleryState.rebuild_generation + 1
         s.execute(update(GalleryState).where(GalleryState.id == 1).values(**values))
         self._notify(s)
+
+    @staticmethod
+    def _log_changes(s: Session, identity_ids) -> None:
+        """Record that this transaction's write (already bumped) touched `identity_ids`, for the in-memory
+        searches that follow the log (`changed_identities`); entries older than CHANGE_LOG_GENERATIONS go."""
+        ids = sorted({int(i) for i in identity_ids})
+        gen = s.scalar(select(GalleryState.generation).where(GalleryState.id == 1))
+        if not ids or gen is None:
+            return
+        s.execute(insert(IdentityChange), [{"generation": gen, "identity_id": i} for i in ids])
+        if gen % 1000 == 0:
+            s.execute(delete(IdentityChange).where(IdentityChange.generation < gen - CHANGE_LOG_GENERATIONS))
+
+    def changed_identities(self, since_generation: int) -> set[int] | None:
+        """The identities that non-append writes after `since_generation` touched; None when the log no longer
+        reaches back that far (reload everything)."""
+        with self.sessions() as s:
+            gen = s.scalar(select(GalleryState.generation).where(GalleryState.id == 1)) or 0
+            if since_generation < gen - CHANGE_LOG_GENERATIONS:
+                return None
+            return set(s.scalars(select(IdentityChange.identity_id)
+                                 .where(IdentityChange.generation > since_generation)).all())
 
     def _notify(self, s: Session) -> None:
         """PostgreSQL: tell every other process of this write when it commits (NOTIFY is transactional)."""
@@ -248,11 +281,12 @@ class GalleryStore:
     # see each other's committed result (404) instead of a stale row (500). Nothing found: roll back.
     def rename(self, identity_id: int, label: str) -> Identity | None:
         with self.sessions() as s, s.begin() as tx:
-            self._bump(s, rebuild=True)
+            self._bump(s)
             ident = s.get(Identity, identity_id)
             if ident is None:
                 tx.rollback()
                 return None
+            self._log_changes(s, [identity_id])
             ident.label = label
             s.flush()
             return ident
@@ -262,11 +296,12 @@ class GalleryStore:
 
     def _delete_identity(self, identity_id: int) -> bool:
         with self.sessions() as s, s.begin() as tx:
-            self._bump(s, rebuild=True)
+            self._bump(s)
             ident = s.get(Identity, identity_id)
             if ident is None:
                 tx.rollback()
                 return False
+            self._log_changes(s, [identity_id])
             s.delete(ident)
             return True
 
@@ -276,12 +311,13 @@ class GalleryStore:
 
     def _delete_face(self, face_id: int) -> bool:
         with self.sessions() as s, s.begin() as tx:
-            self._bump(s, rebuild=True)
+            self._bump(s)
             face = s.get(Face, face_id)
             if face is None:
                 tx.rollback()
                 return False
             identity_id = face.identity_id
+            self._log_changes(s, [identity_id])
             s.delete(face)
             s.flush()
             if not s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)):
@@ -295,10 +331,11 @@ class GalleryStore:
         None when either identity does not exist (nothing changes)."""
         try:
             with self.sessions() as s, s.begin():
-                self._bump(s, rebuild=True)  # takes SQLite's write lock first: no enroll can slip in between
+                self._bump(s)  # takes SQLite's write lock first: no enroll can slip in between
                 into = s.get(Identity, into_id)
                 if into is None or s.get(Identity, from_id) is None:
                     raise _Unchanged  # leaving the block rolls the bump back
+                self._log_changes(s, [into_id, from_id])
                 # bulk statements: loading the source's faces would let the ORM's delete-orphan cascade delete them
                 s.execute(update(Face).where(Face.identity_id == from_id).values(identity_id=into_id))
                 for column in (Feedback.identity_id, Feedback.answered_identity_id):  # reports follow the person
@@ -333,7 +370,7 @@ class GalleryStore:
         if (to_identity_id is None) == (to_label is None):
             raise ValueError("give exactly one of to_identity_id or to_label")
         with self.sessions() as s, s.begin():
-            self._bump(s, rebuild=True)  # the write lock first: the reads below see committed state
+            self._bump(s)  # the write lock first: the reads below see committed state
             face = s.get(Face, face_id)
             if face is None:
                 raise NotFound("face", face_id)
@@ -351,6 +388,7 @@ class GalleryStore:
             source_id = face.identity_id
             if source_id == target.id:
                 return face, target, False, None
+            self._log_changes(s, [source_id, target.id])
             # a bulk statement: changing face.identity through the ORM would trip the delete-orphan cascade
             s.execute(update(Face).where(Face.id == face_id).values(identity_id=target.id))
             target.updated_at = utcnow()
@@ -378,7 +416,7 @@ class GalleryStore:
                 s.flush()
                 touched = s.scalars(select(Face.identity_id).where(Face.id.in_(list(existing - have))).distinct())
                 self._refresh_templates(s, list(touched), version)
-            self._bump(s)
+                self._bump(s)  # nothing added, nothing to announce
             return n
 
     def prune_versions(self, keep: set[str]) -> int:
@@ -391,9 +429,15 @@ class GalleryStore:
             return len(rows)
 
     # --- reads --------------------------------------------------------------------------------------
-    def get_identity(self, identity_id: int) -> Identity | None:
+    def get_identity(self, identity_id: int, crops: bool = True) -> Identity | None:
+        """The identity with its faces (`crops=False`: without loading their crop images)."""
+        load = selectinload(Identity.faces) if crops else selectinload(Identity.faces).defer(Face.crop_png)
         with self.sessions() as s:
-            return s.scalar(select(Identity).where(Identity.id == identity_id).options(selectinload(Identity.faces)))
+            return s.scalar(select(Identity).where(Identity.id == identity_id).options(load))
+
+    def face_count(self, identity_id: int) -> int:
+        with self.sessions() as s:
+            return s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)) or 0
 
     def list_identities(self, offset: int, limit: int, prefix: str | None = None):
         """(rows of (identity, face count), total)."""
@@ -453,6 +497,28 @@ class GalleryStore:
         fids = np.fromiter((r[1] for r in rows), np.int64, len(rows))
         iids = np.fromiter((r[2] for r in rows), np.int64, len(rows))
         return ids, fids, iids, [r[3] for r in rows], bytes_to_matrix([r[4] for r in rows])
+
+    def index_rows(self, version: str, after_id: int = 0, identity_ids=None) -> IndexRows:
+        """`version`'s embedding rows with embedding id > `after_id` (or every row of `identity_ids`), with the
+        labels and stored templates of the identities they belong to, in one session."""
+        q = (select(Embedding.id, Embedding.face_id, Face.identity_id, Embedding.vector)
+             .join(Face, Face.id == Embedding.face_id).where(Embedding.model_version == version))
+        q = q.where(Face.identity_id.in_(sorted(identity_ids))) if identity_ids is not None \
+            else q.where(Embedding.id > after_id)
+        with self.sessions() as s, s.begin():
+            rows = s.execute(q.order_by(Embedding.id)).all()
+            ids = sorted({r[2] for r in rows})
+            labels, templates = {}, {}
+            for chunk in (ids[i:i + 10_000] for i in range(0, len(ids), 10_000)):
+                labels.update(s.execute(select(Identity.id, Identity.label).where(Identity.id.in_(chunk))).all())
+                templates.update((i, np.frombuffer(v, dtype="<f4").copy()) for i, v in s.execute(
+                    select(Template.identity_id, Template.vector)
+                    .where(Template.model_version == version, Template.identity_id.in_(chunk))).all())
+        n = len(rows)
+        return IndexRows(np.fromiter((r[0] for r in rows), np.int64, n), np.fromiter((r[1] for r in rows), np.int64, n),
+                         np.fromiter((r[2] for r in rows), np.int64, n),
+                         bytes_to_matrix([r[3] for r in rows]) if n else np.zeros((0, 0), np.float32),
+                         labels, templates)
 
     def templates(self, version: str) -> dict[int, tuple[np.ndarray, int]]:
         """{identity id: (template vector, number of faces)} of `version`."""

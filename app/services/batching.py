@@ -61,6 +61,13 @@ class _BatchQueue:
     def depth(self) -> int:
         return self._queue.qsize() if self._queue else 0
 
+    async def close(self) -> None:
+        """Stop the batching task (at shutdown); requests still waiting get CancelledError."""
+        task, self._task, self._queue = self._task, None, None
+        if task is not None:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
     async def submit(self, item) -> Any:
         if self._queue is None:
             self._queue = asyncio.Queue()
@@ -132,6 +139,7 @@ def batch(_fn: Callable | None = None, *, max_batch_size: int = 32, batch_wait_t
 
         direct.submit = q.submit
         direct.queue = q
+        direct.close = q.close
         return direct
 
     return wrap(_fn) if _fn is not None else wrap

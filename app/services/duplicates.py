@@ -38,21 +38,26 @@ class Duplicates:
     """Pairs of identities whose templates score as one person, strongest first, cached per model version and
     gallery generation (every template pair is scored: O(identities^2) once per change)."""
 
-    def __init__(self, store: GalleryStore, operating: OperatingPoints, distinct: DistinctPairs, index_of):
-        """`index_of(embedder)`: the serving index of a model version (the gallery's size and its tail)."""
+    def __init__(self, store: GalleryStore, operating: OperatingPoints, distinct: DistinctPairs, search_of):
+        """`search_of(embedder)`: a model version's search (the gallery's size and its tail)."""
         self.store = store
         self.distinct = distinct
-        self.index_of = index_of
+        self.search_of = search_of
         self.operating = operating
         self._cache: dict[str, tuple[tuple, DuplicateList]] = {}
         self._lock = threading.Lock()           # guards _running (held for microseconds)
         self._compute_lock = threading.Lock()   # one list computed at a time
         self._running: set[str] = set()
 
+    def forget(self, keep: set[str]) -> None:
+        """Drop the lists of model versions not in `keep` (retired by a swap)."""
+        for v in [v for v in self._cache if v not in keep]:
+            self._cache.pop(v, None)
+
     def threshold(self, embedder) -> float | None:
         """The same-person threshold the gallery's tail was cleaned at (`OperatingPoints.same_person`: the
         model's 1:1 tail, the gallery's size and its domain rise), so the list is what the tail leaves out."""
-        return self.operating.same_person(embedder, self.index_of(embedder))
+        return self.operating.same_person(embedder, self.search_of(embedder))
 
     def list(self, embedder) -> DuplicateList:
         """Every suspected duplicate pair of the gallery, less those said to be different people. Every template
@@ -62,7 +67,7 @@ class Duplicates:
         hit = self._cache.get(embedder.version)
         if hit is not None and hit[0] == key:
             return hit[1]
-        if hit is not None and self.index_of(embedder).identities > SYNC_IDENTITIES:
+        if hit is not None and self.search_of(embedder).identities > SYNC_IDENTITIES:
             with self._lock:
                 start = embedder.version not in self._running
                 self._running.add(embedder.version)

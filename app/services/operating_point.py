@@ -33,11 +33,10 @@ log = logging.getLogger(__name__)
 # Faces sampled from the gallery for its own impostor tail (whole identities, up to this many faces): each face
 # against every other sampled identity, ~9 M scores for 3,000 faces of 1,000 people, whatever the gallery's size.
 GALLERY_SAMPLE_FACES = 3000
-# A change of at most this share of the gallery's faces and identities is picked up in the background (searches
-# meanwhile use the tail from before it); a larger one is recomputed before the search is answered.
-SYNC_CHANGE = 0.1
 # Galleries this small are always recomputed before answering (it takes a few milliseconds), so every replica and
-# restart of a small gallery answers with the same operating point.
+# restart of a small gallery answers with the same operating point. Larger ones are recomputed off the request
+# path, in the background, whatever the change (searches meanwhile use the tail from before it); their first
+# tail is computed when the version starts serving (`Serving.warm`), not by a request.
 SYNC_BELOW_FACES = 500
 # A swap needs calibration that measures the per-comparison rate of at least a gallery this large.
 MIN_SUPPORTED_GALLERY = 100
@@ -153,9 +152,9 @@ class OperatingPoints:
     def gallery_tails(self, version: str, index, cohort: Cohort | None = None,
                       prior: ImpostorTail | None = None) -> _GalleryTail | None:
         """The gallery's impostor tail for `version`, kept current as the gallery changes. In galleries over
-        SYNC_BELOW_FACES, small changes (under SYNC_CHANGE of the faces, and past GALLERY_SAMPLE_FACES under 1 %:
-        the sample barely moves) are picked up in the background while searches use the previous tail; a first
-        computation, a larger change or any change of a small gallery is made before answering."""
+        SYNC_BELOW_FACES, changes are picked up in the background while searches use the previous tail (past
+        GALLERY_SAMPLE_FACES, changes under 1 % are not recomputed at all: the sample barely moves); a first
+        computation (warmed before a version serves) or any change of a small gallery is made before answering."""
         if not self.gallery_calibration:
             return None
         faces, identities = len(index), index.identities
@@ -166,9 +165,7 @@ class OperatingPoints:
             return cached
         if cached is not None and faces > GALLERY_SAMPLE_FACES and abs(faces - cached.faces) < 0.01 * cached.faces:
             return cached
-        if cached is not None and faces > SYNC_BELOW_FACES \
-                and abs(faces - cached.faces) <= SYNC_CHANGE * max(cached.faces, 1) \
-                and abs(identities - cached.identities) <= SYNC_CHANGE * max(cached.identities, 1):
+        if cached is not None and faces > SYNC_BELOW_FACES:
             with self._lock:
                 start = version not in self._refreshing
                 self._refreshing.add(version)
@@ -222,10 +219,18 @@ class OperatingPoints:
         got = self.gallery_tails(embedder.version, index, norm.cohort if norm else None, prior)
         return got.same_person if got is not None else duplicate_threshold(prior, index.identities)
 
+    def held(self) -> set[str]:
+        """The model versions whose tails or normalisation this process keeps."""
+        return set(self._gallery) | set(self._norms)
+
     def forget(self, keep: set[str]) -> None:
+        """Drop the tails and normalisations of versions not in `keep` (retired by a swap)."""
         for v in list(self._gallery):
             if v not in keep:
                 self._gallery.pop(v, None)
+        for v in list(self._norms):
+            if v not in keep:
+                self._norms.pop(v, None)
 
     def forget_gallery(self) -> None:
         """Drop the cached gallery tails (a pair was said to be two people): the next search recomputes."""

@@ -18,17 +18,17 @@ from app.core.config import Settings
 from app.core.errors import AppError
 from app.gallery.duplicates import DistinctPairs
 from app.gallery.feedback import FeedbackStore
-from app.gallery.index import Match, VectorIndex, cosine
 from app.gallery.models import MAX_ID
+from app.gallery.search import Match, VersionSearch, cosine, make_search
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
 from app.services.duplicates import Duplicates
-from app.services.embedder import ModelManager, start_swap
 from app.services.feedback import FeedbackService
 from app.services.training_job import TrainingJobs
 from app.services.operating_point import OperatingPoints
-from model.decode import ImageError, decode_cost, decode_image
+from app.services.serving import Serving, Snapshot
+from model.decode import ImageError, decode_cost
 from model.mtcnn import Detections
 from model.pipeline import Embedder, Face, FacePipeline
 
@@ -55,77 +55,23 @@ class Decision:
     threshold: float | None = None   # the cosine score this face needed (normalised: its own)
 
 
-class LiveIndex:
-    """Per model version, an in-memory index refreshed from the store when its generation moves on."""
-
-    def __init__(self, store: GalleryStore, scoring: str = "template"):
-        self.store = store
-        self.scoring = scoring
-        self._indexes: dict[str, VectorIndex] = {}
-        self._lock = threading.Lock()
-
-    def get(self, version: str, dim: int = 512) -> VectorIndex:
-        gen, rebuild_gen = self.store.generation()
-        idx = self._indexes.get(version)
-        if idx is not None and idx.generation == gen:
-            return idx
-        with self._lock:
-            idx = self._indexes.get(version)
-            if idx is None or idx.rebuild_generation != rebuild_gen:
-                idx = VectorIndex(version, dim, self.scoring)
-                idx.rebuild_generation = rebuild_gen
-                after = 0
-            else:
-                after = idx.last_embedding_id
-            if idx.generation != gen:
-                idx.add(*self.store.vectors(version, after_id=after))
-                idx.generation = gen
-                self._indexes[version] = idx
-            return idx
-
-    def drop(self, keep: set[str]) -> None:
-        with self._lock:
-            for v in list(self._indexes):
-                if v not in keep:
-                    del self._indexes[v]
-
-    def serving_hook(self, version: str, dim: int):
-        return None  # the switch needs nothing committed with it: each process loads the version from the store
-
-    def close(self) -> None:
-        pass
-
-
-def make_index(settings: Settings, store: GalleryStore):
-    """(search index, change feed) for this database: in-memory + polling on SQLite, pgvector + LISTEN/NOTIFY
-    on PostgreSQL."""
-    from app.gallery.notify import NotifyChanges, PollingChanges
-
-    if not store.is_postgres:
-        return LiveIndex(store, settings.identity_scoring), PollingChanges()
-    from app.gallery.pgvector_index import PgVectorIndex
-
-    changes = NotifyChanges(store.engine)
-    return PgVectorIndex(store, changes, scoring=settings.identity_scoring, ef_search=settings.pgvector_ef_search,
-                         exact_below=settings.pgvector_exact_below, hnsw_m=settings.pgvector_hnsw_m,
-                         hnsw_ef_construction=settings.pgvector_hnsw_ef_construction), changes
-
-
 class FaceService:
-    def __init__(self, settings: Settings, pipeline: FacePipeline, models: ModelManager, store: GalleryStore):
+    def __init__(self, settings: Settings, pipeline: FacePipeline, embedder: Embedder, store: GalleryStore):
         self.settings = settings
         self.pipeline = pipeline
-        self.models = models
         self.store = store
-        self.index, self.changes = make_index(settings, store)
+        self.search, self.changes = make_search(settings, store)
         self.feedback = FeedbackService(settings, FeedbackStore(store))
         self.training = TrainingJobs(settings)
         self.training.on_published = self._swap_to_published
         distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration, distinct.all)
-        self.duplicates = Duplicates(store, self.operating, distinct, self.index_of)
         self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        self.serving = Serving(settings, embedder, self.search, self.changes, self.operating, store, self.executor,
+                               self.probe_crops)
+        self.duplicates = Duplicates(store, self.operating, distinct, self.search_of)
+        self.serving.also_retire.append(self.duplicates.forget)
         self.decode_budget = DecodeBudget(settings.max_decode_bytes, settings.max_decode_bytes_per_request,
                                           settings.decode_wait_s)
         s = settings
@@ -141,13 +87,24 @@ class FaceService:
 
     async def _swap_to_published(self, name: str) -> dict:
         """A training job published `name` (it passed the gate): hot-swap to it."""
-        return (await start_swap(self, name)).public()
+        return (await self.serving.swap(name)).public()
+
+    async def aclose(self) -> None:
+        """At shutdown: the swap and the batchers' tasks are cancelled, then everything is released."""
+        await self.serving.close()
+        await self.detect_batch.close()
+        await self.embed_batch.close()
+        self.close()
 
     def close(self) -> None:
         self.training.close()
         self.executor.shutdown(wait=False, cancel_futures=True)
-        self.index.close()
+        self.search.close()
         self.changes.close()
+
+    def queue_depths(self) -> dict[str, int]:
+        """Requests waiting for the model thread, per batcher (for /metrics)."""
+        return {"detect": self.detect_batch.queue.depth(), "embed": self.embed_batch.queue.depth()}
 
     # --- model work (runs on the model thread) ------------------------------------------------------
     def _detect_many(self, images: list[Image.Image]) -> list[Detections]:
@@ -175,7 +132,7 @@ class FaceService:
                       budget: ByteSemaphore | None = None) -> ImageFaces:
         """Decode, detect, crop and embed every face of one image. Decoded pixels hold their estimated bytes
         of the decode budget (the request's `budget` and the process's) until the faces are cropped."""
-        embedder = embedder or self.models.current
+        embedder = embedder or self.serving.embedder
         try:
             cost = await run_in_threadpool(decode_cost, data, self.settings.max_image_pixels)  # header only
         except ImageError as exc:
@@ -184,8 +141,8 @@ class FaceService:
             raise QueueFull(self.detect_batch.queue.depth())  # before allocating anything
         try:
             async with self.decode_budget.hold(cost, budget):
-                try:
-                    image = await _to_the_end(decode_image, data, self.settings.max_image_pixels)
+                try:  # the library's decode: a large JPEG at reduced scale, as FacePipeline.process does
+                    image = await _to_the_end(self.pipeline.decode, data, self.settings.max_image_pixels)
                 except ImageError as exc:
                     raise AppError(exc.status, exc.code, exc.message) from exc
                 det = await self._run(self.detect_batch, image)
@@ -204,7 +161,7 @@ class FaceService:
 
     async def analyse_many(self, images: list[bytes], embedder: Embedder | None = None) -> list[ImageFaces]:
         """All images of one request under one request budget; the first failure cancels the others."""
-        embedder = embedder or self.models.current
+        embedder = embedder or self.serving.embedder
         budget = self.decode_budget.for_request()
         tasks: list[asyncio.Task] = []
         try:
@@ -252,7 +209,7 @@ class FaceService:
         return face
 
     async def enroll(self, label: str, images: list[bytes], face_index: int | None, face_box: list[float] | None):
-        embedder = self.models.current
+        embedder = self.serving.embedder
         results = await self.analyse_many(images, embedder)
         chosen = [(r, self.pick_enroll_face(r, i, face_index, face_box)) for i, r in enumerate(results)]
         new_faces = []
@@ -274,7 +231,7 @@ class FaceService:
         enrollment: it is logged."""
         try:
             def check():
-                dups = self.duplicates.of_faces(embedder, self.index_of(embedder), identity_id,
+                dups = self.duplicates.of_faces(embedder, self.search_of(embedder), identity_id,
                                                 np.stack([f.embedding for f in faces]))
                 return dups, (self.store.labels([d.b for d in dups]) if dups else {})
 
@@ -288,7 +245,7 @@ class FaceService:
 
     async def extra_embeddings(self, new_faces: list[NewFace], embedder: Embedder) -> list[dict]:
         """During a hot swap, new faces are embedded by the candidate (and the serving model) too."""
-        others = [m for m in (self.models.candidate, self.models.current)
+        others = [m for m in (self.serving.candidate, self.serving.embedder)
                   if m is not None and m.version != embedder.version]
         out = [{} for _ in new_faces]
         for other in {m.version: m for m in others}.values():
@@ -297,26 +254,28 @@ class FaceService:
                 d[other.version] = v
         return out
 
-    def probe_crops(self, n: int = 8) -> np.ndarray:
+    def probe_crops(self, embedder: Embedder, n: int = 8) -> np.ndarray:
         """Crops to test a candidate model on: stored faces where there are some, else random pixels."""
-        size = self.models.current.preprocessing.image_size
+        size = embedder.preprocessing.image_size
         crops = [c for c in self.store.some_crops(n) if c.shape[:2] == (size, size)]  # never mix sizes
         rng = np.random.default_rng(0)
         while len(crops) < 2:
             crops.append(rng.integers(0, 255, (size, size, 3), dtype=np.uint8))
         return np.stack(crops)
 
-    def index_of(self, embedder: Embedder) -> VectorIndex:
-        return self.index.get(embedder.version, embedder.preprocessing.embedding_size)
+    def search_of(self, embedder: Embedder) -> VersionSearch:
+        """`embedder`'s version's search (the serving one's is `serving.current.search`), synced."""
+        return self.search.version(embedder.version, embedder.preprocessing.embedding_size)
 
     def search_quality_problem(self, face: Face) -> str | None:
         """Why a search face is too poor to decide on (then its status is `low_quality`)."""
         s = self.settings
         return _gate(face, s.search_min_face_size, s.search_min_detection_score, "a search")
 
-    def _search_and_decide(self, embedder: Embedder, faces: list[Face], top_k: int, threshold: float | None):
-        index = self.index_of(embedder)
-        op = self.operating.for_search(embedder, index, threshold)
+    def _search_and_decide(self, snap: Snapshot, faces: list[Face], top_k: int, threshold: float | None):
+        embedder, index = snap.embedder, snap.search
+        index.sync()
+        op = snap.for_search(threshold)
         vectors = np.stack([f.embedding for f in faces]) if faces else np.zeros((0, 512), np.float32)
         matches = index.search(vectors, top_k) if len(vectors) else []
         norm = self.operating.normalisation(embedder) if op.normalised else None
@@ -334,34 +293,39 @@ class FaceService:
 
     async def identify(self, data: bytes, top_k: int, threshold: float | None):
         """Every face of the image: its top-k identities and the decision at the operating point in force."""
-        embedder = self.models.current
-        result = await self.analyse(data, embedder)
-        decisions, op = await run_in_threadpool(self._search_and_decide, embedder, result.faces, top_k, threshold)
+        snap = self.serving.current
+        result = await self.analyse(data, snap.embedder)
+        decisions, op = await run_in_threadpool(self._search_and_decide, snap, result.faces, top_k, threshold)
         return result, decisions, op
 
     async def verify_images(self, a: bytes, b: bytes, threshold: float | None):
-        embedder = self.models.current
+        snap = self.serving.current
+        embedder = snap.embedder
         ra, rb = await self.analyse_many([a, b], embedder)
         for no, r in enumerate((ra, rb)):
             if not r.faces:
                 raise AppError(422, "no_face", f"no face found in image {no}")
         fa, fb = max(ra.faces, key=lambda f: f.size), max(rb.faces, key=lambda f: f.size)
-        op = await run_in_threadpool(lambda: self.operating.for_verify(embedder, self.index_of(embedder), threshold))
+        op = await run_in_threadpool(snap.for_verify, threshold)
         return cosine(fa.embedding @ fb.embedding), op, embedder
 
     async def verify_identity(self, data: bytes, identity_id: int, threshold: float | None):
-        embedder = self.models.current
+        snap = self.serving.current
+        embedder = snap.embedder
         r = await self.analyse(data, embedder)
         if not r.faces:
             raise AppError(422, "no_face", "no face found in image 0")
         face = max(r.faces, key=lambda f: f.size)
         if not 1 <= identity_id <= MAX_ID:  # cannot exist (and PostgreSQL would refuse the comparison)
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
-        idx = await run_in_threadpool(self.index_of, embedder)
-        score = idx.scores_for_identity(face.embedding, identity_id)
+
+        def score_and_point():  # database work (a pgvector query, the gallery's tail): off the event loop
+            snap.search.sync()
+            return snap.search.scores_for_identity(face.embedding, identity_id), snap.for_verify(threshold)
+
+        score, op = await run_in_threadpool(score_and_point)
         if score is None:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
-        op = await run_in_threadpool(self.operating.for_verify, embedder, idx, threshold)
         return cosine(score), op, embedder
 
 

@@ -80,7 +80,7 @@ async def import_crops(service: FaceService, label: str, items: list[CropIn]):
     """Add `items` to identity `label` (created if new) in one transaction, embedded by the serving model
     (and by a hot-swap candidate, as enrollment does). Returns (identity, faces, created, embedder).
     Not idempotent by itself: the client decides what is missing (see app/cli.py import)."""
-    embedder = service.models.current
+    embedder = service.serving.embedder
     size = embedder.preprocessing.image_size
     crops = await _decode_crops(service, items, size)  # every crop is checked before anything is stored
     vectors = await service.embed_crops(embedder, crops)

@@ -15,7 +15,6 @@ from PIL import Image
 
 from app.core.config import Settings
 from app.gallery.store import GalleryStore
-from app.services.embedder import ModelManager
 from app.services.recognition import FaceService
 from model.mtcnn import Detections
 from model.pipeline import FacePipeline
@@ -97,5 +96,4 @@ def fake_service(settings: Settings, store: GalleryStore, embedder: FakeEmbedder
     finds colours, and mirrored copies would merge with the originals)."""
     embedder = embedder or FakeEmbedder()
     pipeline = FacePipeline(FakeDetector(), embedder, settings.max_detect_side, edge_pad_fraction=0.0)
-    models = ModelManager(embedder)
-    return FaceService(settings, pipeline, models, store)
+    return FaceService(settings, pipeline, embedder, store)

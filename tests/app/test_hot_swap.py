@@ -190,6 +190,9 @@ def test_other_processes_follow_a_swap_and_restarts_keep_it(tmp_path, faces, gal
             time.sleep(0.2)
         r = cb.post("/identify", files={"file": ("b.jpg", img[1].read_bytes())}).json()
         assert r["model_version"] == new_version and r["faces"][0]["identity"]["label"] == "Matt"
+        # both processes let go of the old version (its vectors, its tails): memory does not grow with swaps
+        assert ca.get("/admin/model").json()["held_in_memory"] == [new_version]
+        assert cb.get("/admin/model").json()["held_in_memory"] == [new_version]
     with running(db, env=env) as c:  # a restarted worker serves the swapped model, not FACEID_WEIGHTS
         assert httpx.get(f"{c.url}/ready").json()["model_version"] == new_version
 
@@ -215,7 +218,7 @@ def test_a_swap_builds_the_candidates_int8_model_before_it_serves(tmp_path, monk
 
     import numpy as np
 
-    from app.services.embedder import validate_candidate, with_int8
+    from app.services.checkpoints import validate_candidate, with_int8
     from model.fast import plan_precision
     from model.weights import checkpoint_dir
 

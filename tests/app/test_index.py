@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from app.gallery.index import VectorIndex
+from app.gallery.search.memory import MemoryVersionSearch
 
 
 def unit(rng, n, d=512):
@@ -18,7 +18,7 @@ def test_search_equals_brute_force(n_faces, n_people, top_k):
     rng = np.random.default_rng(n_faces + n_people)
     vecs = unit(rng, n_faces)
     people = rng.integers(1, n_people + 1, n_faces)
-    idx = VectorIndex("v", scoring="face")
+    idx = MemoryVersionSearch("v", scoring="face")
     half = n_faces // 2  # two appends, as incremental refreshes do
     for sl in (slice(0, half), slice(half, n_faces)):
         ids = np.arange(n_faces)[sl] + 1
@@ -44,7 +44,7 @@ def test_template_search_equals_brute_force(n_faces, n_people, top_k):
     rng = np.random.default_rng(n_faces * n_people)
     vecs = unit(rng, n_faces)
     people = rng.integers(1, n_people + 1, n_faces)
-    idx = VectorIndex("v")
+    idx = MemoryVersionSearch("v")
     half = n_faces // 2
     for sl in (slice(0, half), slice(half, n_faces)):
         ids = np.arange(n_faces)[sl] + 1
@@ -68,14 +68,14 @@ def test_template_search_equals_brute_force(n_faces, n_people, top_k):
 
 
 def test_empty_index():
-    assert VectorIndex("v").search(np.zeros((2, 512), np.float32), 5) == [[], []]
+    assert MemoryVersionSearch("v").search(np.zeros((2, 512), np.float32), 5) == [[], []]
 
 
 @pytest.mark.parametrize("scoring", ["template", "face"])
 def test_scores_never_leave_minus_one_to_one(scoring):
     """A probe that is (a rounding away from) an enrolled vector scores at most 1, never 1.0000001."""
     v = unit(np.random.default_rng(5), 3)
-    idx = VectorIndex("v", scoring=scoring)
+    idx = MemoryVersionSearch("v", scoring=scoring)
     idx.add(np.arange(1, 4), np.arange(1, 4), np.array([1, 1, 2]), ["a", "a", "b"], v)
     got = idx.search(np.stack([v[2] * 1.001, -v[2] * 1.001]), 2)
     assert got[0][0].label == "b" and got[0][0].score == 1.0

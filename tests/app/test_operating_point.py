@@ -10,7 +10,7 @@ import pytest
 
 from app.gallery.store import GalleryStore
 from app.services.operating_point import OperatingPoints, calibration_problem, tail_of
-from app.services.recognition import LiveIndex
+from app.gallery.search.memory import MemorySearch
 from model.calibration import ImpostorTail
 from tests.app.test_templates import new_face, store, unit  # noqa: F401 - `store`: the same SQLite fixture
 
@@ -53,18 +53,18 @@ def assert_tail_equal(got: ImpostorTail, want: ImpostorTail):
 def test_gallery_tail_matches_brute_force_through_enroll_delete_and_swap(store):
     rng = np.random.default_rng(0)
     ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
-    live = LiveIndex(store)
+    live = MemorySearch(store)
     people = enroll_people(store, rng, 30, 3)
     emb = embedder("v1", prior())
-    assert_tail_equal(ops.gallery_tail("v1", live.get("v1", DIM)), brute_force_tail(store, "v1"))
-    first = ops.for_search(emb, live.get("v1", DIM))
+    assert_tail_equal(ops.gallery_tail("v1", live.version("v1", DIM)), brute_force_tail(store, "v1"))
+    first = ops.for_search(emb, live.version("v1", DIM))
     assert first.n_compared == 30 and first.gallery_threshold is not None
 
     # enroll: 10 more people; delete: one face and one whole identity
     enroll_people(store, rng, 10, 2, prefix="q")
     store.delete_face(people[0][1][0].id)
     store.delete_identity(people[1][0].id)
-    idx = live.get("v1", DIM)
+    idx = live.version("v1", DIM)
     assert idx.identities == 39
     assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
     assert ops.for_search(emb, idx).n_compared == 39
@@ -72,7 +72,7 @@ def test_gallery_tail_matches_brute_force_through_enroll_delete_and_swap(store):
     # a swap: the new model's vectors get their own tail (and the old one's stays cached apart)
     missing = [fid for batch in store.faces_missing("v2") for fid, _ in batch]
     store.add_embeddings("v2", {fid: unit(rng, 1, DIM)[0] for fid in missing})
-    idx2 = live.get("v2", DIM)
+    idx2 = live.version("v2", DIM)
     assert_tail_equal(ops.gallery_tail("v2", idx2), brute_force_tail(store, "v2"))
     assert ops.for_search(embedder("v2", prior(1)), idx2).n_compared == 39
 
@@ -80,7 +80,7 @@ def test_gallery_tail_matches_brute_force_through_enroll_delete_and_swap(store):
 def test_precedence_request_then_override_then_calibrated(store):
     rng = np.random.default_rng(1)
     enroll_people(store, rng, 5, 1)
-    idx = LiveIndex(store).get("v1", DIM)
+    idx = MemorySearch(store).version("v1", DIM)
     emb = embedder("v1", prior())
     ops = OperatingPoints(0.01, 1e-3, override=None, default=0.5)
     assert ops.for_search(emb, idx, 0.7).source == "request"
@@ -106,24 +106,30 @@ def test_swap_calibration_check():
     assert tail_of({}) is None
 
 
-def test_small_changes_refresh_the_gallery_tail_in_the_background(store, monkeypatch):
+def test_changes_refresh_the_gallery_tail_in_the_background(store, monkeypatch):
     import app.services.operating_point as op
 
     monkeypatch.setattr(op, "SYNC_BELOW_FACES", 50)  # this 80-face gallery counts as large
     rng = np.random.default_rng(2)
     ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
-    live = LiveIndex(store)
+    live = MemorySearch(store)
     enroll_people(store, rng, 40, 2)
-    first = ops.gallery_tail("v1", live.get("v1", DIM))
+    first = ops.gallery_tail("v1", live.version("v1", DIM))
     enroll_people(store, rng, 1, 2, prefix="late")  # 2.5 %: the search does not wait for the new tail
-    idx = live.get("v1", DIM)
+    idx = live.version("v1", DIM)
     assert ops.gallery_tail("v1", idx) is first
     for t in threading.enumerate():
         if t.name == "gallery-tail-v1":
             t.join(60)
     assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
-    enroll_people(store, rng, 10, 2, prefix="burst")  # 24 %: recomputed before answering
-    assert_tail_equal(ops.gallery_tail("v1", live.get("v1", DIM)), brute_force_tail(store, "v1"))
+    before = ops.gallery_tail("v1", idx)
+    enroll_people(store, rng, 10, 2, prefix="burst")  # 24 %: off the request path too
+    idx = live.version("v1", DIM)
+    assert ops.gallery_tail("v1", idx) is before
+    for t in threading.enumerate():
+        if t.name == "gallery-tail-v1":
+            t.join(60)
+    assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
 
 
 def normalised_embedder(version="v1", seed=3):
@@ -147,9 +153,9 @@ def test_normalised_gallery_tail_matches_brute_force(store):
     rng = np.random.default_rng(4)
     emb, cohort = normalised_embedder()
     ops = OperatingPoints(target_fpir=0.01, target_far=1e-3, override=None, default=0.5)
-    live = LiveIndex(store)
+    live = MemorySearch(store)
     enroll_people(store, rng, 30, 2)
-    idx = live.get("v1", DIM)
+    idx = live.version("v1", DIM)
     op = ops.for_search(emb, idx)
     assert op.normalised and op.source == "calibrated" and op.gallery_threshold is not None
     _, _, iids, _, mat = store.vectors("v1")
@@ -173,7 +179,7 @@ def test_normalised_gallery_tail_matches_brute_force(store):
 def test_fixed_thresholds_stay_plain_cosine_with_a_cohort(store):
     rng = np.random.default_rng(5)
     enroll_people(store, rng, 5, 1)
-    idx = LiveIndex(store).get("v1", DIM)
+    idx = MemorySearch(store).version("v1", DIM)
     emb, _ = normalised_embedder()
     req = OperatingPoints(0.01, 1e-3, override=None, default=0.5).for_search(emb, idx, 0.7)
     over = OperatingPoints(0.01, 1e-3, override=0.66, default=0.5).for_search(emb, idx)
@@ -202,7 +208,7 @@ def test_verification_does_not_move_with_who_else_is_enrolled(store):
     tail = prior()
     emb = embedder("v1", tail)
     ops = OperatingPoints(0.01, 1e-3, override=None, default=0.5)
-    live = LiveIndex(store)
+    live = MemorySearch(store)
     # a crowded domain: every face close to one direction (strangers score high against each other)
     centre = unit(rng, 1, DIM)[0]
 
@@ -215,14 +221,14 @@ def test_verification_does_not_move_with_who_else_is_enrolled(store):
         f = new_face(rng)
         f.embeddings["v1"] = crowded(1)[0]
         store.enroll(f"c{i}", [f])
-        op = ops.for_verify(emb, live.get("v1", DIM))
+        op = ops.for_verify(emb, live.version("v1", DIM))
         seen.add(op.threshold)
         assert op.domain_rise == 0.0
     assert len(seen) == 1 and seen.pop() == pytest.approx(tail.score_at(1e-3), abs=1e-6)
     f = new_face(rng)
     f.embeddings["v1"] = crowded(1)[0]
     store.enroll("last", [f])
-    op = ops.for_verify(emb, live.get("v1", DIM))
+    op = ops.for_verify(emb, live.version("v1", DIM))
     assert 0 < op.domain_rise <= VERIFY_MAX_DOMAIN_RISE
     assert op.threshold == pytest.approx(tail.score_at(1e-3) + op.domain_rise)
     assert op.public()["domain_rise"] == round(op.domain_rise, 4)
@@ -244,12 +250,12 @@ def test_duplicate_identities_and_distinct_marks_in_the_gallery_tail(store):
         f.embeddings["v1"] = store.templates("v1")[people[0][0].id][0] + 0.01 * rng.normal(size=DIM)
         f.embeddings["v1"] /= np.linalg.norm(f.embeddings["v1"])
     again = store.enroll("p0 again", twin)[0]
-    live = LiveIndex(store)
-    got = ops.gallery_tails("v1", live.get("v1", DIM), prior=tail)
+    live = MemorySearch(store)
+    got = ops.gallery_tails("v1", live.version("v1", DIM), prior=tail)
     pair = tuple(sorted((people[0][0].id, again.id)))
     assert got.duplicates == (pair,) and got.same_person == pytest.approx(duplicate_threshold(tail, 21))
     assert got.tail.n_pairs == 42 * 20 - 4  # each face against the 20 other identities, less the twins' 4
     distinct.add(*pair)
     ops.forget_gallery()
-    marked = ops.gallery_tails("v1", live.get("v1", DIM), prior=tail)
+    marked = ops.gallery_tails("v1", live.version("v1", DIM), prior=tail)
     assert marked.duplicates == () and marked.tail.n_pairs == 42 * 20

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 
 import numpy as np
 import pytest
@@ -11,9 +12,9 @@ from alembic import command
 from alembic.config import Config
 from sqlalchemy import inspect, text
 
-from app.gallery.index import VectorIndex
+from app.gallery.search.memory import MemoryVersionSearch
 from app.gallery.notify import NotifyChanges
-from app.gallery.pgvector_index import PgVectorIndex, index_name
+from app.gallery.search.pgvector import PgVectorSearch, index_name
 from app.gallery.store import MIGRATIONS, GalleryStore, NewFace, make_engine, migrate
 from app.testing import database_url
 
@@ -82,7 +83,7 @@ def pg_gallery(postgres):
     store = GalleryStore(engine)
     for v, p in zip(vecs, people):
         store.enroll(f"p{p}", [new_face({"m1": v})])
-    memory = VectorIndex("m1", scoring="face")
+    memory = MemoryVersionSearch("m1", scoring="face")
     memory.add(*store.vectors("m1"))
     changes = NotifyChanges(engine)
     yield store, memory, changes
@@ -93,7 +94,7 @@ def pg_gallery(postgres):
 @pytest.mark.parametrize("exact_below", [10_000, 0], ids=["exact", "hnsw"])
 def test_pgvector_face_scoring_equals_the_in_memory_index(pg_gallery, exact_below):
     store, memory, changes = pg_gallery
-    pgi = PgVectorIndex(store, changes, scoring="face", ef_search=1000, exact_below=exact_below).get("m1", 512)
+    pgi = PgVectorSearch(store, changes, scoring="face", ef_search=1000, exact_below=exact_below).version("m1", 512)
     queries = unit(np.random.default_rng(3), 6)
     for top_k in (1, 5, 40):
         got, want = pgi.search(queries, top_k), memory.search(queries, top_k)
@@ -101,13 +102,13 @@ def test_pgvector_face_scoring_equals_the_in_memory_index(pg_gallery, exact_belo
                [[(m.identity_id, m.face_id, m.label) for m in r] for r in want]
         assert np.allclose([m.score for r in got for m in r], [m.score for r in want for m in r], atol=2e-3)
     assert len(pgi) == len(memory) == 300
-    assert pgi.identities == len(set(memory._ident_ids[:300].tolist()))
+    assert pgi.identities == memory.identities
     iid = got[0][0].identity_id
     assert abs(pgi.scores_for_identity(queries[0], iid) - memory.scores_for_identity(queries[0], iid)) < 2e-3
     assert pgi.scores_for_identity(queries[0], 10**6) is None
     vectors, ids = pgi.sample(50, seed=1)  # whole identities, at most 50 faces (the gallery's self-calibration)
     assert 0 < len(vectors) <= 50 and vectors.shape[1] == 512 and len(set(ids.tolist())) > 1
-    all_ids = memory._ident_ids[:300]
+    all_ids = memory._state.ident_ids[:300]
     assert all((ids == i).sum() == (all_ids == i).sum() for i in set(ids.tolist()))
 
 
@@ -115,7 +116,7 @@ def test_pgvector_face_scoring_equals_the_in_memory_index(pg_gallery, exact_belo
 def test_pgvector_template_scoring_equals_brute_force(pg_gallery, exact_below):
     """Identities scored by their template (normalised mean of their faces), each with its best face."""
     store, _, changes = pg_gallery
-    pgi = PgVectorIndex(store, changes, scoring="template", ef_search=1000, exact_below=exact_below).get("m1", 512)
+    pgi = PgVectorSearch(store, changes, scoring="template", ef_search=1000, exact_below=exact_below).version("m1", 512)
     templates = store.templates("m1")
     ids = np.array(sorted(templates))
     mat = np.stack([templates[i][0] for i in ids]).astype(np.float64)
@@ -131,14 +132,14 @@ def test_pgvector_template_scoring_equals_brute_force(pg_gallery, exact_below):
             assert m.face_id == int(fids[mine][np.argmax(faces[mine] @ q)])
     assert pgi.identities == len(ids)
     assert abs(pgi.scores_for_identity(queries[0], int(ids[0])) - float(mat[0] @ queries[0])) < 1e-5
-    assert PgVectorIndex(store, changes, scoring="template").get("other", 512).search(queries[:1], 5) == [[]]
+    assert PgVectorSearch(store, changes, scoring="template").version("other", 512).search(queries[:1], 5) == [[]]
 
 
 def test_hnsw_index_is_per_version_and_used_by_the_planner(pg_gallery):
     store, _, changes = pg_gallery
-    pgi = PgVectorIndex(store, changes)
-    pgi.get("m1", 512)
-    pgi.get("m2", 512)
+    pgi = PgVectorSearch(store, changes)
+    pgi.version("m1", 512)
+    pgi.version("m2", 512)
     q = str(unit(np.random.default_rng(0), 1)[0].tolist())
     with store.engine.connect() as conn:
         names = set(conn.scalars(text("select indexname from pg_indexes where tablename = 'embeddings'")))
@@ -148,10 +149,34 @@ def test_hnsw_index_is_per_version_and_used_by_the_planner(pg_gallery):
             "explain select face_id from embeddings where model_version = :v "
             "order by vector::halfvec(512) <=> cast(:q as halfvec(512)) limit 10"), {"v": "m1", "q": q}))
     assert index_name("m1") in plan
-    pgi.drop({"m1"})
+    pgi.drop_indexes({"m1"})
     with store.engine.connect() as conn:
         names = set(conn.scalars(text("select indexname from pg_indexes where tablename = 'embeddings'")))
     assert index_name("m1") in names and index_name("m2") not in names
+
+
+def test_reindex_rebuilds_the_serving_versions_index_and_leaves_the_others(pg_gallery):
+    """POST /admin/reindex: the serving version's HNSW index is rebuilt concurrently (it stays usable meanwhile:
+    REINDEX CONCURRENTLY, never a drop), and another version's index (a swap candidate's) is left alone. Its
+    searches answer the same before and after."""
+    store, _, changes = pg_gallery
+    pgi = PgVectorSearch(store, changes, exact_below=0, ef_search=1000)
+    pgi.version("m1", 512)
+    pgi.version("cand", 512)  # a swap candidate's index (no rows: still an index)
+
+    def files():
+        with store.engine.connect() as conn:
+            return dict(conn.execute(text("select c.relname, c.relfilenode from pg_class c join pg_index i on i.indexrelid = "
+                                          "c.oid where i.indisvalid and c.relname like 'ix_embeddings_hnsw_%'")).all())
+
+    queries = unit(np.random.default_rng(9), 3)
+    before, answers = files(), pgi.version("m1", 512).search(queries, 5)
+    pgi.reindex("m1", 512)
+    after = files()
+    assert set(after) == set(before) == {index_name("m1"), index_name("cand")}
+    assert after[index_name("m1")] != before[index_name("m1")]  # rebuilt: new files
+    assert after[index_name("cand")] == before[index_name("cand")]  # untouched
+    assert pgi.version("m1", 512).search(queries, 5) == answers
 
 
 @pytest.mark.parametrize("scoring", ["face", "template"])
@@ -159,8 +184,8 @@ def test_the_search_statement_itself_uses_the_hnsw_index(pg_gallery, scoring):
     """The statement a search sends (query cast server-side to the index's halfvec expression), not a
     hand-written copy of it, is planned as an ordered scan of the version's HNSW index."""
     store, _, changes = pg_gallery
-    pgi = PgVectorIndex(store, changes, scoring=scoring, exact_below=0)
-    pgi.get("m1", 512)
+    pgi = PgVectorSearch(store, changes, scoring=scoring, exact_below=0)
+    pgi.version("m1", 512)
     compiled = pgi.statement("m1", 512, scoring, exact=False).compile(dialect=store.engine.dialect)
     params = {**compiled.params, "q": str(unit(np.random.default_rng(0), 1)[0].tolist()), "limit": 10}
     with store.engine.connect() as conn:
@@ -171,7 +196,7 @@ def test_the_search_statement_itself_uses_the_hnsw_index(pg_gallery, scoring):
 
 def test_hnsw_settings_are_sent_once_per_connection_and_follow_the_configured_ef(pg_gallery):
     store, _, changes = pg_gallery
-    pgi = PgVectorIndex(store, changes, ef_search=123)
+    pgi = PgVectorSearch(store, changes, ef_search=123)
     with store.engine.connect() as conn:
         conn.execution_options(isolation_level="AUTOCOMMIT")
         pgi.configure(conn, 40)
@@ -202,8 +227,9 @@ def test_change_feed_announces_commits_and_catches_up_after_a_lost_connection(po
 
     async def until(condition, what: str):
         async def loop():
+            token = changes.token()
             while not condition():
-                await changes.wait()
+                token = await changes.wait(token)
         try:
             await asyncio.wait_for(loop(), 30)
         except TimeoutError:
@@ -226,6 +252,28 @@ def test_change_feed_announces_commits_and_catches_up_after_a_lost_connection(po
 
     try:
         asyncio.run(scenario())
+    finally:
+        changes.close()
+        engine.dispose()
+
+
+def test_a_change_announced_between_two_waits_is_not_lost(postgres):
+    """The follower takes a token, reads the gallery, then waits: a NOTIFY that arrives while it reads (nobody
+    waiting at that moment) must still end the wait."""
+    engine = make_engine(postgres.create_database())
+    migrate(engine)
+    store = GalleryStore(engine)
+    changes = NotifyChanges(engine)
+    try:
+        deadline = time.monotonic() + 30
+        while changes.connects < 1 and time.monotonic() < deadline:  # the listener is up
+            time.sleep(0.05)
+        token = changes.token()
+        store.enroll("a", [new_face({"m1": unit(np.random.default_rng(3), 1)[0]})])
+        while changes.generation != 1 and time.monotonic() < deadline:  # delivered, while nobody waits
+            time.sleep(0.05)
+        assert changes.generation == 1
+        asyncio.run(asyncio.wait_for(changes.wait(token), 2))  # returns at once: the change came after the token
     finally:
         changes.close()
         engine.dispose()

@@ -108,7 +108,7 @@ def test_a_model_failure_is_a_logged_500_in_the_error_shape(store, tmp_path):
     def broken(crops, max_batch_size=64):
         raise RuntimeError("the network broke")
 
-    service.models.current.embed = broken
+    service.serving.embedder.embed = broken
     r = TestClient(c.app, base_url="http://localhost", raise_server_exceptions=False).post(
         "/embed", files={"file": ("a.png", tiles_png([RED]), "image/png")})
     error(r, 500, "internal_error")

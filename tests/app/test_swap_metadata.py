@@ -6,7 +6,7 @@ import math
 import numpy as np
 import pytest
 
-from app.services.embedder import fit_crops, metadata_problem
+from app.services.checkpoints import fit_crops, metadata_problem
 from model.pipeline import Checkpoint
 from model.weights import Preprocessing
 

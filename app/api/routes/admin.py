@@ -12,7 +12,7 @@ from app.api.deps import ServiceDep
 from app.core.errors import AppError
 from app.core.security import AdminKey
 from app.schemas import ErrorResponse
-from app.services.embedder import resolve_checkpoint, start_swap
+from app.services.checkpoints import resolve_checkpoint
 from model.inception_resnet import InceptionResnetV1
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={
@@ -32,13 +32,14 @@ class ModelState(BaseModel):
     previous_version: str | None
     swap: dict
     versions_in_gallery: dict[str, int]
+    held_in_memory: list[str] = Field(description="model versions this process keeps searches or tails of")
 
 
 def _state(service) -> dict:
-    m = service.models
-    return {"serving_version": m.current.version, "serving_name": m.current.name,
-            "previous_version": m.previous.version if m.previous else None, "swap": m.status.public(),
-            "versions_in_gallery": service.store.versions()}
+    s = service.serving
+    return {"serving_version": s.embedder.version, "serving_name": s.embedder.name,
+            "previous_version": s.previous_version, "swap": s.status.public(),
+            "versions_in_gallery": service.store.versions(), "held_in_memory": s.held()}
 
 
 @router.get("/model", response_model=ModelState, summary="Serving model, swap candidate and re-embedding progress")
@@ -50,23 +51,22 @@ async def get_model(service: ServiceDep, _key: AdminKey) -> dict:
              responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}, 422: {"model": ErrorResponse}},
              summary="Hot-swap to another checkpoint: validate now, re-embed the gallery, then switch")
 async def swap_model(body: SwapRequest, service: ServiceDep, _key: AdminKey) -> dict:
-    await start_swap(service, body.checkpoint)
+    await service.serving.swap(body.checkpoint)
     return await run_in_threadpool(_state, service)
 
 
 @router.get("/calibration", summary="The operating point in force: the model's and the gallery's impostor tails, "
             "the pairs behind each quantile, the thresholds for search and verification")
 async def calibration(service: ServiceDep, _key: AdminKey) -> dict:
-    emb = service.models.current
-    idx = await run_in_threadpool(service.index_of, emb)
-    return await run_in_threadpool(service.operating.report, emb, idx)
+    snap = service.serving.current
+    return await run_in_threadpool(lambda: service.operating.report(snap.embedder, snap.synced().search))
 
 
-@router.post("/reindex", response_model=ModelState, summary="Rebuild the in-memory index from the database")
+@router.post("/reindex", response_model=ModelState, summary="Rebuild the serving version's search index (in memory: "
+             "reloaded from the database; pgvector: its HNSW index rebuilt concurrently), while searches go on")
 async def reindex(service: ServiceDep, _key: AdminKey) -> dict:
-    service.index.drop(set())
-    emb = service.models.current
-    await run_in_threadpool(service.index.get, emb.version, emb.preprocessing.embedding_size)
+    emb = service.serving.embedder
+    await run_in_threadpool(service.search.reindex, emb.version, emb.preprocessing.embedding_size)
     return await run_in_threadpool(_state, service)
 
 

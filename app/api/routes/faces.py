@@ -5,7 +5,7 @@ from fastapi import APIRouter, Query, Request, status
 
 from app.api.deps import ServiceDep, SettingsDep
 from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
-from app.api.routes.gallery import face_public, identity_public
+from app.api.routes.gallery import face_public, identity_out
 from app.core.security import IdentifyKey, ReadKey, WriteKey, requester
 from app.schemas import (
     EmbedResponse,
@@ -60,7 +60,7 @@ async def enroll(request: Request, service: ServiceDep, settings: SettingsDep, _
     ident, rows, created, embedder, faces = await service.enroll(label, data, face_index, face_box)
     warnings = await service.possible_duplicates(embedder, ident.id, faces)
     return {"model_version": embedder.version, "created": created,
-            "identity": identity_public(ident, service.store), "faces": [face_public(f) for f in rows],
+            "identity": await identity_out(service.store, ident), "faces": [face_public(f) for f in rows],
             "warnings": warnings}
 
 

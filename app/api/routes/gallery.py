@@ -38,12 +38,14 @@ def face_public(f: Face) -> dict:
     return FacePublic.model_validate(f).model_dump()
 
 
-def identity_public(ident: Identity, store: GalleryStore, face_count: int | None = None) -> dict:
-    if face_count is None:
-        full = store.get_identity(ident.id)
-        face_count = len(full.faces) if full else 0
+def identity_public(ident: Identity, face_count: int) -> dict:
     return {"id": ident.id, "label": ident.label, "face_count": face_count,
             "created_at": ident.created_at, "updated_at": ident.updated_at}
+
+
+async def identity_out(store: GalleryStore, ident: Identity) -> dict:
+    """An identity as answers show it, its faces counted in the database (off the event loop)."""
+    return identity_public(ident, await run_in_threadpool(store.face_count, ident.id))
 
 
 def _missing(kind: str, id_: int) -> AppError:
@@ -54,18 +56,18 @@ def _missing(kind: str, id_: int) -> AppError:
 async def list_identities(store: StoreDep, _key: ReadKey, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500),
                           prefix: str | None = Query(None, max_length=200, description="label prefix filter")) -> dict:
     rows, total = await run_in_threadpool(store.list_identities, offset, limit, prefix)
-    return {"items": [identity_public(i, store, n) for i, n in rows], "total": total, "offset": offset, "limit": limit}
+    return {"items": [identity_public(i, n) for i, n in rows], "total": total, "offset": offset, "limit": limit}
 
 
 @router.get("/identities/duplicates", response_model=DuplicatesPage,
             summary="Suspected duplicate identities: pairs whose faces score as one person, strongest first")
 async def list_duplicates(service: ServiceDep, _key: ReadKey, offset: int = Query(0, ge=0, le=10**9),
                           limit: int = Query(50, ge=1, le=500)) -> dict:
-    found = await run_in_threadpool(service.duplicates.list, service.models.current)
+    found = await run_in_threadpool(service.duplicates.list, service.serving.embedder)
     page = found.pairs[offset: offset + limit]
     idents = await run_in_threadpool(service.store.identities_by_id, [i for p in page for i in (p.a, p.b)])
     def pub(i: int) -> dict:
-        return identity_public(idents[i][0], service.store, idents[i][1])
+        return identity_public(idents[i][0], idents[i][1])
 
     items = [{"a": pub(p.a), "b": pub(p.b), "score": p.score}
              for p in page if p.a in idents and p.b in idents]  # one deleted meanwhile: left out
@@ -103,10 +105,10 @@ async def unmark_not_duplicate(identity_id: IdentityId, other_id: IdentityId, se
 @router.get("/identities/{identity_id}", response_model=IdentityDetail, responses=NOT_FOUND,
             summary="One identity with its faces")
 async def get_identity(identity_id: IdentityId, store: StoreDep, _key: ReadKey) -> dict:
-    ident = await run_in_threadpool(store.get_identity, identity_id)
+    ident = await run_in_threadpool(store.get_identity, identity_id, False)  # faces without their crops
     if ident is None:
         raise _missing("identity", identity_id)
-    return {**identity_public(ident, store, len(ident.faces)), "faces": [face_public(f) for f in ident.faces]}
+    return {**identity_public(ident, len(ident.faces)), "faces": [face_public(f) for f in ident.faces]}
 
 
 @router.patch("/identities/{identity_id}", response_model=IdentityPublic,
@@ -118,7 +120,7 @@ async def rename_identity(identity_id: IdentityId, body: IdentityUpdate, store: 
         raise AppError(409, "label_taken", f"another identity is already labelled {body.label!r}") from None
     if ident is None:
         raise _missing("identity", identity_id)
-    return identity_public(ident, store)
+    return await identity_out(store, ident)
 
 
 @router.delete("/identities/{identity_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
@@ -139,7 +141,7 @@ async def merge_identity(identity_id: IdentityId, body: IdentityMerge, store: St
         missing = identity_id if await run_in_threadpool(store.get_identity, identity_id) is None \
             else body.from_identity_id
         raise _missing("identity", missing)
-    return identity_public(ident, store)
+    return await identity_out(store, ident)
 
 
 async def _face_or_404(store: GalleryStore, face_id: int) -> Face:
@@ -182,5 +184,5 @@ async def move_face(face_id: FaceId, body: FaceMove, store: StoreDep, _key: Writ
         raise _missing(exc.kind, exc.id) from None
     except IntegrityError:  # another request created the label at the same moment
         raise AppError(409, "label_taken", f"identity {body.label!r} was created meanwhile; retry") from None
-    return {"face": face_public(face), "identity": identity_public(ident, store), "created": created,
+    return {"face": face_public(face), "identity": await identity_out(store, ident), "created": created,
             "deleted_identity_id": emptied}

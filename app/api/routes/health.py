@@ -40,10 +40,10 @@ async def metrics(request: Request, service: ServiceDep) -> Response:
 async def ready(request: Request, service: ServiceDep) -> dict:
     if not _details_allowed(request):
         return {"status": "ready"}
-    emb = service.models.current
+    snap = service.serving.current
+    emb, idx = snap.embedder, snap.search
     counts = await run_in_threadpool(service.store.counts)
-    idx = await run_in_threadpool(service.index_of, emb)
-    op = await run_in_threadpool(service.operating.for_search, emb, idx)
+    op = await run_in_threadpool(lambda: snap.synced().for_search())
     return {"status": "ready", "model_version": emb.version, "model_name": emb.name, "device": str(emb.device),
             "precision": emb.precision,
             "precision_reason": getattr(emb, "precision_reason", None), "detector_backend": service.pipeline.detector.backend,

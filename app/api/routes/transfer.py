@@ -9,7 +9,7 @@ from fastapi import APIRouter, Query, status
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep, SettingsDep, StoreDep
-from app.api.routes.gallery import face_public, identity_public
+from app.api.routes.gallery import face_public, identity_out
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
 from app.schemas import EnrollResponse, ErrorResponse, FacesBySource, FacesImport
@@ -60,4 +60,4 @@ async def import_faces(body: FacesImport, service: ServiceDep, settings: Setting
                     detection_score=f.detection_score, crop_margin=f.crop_margin) for i, f in enumerate(body.faces)]
     ident, rows, created, embedder = await import_crops(service, body.label, items)
     return {"model_version": embedder.version, "created": created,
-            "identity": identity_public(ident, service.store), "faces": [face_public(f) for f in rows]}
+            "identity": await identity_out(service.store, ident), "faces": [face_public(f) for f in rows]}

@@ -1,6 +1,6 @@
 """Vector search inside PostgreSQL with pgvector: no process holds the gallery in RAM.
 
-`PgVectorIndex.get(version, dim)` answers like the in-memory `VectorIndex` of that version (search,
+`PgVectorSearch.version(version, dim)` answers like the in-memory search of that version (search,
 scores_for_identity, len, identities, sample), but every answer is a query. Identities are scored by their
 template (`templates.vector`, the normalised mean of their faces) or, with scoring="face", by their best face
 (`embeddings.vector`). Per model version, the searched table has one partial HNSW index (cosine) on the
@@ -25,7 +25,7 @@ from pgvector.sqlalchemy import HALFVEC, VECTOR
 from sqlalchemy import Connection, Index, Select, bindparam, cast, func, select, text, true
 from sqlalchemy.orm import Session
 
-from app.gallery.index import Match, cosine
+from app.gallery.search.base import Match, cosine
 from app.gallery.models import Embedding, Face, Identity, Template
 from app.gallery.store import GalleryStore
 from model.calibration import pick_identities
@@ -48,8 +48,8 @@ def hnsw_index(model, version: str, dim: int, m: int = 32, ef_construction: int 
                  postgresql_where=model.model_version == version)
 
 
-class PgVectorIndex:
-    """The search index (as `LiveIndex` is for SQLite) in PostgreSQL. `changes` (app/gallery/notify.py) says
+class PgVectorSearch:
+    """The search backend (as `MemorySearch` is for SQLite) in PostgreSQL. `changes` (app/gallery/notify.py) says
     when the gallery moved on, so the counts cached here are dropped on change, not on a timer."""
 
     def __init__(self, store: GalleryStore, changes, scoring: str = "face", ef_search: int = 300,
@@ -64,13 +64,13 @@ class PgVectorIndex:
         self._ready: set[str] = set()
         self._statements: dict[tuple[str, int, str, bool], Select] = {}
 
-    def get(self, version: str, dim: int = 512) -> "PgVersionIndex":
-        """The version's index; its HNSW index is built first if missing (once per process)."""
+    def version(self, version: str, dim: int = 512) -> "PgVectorVersionSearch":
+        """The version's search; its HNSW index is built first if missing (once per process)."""
         if version not in self._ready:
             with self.store.engine.begin() as conn:
                 self.ensure_index(conn, version, dim)
             self._ready.add(version)
-        return PgVersionIndex(self, version, dim)
+        return PgVectorVersionSearch(self, version, dim)
 
     def ensure_index(self, conn: Connection, version: str, dim: int) -> None:
         """Build the version's HNSW index unless it exists (replicas starting together take turns)."""
@@ -78,11 +78,36 @@ class PgVectorIndex:
         conn.execute(select(func.pg_advisory_xact_lock(int(hashlib.sha1(version.encode()).hexdigest()[:15], 16))))
         hnsw_index(self.model, version, dim, self.hnsw_m, self.hnsw_ef_construction).create(conn, checkfirst=True)
 
-    def serving_hook(self, version: str, dim: int) -> Callable[[Session], None]:
+    def prepare_switch(self, version: str, dim: int) -> Callable[[Session], None]:
         """Committed with the switch of the serving model: the new version's index, complete."""
         return lambda s: self.ensure_index(s.connection(), version, dim)
 
-    def drop(self, keep: set[str]) -> None:
+    def held(self) -> set[str]:
+        return set(self._ready) | {k[0] for k in self._statements} | {k[1] for k in self._cache}
+
+    def retire(self, keep: set[str]) -> None:
+        """Forget what this process keeps of the versions not in `keep` (counts, statements, readiness)."""
+        self._ready &= keep
+        for key in [k for k in self._statements if k[0] not in keep]:
+            del self._statements[key]
+        for key in [k for k in self._cache if k[1] not in keep]:
+            del self._cache[key]
+
+    def reindex(self, version: str, dim: int = 512) -> None:
+        """Rebuild the version's HNSW index without taking it away: REINDEX CONCURRENTLY keeps the old index
+        usable (searches, and other replicas, use it meanwhile) and swaps in the new one when it is complete.
+        Other versions' indexes (a swap candidate's) are left alone."""
+        name = index_name(version, self.model.__tablename__)
+        with self.store.engine.connect() as conn:
+            conn = conn.execution_options(isolation_level="AUTOCOMMIT")  # CONCURRENTLY cannot run in a transaction
+            if conn.scalar(text("SELECT to_regclass(:n)"), {"n": name}) is None:
+                with self.store.engine.begin() as tx:
+                    self.ensure_index(tx, version, dim)
+            else:
+                conn.execute(text(f'REINDEX INDEX CONCURRENTLY "{name}"'))
+        self._ready.add(version)
+
+    def drop_indexes(self, keep: set[str]) -> None:
         """Drop the HNSW indexes of versions not in `keep` (the vectors stay where the store keeps them)."""
         table = self.model.__tablename__
         keep_names = {index_name(v, table) for v in keep}
@@ -92,7 +117,7 @@ class PgVectorIndex:
             for name in names:
                 if name not in keep_names:
                     conn.execute(text(f'DROP INDEX IF EXISTS "{name}"'))
-        self._ready &= keep
+        self.retire(keep)
 
     def close(self) -> None:
         pass  # the change feed belongs to the service, which closes it
@@ -128,13 +153,16 @@ class PgVectorIndex:
         return value
 
 
-class PgVersionIndex:
-    """One model version of the gallery, searched in the database (the in-memory `VectorIndex`'s methods)."""
+class PgVectorVersionSearch:
+    """One model version of the gallery, searched in the database (`base.VersionSearch`)."""
 
-    def __init__(self, parent: PgVectorIndex, version: str, dim: int):
+    def __init__(self, parent: PgVectorSearch, version: str, dim: int):
         self.parent, self.version, self.dim = parent, version, dim
         self.generation = parent.changes.generation
         self.scoring = parent.scoring  # how identities are scored (the gallery's own calibration follows it)
+
+    def sync(self) -> None:
+        """Nothing to catch up with: every answer is a query of the committed gallery."""
 
     def __len__(self) -> int:
         """Vectors of this version (faces embedded by it)."""

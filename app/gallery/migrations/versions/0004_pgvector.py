@@ -1,7 +1,7 @@
 """PostgreSQL: pgvector extension; embeddings.vector and templates.vector as pgvector `vector` (searched there)
 
 On SQLite this revision does nothing (the in-memory index searches there). HNSW indexes are created per model
-version at run time (app/gallery/pgvector_index.py), since versions are only known then.
+version at run time (app/gallery/search/pgvector.py), since versions are only known then.
 
 Revision ID: 0004
 Revises: 0003
