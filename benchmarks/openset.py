@@ -30,7 +30,10 @@ import numpy as np
 
 from benchmarks.lfw_all import lfw_embeddings
 from benchmarks.report import emit
-from model.calibration import Cohort, ImpostorTail, cohort_people, operating_point, pick_identities
+from model.calibration.cohort import Cohort, cohort_people
+from model.calibration.operating_point import operating_point
+from model.calibration.pairs import pick_identities
+from model.calibration.tail import ImpostorTail
 
 HELD_OUT_PEOPLE = 200
 TARGET_FAR = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
@@ -166,6 +169,8 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
     """One gallery; with `cohort`, the decision is on probe-normalised scores and `prior` is their tail, and
     `plain` the plain tail that gives 1:1 verification's threshold (each face's floor, as in the service).
     `exclude`: people whose non-mated searches are dropped (the cohort's: one-image people, never enrolled)."""
+    from app.services.operating_point import operating_point_public
+
     p = protocol(names, n_gallery, k_enroll, seed, only=only, **limits)
     if exclude:
         p.nonmated_rows = np.array([r for r in p.nonmated_rows if names[r] not in exclude], dtype=np.int64)
@@ -197,7 +202,7 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
     res.update({"identities": len(g_emb), "enrolled_faces": int(sum(len(g) for g in g_emb)),
                 "mated_searches": int(len(p.mated_rows)), "nonmated_searches": int(len(p.nonmated_rows)),
                 "measured_comparisons_factor": measured_kappa(prior, s_non.max(1), len(g_emb), target_fpir),
-                "operating_point": op_both.public()})
+                "operating_point": operating_point_public(op_both)})
     return res
 
 
@@ -311,7 +316,7 @@ def main(argv=None) -> int:
     if args.domain == "lfw":
         from training.evaluate import impostor_pair_scores
 
-        from model.calibration import normalised_pair_scores
+        from model.calibration.pairs import normalised_pair_scores
         from training.evaluate import MAX_IMAGES_PER_PERSON, capped_rows
 
         cal_people, eval_people = split_identities(names)

@@ -26,9 +26,11 @@ import sys
 
 import numpy as np
 
-from app.services.operating_point import GALLERY_SAMPLE_FACES
-from model.calibration import COHORT_WEIGHT, Cohort, ImpostorTail, operating_point, pick_identities
-from model.calibration import search_impostor_scores
+from app.services.operating_point import GALLERY_SAMPLE_FACES, normalisation_check_public
+from model.calibration.cohort import COHORT_WEIGHT, Cohort
+from model.calibration.operating_point import operating_point
+from model.calibration.pairs import pick_identities, search_impostor_scores
+from model.calibration.tail import ImpostorTail
 from model.duplicates import duplicate_pairs, duplicate_threshold, templates_of
 from model.gallery_tail import measure_gallery, normalisation_choice, verification_point
 
@@ -167,7 +169,7 @@ def run_gallery(emb, names, plain, norm, kappa_plain, n_gallery, k, fpir, share,
                          "typical_threshold": round(op.cosine_threshold, 4),
                          "verification_floor": round(op.floor, 4) if use_cohort else None}
             if check is not None:
-                row[rule]["selfcheck"] = check
+                row[rule]["selfcheck"] = normalisation_check_public(check)
         # the normalisation table (oracle threshold at FPIR 0.01 on these searches)
         sh_m, sh_n = (cohort.shift(mated), cohort.shift(non)) if cohort is not None else (0, 0)
         row["fnir_at_fpir_0.01"] = {

@@ -60,7 +60,7 @@ def faces_root(root: Path | None = None) -> Path:
 def calibration_images(n: int = 320, root: Path | None = None) -> list[Path]:
     """`n` LFW images of the cohort's one-image people outside the View 2 pairs, spread over the alphabet;
     [] without the face data. See the module docstring for why no benchmark tests on them."""
-    from model.calibration import cohort_people
+    from model.calibration.cohort import cohort_people
 
     root = faces_root(root)
     pairs = root / "lfw-meta" / "pairs.txt"

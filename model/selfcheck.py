@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibration import GALLERY_MIN_EXCEEDANCES, ImpostorTail, search_score_matrix
+from model.calibration.operating_point import GALLERY_MIN_EXCEEDANCES
+from model.calibration.pairs import search_score_matrix
+from model.calibration.tail import ImpostorTail
 
 # The FPIRs the two rules are compared at (a mean over several: at 0.01 alone a few hundred searches are noise).
 SELF_CHECK_FPIRS = (0.01, 0.02, 0.05, 0.1)
@@ -34,12 +36,7 @@ class SelfCheck:
     fnir_plain: float | None       # mean FNIR over SELF_CHECK_FPIRS
     fnir_normalised: float | None
     normalise: bool | None         # None: too few searches to decide (the checkpoint's choice stands)
-
-    def public(self) -> dict:
-        r = (lambda x: None if x is None else round(x, 4))
-        return {"mated_searches": self.mated, "nonmated_searches": self.nonmated, "fnir_plain": r(self.fnir_plain),
-                "fnir_normalised": r(self.fnir_normalised), "fpirs": list(SELF_CHECK_FPIRS),
-                "decided": self.normalise is not None}
+    fpirs: tuple[float, ...] = SELF_CHECK_FPIRS
 
 
 def leave_one_out(emb: np.ndarray, labels, scoring: str = "template", exclude=()):

@@ -387,7 +387,9 @@ def test_each_face_needs_its_own_cohort_threshold(store, tmp_path):
     """With a cohort in the model's calibration, a face that resembles the cohort needs a higher score: two
     faces of one photo get different thresholds, each the normalised one plus the face's own shift (never
     below the floor), and each decision follows its own threshold."""
-    from model.calibration import Cohort, ImpostorTail, normalised_pair_scores
+    from model.calibration.cohort import Cohort
+    from model.calibration.pairs import normalised_pair_scores
+    from model.calibration.tail import ImpostorTail
 
     probe = FakeEmbedder()
     red, green = probe.embed(np.stack([np.full((8, 8, 3), c, np.uint8) for c in (RED, GREEN)]))
@@ -419,3 +421,4 @@ def test_each_face_needs_its_own_cohort_threshold(store, tmp_path):
     assert by_label["red"]["threshold"] > by_label["green"]["threshold"] + 0.3
     assert body["threshold"] == pytest.approx(max(op["normalised_threshold"] + 0.1, op["floor"]), abs=2e-4)
     service.close()
+

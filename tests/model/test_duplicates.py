@@ -7,7 +7,9 @@ import itertools
 import numpy as np
 import pytest
 
-from model.calibration import ImpostorTail, gallery_adjusted, per_comparison_rate, search_impostor_scores
+from model.calibration.operating_point import gallery_adjusted
+from model.calibration.pairs import search_impostor_scores
+from model.calibration.tail import ImpostorTail, per_comparison_rate
 from model.duplicates import (
     DUPLICATE_FPIR,
     DUPLICATE_MAX_FAR,
