@@ -40,9 +40,10 @@ def verification_point(prior: ImpostorTail, target_far: float, n_identities: int
     if t_gal is not None and t_gal - t_prior > VERIFY_MAX_DOMAIN_RISE:
         warnings.append(f"the gallery's own pairs would raise the 1:1 threshold by {t_gal - t_prior:.3f}; "
                         f"it is raised by at most {VERIFY_MAX_DOMAIN_RISE}")
-    return OperatingPoint(threshold=t_prior + rise, target_fpir=p, n_compared=1, per_comparison_rate=p,
+    return OperatingPoint(threshold=t_prior + rise, target_fpir=None, n_compared=1, per_comparison_rate=p,
                           source="calibrated", prior_threshold=t_prior, gallery_threshold=t_gal,
-                          extrapolated=not prior.supports(p), warnings=tuple(warnings), domain_rise=rise)
+                          extrapolated=not prior.supports(p), warnings=tuple(warnings), domain_rise=rise,
+                          target_far=target_far)
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,10 @@ from model.calibration.tail import ImpostorTail, per_comparison_rate
 
 @dataclass(frozen=True)
 class OperatingPoint:
-    """The threshold in force for a search over `n_compared` identities, and where it came from."""
+    """The threshold in force for a search over `n_compared` identities, and where it came from.
+
+    A search's target is `target_fpir`; a 1:1 verification's is `target_far` (its `target_fpir` is None:
+    a verification is not an identification)."""
     threshold: float
     target_fpir: float | None
     n_compared: int
@@ -33,6 +36,7 @@ class OperatingPoint:
     domain_rise: float | None = None  # verification: how much the gallery's domain raised the model's threshold
     # search: plain vs normalised on the gallery's own searches (a `model.gallery_tail.NormalisationChoice`)
     normalisation_check: object | None = None
+    target_far: float | None = None   # verification: the false-accept rate the threshold is derived for
 
     def threshold_for(self, shift: float) -> float:
         """The cosine score a face with this cohort shift needs to match."""

@@ -422,3 +422,30 @@ def test_each_face_needs_its_own_cohort_threshold(store, tmp_path):
     assert body["threshold"] == pytest.approx(max(op["normalised_threshold"] + 0.1, op["floor"]), abs=2e-4)
     service.close()
 
+
+def test_verify_reports_its_false_accept_target_not_the_search_fpir(store, tmp_path):
+    """Issue 28: /verify sent `target_far` from the operating point's `target_fpir`, and a 1:1 operating point
+    carried the FAR in its FPIR field. A verification's target is FACEID_TARGET_FAR; it has no FPIR target."""
+    from model.calibration.tail import ImpostorTail
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((3000, 512)).astype(np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    thresholds = {"cosine": 0.5, "impostor_tail": ImpostorTail.from_scores((ref[:1500] * ref[1500:]).sum(1)).to_dict()}
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}", api_keys=[], batching=False,
+                        checkpoints_dir=tmp_path / "checkpoints", target_fpir=0.05, target_far=0.002)
+    service = fake_service(settings, store, FakeEmbedder(thresholds=thresholds))
+    app = create_app(settings)
+    app.dependency_overrides[get_service] = lambda: service
+    client = TestClient(app, base_url="http://localhost")
+    files = {"file": ("a.png", tiles_png([RED]), "image/png"), "file_b": ("b.png", tiles_png([GREEN]), "image/png")}
+    body = client.post("/verify", files=files).json()
+    assert body["operating_point"]["source"] == "calibrated"
+    assert body["target_far"] == 0.002 and body["operating_point"]["target_fpir"] is None
+    assert body["operating_point"]["per_comparison_rate"] == 0.002
+    assert body["threshold"] == pytest.approx(ImpostorTail.from_dict(thresholds["impostor_tail"]).score_at(0.002))
+    ident = client.post("/identify", files={"file": files["file"]}).json()
+    assert ident["target_fpir"] == 0.05 and ident["operating_point"]["target_fpir"] == 0.05  # searches keep theirs
+    asked = client.post("/verify", files=files, params={"threshold": 0.3}).json()
+    assert asked["target_far"] is None and asked["operating_point"]["source"] == "request"  # no target: a fixed one
+    service.close()

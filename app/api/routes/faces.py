@@ -113,4 +113,4 @@ async def verify(request: Request, service: ServiceDep, _key: IdentifyKey,
     else:
         score, op, embedder = await service.verify_identity(a, identity_id, threshold)
     return {"model_version": embedder.version, "same_person": score >= op.threshold, "score": score,
-            "threshold": op.threshold, "target_far": op.target_fpir, "operating_point": operating_point_public(op)}
+            "threshold": op.threshold, "target_far": op.target_far, "operating_point": operating_point_public(op)}
