@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep, StoreDep
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
 from app.gallery.models import MAX_ID, Face, Identity
-from app.gallery.store import GalleryStore, NotFound
 from app.schemas import (
     DuplicatesPage,
     ErrorResponse,
@@ -26,6 +24,7 @@ from app.schemas import (
     IdentityUpdate,
     NotDuplicate,
 )
+from app.services import gallery as edits
 
 router = APIRouter(tags=["gallery"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
                                                  403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
@@ -38,16 +37,14 @@ def face_public(f: Face) -> dict:
     return FacePublic.model_validate(f).model_dump()
 
 
-def identity_public(ident: Identity, store: GalleryStore, face_count: int | None = None) -> dict:
+def identity_public(ident: Identity, store: StoreDep, face_count: int | None = None) -> dict:
     if face_count is None:
-        full = store.get_identity(ident.id)
-        face_count = len(full.faces) if full else 0
+        face_count = edits.face_count(store, ident.id)
     return {"id": ident.id, "label": ident.label, "face_count": face_count,
             "created_at": ident.created_at, "updated_at": ident.updated_at}
 
 
-def _missing(kind: str, id_: int) -> AppError:
-    return AppError(404, f"unknown_{kind}", f"{kind} {id_} does not exist")
+_missing = edits.missing
 
 
 @router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
@@ -80,12 +77,7 @@ async def mark_not_duplicate(identity_id: IdentityId, body: NotDuplicate, servic
                              _key: WriteKey) -> Response:
     if body.identity_id == identity_id:
         raise AppError(422, "same_identity", "an identity is always the same person as itself")
-    if body.identity_id > MAX_ID:
-        raise _missing("identity", body.identity_id)
-    try:
-        await run_in_threadpool(service.duplicates.mark_distinct, identity_id, body.identity_id)
-    except NotFound as exc:
-        raise _missing(exc.kind, exc.id) from None
+    await run_in_threadpool(edits.mark_distinct, service.duplicates, identity_id, body.identity_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -112,12 +104,7 @@ async def get_identity(identity_id: IdentityId, store: StoreDep, _key: ReadKey) 
 @router.patch("/identities/{identity_id}", response_model=IdentityPublic,
               responses={**NOT_FOUND, 409: {"model": ErrorResponse}}, summary="Rename an identity")
 async def rename_identity(identity_id: IdentityId, body: IdentityUpdate, store: StoreDep, _key: WriteKey) -> dict:
-    try:
-        ident = await run_in_threadpool(store.rename, identity_id, body.label)
-    except IntegrityError:
-        raise AppError(409, "label_taken", f"another identity is already labelled {body.label!r}") from None
-    if ident is None:
-        raise _missing("identity", identity_id)
+    ident = await run_in_threadpool(edits.rename, store, identity_id, body.label)
     return identity_public(ident, store)
 
 
@@ -142,11 +129,8 @@ async def merge_identity(identity_id: IdentityId, body: IdentityMerge, store: St
     return identity_public(ident, store)
 
 
-async def _face_or_404(store: GalleryStore, face_id: int) -> Face:
-    face = await run_in_threadpool(store.get_face, face_id)
-    if face is None:
-        raise _missing("face", face_id)
-    return face
+async def _face_or_404(store: StoreDep, face_id: int) -> Face:
+    return await run_in_threadpool(edits.face, store, face_id)
 
 
 @router.get("/faces/{face_id}", response_model=FacePublic, responses=NOT_FOUND, summary="One enrolled face")
@@ -173,14 +157,7 @@ async def delete_face(face_id: FaceId, store: StoreDep, _key: WriteKey) -> Respo
 async def move_face(face_id: FaceId, body: FaceMove, store: StoreDep, _key: WriteKey) -> dict:
     if (body.identity_id is None) == (body.label is None):
         raise AppError(422, "invalid_request", "give exactly one of identity_id or label")
-    if body.identity_id is not None and body.identity_id > MAX_ID:
-        raise _missing("identity", body.identity_id)
-    try:
-        face, ident, created, emptied = await run_in_threadpool(
-            lambda: store.move_face(face_id, to_identity_id=body.identity_id, to_label=body.label))
-    except NotFound as exc:
-        raise _missing(exc.kind, exc.id) from None
-    except IntegrityError:  # another request created the label at the same moment
-        raise AppError(409, "label_taken", f"identity {body.label!r} was created meanwhile; retry") from None
+    face, ident, created, emptied = await run_in_threadpool(edits.move_face, store, face_id, body.identity_id,
+                                                           body.label)
     return {"face": face_public(face), "identity": identity_public(ident, store), "created": created,
             "deleted_identity_id": emptied}
