@@ -312,8 +312,12 @@ def test_health_ready_metrics(client):
     assert ready["indexed_vectors"] == 1 and ready["threshold"] == 0.5 and ready["batching"] is False
     assert ready["precision"] == "fp32" and ready["precision_reason"] == "fp32 requested"  # why this precision
     metrics = client.get("/metrics")
-    assert metrics.status_code == 200 and 'faceid_gallery_size{kind="faces"} 1.0' in metrics.text or \
-        "faceid" in metrics.text
+    assert metrics.status_code == 200, metrics.text
+    assert 'faceid_gallery_size{kind="faces"} 1.0' in metrics.text, metrics.text  # what /metrics says is the gallery
+    assert 'faceid_gallery_size{kind="identities"} 1.0' in metrics.text, metrics.text
+    enroll(client, "Bob", [GREEN])
+    metrics = client.get("/metrics").text
+    assert 'faceid_gallery_size{kind="faces"} 2.0' in metrics and 'faceid_gallery_size{kind="identities"} 2.0' in metrics
 
 
 # --- admin ---------------------------------------------------------------------------------------------
