@@ -1,5 +1,7 @@
-"""A real uvicorn server on 127.0.0.1, shared by the API tests of a session: once on a SQLite file, once on
-PostgreSQL + pgvector (the tests that use it run on both backends)."""
+"""The API with real weights, shared by the tests of a session, once on a SQLite file and once on PostgreSQL +
+pgvector (the tests that use it run on both backends): `app_client`, the app in process (FastAPI's TestClient,
+its lifespan run: the model loaded, the gallery migrated), for what needs no network; `server` + `client`, a
+real uvicorn server on 127.0.0.1, for what needs real sockets (client disconnects, concurrency, hot swaps)."""
 from __future__ import annotations
 
 import io
@@ -12,13 +14,16 @@ from PIL import Image
 from app.testing import Server
 from tests.conftest import BACKENDS
 
+# What both API fixtures run with: small enough limits to test them cheaply, a short wait for a locked database.
+API_ENV = {"FACEID_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "FACEID_MAX_IMAGE_PIXELS": "30000000",
+           "FACEID_DB_BUSY_TIMEOUT_S": "1"}
+
 
 @pytest.fixture(scope="session", params=BACKENDS)
 def server(request, tmp_path_factory):
     db = (tmp_path_factory.mktemp("api") / "gallery.db" if request.param == "sqlite"
           else request.getfixturevalue("postgres").create_database())
-    srv = Server(db, env={"FACEID_MAX_UPLOAD_BYTES": str(4 * 1024 * 1024), "FACEID_MAX_IMAGE_PIXELS": "30000000",
-                          "FACEID_DB_BUSY_TIMEOUT_S": "1"})
+    srv = Server(db, env=API_ENV)
     srv.start()
     yield srv
     srv.stop()
@@ -27,6 +32,23 @@ def server(request, tmp_path_factory):
 @pytest.fixture(scope="session")
 def client(server):
     with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c
+
+
+@pytest.fixture(scope="session", params=BACKENDS)
+def app_client(request, tmp_path_factory):
+    """The app in this process over a fresh gallery (`app_client.app.state.settings.database_url`), lifespan run."""
+    from fastapi.testclient import TestClient
+
+    from app.core.config import Settings
+    from app.main import create_app
+    from app.testing import database_url
+
+    root = tmp_path_factory.mktemp("inproc")
+    db = root / "gallery.db" if request.param == "sqlite" else request.getfixturevalue("postgres").create_database()
+    settings = Settings(database_url=database_url(db), checkpoints_dir=root / "checkpoints", api_keys=[],
+                        **{k.removeprefix("FACEID_").lower(): v for k, v in API_ENV.items()})
+    with TestClient(create_app(settings), base_url="http://127.0.0.1") as c:
         yield c
 
 
