@@ -2,6 +2,7 @@
 own impostor tail against brute force, and kept current through enroll, delete and a model swap."""
 from __future__ import annotations
 
+import functools
 import threading
 from types import SimpleNamespace
 
@@ -17,6 +18,7 @@ from tests.app.test_templates import new_face, store, unit  # noqa: F401 - `stor
 DIM = 16
 
 
+@functools.lru_cache(maxsize=None)  # 800,000 draws each; an ImpostorTail is frozen, so tests can share one
 def prior(seed=0) -> ImpostorTail:
     """An impostor tail for random 16-d unit vectors (what the synthetic gallery's strangers look like)."""
     rng = np.random.default_rng(seed)
@@ -126,16 +128,24 @@ def test_small_changes_refresh_the_gallery_tail_in_the_background(store, monkeyp
     assert_tail_equal(ops.gallery_tail("v1", live.get("v1", DIM)), brute_force_tail(store, "v1"))
 
 
-def normalised_embedder(version="v1", seed=3):
-    """A model whose calibration carries a cohort: 20 synthetic centroids, its normalised tail measured on
-    random vectors the way training.evaluate measures it."""
+@functools.lru_cache(maxsize=None)  # 9 M normalised pairs; both values are frozen
+def cohort_calibration(seed: int):
+    """20 synthetic centroids, and the normalised tail measured on random vectors the way training.evaluate
+    measures it."""
     from model.calibration.cohort import Cohort
     from model.calibration.pairs import normalised_pair_scores
 
     rng = np.random.default_rng(seed)
     cohort = Cohort(unit(rng, 20, DIM), top=3, weight=0.5, reference_shift=0.1)
     ref = unit(rng, 3000, DIM)
-    tail = ImpostorTail.from_scores(normalised_pair_scores(ref, np.arange(len(ref)), cohort))
+    return cohort, ImpostorTail.from_scores(normalised_pair_scores(ref, np.arange(len(ref)), cohort))
+
+
+def normalised_embedder(version="v1", seed=3):
+    """A model whose calibration carries a cohort (`cohort_calibration`)."""
+    from model.calibration.cohort import Cohort
+
+    cohort, tail = cohort_calibration(seed)
     emb = embedder(version, prior())
     emb.thresholds["normalised"] = {"cohort": cohort.to_dict(), "impostor_tail": tail.to_dict(),
                                     "search_comparisons_factor": 0.8}
