@@ -8,7 +8,7 @@ pipeline (MTCNN, crop, embedding at the service's precision; `benchmarks.lfw_all
 decision through the service's own rules (`app.services.operating_point`): identity templates or best
 face, flip test-time augmentation, the impostor-tail operating point with or without the gallery's own pairs,
 and (`+cohort`) the checkpoint's cohort normalisation: the decision on score - shift(probe), its threshold
-from the normalised tail. The cohort's people (`model.calibration.cohort_people`: 1,500 one-image people) are
+from the normalised tail. The cohort's people (`model.calibration.cohort.cohort_people`: 1,500 one-image people) are
 left out of every variant's searches, so all variants are compared on the same searches.
 
 Reported per gallery: closed-set rank-1; FNIR at FPIR 0.001, 0.01, 0.1 (thresholds set on the non-mated

@@ -1,6 +1,6 @@
 """Which normalisation a gallery's searches should use, decided from the gallery's own faces.
 
-A checkpoint's cohort (`model.calibration.Cohort`) was chosen on its reference set; it does not transfer to every
+A checkpoint's cohort (`model.calibration.cohort.Cohort`) was chosen on its reference set; it does not transfer to every
 camera (on a hidden in-the-wild set it was worse than plain cosine). A gallery whose identities have several faces
 can measure both rules itself: each face of such an identity searches the gallery with itself left out of its
 identity (a mated search), and every face searches the other identities as a stranger would (a non-mated search).

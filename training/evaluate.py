@@ -181,7 +181,7 @@ def capped_rows(labels, cap: int, seed: int = 0) -> np.ndarray:
 
 
 def cohort_calibration(emb: np.ndarray, labels, source: str) -> tuple[dict | None, str | None]:
-    """A search normalisation (`model.calibration.Cohort`) and the tail of normalised impostor scores: the cohort
+    """A search normalisation (`model.calibration.cohort.Cohort`) and the tail of normalised impostor scores: the cohort
     is built from one-image reference people (`cohort_people`), the tail from every ordered different-person pair
     of the other images. Returns (it, None), or (None, why) when the reference set has too few one-image people
     or the tail cannot reach MIN_NORMALISED_RATE. Its
