@@ -5,6 +5,8 @@ real uvicorn server on 127.0.0.1, for what needs real sockets (client disconnect
 from __future__ import annotations
 
 import io
+import shutil
+from contextlib import contextmanager
 
 import httpx
 import numpy as np
@@ -33,6 +35,33 @@ def server(request, tmp_path_factory):
 def client(server):
     with httpx.Client(base_url=server.url, timeout=120) as c:
         yield c
+
+
+@pytest.fixture(scope="session")
+def migrated_db(tmp_path_factory):
+    """One migrated SQLite gallery for the session; in-process tests copy it (`copied_store`): migrating takes a
+    fraction of a second per test, a copy does not."""
+    from app.gallery.store import make_engine, migrate
+
+    path = tmp_path_factory.mktemp("template") / "gallery.db"
+    engine = make_engine(f"sqlite:///{path}")
+    migrate(engine)
+    engine.dispose()
+    return path
+
+
+@contextmanager
+def copied_store(migrated_db, tmp_path):
+    """A GalleryStore over a fresh copy of `migrated_db` in `tmp_path`."""
+    from app.gallery.store import GalleryStore, make_engine
+
+    path = tmp_path / "gallery.db"
+    shutil.copyfile(migrated_db, path)
+    engine = make_engine(f"sqlite:///{path}")
+    try:
+        yield GalleryStore(engine)
+    finally:
+        engine.dispose()
 
 
 @pytest.fixture(scope="session", params=BACKENDS)

@@ -7,7 +7,7 @@ import pytest
 
 from model.calibration.tail import ImpostorTail
 from tests.app.fakes import FakeEmbedder, fake_service
-from tests.app.test_routes import BLUE, GREEN, RED, enroll, error, make_client, migrated_db, store  # noqa: F401
+from tests.app.test_routes import BLUE, GREEN, RED, enroll, error, make_client, store  # noqa: F401
 
 YELLOW = (200, 200, 30)
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -16,31 +15,18 @@ from PIL import Image
 from app.api.deps import get_service
 from app.core.config import Settings
 from app.core.security import ApiKey, hash_key
-from app.gallery.store import GalleryStore, make_engine, migrate
 from app.main import create_app
+from tests.app.conftest import copied_store
 from tests.app.fakes import FakeEmbedder, fake_service, tiles_png
 
 RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (120, 120, 120)
 LOW_SCORE = (90, 90, 1)  # the fake detector scores a blue channel of 1 at 0.5
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory):
-    """One migrated SQLite file per module; each test gets a copy (migrations take seconds, a copy does not)."""
-    path = tmp_path_factory.mktemp("template") / "gallery.db"
-    engine = make_engine(f"sqlite:///{path}")
-    migrate(engine)
-    engine.dispose()
-    return path
-
-
 @pytest.fixture
-def store(migrated_db, tmp_path):
-    path = tmp_path / "gallery.db"
-    shutil.copyfile(migrated_db, path)
-    engine = make_engine(f"sqlite:///{path}")
-    yield GalleryStore(engine)
-    engine.dispose()
+def store(migrated_db, tmp_path):  # `migrated_db`: tests/app/conftest.py's, migrated once per session
+    with copied_store(migrated_db, tmp_path) as s:
+        yield s
 
 
 def make_client(store, tmp_path, **overrides) -> tuple[TestClient, object]:
