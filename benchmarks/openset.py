@@ -24,7 +24,7 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
@@ -186,8 +186,8 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
         floor = verification_threshold(plain, g_emb, mode)
         sh_m, sh_n = cohort.shift(mated), cohort.shift(non)
         ok = s_mated.argmax(1) == p.mated_truth
-        for op in (op_prior, op_both):
-            op.normalised, op.reference_shift, op.floor = True, cohort.reference_shift, floor
+        op_prior, op_both = (replace(op, normalised=True, reference_shift=cohort.reference_shift, floor=floor)
+                             for op in (op_prior, op_both))
         at_ops = {name: {"threshold": round(op.threshold, 4), "cosine_threshold": round(op.cosine_threshold, 4),
                          "fpir": round(float(np.mean(s_non.max(1) >= np.maximum(op.threshold + sh_n, floor))), 4),
                          "fnir": round(float(1 - np.mean(ok & (s_mated.max(1) >= np.maximum(op.threshold + sh_m,

@@ -22,6 +22,7 @@ lists the suspected duplicates of all of LFW (every identity's template, every i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
@@ -110,10 +111,10 @@ def shipped(g_emb: list[np.ndarray], plain: ImpostorTail, norm, kappa_plain: flo
             else None
         dups, same, check = (), None, None
         floor = operating_point(plain, TARGET_FAR, 1, g_plain).threshold
-    use_cohort = norm is not None and (check is None or check["cohort"])
+    use_cohort = norm is not None and (check is None or check.cohort)
     if use_cohort:
         op = operating_point(norm.tail, fpir, n, g_norm, TARGET_FAR, norm.kappa if n > 1 else 1.0)
-        op.normalised, op.reference_shift, op.floor = True, cohort.reference_shift, floor
+        op = dataclasses.replace(op, normalised=True, reference_shift=cohort.reference_shift, floor=floor)
     else:
         op = operating_point(plain, fpir, n, g_plain, TARGET_FAR, kappa_plain if n > 1 else 1.0)
     return op, use_cohort, check, dups, same

@@ -13,6 +13,7 @@ Laplacian of the grey crop, the usual sharpness measure) and the face's box side
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -74,7 +75,7 @@ def main(argv=None) -> int:
                                                                                  tail_of(pipeline.embedder.thresholds)),
                          max_rate=TARGET_FAR, comparisons_factor=norm.kappa)
     floor = verification_threshold(tail_of(pipeline.embedder.thresholds), gallery, "template")
-    op.normalised, op.reference_shift, op.floor = True, norm.cohort.reference_shift, floor
+    op = dataclasses.replace(op, normalised=True, reference_shift=norm.cohort.reference_shift, floor=floor)
     margin, side = pipeline.embedder.preprocessing.margin, pipeline.embedder.preprocessing.image_size
     rows = np.concatenate([mated_rows, p.nonmated_rows])
     paths = lfw_paths()
