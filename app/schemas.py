@@ -103,7 +103,8 @@ class OperatingPointOut(BaseModel):
     threshold: float = Field(description="cosine similarity at or above which a face is a match (normalised "
                              "operating point: a typical face's; each face's own is in faces[].threshold)")
     target_fpir: float | None = Field(description="the false-positive identification rate the threshold is "
-                                      "derived for (null when a fixed threshold is in force)")
+                                      "derived for (null when a fixed threshold is in force, and in a 1:1 "
+                                      "verification: its target is the answer's target_far)")
     compared_identities: int = Field(description="identities a search compares against")
     per_comparison_rate: float | None = Field(description="impostor rate per comparison that gives target_fpir")
     source: Literal["calibrated", "override", "request", "checkpoint"] = Field(

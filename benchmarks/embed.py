@@ -107,7 +107,7 @@ def accuracy(plain, fast, used: str, cache: str, detector_backend: str = "torch"
     from benchmarks.lfw_all import lfw_paths
     from benchmarks.lfw_embed import crops_cached
     from benchmarks.precision_accuracy import compare, gate
-    from model.calibration import cohort_people
+    from model.calibration.cohort import cohort_people
     from model.fast import optimise
     from model.pipeline import FacePipeline
     from model.quantize import OrtEmbedder, export_embedder

@@ -8,7 +8,7 @@ pipeline (MTCNN, crop, embedding at the service's precision; `benchmarks.lfw_all
 decision through the service's own rules (`app.services.operating_point`): identity templates or best
 face, flip test-time augmentation, the impostor-tail operating point with or without the gallery's own pairs,
 and (`+cohort`) the checkpoint's cohort normalisation: the decision on score - shift(probe), its threshold
-from the normalised tail. The cohort's people (`model.calibration.cohort_people`: 1,500 one-image people) are
+from the normalised tail. The cohort's people (`model.calibration.cohort.cohort_people`: 1,500 one-image people) are
 left out of every variant's searches, so all variants are compared on the same searches.
 
 Reported per gallery: closed-set rank-1; FNIR at FPIR 0.001, 0.01, 0.1 (thresholds set on the non-mated
@@ -24,13 +24,16 @@ import json
 import math
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
 from benchmarks.lfw_all import lfw_embeddings
 from benchmarks.report import emit
-from model.calibration import Cohort, ImpostorTail, cohort_people, operating_point, pick_identities
+from model.calibration.cohort import Cohort, cohort_people
+from model.calibration.operating_point import operating_point
+from model.calibration.pairs import pick_identities
+from model.calibration.tail import ImpostorTail
 
 HELD_OUT_PEOPLE = 200
 TARGET_FAR = 1e-3  # the service's FACEID_TARGET_FAR: a search is never looser than 1:1 verification
@@ -166,6 +169,8 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
     """One gallery; with `cohort`, the decision is on probe-normalised scores and `prior` is their tail, and
     `plain` the plain tail that gives 1:1 verification's threshold (each face's floor, as in the service).
     `exclude`: people whose non-mated searches are dropped (the cohort's: one-image people, never enrolled)."""
+    from app.services.operating_point import operating_point_public
+
     p = protocol(names, n_gallery, k_enroll, seed, only=only, **limits)
     if exclude:
         p.nonmated_rows = np.array([r for r in p.nonmated_rows if names[r] not in exclude], dtype=np.int64)
@@ -181,8 +186,8 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
         floor = verification_threshold(plain, g_emb, mode)
         sh_m, sh_n = cohort.shift(mated), cohort.shift(non)
         ok = s_mated.argmax(1) == p.mated_truth
-        for op in (op_prior, op_both):
-            op.normalised, op.reference_shift, op.floor = True, cohort.reference_shift, floor
+        op_prior, op_both = (replace(op, normalised=True, reference_shift=cohort.reference_shift, floor=floor)
+                             for op in (op_prior, op_both))
         at_ops = {name: {"threshold": round(op.threshold, 4), "cosine_threshold": round(op.cosine_threshold, 4),
                          "fpir": round(float(np.mean(s_non.max(1) >= np.maximum(op.threshold + sh_n, floor))), 4),
                          "fnir": round(float(1 - np.mean(ok & (s_mated.max(1) >= np.maximum(op.threshold + sh_m,
@@ -197,7 +202,7 @@ def run_one(emb: np.ndarray, names: list[str], prior: ImpostorTail, n_gallery: i
     res.update({"identities": len(g_emb), "enrolled_faces": int(sum(len(g) for g in g_emb)),
                 "mated_searches": int(len(p.mated_rows)), "nonmated_searches": int(len(p.nonmated_rows)),
                 "measured_comparisons_factor": measured_kappa(prior, s_non.max(1), len(g_emb), target_fpir),
-                "operating_point": op_both.public()})
+                "operating_point": operating_point_public(op_both)})
     return res
 
 
@@ -311,7 +316,7 @@ def main(argv=None) -> int:
     if args.domain == "lfw":
         from training.evaluate import impostor_pair_scores
 
-        from model.calibration import normalised_pair_scores
+        from model.calibration.pairs import normalised_pair_scores
         from training.evaluate import MAX_IMAGES_PER_PERSON, capped_rows
 
         cal_people, eval_people = split_identities(names)

@@ -22,13 +22,16 @@ lists the suspected duplicates of all of LFW (every identity's template, every i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 
 import numpy as np
 
-from app.services.operating_point import GALLERY_SAMPLE_FACES
-from model.calibration import COHORT_WEIGHT, Cohort, ImpostorTail, operating_point, pick_identities
-from model.calibration import search_impostor_scores
+from app.services.operating_point import GALLERY_SAMPLE_FACES, normalisation_check_public
+from model.calibration.cohort import COHORT_WEIGHT, Cohort
+from model.calibration.operating_point import operating_point
+from model.calibration.pairs import pick_identities, search_impostor_scores
+from model.calibration.tail import ImpostorTail
 from model.duplicates import duplicate_pairs, duplicate_threshold
 from model.templates import templates_of
 from model.gallery_tail import measure_gallery, normalisation_choice, verification_point
@@ -109,10 +112,10 @@ def shipped(g_emb: list[np.ndarray], plain: ImpostorTail, norm, kappa_plain: flo
             else None
         dups, same, check = (), None, None
         floor = operating_point(plain, TARGET_FAR, 1, g_plain).threshold
-    use_cohort = norm is not None and (check is None or check["cohort"])
+    use_cohort = norm is not None and (check is None or check.cohort)
     if use_cohort:
         op = operating_point(norm.tail, fpir, n, g_norm, TARGET_FAR, norm.kappa if n > 1 else 1.0)
-        op.normalised, op.reference_shift, op.floor = True, cohort.reference_shift, floor
+        op = dataclasses.replace(op, normalised=True, reference_shift=cohort.reference_shift, floor=floor)
     else:
         op = operating_point(plain, fpir, n, g_plain, TARGET_FAR, kappa_plain if n > 1 else 1.0)
     return op, use_cohort, check, dups, same
@@ -168,7 +171,7 @@ def run_gallery(emb, names, plain, norm, kappa_plain, n_gallery, k, fpir, share,
                          "typical_threshold": round(op.cosine_threshold, 4),
                          "verification_floor": round(op.floor, 4) if use_cohort else None}
             if check is not None:
-                row[rule]["selfcheck"] = check
+                row[rule]["selfcheck"] = normalisation_check_public(check)
         # the normalisation table (oracle threshold at FPIR 0.01 on these searches)
         sh_m, sh_n = (cohort.shift(mated), cohort.shift(non)) if cohort is not None else (0, 0)
         row["fnir_at_fpir_0.01"] = {

@@ -13,6 +13,7 @@ Laplacian of the grey crop, the usual sharpness measure) and the face's box side
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import sys
 import time
 from pathlib import Path
@@ -50,11 +51,12 @@ def main(argv=None) -> int:
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)
     t0 = time.perf_counter()
-    from app.services.operating_point import normalisation_of, tail_of
+    from app.services.operating_point import normalisation_of, operating_point_public, tail_of
     from benchmarks.lfw_all import lfw_embeddings, lfw_paths
     from benchmarks.lfw_embed import crops_cached, embed_all
     from benchmarks.openset import TARGET_FAR, gallery_tail, identity_scores, protocol, verification_threshold
-    from model.calibration import cohort_people, operating_point
+    from model.calibration.cohort import cohort_people
+    from model.calibration.operating_point import operating_point
     from model.pipeline import FacePipeline
 
     pipeline = FacePipeline.load(weights=args.weights, device="auto", precision=args.precision)
@@ -73,7 +75,7 @@ def main(argv=None) -> int:
                                                                                  tail_of(pipeline.embedder.thresholds)),
                          max_rate=TARGET_FAR, comparisons_factor=norm.kappa)
     floor = verification_threshold(tail_of(pipeline.embedder.thresholds), gallery, "template")
-    op.normalised, op.reference_shift, op.floor = True, norm.cohort.reference_shift, floor
+    op = dataclasses.replace(op, normalised=True, reference_shift=norm.cohort.reference_shift, floor=floor)
     margin, side = pipeline.embedder.preprocessing.margin, pipeline.embedder.preprocessing.image_size
     rows = np.concatenate([mated_rows, p.nonmated_rows])
     paths = lfw_paths()
@@ -100,7 +102,7 @@ def main(argv=None) -> int:
     return emit({"benchmark": "quality_gates", "weights": args.weights, "precision": args.precision,
                  "identities": len(gallery), "enrolled_per_person": 3, "mated_searches": int(len(mated_rows)),
                  "nonmated_searches": int(len(p.nonmated_rows)), "target_fpir": args.target_fpir,
-                 "operating_point": op.public(), "levels": out,
+                 "operating_point": operating_point_public(op), "levels": out,
                  "wall_s": round(time.perf_counter() - t0, 1)}, args.out)
 
 

@@ -19,7 +19,8 @@ from __future__ import annotations
 
 import numpy as np
 
-from model.calibration import ImpostorTail, per_comparison_rate, search_score_matrix
+from model.calibration.pairs import search_score_matrix
+from model.calibration.tail import ImpostorTail, per_comparison_rate
 from model.templates import templates_of
 
 # Each identity, searched against the others, is suggested as a duplicate by mistake at most this often.

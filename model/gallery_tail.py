@@ -13,7 +13,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibration import ImpostorTail, OperatingPoint, gallery_adjusted
+from model.calibration.operating_point import OperatingPoint, gallery_adjusted
+from model.calibration.tail import ImpostorTail
 from model.duplicates import duplicate_threshold, gallery_min_beyond, robust_impostor_scores
 from model.selfcheck import SelfCheck, cohort_fits, self_check
 
@@ -35,15 +36,14 @@ def verification_point(prior: ImpostorTail, target_far: float, n_identities: int
     if n_identities >= VERIFY_DOMAIN_MIN_IDENTITIES:
         t_gal, warning = gallery_adjusted(prior, gallery, p)
         rise = min(max((t_prior if t_gal is None else t_gal) - t_prior, 0.0), VERIFY_MAX_DOMAIN_RISE)
-    op = OperatingPoint(threshold=t_prior + rise, target_fpir=p, n_compared=1, per_comparison_rate=p,
-                        source="calibrated", prior_threshold=t_prior, gallery_threshold=t_gal,
-                        extrapolated=not prior.supports(p), domain_rise=rise)
-    if warning:
-        op.warnings.append(warning)
+    warnings = [warning] if warning else []
     if t_gal is not None and t_gal - t_prior > VERIFY_MAX_DOMAIN_RISE:
-        op.warnings.append(f"the gallery's own pairs would raise the 1:1 threshold by {t_gal - t_prior:.3f}; "
-                           f"it is raised by at most {VERIFY_MAX_DOMAIN_RISE}")
-    return op
+        warnings.append(f"the gallery's own pairs would raise the 1:1 threshold by {t_gal - t_prior:.3f}; "
+                        f"it is raised by at most {VERIFY_MAX_DOMAIN_RISE}")
+    return OperatingPoint(threshold=t_prior + rise, target_fpir=None, n_compared=1, per_comparison_rate=p,
+                          source="calibrated", prior_threshold=t_prior, gallery_threshold=t_gal,
+                          extrapolated=not prior.supports(p), warnings=tuple(warnings), domain_rise=rise,
+                          target_far=target_far)
 
 
 @dataclass(frozen=True)
@@ -88,8 +88,18 @@ def measure_gallery(vectors: np.ndarray, labels: np.ndarray, scoring: str, prior
     return GalleryTails(plain, norm, tuple(dups), same, rise, check, src)
 
 
+@dataclass(frozen=True)
+class NormalisationChoice:
+    """Whether a gallery's searches keep the cohort, and what that was decided on."""
+    cohort: bool
+    selfcheck: SelfCheck | None              # its own leave-one-out searches (None: not measured)
+    misfit_plain: float | None               # how far its plain pairs depart from the model's tail
+    misfit_normalised: float | None          # ... and its normalised pairs from the cohort's
+    cohort_fits: bool | None                 # None: nothing to compare
+
+
 def normalisation_choice(prior: ImpostorTail | None, prior_normalised: ImpostorTail,
-                         tails: GalleryTails | None) -> dict | None:
+                         tails: GalleryTails | None) -> NormalisationChoice | None:
     """Whether this gallery's searches keep the cohort (`model.selfcheck`): not where its own leave-one-out
     searches find plain scores as good, nor where its normalised pairs depart from the cohort's calibration more
     than COHORT_FIT_FACTOR times as much as its plain pairs depart from the model's. None: nothing measured."""
@@ -99,6 +109,4 @@ def normalisation_choice(prior: ImpostorTail | None, prior_normalised: ImpostorT
         if prior is not None else (None, None, None)
     check = tails.selfcheck
     cohort = not (check is not None and check.normalise is False) and fits is not False
-    r = (lambda x: None if x is None else round(x, 3))
-    return {"cohort": cohort, **(check.public() if check is not None else {}),
-            "misfit_plain": r(plain), "misfit_normalised": r(normalised), "cohort_fits": fits}
+    return NormalisationChoice(cohort, check, plain, normalised, fits)

@@ -3,7 +3,7 @@ int8 embedder (model.quantize) and the int8 detector (model.mtcnn_ort). Imports 
 model.calibration, so both may use it.
 
 Calibration faces (`calibration_images`): LFW images of the cohort's one-image people
-(`model.calibration.cohort_people`) that are not in the View 2 pairs. No benchmark searches or scores them:
+(`model.calibration.cohort.cohort_people`) that are not in the View 2 pairs. No benchmark searches or scores them:
 benchmarks.openset and benchmarks.quality leave the cohort's people out, benchmarks.lfw reads View 2 only,
 benchmarks.detect's LFW sample skips them. Every fourth is kept back to check the quantised model on.
 """
@@ -60,7 +60,7 @@ def faces_root(root: Path | None = None) -> Path:
 def calibration_images(n: int = 320, root: Path | None = None) -> list[Path]:
     """`n` LFW images of the cohort's one-image people outside the View 2 pairs, spread over the alphabet;
     [] without the face data. See the module docstring for why no benchmark tests on them."""
-    from model.calibration import cohort_people
+    from model.calibration.cohort import cohort_people
 
     root = faces_root(root)
     pairs = root / "lfw-meta" / "pairs.txt"

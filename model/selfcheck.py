@@ -1,6 +1,6 @@
 """Which normalisation a gallery's searches should use, decided from the gallery's own faces.
 
-A checkpoint's cohort (`model.calibration.Cohort`) was chosen on its reference set; it does not transfer to every
+A checkpoint's cohort (`model.calibration.cohort.Cohort`) was chosen on its reference set; it does not transfer to every
 camera (on a hidden in-the-wild set it was worse than plain cosine). A gallery whose identities have several faces
 can measure both rules itself: each face of such an identity searches the gallery with itself left out of its
 identity (a mated search), and every face searches the other identities as a stranger would (a non-mated search).
@@ -18,7 +18,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from model.calibration import GALLERY_MIN_EXCEEDANCES, ImpostorTail, search_score_matrix
+from model.calibration.operating_point import GALLERY_MIN_EXCEEDANCES
+from model.calibration.pairs import search_score_matrix
+from model.calibration.tail import ImpostorTail
 
 # The FPIRs the two rules are compared at (a mean over several: at 0.01 alone a few hundred searches are noise).
 SELF_CHECK_FPIRS = (0.01, 0.02, 0.05, 0.1)
@@ -34,12 +36,7 @@ class SelfCheck:
     fnir_plain: float | None       # mean FNIR over SELF_CHECK_FPIRS
     fnir_normalised: float | None
     normalise: bool | None         # None: too few searches to decide (the checkpoint's choice stands)
-
-    def public(self) -> dict:
-        r = (lambda x: None if x is None else round(x, 4))
-        return {"mated_searches": self.mated, "nonmated_searches": self.nonmated, "fnir_plain": r(self.fnir_plain),
-                "fnir_normalised": r(self.fnir_normalised), "fpirs": list(SELF_CHECK_FPIRS),
-                "decided": self.normalise is not None}
+    fpirs: tuple[float, ...] = SELF_CHECK_FPIRS
 
 
 def leave_one_out(emb: np.ndarray, labels, scoring: str = "template", exclude=()):

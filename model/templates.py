@@ -14,9 +14,13 @@ def template_of(vectors: np.ndarray) -> np.ndarray:
 def templates_of(emb: np.ndarray, labels) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Every identity's template at once: (unique labels, their templates (k, d) float32, each face's row in
     them). The same numbers as `template_of` per identity."""
-    emb = np.asarray(emb, dtype=np.float32)
     uniq, inv = np.unique(np.asarray(labels), return_inverse=True)
-    sums = np.zeros((len(uniq), emb.shape[1] if emb.ndim == 2 else 0), np.float64)
+    return uniq, templates_by_row(emb, inv, len(uniq)), inv
+
+
+def templates_by_row(emb: np.ndarray, inv: np.ndarray, k: int) -> np.ndarray:
+    """(k, d) float32 templates of faces `emb` whose identity rows are `inv` (0..k-1)."""
+    emb = np.asarray(emb, dtype=np.float32)
+    sums = np.zeros((k, emb.shape[1] if emb.ndim == 2 else 0), np.float64)
     np.add.at(sums, inv, emb)
-    t = sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)
-    return uniq, t.astype(np.float32), inv
+    return (sums / np.maximum(np.linalg.norm(sums, axis=1, keepdims=True), 1e-12)).astype(np.float32)

@@ -21,7 +21,7 @@ def pytest_configure(config):
 
 # Fixtures that load real weights, start a server or PostgreSQL: a test using one is `slow` by definition, so
 # `make test-fast` (no weights, in-process only) cannot pick it up by a forgotten mark.
-SLOW_FIXTURES = {"pipeline", "detector", "detectors", "plain", "server", "postgres", "gallery_db"}
+SLOW_FIXTURES = {"pipeline", "detector", "detectors", "plain", "server", "app_client", "postgres", "gallery_db"}
 
 
 def pytest_collection_modifyitems(config, items):

@@ -121,3 +121,79 @@ def test_the_checker_sees_cycles_and_function_level_imports():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert "model.weights" in GRAPH["model.pipeline"]
     assert "model.fast" in GRAPH["model.pipeline"]  # imported inside Embedder.__init__
+
+
+# --- app/api reaches the gallery through services ----------------------------------------------------------------
+# What app/api may import from app/gallery: `app.gallery.models` (the row types the answers describe, MAX_ID, the
+# feedback KINDS), and in deps.py the store it hands to routes (StoreDep). The store's and the database's
+# exceptions, the index, the feedback store and the rest are reached through app/services.
+API_GALLERY_ALLOWED = {"app.gallery.models"}
+API_GALLERY_ALLOWED_IN = {"app.api.deps": {"app.gallery.store"}}
+
+
+def third_party_imports(path: Path) -> set[str]:
+    """Top-level names of everything `path` imports (module level or inside functions)."""
+    out = set()
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out |= {a.name.split(".")[0] for a in node.names}
+        elif isinstance(node, ast.ImportFrom) and not node.level and node.module:
+            out.add(node.module.split(".")[0])
+    return out
+
+
+def test_app_api_imports_no_gallery_internals():
+    bad = sorted(f"{n} imports {t}" for n, ts in GRAPH.items() if n.startswith("app.api") for t in ts
+                 if t.startswith("app.gallery") and t not in API_GALLERY_ALLOWED | API_GALLERY_ALLOWED_IN.get(n, set()))
+    bad += sorted(f"{n} imports sqlalchemy" for n, p in modules().items()
+                  if n.startswith("app.api") and "sqlalchemy" in third_party_imports(p))
+    assert not bad, f"{bad}: reach the gallery through app/services (or the StoreDep of app/api/deps.py)"
+
+
+# --- model/ builds no API JSON ------------------------------------------------------------------------------------
+# The library returns values (dataclasses, arrays); the API's answer shapes are built in app/ (schemas, services).
+# Checked three ways: model/ imports no web or schema framework; nothing in model/ is named like an answer builder
+# (`public`, `*_public`, `*Public`: the app's names for them, STYLE.md); no dict literal in model/ carries three or
+# more of the fields of one schema in app/schemas.py (file formats such as `ImpostorTail.to_dict` share none).
+WEB = {"fastapi", "starlette", "pydantic", "pydantic_settings"}
+
+
+def schema_fields() -> dict[str, set[str]]:
+    tree = ast.parse((REPO / "app" / "schemas.py").read_text())
+    return {c.name: {s.target.id for s in c.body if isinstance(s, ast.AnnAssign) and isinstance(s.target, ast.Name)}
+            for c in tree.body if isinstance(c, ast.ClassDef)}
+
+
+def api_json_in(source: str, fields: dict[str, set[str]]) -> list[str]:
+    """What in `source` builds an API answer: an answer-builder name, or a dict literal with >= 3 fields of one
+    schema."""
+    found = []
+    for node in ast.walk(ast.parse(source)):
+        if isinstance(node, (ast.FunctionDef, ast.AsyncFunctionDef, ast.ClassDef)) and (
+                node.name == "public" or node.name.endswith("_public") or node.name.endswith("Public")):
+            found.append(f"line {node.lineno}: {node.name}")
+        elif isinstance(node, ast.Dict):
+            keys = {k.value for k in node.keys if isinstance(k, ast.Constant) and isinstance(k.value, str)}
+            for name, f in fields.items():
+                if len(keys & f) >= 3:
+                    found.append(f"line {node.lineno}: a dict with {sorted(keys & f)} of {name}")
+    return found
+
+
+def test_model_builds_no_api_json():
+    fields = schema_fields()
+    bad = [f"{p.relative_to(REPO)} {what}" for n, p in modules().items() if top(n) == "model"
+           for what in api_json_in(p.read_text(), fields)]
+    bad += [f"{p.relative_to(REPO)} imports {sorted(third_party_imports(p) & WEB)}" for n, p in modules().items()
+            if top(n) == "model" and third_party_imports(p) & WEB]
+    assert not bad, f"{bad}: return a value from model/ and build its JSON in app/"
+
+
+def test_the_api_json_check_sees_what_model_used_to_build():
+    """The checker on the shapes model/calibration.py and model/selfcheck.py built before issue 28."""
+    fields = schema_fields()
+    old_op = ('class OperatingPoint:\n    def public(self):\n        return {"threshold": 1, "target_fpir": 2, '
+              '"compared_identities": 3, "source": "x"}\n')
+    assert len(api_json_in(old_op, fields)) == 2
+    assert api_json_in("def report(s):\n    return {'threshold': 1, 'source': 2, 'warnings': []}\n", fields)
+    assert not api_json_in("def to_dict(t):\n    return {'n_pairs': 1, 'source': 2, 'points': []}\n", fields)

@@ -129,7 +129,7 @@ def calibrated_threshold(emb: np.ndarray, labels, far: float = 1e-3) -> dict:
 
 def impostor_pair_scores(emb: np.ndarray, labels, block: int = 2048) -> np.ndarray:
     """Every different-label pair's cosine score (float32), computed in row blocks to bound memory."""
-    from model.calibration import pair_scores
+    from model.calibration.pairs import pair_scores
 
     return pair_scores(emb, labels, block=block)
 
@@ -137,7 +137,7 @@ def impostor_pair_scores(emb: np.ndarray, labels, block: int = 2048) -> np.ndarr
 def calibrate(emb: np.ndarray, labels, source: str, verify_far: float = 1e-3) -> dict:
     """A checkpoint's `thresholds`: the impostor tail over all different-label pairs of `emb` (what the
     service derives its open-set operating point from) and a fixed 1:1 threshold at `verify_far`."""
-    from model.calibration import ImpostorTail
+    from model.calibration.tail import ImpostorTail
 
     scores = impostor_pair_scores(emb, labels)
     tail = ImpostorTail.from_scores(scores, source=f"{source}: {len(scores)} different-person pairs of "
@@ -181,15 +181,16 @@ def capped_rows(labels, cap: int, seed: int = 0) -> np.ndarray:
 
 
 def cohort_calibration(emb: np.ndarray, labels, source: str) -> tuple[dict | None, str | None]:
-    """A search normalisation (`model.calibration.Cohort`) and the tail of normalised impostor scores: the cohort
+    """A search normalisation (`model.calibration.cohort.Cohort`) and the tail of normalised impostor scores: the cohort
     is built from one-image reference people (`cohort_people`), the tail from every ordered different-person pair
     of the other images. Returns (it, None), or (None, why) when the reference set has too few one-image people
     or the tail cannot reach MIN_NORMALISED_RATE. Its
     `search_comparisons_factor` is left at the conservative 1.0: only an open-set benchmark measures it."""
     import dataclasses
 
-    from model.calibration import COHORT_CENTROIDS, COHORT_MIN_MEMBERS, Cohort, ImpostorTail, cohort_people
-    from model.calibration import normalised_pair_scores
+    from model.calibration.cohort import COHORT_CENTROIDS, COHORT_MIN_MEMBERS, Cohort, cohort_people
+    from model.calibration.pairs import normalised_pair_scores
+    from model.calibration.tail import ImpostorTail
 
     labels = [str(x) for x in labels]
     people = cohort_people(labels)

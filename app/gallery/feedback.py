@@ -13,10 +13,8 @@ from datetime import timedelta
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
 
-from app.gallery.models import Feedback, Identity, Probe, utcnow
+from app.gallery.models import KINDS, Feedback, Identity, Probe, utcnow
 from app.gallery.store import GalleryStore, NotFound, crop_to_png
-
-KINDS = ("is", "is_not", "nobody")
 
 
 @dataclass

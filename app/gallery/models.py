@@ -143,6 +143,9 @@ class Probe(FaceCropColumns, Base):
     owner: Mapped[str | None] = mapped_column(String(120), nullable=True, index=True)
 
 
+KINDS = ("is", "is_not", "nobody")  # what a Feedback report says (its `kind`)
+
+
 class Feedback(FaceCropColumns, Base):
     """A report on a face: `is` (it is identity_id), `is_not` (it is not identity_id) or `nobody` (nobody
     enrolled). Stored with the crop and the model version that answered. `answered_identity_id` is the

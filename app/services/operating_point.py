@@ -17,15 +17,16 @@ from __future__ import annotations
 import logging
 import threading
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import numpy as np
 
-from model.calibration import CalibrationError, Cohort, ImpostorTail, OperatingPoint, operating_point
-from model.calibration import per_comparison_rate
+from model.calibration.cohort import Cohort
+from model.calibration.operating_point import OperatingPoint, operating_point
+from model.calibration.tail import CalibrationError, ImpostorTail, per_comparison_rate
 from model.duplicates import duplicate_threshold
 from model.gallery_tail import VERIFY_DOMAIN_MIN_IDENTITIES, VERIFY_MAX_DOMAIN_RISE  # noqa: F401 - re-exported
-from model.gallery_tail import measure_gallery, normalisation_choice, verification_point
+from model.gallery_tail import NormalisationChoice, measure_gallery, normalisation_choice, verification_point
 from model.selfcheck import SelfCheck
 
 log = logging.getLogger(__name__)
@@ -245,24 +246,22 @@ class OperatingPoints:
         tails = self.gallery_tails(embedder.version, index, norm.cohort, tail_of(embedder.thresholds)) \
             if norm is not None and requested is None and self.override is None else None
         check = self._normalisation_check(embedder, norm, tails)
-        if norm is None or requested is not None or self.override is not None or (check and not check["cohort"]):
+        if norm is None or requested is not None or self.override is not None or (check and not check.cohort):
             op = self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
-            if requested is None and self.override is None and self._norm_broken(embedder):
-                op.warnings.append("the serving model's cohort normalisation is malformed: searches use plain "
-                                   "scores (see the log)")
-            op.selfcheck = check
-            return op
+            broken = requested is None and self.override is None and self._norm_broken(embedder)
+            return replace(op, normalisation_check=check, warnings=op.warnings + (
+                ("the serving model's cohort normalisation is malformed: searches use plain scores (see the log)",)
+                if broken else ()))
         n = index.identities
         kappa = norm.kappa if n > 1 else 1.0
         gallery = tails.normalised if tails is not None else None
         op = operating_point(norm.tail, self.target_fpir, n, gallery, self.target_far, kappa)
-        op.normalised, op.reference_shift = True, norm.cohort.reference_shift
-        op.floor = self.for_verify(embedder, index).threshold  # never looser than 1:1 verification
-        op.selfcheck = check
-        return op
+        return replace(op, normalised=True, reference_shift=norm.cohort.reference_shift, normalisation_check=check,
+                       floor=self.for_verify(embedder, index).threshold)  # never looser than 1:1 verification
 
     @staticmethod
-    def _normalisation_check(embedder, norm: Normalisation | None, tails: _GalleryTail | None) -> dict | None:
+    def _normalisation_check(embedder, norm: Normalisation | None,
+                             tails: _GalleryTail | None) -> NormalisationChoice | None:
         if norm is None or tails is None:
             return None
         return normalisation_choice(tail_of(embedder.thresholds), norm.tail, tails)
@@ -290,8 +289,8 @@ class OperatingPoints:
         if tail is None:
             thr = float(embedder.thresholds.get("cosine", self.default))
             return OperatingPoint(thr, None, max(n, 1), None, "checkpoint",
-                                  warnings=["the serving model carries no impostor tail: a fixed threshold is in "
-                                            "force and its false-positive rate grows with the gallery"])
+                                  warnings=("the serving model carries no impostor tail: a fixed threshold is in "
+                                            "force and its false-positive rate grows with the gallery",))
         kappa = float(embedder.thresholds.get("search_comparisons_factor", 1.0)) if n > 1 else 1.0
         norm = self.normalisation(embedder)
         gallery = self.gallery_tail(embedder.version, index, norm.cohort if norm else None, prior=tail)
@@ -304,7 +303,8 @@ class OperatingPoints:
         cached = self._gallery.get(embedder.version)
         norm = self.normalisation(embedder)
         return {"target_fpir": self.target_fpir, "target_far": self.target_far,
-                "search": search.public(), "verify": self.for_verify(embedder, index).public(),
+                "search": operating_point_public(search),
+                "verify": operating_point_public(self.for_verify(embedder, index)),
                 "model_tail": tail.to_dict() if tail else None,
                 "gallery_tail": cached.tail.to_dict() if cached and cached.tail else None,
                 "normalisation": None if norm is None else {
@@ -313,3 +313,30 @@ class OperatingPoints:
                     "gallery_tail": cached.normalised.to_dict() if cached and cached.normalised else None},
                 "gallery_tail_compute_s": round(cached.computed_s, 4) if cached else None,
                 "gallery_calibration": self.gallery_calibration}
+
+
+def operating_point_public(op: OperatingPoint) -> dict:
+    """An operating point as the API answers it (`app.schemas.OperatingPointOut`)."""
+    r = (lambda x: None if x is None else round(x, 4))
+    return {"threshold": round(op.cosine_threshold, 4), "target_fpir": op.target_fpir,
+            "compared_identities": op.n_compared,
+            "per_comparison_rate": op.per_comparison_rate, "source": op.source,
+            "prior_threshold": r(op.prior_threshold), "gallery_threshold": r(op.gallery_threshold),
+            "extrapolated": op.extrapolated, "warnings": list(op.warnings),
+            "normalisation": "cohort" if op.normalised else None,
+            "normalised_threshold": r(op.threshold) if op.normalised else None,
+            "floor": r(op.floor) if op.normalised else None, "domain_rise": r(op.domain_rise),
+            "normalisation_check": normalisation_check_public(op.normalisation_check)}
+
+
+def normalisation_check_public(choice: NormalisationChoice | None) -> dict | None:
+    """A gallery's cohort decision as the API answers it (`OperatingPointOut.normalisation_check`)."""
+    if choice is None:
+        return None
+    r3, r4 = (lambda x: None if x is None else round(x, 3)), (lambda x: None if x is None else round(x, 4))
+    c = choice.selfcheck
+    check = {} if c is None else {
+        "mated_searches": c.mated, "nonmated_searches": c.nonmated, "fnir_plain": r4(c.fnir_plain),
+        "fnir_normalised": r4(c.fnir_normalised), "fpirs": list(c.fpirs), "decided": c.normalise is not None}
+    return {"cohort": choice.cohort, **check, "misfit_plain": r3(choice.misfit_plain),
+            "misfit_normalised": r3(choice.misfit_normalised), "cohort_fits": choice.cohort_fits}

@@ -26,7 +26,7 @@ from app.gallery.store import GalleryStore
 from app.services.checkpoints import (SwapStatus, calibrated_numbers, fit_crops, metadata_problem,
                                       resolve_checkpoint, validate_candidate, with_int8)
 from app.services.operating_point import OperatingPoints, calibration_problem
-from model.calibration import OperatingPoint
+from model.calibration.operating_point import OperatingPoint
 from model.pipeline import Embedder, load_checkpoint
 
 log = logging.getLogger(__name__)

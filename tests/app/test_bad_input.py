@@ -1,4 +1,4 @@
-"""Every kind of bad input: a 4xx with its own error code, and the gallery unchanged."""
+"""Every kind of bad input: a 4xx with its own error code, and the gallery unchanged (the app in process)."""
 from __future__ import annotations
 
 import io
@@ -11,6 +11,12 @@ from PIL import Image
 from tests.app.conftest import gallery_state, png_bytes
 
 pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="module")
+def client(app_client):
+    """The app in process (nothing here needs a socket), real weights, both backends."""
+    return app_client
 
 
 @pytest.fixture(scope="module")

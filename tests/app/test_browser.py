@@ -11,7 +11,7 @@ from fastapi.testclient import TestClient
 
 from app.core.security import ApiKey, hash_key
 from tests.app.fakes import tiles_png
-from tests.app.test_routes import enroll, error, make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import enroll, error, make_client, store  # noqa: F401 - fixtures
 
 RED = (200, 30, 30)
 EVIL = {"Origin": "https://evil.example", "Sec-Fetch-Site": "cross-site"}

@@ -1,5 +1,5 @@
-"""Contract details over a real server (issue 19, items 7 to 9): client disconnects, one label rule,
-UTC timestamps, a locked database, offline docs, scores within [-1, 1]."""
+"""Contract details (issue 19, items 7 to 9): client disconnects (over a real server: they need sockets), and
+in process one label rule, UTC timestamps, a locked database, offline docs, scores within [-1, 1]."""
 from __future__ import annotations
 
 import base64
@@ -40,22 +40,22 @@ def test_a_client_that_disconnects_mid_upload_is_a_499_not_a_500(server, client)
     assert "Traceback" not in log and "unhandled" not in log
 
 
-def test_one_label_rule_on_every_path(client, faces):
+def test_one_label_rule_on_every_path(app_client, faces):
     face = sorted((faces / "photos" / "George_Clooney").glob("*.jpg"))[0].read_bytes()
     b64 = base64.b64encode(face).decode()
     for bad in ("a\nb", "nul\x00", "Bush\u200b", "\u202eevil", "\u200b", "   ", "x" * 201):
-        r = client.post("/enroll", data={"label": bad}, files={"files": ("f.jpg", face)})
+        r = app_client.post("/enroll", data={"label": bad}, files={"files": ("f.jpg", face)})
         assert r.status_code == 422 and r.json()["error"]["code"] == "invalid_field", (bad, r.text)
-        r = client.post("/enroll", json={"label": bad, "images": [b64]})
+        r = app_client.post("/enroll", json={"label": bad, "images": [b64]})
         assert r.status_code == 422, (bad, r.text)
-        r = client.patch("/identities/1", json={"label": bad})
+        r = app_client.patch("/identities/1", json={"label": bad})
         assert r.status_code == 422, (bad, r.text)
     nfd = unicodedata.normalize("NFD", "  José Müller ")
-    first = client.post("/enroll", data={"label": nfd}, files={"files": ("f.jpg", face)}).json()
+    first = app_client.post("/enroll", data={"label": nfd}, files={"files": ("f.jpg", face)}).json()
     assert first["identity"]["label"] == "José Müller" == unicodedata.normalize("NFC", "José Müller")
-    again = client.post("/enroll", json={"label": "José Müller", "images": [b64]}).json()
+    again = app_client.post("/enroll", json={"label": "José Müller", "images": [b64]}).json()
     assert again["created"] is False and again["identity"]["id"] == first["identity"]["id"]
-    r = client.patch(f"/identities/{first['identity']['id']}", json={"label": nfd})
+    r = app_client.patch(f"/identities/{first['identity']['id']}", json={"label": nfd})
     assert r.status_code == 200 and r.json()["label"] == "José Müller"
 
 
@@ -64,24 +64,23 @@ def _utc(stamp: str) -> bool:
     return parsed.utcoffset() is not None and parsed.utcoffset().total_seconds() == 0
 
 
-def test_created_at_is_utc_with_an_offset_in_every_answer(client, faces):
+def test_created_at_is_utc_with_an_offset_in_every_answer(app_client, faces):
     face = sorted((faces / "photos" / "Jeff_Bezos").glob("*.jpg"))[0].read_bytes()
-    enrolled = client.post("/enroll", data={"label": "utc-check"}, files={"files": ("f.jpg", face)}).json()
+    enrolled = app_client.post("/enroll", data={"label": "utc-check"}, files={"files": ("f.jpg", face)}).json()
     iid, fid = enrolled["identity"]["id"], enrolled["faces"][0]["id"]
     stamps = [enrolled["identity"]["created_at"], enrolled["faces"][0]["created_at"]]
-    detail = client.get(f"/identities/{iid}").json()
+    detail = app_client.get(f"/identities/{iid}").json()
     stamps += [detail["created_at"], detail["updated_at"], detail["faces"][0]["created_at"]]
-    stamps += [client.get(f"/faces/{fid}").json()["created_at"]]
-    stamps += [i["created_at"] for i in client.get("/identities", params={"prefix": "utc-"}).json()["items"]]
-    stamps += [client.patch(f"/identities/{iid}", json={"label": "utc-check-2"}).json()["updated_at"]]
+    stamps += [app_client.get(f"/faces/{fid}").json()["created_at"]]
+    stamps += [i["created_at"] for i in app_client.get("/identities", params={"prefix": "utc-"}).json()["items"]]
+    stamps += [app_client.patch(f"/identities/{iid}", json={"label": "utc-check-2"}).json()["updated_at"]]
     assert len(stamps) == 8 and all(_utc(s) for s in stamps), stamps
 
 
 @contextmanager
-def writers_locked_out(server):
+def writers_locked_out(url: str):
     """Hold the gallery's write lock from outside the service, as another writer would: SQLite's database
     lock (BEGIN IMMEDIATE), or on PostgreSQL the row every write updates first (gallery_state)."""
-    url = server.env["FACEID_DATABASE_URL"]
     if url.startswith("sqlite"):
         con = sqlite3.connect(url[len("sqlite:///"):], timeout=30)
         con.execute("BEGIN IMMEDIATE")
@@ -97,29 +96,29 @@ def writers_locked_out(server):
         con.close()
 
 
-def test_a_locked_database_is_503_database_busy(server, client):
-    # the server waits FACEID_DB_BUSY_TIMEOUT_S=1 (SQLite's busy timeout, PostgreSQL's lock_timeout)
-    with writers_locked_out(server):
-        r = client.patch("/identities/1", json={"label": "whoever"})
+def test_a_locked_database_is_503_database_busy(app_client):
+    # the app waits FACEID_DB_BUSY_TIMEOUT_S=1 (SQLite's busy timeout, PostgreSQL's lock_timeout)
+    with writers_locked_out(app_client.app.state.settings.database_url):
+        r = app_client.patch("/identities/1", json={"label": "whoever"})
         assert r.status_code == 503 and r.json()["error"]["code"] == "database_busy", r.text
         assert r.headers["retry-after"]
-        assert client.get("/identities").status_code == 200  # readers are not blocked (WAL / MVCC)
+        assert app_client.get("/identities").status_code == 200  # readers are not blocked (WAL / MVCC)
 
 
-def test_docs_are_served_offline_and_declare_the_key_header(client):
-    page = client.get("/docs").text
+def test_docs_are_served_offline_and_declare_the_key_header(app_client):
+    page = app_client.get("/docs").text
     assert "/docs/static/swagger-ui-bundle.js" in page and "cdn" not in page.lower()
-    assert client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
-    assert client.get("/docs/static/swagger-ui.css").status_code == 200
-    spec = client.get("/openapi.json").json()
+    assert app_client.get("/docs/static/swagger-ui-bundle.js").status_code == 200
+    assert app_client.get("/docs/static/swagger-ui.css").status_code == 200
+    spec = app_client.get("/openapi.json").json()
     assert spec["components"]["securitySchemes"]["APIKeyHeader"] == {
         **spec["components"]["securitySchemes"]["APIKeyHeader"], "type": "apiKey", "in": "header", "name": "X-API-Key"}
     assert {"APIKeyHeader": []} in spec["paths"]["/identify"]["post"]["security"]
 
 
-def test_verify_scores_stay_within_minus_one_and_one(client, faces):
+def test_verify_scores_stay_within_minus_one_and_one(app_client, faces):
     face = sorted((faces / "photos" / "Matt_Damon").glob("*.jpg"))[1].read_bytes()
-    r = client.post("/verify", files={"file": ("a.jpg", face), "file_b": ("b.jpg", face)})
+    r = app_client.post("/verify", files={"file": ("a.jpg", face), "file_b": ("b.jpg", face)})
     assert r.status_code == 200 and -1.0 <= r.json()["score"] <= 1.0 and r.json()["same_person"]
 
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.calibration import ImpostorTail
+from model.calibration.tail import ImpostorTail
 from tests.app.fakes import FakeEmbedder, fake_service
-from tests.app.test_routes import BLUE, GREEN, RED, enroll, error, make_client, migrated_db, store  # noqa: F401
+from tests.app.test_routes import BLUE, GREEN, RED, enroll, error, make_client, store  # noqa: F401
 
 YELLOW = (200, 200, 30)
 

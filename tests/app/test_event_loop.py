@@ -9,7 +9,7 @@ import threading
 import pytest
 from sqlalchemy import event
 
-from tests.app.test_routes import BLUE, GREEN, RED, enroll, make_client, migrated_db, store  # noqa: F401
+from tests.app.test_routes import BLUE, GREEN, RED, enroll, make_client, store  # noqa: F401
 from tests.app.fakes import tiles_png
 
 

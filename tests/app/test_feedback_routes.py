@@ -14,7 +14,7 @@ from app.gallery.feedback import FaceCrop, FeedbackStore
 from app.gallery.models import Feedback, Probe
 from app.gallery.store import png_to_crop
 from tests.app.fakes import tiles_png
-from tests.app.test_routes import enroll, error, make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import enroll, error, make_client, store  # noqa: F401 - fixtures
 
 RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (120, 120, 120)
 

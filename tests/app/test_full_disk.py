@@ -13,7 +13,7 @@ from sqlalchemy import event
 
 from app.testing import Server
 from tests.app.fakes import tiles_png
-from tests.app.test_routes import error, make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import error, make_client, store  # noqa: F401 - fixtures
 
 
 def test_sqlite_full_is_507_storage_full_and_changes_nothing(store, tmp_path):  # noqa: F811

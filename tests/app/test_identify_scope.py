@@ -6,7 +6,7 @@ import pytest
 
 from app.core.security import ApiKey, hash_key
 from tests.app.fakes import tiles_png
-from tests.app.test_routes import enroll, make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import enroll, make_client, store  # noqa: F401 - fixtures
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (200, 200, 30), (30, 200, 200), (200, 30, 200)]
 STRANGER = (120, 120, 120)

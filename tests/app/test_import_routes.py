@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from app.gallery.store import crop_to_png
-from tests.app.test_routes import error, make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import error, make_client, store  # noqa: F401 - fixtures
 
 SIZE = 32  # tests/app/fakes.py FakeEmbedder's input size
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import re
 
 from app.core.security import ApiKey, hash_key
-from tests.app.test_routes import make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import make_client, store  # noqa: F401 - fixtures
 
 KEYS = [ApiKey(name="ops", sha256=hash_key("ops-key"), scopes=["read"])]
 

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 
 from app.api.deps import get_store
 from app.core.config import Settings
-from app.gallery.store import GalleryStore, NewFace, make_engine, migrate
+from app.gallery.store import GalleryStore, NewFace
 from app.main import create_app
+from tests.app.conftest import copied_store
 
 
 def new_face(rng, version="v1") -> NewFace:
@@ -19,11 +20,9 @@ def new_face(rng, version="v1") -> NewFace:
 
 
 @pytest.fixture
-def store(tmp_path) -> GalleryStore:
-    engine = make_engine(f"sqlite:///{tmp_path / 'gallery.db'}")
-    migrate(engine)
-    yield GalleryStore(engine)
-    engine.dispose()
+def store(migrated_db, tmp_path) -> GalleryStore:
+    with copied_store(migrated_db, tmp_path) as s:
+        yield s
 
 
 @pytest.fixture

@@ -2,6 +2,7 @@
 own impostor tail against brute force, and kept current through enroll, delete and a model swap."""
 from __future__ import annotations
 
+import functools
 import threading
 from types import SimpleNamespace
 
@@ -9,14 +10,15 @@ import numpy as np
 import pytest
 
 from app.gallery.store import GalleryStore
-from app.services.operating_point import OperatingPoints, calibration_problem, tail_of
+from app.services.operating_point import OperatingPoints, calibration_problem, operating_point_public, tail_of
 from app.gallery.search.memory import MemorySearch
-from model.calibration import ImpostorTail
+from model.calibration.tail import ImpostorTail
 from tests.app.test_templates import new_face, store, unit  # noqa: F401 - `store`: the same SQLite fixture
 
 DIM = 16
 
 
+@functools.lru_cache(maxsize=None)  # 800,000 draws each; an ImpostorTail is frozen, so tests can share one
 def prior(seed=0) -> ImpostorTail:
     """An impostor tail for random 16-d unit vectors (what the synthetic gallery's strangers look like)."""
     rng = np.random.default_rng(seed)
@@ -132,15 +134,24 @@ def test_changes_refresh_the_gallery_tail_in_the_background(store, monkeypatch):
     assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
 
 
-def normalised_embedder(version="v1", seed=3):
-    """A model whose calibration carries a cohort: 20 synthetic centroids, its normalised tail measured on
-    random vectors the way training.evaluate measures it."""
-    from model.calibration import Cohort, normalised_pair_scores
+@functools.lru_cache(maxsize=None)  # 9 M normalised pairs; both values are frozen
+def cohort_calibration(seed: int):
+    """20 synthetic centroids, and the normalised tail measured on random vectors the way training.evaluate
+    measures it."""
+    from model.calibration.cohort import Cohort
+    from model.calibration.pairs import normalised_pair_scores
 
     rng = np.random.default_rng(seed)
     cohort = Cohort(unit(rng, 20, DIM), top=3, weight=0.5, reference_shift=0.1)
     ref = unit(rng, 3000, DIM)
-    tail = ImpostorTail.from_scores(normalised_pair_scores(ref, np.arange(len(ref)), cohort))
+    return cohort, ImpostorTail.from_scores(normalised_pair_scores(ref, np.arange(len(ref)), cohort))
+
+
+def normalised_embedder(version="v1", seed=3):
+    """A model whose calibration carries a cohort (`cohort_calibration`)."""
+    from model.calibration.cohort import Cohort
+
+    cohort, tail = cohort_calibration(seed)
     emb = embedder(version, prior())
     emb.thresholds["normalised"] = {"cohort": cohort.to_dict(), "impostor_tail": tail.to_dict(),
                                     "search_comparisons_factor": 0.8}
@@ -172,8 +183,8 @@ def test_normalised_gallery_tail_matches_brute_force(store):
     for shift in (-0.5, 0.0, 0.1, 0.25, 0.6):
         assert op.threshold_for(shift) == pytest.approx(max(op.threshold + shift, op.floor))
     assert op.threshold_for(0.6) > op.floor and op.threshold_for(-0.5) == op.floor
-    assert op.public()["threshold"] == pytest.approx(max(op.threshold + 0.1, op.floor), abs=1e-4)
-    assert op.public()["normalisation"] == "cohort"
+    assert operating_point_public(op)["threshold"] == pytest.approx(max(op.threshold + 0.1, op.floor), abs=1e-4)
+    assert operating_point_public(op)["normalisation"] == "cohort"
 
 
 def test_fixed_thresholds_stay_plain_cosine_with_a_cohort(store):
@@ -231,7 +242,7 @@ def test_verification_does_not_move_with_who_else_is_enrolled(store):
     op = ops.for_verify(emb, live.version("v1", DIM))
     assert 0 < op.domain_rise <= VERIFY_MAX_DOMAIN_RISE
     assert op.threshold == pytest.approx(tail.score_at(1e-3) + op.domain_rise)
-    assert op.public()["domain_rise"] == round(op.domain_rise, 4)
+    assert operating_point_public(op)["domain_rise"] == round(op.domain_rise, 4)
 
 
 def test_duplicate_identities_and_distinct_marks_in_the_gallery_tail(store):

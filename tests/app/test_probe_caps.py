@@ -10,7 +10,7 @@ from sqlalchemy import func, select
 from app.core.security import ApiKey, hash_key
 from app.gallery.models import Feedback, Probe
 from tests.app.fakes import tiles_png
-from tests.app.test_routes import enroll, error, make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import enroll, error, make_client, store  # noqa: F401 - fixtures
 
 RED, GREEN, BLUE = (200, 30, 30), (30, 200, 30), (30, 30, 200)
 KEYS = {"alice": "write", "bob": "write", "root": "admin", "door": "identify"}

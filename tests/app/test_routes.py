@@ -6,7 +6,6 @@ from __future__ import annotations
 import base64
 import io
 import json
-import shutil
 
 import numpy as np
 import pytest
@@ -16,31 +15,18 @@ from PIL import Image
 from app.api.deps import get_service
 from app.core.config import Settings
 from app.core.security import ApiKey, hash_key
-from app.gallery.store import GalleryStore, make_engine, migrate
 from app.main import create_app
+from tests.app.conftest import copied_store
 from tests.app.fakes import FakeEmbedder, fake_service, tiles_png
 
 RED, GREEN, BLUE, GREY = (200, 30, 30), (30, 200, 30), (30, 30, 200), (120, 120, 120)
 LOW_SCORE = (90, 90, 1)  # the fake detector scores a blue channel of 1 at 0.5
 
 
-@pytest.fixture(scope="module")
-def migrated_db(tmp_path_factory):
-    """One migrated SQLite file per module; each test gets a copy (migrations take seconds, a copy does not)."""
-    path = tmp_path_factory.mktemp("template") / "gallery.db"
-    engine = make_engine(f"sqlite:///{path}")
-    migrate(engine)
-    engine.dispose()
-    return path
-
-
 @pytest.fixture
-def store(migrated_db, tmp_path):
-    path = tmp_path / "gallery.db"
-    shutil.copyfile(migrated_db, path)
-    engine = make_engine(f"sqlite:///{path}")
-    yield GalleryStore(engine)
-    engine.dispose()
+def store(migrated_db, tmp_path):  # `migrated_db`: tests/app/conftest.py's, migrated once per session
+    with copied_store(migrated_db, tmp_path) as s:
+        yield s
 
 
 def make_client(store, tmp_path, **overrides) -> tuple[TestClient, object]:
@@ -312,8 +298,12 @@ def test_health_ready_metrics(client):
     assert ready["indexed_vectors"] == 1 and ready["threshold"] == 0.5 and ready["batching"] is False
     assert ready["precision"] == "fp32" and ready["precision_reason"] == "fp32 requested"  # why this precision
     metrics = client.get("/metrics")
-    assert metrics.status_code == 200 and 'faceid_gallery_size{kind="faces"} 1.0' in metrics.text or \
-        "faceid" in metrics.text
+    assert metrics.status_code == 200, metrics.text
+    assert 'faceid_gallery_size{kind="faces"} 1.0' in metrics.text, metrics.text  # what /metrics says is the gallery
+    assert 'faceid_gallery_size{kind="identities"} 1.0' in metrics.text, metrics.text
+    enroll(client, "Bob", [GREEN])
+    metrics = client.get("/metrics").text
+    assert 'faceid_gallery_size{kind="faces"} 2.0' in metrics and 'faceid_gallery_size{kind="identities"} 2.0' in metrics
 
 
 # --- admin ---------------------------------------------------------------------------------------------
@@ -387,7 +377,9 @@ def test_each_face_needs_its_own_cohort_threshold(store, tmp_path):
     """With a cohort in the model's calibration, a face that resembles the cohort needs a higher score: two
     faces of one photo get different thresholds, each the normalised one plus the face's own shift (never
     below the floor), and each decision follows its own threshold."""
-    from model.calibration import Cohort, ImpostorTail, normalised_pair_scores
+    from model.calibration.cohort import Cohort
+    from model.calibration.pairs import normalised_pair_scores
+    from model.calibration.tail import ImpostorTail
 
     probe = FakeEmbedder()
     red, green = probe.embed(np.stack([np.full((8, 8, 3), c, np.uint8) for c in (RED, GREEN)]))
@@ -418,4 +410,32 @@ def test_each_face_needs_its_own_cohort_threshold(store, tmp_path):
         assert face["status"] == ("match" if face["score"] >= face["threshold"] else "unknown")
     assert by_label["red"]["threshold"] > by_label["green"]["threshold"] + 0.3
     assert body["threshold"] == pytest.approx(max(op["normalised_threshold"] + 0.1, op["floor"]), abs=2e-4)
+    service.close()
+
+
+def test_verify_reports_its_false_accept_target_not_the_search_fpir(store, tmp_path):
+    """Issue 28: /verify sent `target_far` from the operating point's `target_fpir`, and a 1:1 operating point
+    carried the FAR in its FPIR field. A verification's target is FACEID_TARGET_FAR; it has no FPIR target."""
+    from model.calibration.tail import ImpostorTail
+
+    rng = np.random.default_rng(0)
+    ref = rng.standard_normal((3000, 512)).astype(np.float32)
+    ref /= np.linalg.norm(ref, axis=1, keepdims=True)
+    thresholds = {"cosine": 0.5, "impostor_tail": ImpostorTail.from_scores((ref[:1500] * ref[1500:]).sum(1)).to_dict()}
+    settings = Settings(database_url=f"sqlite:///{tmp_path / 'unused.db'}", api_keys=[], batching=False,
+                        checkpoints_dir=tmp_path / "checkpoints", target_fpir=0.05, target_far=0.002)
+    service = fake_service(settings, store, FakeEmbedder(thresholds=thresholds))
+    app = create_app(settings)
+    app.dependency_overrides[get_service] = lambda: service
+    client = TestClient(app, base_url="http://localhost")
+    files = {"file": ("a.png", tiles_png([RED]), "image/png"), "file_b": ("b.png", tiles_png([GREEN]), "image/png")}
+    body = client.post("/verify", files=files).json()
+    assert body["operating_point"]["source"] == "calibrated"
+    assert body["target_far"] == 0.002 and body["operating_point"]["target_fpir"] is None
+    assert body["operating_point"]["per_comparison_rate"] == 0.002
+    assert body["threshold"] == pytest.approx(ImpostorTail.from_dict(thresholds["impostor_tail"]).score_at(0.002))
+    ident = client.post("/identify", files={"file": files["file"]}).json()
+    assert ident["target_fpir"] == 0.05 and ident["operating_point"]["target_fpir"] == 0.05  # searches keep theirs
+    asked = client.post("/verify", files=files, params={"threshold": 0.3}).json()
+    assert asked["target_far"] is None and asked["operating_point"]["source"] == "request"  # no target: a fixed one
     service.close()

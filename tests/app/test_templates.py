@@ -7,6 +7,7 @@ from sqlalchemy import text
 
 from app.gallery.store import GalleryStore, NewFace, make_engine, migrate
 from model.templates import template_of
+from tests.app.conftest import copied_store
 
 
 def unit(rng, n=1, dim=16):
@@ -20,11 +21,9 @@ def new_face(rng, versions=("v1",)):
 
 
 @pytest.fixture
-def store(tmp_path):
-    engine = make_engine(f"sqlite:///{tmp_path / 'g.db'}")
-    migrate(engine)
-    yield GalleryStore(engine)
-    engine.dispose()
+def store(migrated_db, tmp_path):
+    with copied_store(migrated_db, tmp_path) as s:
+        yield s
 
 
 def expected_templates(store: GalleryStore, version: str) -> dict[int, tuple[np.ndarray, int]]:

@@ -13,7 +13,7 @@ import pytest
 
 from app.core.config import Settings
 from app.services.training_job import TrainingJobs, training_command
-from tests.app.test_routes import error, make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.test_routes import error, make_client, store  # noqa: F401 - fixtures
 
 STANDIN = '''
 import json, os, sys, time

@@ -1,4 +1,4 @@
-"""GET /faces?source_sha256 and POST /faces/import over real HTTP with real weights and photos."""
+"""GET /faces?source_sha256 and POST /faces/import with real weights and photos (the app in process)."""
 from __future__ import annotations
 
 import base64
@@ -12,6 +12,12 @@ from PIL import Image
 from tests.app.conftest import gallery_state
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def client(app_client):
+    """The app in process (nothing here needs a socket), real weights, both backends."""
+    return app_client
 
 
 @pytest.fixture(scope="module")

@@ -7,8 +7,9 @@ from fastapi.testclient import TestClient
 
 from app.api.deps import get_store
 from app.core.config import Settings
-from app.gallery.store import GalleryStore, NewFace, make_engine, migrate
+from app.gallery.store import GalleryStore, NewFace
 from app.main import create_app
+from tests.app.conftest import copied_store
 
 SHA_A, SHA_B, SHA_C = "a" * 64, "b" * 64, "c" * 64
 
@@ -21,15 +22,12 @@ def new_face(rng, sha: str) -> NewFace:
 
 
 @pytest.fixture
-def store(tmp_path) -> GalleryStore:
-    engine = make_engine(f"sqlite:///{tmp_path / 'gallery.db'}")
-    migrate(engine)
-    store = GalleryStore(engine)
-    rng = np.random.default_rng(0)
-    store.enroll("ann", [new_face(rng, SHA_A), new_face(rng, SHA_B)])
-    store.enroll("bob", [new_face(rng, SHA_A)])  # the same photo under two labels (a group photo)
-    yield store
-    engine.dispose()
+def store(migrated_db, tmp_path) -> GalleryStore:
+    with copied_store(migrated_db, tmp_path) as store:
+        rng = np.random.default_rng(0)
+        store.enroll("ann", [new_face(rng, SHA_A), new_face(rng, SHA_B)])
+        store.enroll("bob", [new_face(rng, SHA_A)])  # the same photo under two labels (a group photo)
+        yield store
 
 
 @pytest.fixture

@@ -15,7 +15,8 @@ import pytest
 from app.archive import ArchiveError, import_gallery, read_archive
 from app.client import FaceIDClient
 from app.gallery.store import crop_to_png
-from tests.app.test_routes import make_client, migrated_db, store  # noqa: F401 - fixtures
+from tests.app.conftest import migrated_db  # noqa: F401 - fixture (tests/app's conftest is not seen from here)
+from tests.app.test_routes import make_client, store  # noqa: F401 - fixtures
 
 NFD = unicodedata.normalize("NFD", "Zoë Ångström")
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from model.calibration import ImpostorTail
+from model.calibration.tail import ImpostorTail
 from model.selfcheck import SELF_CHECK_MIN_MATED, cohort_fits, leave_one_out, mean_fnir, misfit, self_check
 from tests.model.test_duplicates import people
 

@@ -18,6 +18,7 @@ from app.schemas import (
     VerifyResponse,
 )
 from app.core.errors import AppError
+from app.services.operating_point import operating_point_public
 
 router = APIRouter(tags=["faces"])
 ERRORS = {400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 413: {"model": ErrorResponse}, 415: {"model": ErrorResponse}, 422: {"model": ErrorResponse},
@@ -82,7 +83,7 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
               "probe_id": pid, "threshold": d.threshold}
              for f, d, pid in zip(r.faces, decisions, probe_ids)]
     return {"model_version": r.embedder.version, "threshold": op.cosine_threshold, "target_fpir": op.target_fpir,
-            "operating_point": op.public(), "faces": faces}
+            "operating_point": operating_point_public(op), "faces": faces}
 
 
 def _decision_only(d) -> dict:
@@ -112,4 +113,4 @@ async def verify(request: Request, service: ServiceDep, _key: IdentifyKey,
     else:
         score, op, embedder = await service.verify_identity(a, identity_id, threshold)
     return {"model_version": embedder.version, "same_person": score >= op.threshold, "score": score,
-            "threshold": op.threshold, "target_far": op.target_fpir, "operating_point": op.public()}
+            "threshold": op.threshold, "target_far": op.target_far, "operating_point": operating_point_public(op)}

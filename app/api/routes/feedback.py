@@ -10,8 +10,7 @@ from app.api.deps import ServiceDep
 from app.api.inputs import form_box, form_int, multipart_schema, parse_body, request_body
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey, requester
-from app.gallery.feedback import KINDS
-from app.gallery.models import MAX_ID, Feedback
+from app.gallery.models import KINDS, MAX_ID, Feedback
 from app.schemas import ErrorResponse, FeedbackJSON, FeedbackPage, FeedbackPublic
 
 router = APIRouter(tags=["feedback"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},

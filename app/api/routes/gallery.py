@@ -5,14 +5,12 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Response, status
-from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep, StoreDep
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey
 from app.gallery.models import MAX_ID, Face, Identity
-from app.gallery.store import GalleryStore, NotFound
 from app.schemas import (
     DuplicatesPage,
     ErrorResponse,
@@ -26,6 +24,7 @@ from app.schemas import (
     IdentityUpdate,
     NotDuplicate,
 )
+from app.services import gallery as edits
 
 router = APIRouter(tags=["gallery"], responses={400: {"model": ErrorResponse}, 401: {"model": ErrorResponse},
                                                  403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
@@ -43,13 +42,12 @@ def identity_public(ident: Identity, face_count: int) -> dict:
             "created_at": ident.created_at, "updated_at": ident.updated_at}
 
 
-async def identity_out(store: GalleryStore, ident: Identity) -> dict:
+async def identity_out(store: StoreDep, ident: Identity) -> dict:
     """An identity as answers show it, its faces counted in the database (off the event loop)."""
-    return identity_public(ident, await run_in_threadpool(store.face_count, ident.id))
+    return identity_public(ident, await run_in_threadpool(edits.face_count, store, ident.id))
 
 
-def _missing(kind: str, id_: int) -> AppError:
-    return AppError(404, f"unknown_{kind}", f"{kind} {id_} does not exist")
+_missing = edits.missing
 
 
 @router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
@@ -82,12 +80,7 @@ async def mark_not_duplicate(identity_id: IdentityId, body: NotDuplicate, servic
                              _key: WriteKey) -> Response:
     if body.identity_id == identity_id:
         raise AppError(422, "same_identity", "an identity is always the same person as itself")
-    if body.identity_id > MAX_ID:
-        raise _missing("identity", body.identity_id)
-    try:
-        await run_in_threadpool(service.duplicates.mark_distinct, identity_id, body.identity_id)
-    except NotFound as exc:
-        raise _missing(exc.kind, exc.id) from None
+    await run_in_threadpool(edits.mark_distinct, service.duplicates, identity_id, body.identity_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
 
 
@@ -114,12 +107,7 @@ async def get_identity(identity_id: IdentityId, store: StoreDep, _key: ReadKey) 
 @router.patch("/identities/{identity_id}", response_model=IdentityPublic,
               responses={**NOT_FOUND, 409: {"model": ErrorResponse}}, summary="Rename an identity")
 async def rename_identity(identity_id: IdentityId, body: IdentityUpdate, store: StoreDep, _key: WriteKey) -> dict:
-    try:
-        ident = await run_in_threadpool(store.rename, identity_id, body.label)
-    except IntegrityError:
-        raise AppError(409, "label_taken", f"another identity is already labelled {body.label!r}") from None
-    if ident is None:
-        raise _missing("identity", identity_id)
+    ident = await run_in_threadpool(edits.rename, store, identity_id, body.label)
     return await identity_out(store, ident)
 
 
@@ -144,11 +132,8 @@ async def merge_identity(identity_id: IdentityId, body: IdentityMerge, store: St
     return await identity_out(store, ident)
 
 
-async def _face_or_404(store: GalleryStore, face_id: int) -> Face:
-    face = await run_in_threadpool(store.get_face, face_id)
-    if face is None:
-        raise _missing("face", face_id)
-    return face
+async def _face_or_404(store: StoreDep, face_id: int) -> Face:
+    return await run_in_threadpool(edits.face, store, face_id)
 
 
 @router.get("/faces/{face_id}", response_model=FacePublic, responses=NOT_FOUND, summary="One enrolled face")
@@ -175,14 +160,7 @@ async def delete_face(face_id: FaceId, store: StoreDep, _key: WriteKey) -> Respo
 async def move_face(face_id: FaceId, body: FaceMove, store: StoreDep, _key: WriteKey) -> dict:
     if (body.identity_id is None) == (body.label is None):
         raise AppError(422, "invalid_request", "give exactly one of identity_id or label")
-    if body.identity_id is not None and body.identity_id > MAX_ID:
-        raise _missing("identity", body.identity_id)
-    try:
-        face, ident, created, emptied = await run_in_threadpool(
-            lambda: store.move_face(face_id, to_identity_id=body.identity_id, to_label=body.label))
-    except NotFound as exc:
-        raise _missing(exc.kind, exc.id) from None
-    except IntegrityError:  # another request created the label at the same moment
-        raise AppError(409, "label_taken", f"identity {body.label!r} was created meanwhile; retry") from None
+    face, ident, created, emptied = await run_in_threadpool(edits.move_face, store, face_id, body.identity_id,
+                                                           body.label)
     return {"face": face_public(face), "identity": await identity_out(store, ident), "created": created,
             "deleted_identity_id": emptied}

@@ -10,6 +10,7 @@ from app.core.errors import AppError
 from app.core.observability import metrics_response
 from app.core.security import presented_key
 from app.schemas import ErrorResponse, Health, Ready, ReadyBrief
+from app.services.operating_point import operating_point_public
 
 router = APIRouter(tags=["health"])
 
@@ -47,5 +48,5 @@ async def ready(request: Request, service: ServiceDep) -> dict:
     return {"status": "ready", "model_version": emb.version, "model_name": emb.name, "device": str(emb.device),
             "precision": emb.precision,
             "precision_reason": getattr(emb, "precision_reason", None), "detector_backend": service.pipeline.detector.backend,
-            "threshold": op.cosine_threshold, "operating_point": op.public(), **counts,
+            "threshold": op.cosine_threshold, "operating_point": operating_point_public(op), **counts,
             "indexed_vectors": len(idx), "batching": service.settings.batching}

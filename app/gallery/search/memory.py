@@ -22,7 +22,7 @@ import torch
 
 from app.gallery.search.base import Match, cosine
 from app.gallery.store import GalleryStore, IndexRows
-from model.calibration import pick_identities
+from model.calibration.pairs import pick_identities
 from model.templates import template_of
 
 log = logging.getLogger(__name__)

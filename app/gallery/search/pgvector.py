@@ -28,7 +28,7 @@ from sqlalchemy.orm import Session
 from app.gallery.search.base import Match, cosine
 from app.gallery.models import Embedding, Face, Identity, Template
 from app.gallery.store import GalleryStore
-from model.calibration import pick_identities
+from model.calibration.pairs import pick_identities
 
 log = logging.getLogger(__name__)
 
