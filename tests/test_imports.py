@@ -6,7 +6,7 @@ count too: a function-level import still makes a cycle, it only hides it).
 - `app/` and `training/` import nothing from `benchmarks/` or `tests/`;
 - `benchmarks/` imports nothing from `tests/`;
 - `tests/` imports from `benchmarks/` only in `tests/benchmarks/` (tests of the benchmark scripts). The
-  shared harness lives where both may import it: `app.testing` (real server), `training.datasets` (face
+  shared harness lives where both may import it: `harness` (real server), `training.datasets` (face
   data, LFW readers), `training.perturb` (a second checkpoint), `model.crops` (the crop cache).
 """
 from __future__ import annotations
@@ -111,7 +111,7 @@ def test_layering(package):
 def test_tests_import_benchmarks_only_to_test_the_benchmark_scripts():
     bad = sorted(f"{n} imports {t}" for n, ts in GRAPH.items() if top(n) == "tests"
                  and not n.startswith("tests.benchmarks") for t in ts if top(t) == "benchmarks")
-    assert not bad, (f"{bad}: import the harness from app.testing, training.datasets, training.perturb "
+    assert not bad, (f"{bad}: import the harness from harness, training.datasets, training.perturb "
                      "or model.crops instead")
 
 

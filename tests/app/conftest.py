@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.testing import Server
+from harness import Server
 from tests.conftest import BACKENDS
 
 
@@ -47,7 +47,7 @@ def db_rows(db, sql: str, **params) -> list[tuple]:
     """Plain SQL on a gallery (a SQLite path or a database URL), read from outside the service."""
     from sqlalchemy import create_engine, text
 
-    from app.testing import database_url
+    from harness import database_url
 
     engine = create_engine(database_url(db))
     try:

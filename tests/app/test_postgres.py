@@ -15,7 +15,7 @@ from app.gallery.index import VectorIndex
 from app.gallery.notify import NotifyChanges
 from app.gallery.pgvector_index import PgVectorIndex, index_name
 from app.gallery.store import MIGRATIONS, GalleryStore, NewFace, make_engine, migrate
-from app.testing import database_url
+from harness import database_url
 
 
 def unit(rng, n, d=512):

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from app.testing import running
+from harness import running
 from benchmarks import identify_e2e
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]

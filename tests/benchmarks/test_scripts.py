@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.testing import REPO
+from harness import REPO
 
 
 def run(module: str, *args: str) -> dict:

@@ -13,7 +13,7 @@ from app.bulk import file_sha256, image_files
 from app.cli import app
 from app.client import FaceIDClient
 from app.core.security import hash_key
-from app.testing import running
+from harness import running
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 
