@@ -12,9 +12,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from app.archive import ArchiveError, import_gallery, read_archive
-from app.client import FaceIDClient
 from app.gallery.store import crop_to_png
+from faceid_client.archive import ArchiveError, import_gallery, read_archive
+from faceid_client.client import FaceIDClient
 from tests.app.test_routes import make_client, migrated_db, store  # noqa: F401 - fixtures
 
 NFD = unicodedata.normalize("NFD", "Zoë Ångström")
