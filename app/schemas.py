@@ -94,7 +94,7 @@ class OperatingPointOut(BaseModel):
     extrapolated: bool = False
     warnings: list[str] = []
     normalisation: Literal["cohort"] | None = Field(None, description="'cohort': searches are decided on the "
-                                                    "score less the face's cohort shift (see the README)")
+                                                    "score less the face's cohort shift (see docs/operating-point.md)")
     normalised_threshold: float | None = Field(None, description="the threshold on normalised scores")
     floor: float | None = Field(None, description="normalised: no face's cosine threshold is below this (1:1 "
                                 "verification's)")

@@ -1,5 +1,5 @@
 """The end-to-end identification benchmark (benchmarks/identify_e2e.py) against a real server: its figures
-stay where the README says."""
+stay where docs/benchmarks.md says."""
 from __future__ import annotations
 
 import pytest
