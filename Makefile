@@ -9,7 +9,7 @@ PORT ?= 8000
 
 .PHONY: run test test-fast weights venv bench lint clean
 
-$(STAMP): requirements.txt requirements-dev.txt
+$(STAMP): requirements.txt requirements-dev.txt client/pyproject.toml
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q -r requirements-dev.txt
 	touch $(STAMP)

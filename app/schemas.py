@@ -1,35 +1,14 @@
 """Request and response models (pydantic), with OpenAPI examples."""
 from __future__ import annotations
 
-import unicodedata
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from faceid_client.labels import MAX_LABEL_CHARS, normalize_label  # noqa: F401 (the one label rule)
+
 Box = list[float]
-
-MAX_LABEL_CHARS = 200
-# Control (Cc), format (Cf: zero-width space, bidi overrides, BOM), surrogates, line/paragraph separators:
-# invisible or layout-changing, so "Bush" and "Bush\u200b" would be two identities that look the same.
-_FORBIDDEN_IN_LABELS = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
-
-
-def normalize_label(value: object) -> str:
-    """The one rule for identity labels on every path (multipart and JSON enroll, rename): Unicode NFC
-    (so composed and decomposed "José" are one identity), surrounding whitespace stripped, 1 to 200
-    characters, no control, format or separator characters. Raises ValueError saying why."""
-    if not isinstance(value, str):
-        raise ValueError("the label must be a string")
-    label = unicodedata.normalize("NFC", value).strip()
-    if not label:
-        raise ValueError("the label is empty")
-    if len(label) > MAX_LABEL_CHARS:
-        raise ValueError(f"the label is longer than {MAX_LABEL_CHARS} characters")
-    bad = next((c for c in label if unicodedata.category(c) in _FORBIDDEN_IN_LABELS), None)
-    if bad is not None:
-        raise ValueError(f"the label contains the control or invisible character U+{ord(bad):04X}")
-    return label
 
 
 def as_utc(value: datetime) -> datetime:
@@ -116,7 +95,7 @@ class OperatingPointOut(BaseModel):
     extrapolated: bool = False
     warnings: list[str] = []
     normalisation: Literal["cohort"] | None = Field(None, description="'cohort': searches are decided on the "
-                                                    "score less the face's cohort shift (see the README)")
+                                                    "score less the face's cohort shift (see docs/operating-point.md)")
     normalised_threshold: float | None = Field(None, description="the threshold on normalised scores")
     floor: float | None = Field(None, description="normalised: no face's cosine threshold is below this (1:1 "
                                 "verification's)")

@@ -30,7 +30,7 @@ import httpx
 from PIL import Image
 
 from app.core.config import Settings
-from app.testing import running, zero_png
+from harness import running, zero_png
 from training.datasets import faces_dir
 
 

@@ -24,7 +24,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.testing import Server
+from harness import Server
 from benchmarks.domain_adapt import degrade
 from benchmarks.lfw_all import lfw_paths
 from benchmarks.report import emit

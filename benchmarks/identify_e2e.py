@@ -113,7 +113,7 @@ def main(argv=None) -> int:
                 with running(Path(tmp) / "gallery.db", env=env) as server:
                     results[backend] = run(server.url, args.people)
             else:
-                from app.testing import embedded_postgres
+                from harness import embedded_postgres
 
                 with embedded_postgres(Path(tmp) / "pg") as pg, running(pg.create_database(), env=env) as server:
                     results[backend] = run(server.url, args.people)

@@ -28,7 +28,7 @@ import httpx
 import numpy as np
 from PIL import Image
 
-from app.testing import REPO, Server
+from harness import REPO, Server
 from benchmarks.faces import faces_dir
 from benchmarks.report import emit
 

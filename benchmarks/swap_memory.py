@@ -18,7 +18,7 @@ from pathlib import Path
 
 import httpx
 
-from app.testing import REPO, Server
+from harness import REPO, Server
 from benchmarks.faces import faces_dir
 from benchmarks.rename_stall import build_gallery, checkout_of, probe_image
 from benchmarks.report import emit

@@ -1,5 +1,5 @@
 #!/bin/sh
-# The one start command, for `make run` and the container alike: `faceid serve` (app/cli.py), which fetches
+# The one start command, for `make run` and the container alike: `python -m app.serve` (what `faceid serve` runs), which fetches
 # (or converts offline) the default weights, then execs uvicorn.
 # Environment: FACEID_* settings (see app/core/config.py), HOST/PORT or FACEID_HOST/FACEID_PORT, FACEID_WORKERS,
 # FACEID_UVICORN_ARGS (extra uvicorn options).
@@ -11,4 +11,4 @@ if [ -z "$PY" ]; then
 fi
 HOST="${FACEID_HOST:-${HOST:-127.0.0.1}}"
 PORT="${FACEID_PORT:-${PORT:-8000}}"
-exec "$PY" -m app.cli serve --host "$HOST" --port "$PORT" --workers "${FACEID_WORKERS:-1}"
+exec "$PY" -m app.serve --host "$HOST" --port "$PORT" --workers "${FACEID_WORKERS:-1}"

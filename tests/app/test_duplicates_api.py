@@ -7,7 +7,7 @@ import hashlib
 import httpx
 import pytest
 
-from app.testing import Server
+from harness import Server
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 

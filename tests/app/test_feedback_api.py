@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from app.testing import running
+from harness import running
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 

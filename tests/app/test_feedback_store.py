@@ -9,7 +9,7 @@ from sqlalchemy import inspect, text
 
 from app.gallery.feedback import FaceCrop, FeedbackStore
 from app.gallery.store import GalleryStore, NotFound, make_engine, migrate
-from app.testing import database_url
+from harness import database_url
 from tests.app.test_postgres import alembic, new_face, unit
 
 FACE = FaceCrop(b"\x89PNG-bytes", 8, 32, "a" * 64, [1.0, 2.0, 9.0, 10.0], [[1.0, 2.0]] * 5, 0.98, "m1")

@@ -11,7 +11,7 @@ import httpx
 import pytest
 from sqlalchemy import event
 
-from app.testing import Server
+from harness import Server
 from tests.app.fakes import tiles_png
 from tests.app.test_routes import error, make_client, store  # noqa: F401 - fixtures
 

@@ -51,7 +51,7 @@ def test_schemathesis_finds_no_5xx_and_no_schema_violation(tmp_path):
     """Every operation of the OpenAPI document, on a keyed server with an admin key (every route gets past
     auth), over a gallery with a few real rows: no 5xx, no answer outside the schema."""
     from app.core.security import hash_key
-    from app.testing import running
+    from harness import running
 
     key = "fuzz-" + "k" * 30  # an admin key: every route gets past auth
     env = {"FACEID_API_KEYS": json.dumps([{"name": "fuzz", "sha256": hash_key(key), "scopes": ["admin"]}])}

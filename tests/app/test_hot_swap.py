@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from training.perturb import perturbed_checkpoint
-from app.testing import running
+from harness import running
 from model.pipeline import load_checkpoint
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]

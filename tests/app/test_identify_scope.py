@@ -1,5 +1,5 @@
 """What an `identify`-scope key learns from /identify (in process, real FaceService over fake networks): the
-decision and the matched identity, nothing about identities that did not match (README "Security")."""
+decision and the matched identity, nothing about identities that did not match (docs/security.md)."""
 from __future__ import annotations
 
 import pytest

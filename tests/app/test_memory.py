@@ -8,7 +8,7 @@ from concurrent.futures import ThreadPoolExecutor
 import httpx
 import pytest
 
-from app.testing import running, zero_png
+from harness import running, zero_png
 
 pytestmark = pytest.mark.slow
 

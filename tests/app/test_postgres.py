@@ -16,7 +16,7 @@ from app.gallery.search.memory import MemoryVersionSearch
 from app.gallery.notify import NotifyChanges
 from app.gallery.search.pgvector import PgVectorSearch, index_name
 from app.gallery.store import MIGRATIONS, GalleryStore, NewFace, make_engine, migrate
-from app.testing import database_url
+from harness import database_url
 
 
 def unit(rng, n, d=512):

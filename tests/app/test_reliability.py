@@ -12,7 +12,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 
-from app.testing import Server, running
+from harness import Server, running
 from tests.app.conftest import db_rows
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]

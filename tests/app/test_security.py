@@ -11,7 +11,7 @@ import httpx
 import pytest
 
 from app.core.security import hash_key
-from app.testing import REPO, Server, running, zero_png
+from harness import REPO, Server, running, zero_png
 
 pytestmark = pytest.mark.slow
 

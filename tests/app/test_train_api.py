@@ -10,7 +10,7 @@ import pytest
 import torch
 
 from app.gallery.store import crop_to_png
-from app.testing import running
+from harness import running
 from model.inception_resnet import InceptionResnetV1
 from model.pipeline import load_checkpoint
 from training.data import cached_crops

@@ -1,10 +1,10 @@
 """The end-to-end identification benchmark (benchmarks/identify_e2e.py) against a real server: its figures
-stay where the README says."""
+stay where docs/benchmarks.md says."""
 from __future__ import annotations
 
 import pytest
 
-from app.testing import running
+from harness import running
 from benchmarks import identify_e2e
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]

@@ -1,4 +1,4 @@
-"""Each benchmark script runs end to end on a small scale and prints the JSON its README line promises."""
+"""Each benchmark script runs end to end on a small scale and prints the JSON its line in docs/benchmarks.md promises."""
 from __future__ import annotations
 
 import json
@@ -8,7 +8,7 @@ import sys
 
 import pytest
 
-from app.testing import REPO
+from harness import REPO
 
 
 def run(module: str, *args: str) -> dict:

@@ -9,11 +9,11 @@ import zipfile
 import pytest
 from typer.testing import CliRunner
 
-from app.bulk import file_sha256, image_files
-from app.cli import app
-from app.client import FaceIDClient
 from app.core.security import hash_key
-from app.testing import running
+from faceid_client.bulk import file_sha256, image_files
+from faceid_client.cli import app
+from faceid_client.client import FaceIDClient
+from harness import running
 
 pytestmark = [pytest.mark.faces, pytest.mark.slow]
 

@@ -12,9 +12,9 @@ import zipfile
 import numpy as np
 import pytest
 
-from app.archive import ArchiveError, import_gallery, read_archive
-from app.client import FaceIDClient
 from app.gallery.store import crop_to_png
+from faceid_client.archive import ArchiveError, import_gallery, read_archive
+from faceid_client.client import FaceIDClient
 from tests.app.conftest import migrated_db  # noqa: F401 - fixture (tests/app's conftest is not seen from here)
 from tests.app.test_routes import make_client, store  # noqa: F401 - fixtures
 

@@ -6,8 +6,8 @@ import unicodedata
 
 import httpx
 
-from app.bulk import EnrollReport, plan_enrollment, scan_folder
-from app.client import FaceIDClient
+from faceid_client.bulk import EnrollReport, plan_enrollment, scan_folder
+from faceid_client.client import FaceIDClient
 
 
 def write(path, data: bytes):

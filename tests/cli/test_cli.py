@@ -8,8 +8,8 @@ import zipfile
 import pytest
 from typer.testing import CliRunner
 
-from app.cli import app
-from app.core.security import hash_key
+from faceid_client.cli import app
+from faceid_client.keys import hash_key
 
 # Nothing listens on port 9 of loopback (discard); one attempt, no waiting.
 OFFLINE = {"FACEID_URL": "http://127.0.0.1:9", "FACEID_API_KEY": "", "FACEID_RETRIES": "0"}
@@ -94,7 +94,7 @@ def test_duplicates_merge_follows_identities_merged_away():
     identity with more faces keeps its label, as in the UI."""
     from types import SimpleNamespace as NS
 
-    from app.cli import _merge_pairs
+    from faceid_client.cli import _merge_pairs
 
     class Server:  # what the merge route does to face counts
         def __init__(self, faces):

@@ -13,7 +13,7 @@ import pytest
 import yaml
 
 from app.core.config import Settings
-from app.testing import REPO, free_port
+from harness import REPO, free_port
 
 COMPOSE = REPO / "docker" / "compose.yml"
 DOCKERFILE = REPO / "docker" / "Dockerfile"

@@ -13,7 +13,7 @@ import pytest
 import torch
 from PIL import Image
 
-from app.testing import REPO, free_port
+from harness import REPO, free_port
 
 pytestmark = pytest.mark.slow
 

@@ -8,7 +8,7 @@ import json
 import httpx
 import pytest
 
-from app.testing import running
+from harness import running
 from model.pipeline import load_checkpoint
 from training.main import main as train_main
 

@@ -8,7 +8,7 @@ import re
 import httpx
 import pytest
 
-from app.testing import Server
+from harness import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 PAGES = ("identify", "enroll", "gallery", "verify", "model")

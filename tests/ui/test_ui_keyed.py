@@ -8,7 +8,7 @@ import re
 import pytest
 
 from app.core.security import hash_key
-from app.testing import Server
+from harness import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 KEYS = {"read": "ui-read-" + "r" * 24, "admin": "ui-admin-" + "a" * 24}

@@ -1,6 +1,6 @@
 """A small typed client of the faceid REST API (httpx): API key, timeouts, bounded retries on 503/429.
 
-    from app.client import FaceIDClient, FaceIDError
+    from faceid_client import FaceIDClient, FaceIDError
     with FaceIDClient("http://127.0.0.1:8000", api_key="...") as fid:
         result = fid.identify(Path("group.jpg").read_bytes())
         for face in result.faces:
@@ -22,7 +22,7 @@ from typing import Any
 
 import httpx
 
-from app.schemas import (
+from faceid_client.models import (
     DuplicatePairOut,
     EnrollResponse,
     FacesBySource,

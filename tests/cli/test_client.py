@@ -1,4 +1,4 @@
-"""app/client.py's retry policy and error mapping, over httpx's MockTransport (the server's answers scripted)."""
+"""faceid_client/client.py's retry policy and error mapping, over httpx's MockTransport (the server's answers scripted)."""
 from __future__ import annotations
 
 from datetime import datetime, timedelta, timezone
@@ -7,7 +7,7 @@ from email.utils import format_datetime
 import httpx
 import pytest
 
-from app.client import FaceIDClient, FaceIDError, retry_after_s
+from faceid_client.client import FaceIDClient, FaceIDError, retry_after_s
 
 READY = {"status": "ready", "model_version": "v1", "model_name": "m", "device": "cpu", "precision": "fp32",
          "threshold": 0.5, "identities": 0, "faces": 0, "indexed_vectors": 0, "batching": True}

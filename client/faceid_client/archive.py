@@ -23,8 +23,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
 
-from app.client import FaceIDClient, FaceIDError
-from app.schemas import normalize_label
+from faceid_client.client import FaceIDClient, FaceIDError
+from faceid_client.labels import normalize_label
 
 FORMAT, VERSION = "faceid-gallery", 1
 MANIFEST = "manifest.json"

@@ -14,8 +14,8 @@ from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from app.client import FaceIDClient, FaceIDError
-from app.schemas import IdentifyResponse
+from faceid_client.client import FaceIDClient, FaceIDError
+from faceid_client.models import IdentifyResponse
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 # Answers about one input: refuse that file, go on with the others.

@@ -1,16 +1,21 @@
-"""The `faceid` command: serve the API, and script it (enroll folders, identify, verify, export/import).
+"""The `faceid` command: script the API (enroll folders, identify, verify, export/import), and serve it.
 
 Human output by default, `--json` for scripts. Exit codes: 0 done; 1 error (the API's error code and message
 are printed; server unreachable; unusable archive); 2 usage error; 3 done, but not a full yes (some inputs
 were refused, or verify found two different people). `--url`/`FACEID_URL` and `--api-key`/`FACEID_API_KEY`
 say which server and key.
+
+This package imports nothing of the server (tests/test_imports.py): `serve` and `weights` run the server's
+own modules (`python -m app.serve`, `python -m model.weights`) in their process, and say so where the server
+package (`faceid`) is not installed.
 """
 from __future__ import annotations
 
 import csv
+import importlib.machinery
 import json
 import os
-import shlex
+import subprocess
 import sys
 from contextlib import contextmanager
 from pathlib import Path
@@ -18,7 +23,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from app.client import DEFAULT_URL, FaceIDClient, FaceIDError
+from faceid_client.client import DEFAULT_URL, FaceIDClient, FaceIDError
 
 EXIT_ERROR, EXIT_PARTIAL = 1, 3
 
@@ -59,7 +64,7 @@ def _emit(data, as_json: bool, human: str | None = None) -> None:
 @contextmanager
 def _errors(as_json: bool):
     """API errors -> their code and message on stderr (and as JSON on stdout with --json), exit 1."""
-    from app.archive import ArchiveError
+    from faceid_client.archive import ArchiveError
 
     try:
         yield
@@ -108,45 +113,37 @@ class _Bar:
 
 
 # --- serve ---------------------------------------------------------------------------------------------
+SERVER_MISSING = ("this command runs the faceid server, which is not installed here: install faceid (the server) "
+                  "for this, e.g. `pip install ./client .` in a checkout of the repository")
+
+
+def _server_argv(module: str, *args: str) -> list[str]:
+    """`python -m module args` of the server package, after checking that the child will find it (installed, or
+    in the current directory as `python -m` sees it), without importing it: the client never imports the server."""
+    where = [os.getcwd(), *sys.path]
+    if any(importlib.machinery.PathFinder.find_spec(pkg, where) is None for pkg in ("app", "model")):
+        typer.echo(f"error: server_not_installed: {SERVER_MISSING}", err=True)
+        raise typer.Exit(EXIT_ERROR)
+    return [sys.executable, "-m", module, *args]
+
+
 @app.command()
 def serve(host: Annotated[str, typer.Option(envvar="FACEID_HOST", help="bind address")] = "127.0.0.1",
           port: Annotated[int, typer.Option(envvar="FACEID_PORT", min=1, max=65535)] = 8000,
           workers: Annotated[int, typer.Option(envvar="FACEID_WORKERS", min=1)] = 1,
           fetch_weights: Annotated[bool, typer.Option("--fetch-weights/--no-fetch-weights",
                                                       help="fetch or convert the weights first")] = True) -> None:
-    """Run the REST API (what `make run` and the container run).
+    """Run the REST API (what `make run` and the container run: python -m app.serve). Needs the server package.
 
     Settings come from FACEID_* variables (app/core/config.py); FACEID_UVICORN_ARGS adds uvicorn options.
 
     \b
     Example: faceid serve --port 8000
     """
-    if fetch_weights:
-        _fetch_serving_weights()
-    os.environ["FACEID_HOST"], os.environ["FACEID_PORT"] = host, str(port)  # Settings checks the bind address
-    argv = [sys.executable, "-m", "uvicorn", "app.main:create_app", "--factory", "--host", host, "--port", str(port),
-            "--workers", str(workers), "--timeout-graceful-shutdown", "10",
-            *shlex.split(os.environ.get("FACEID_UVICORN_ARGS", ""))]
+    argv = _server_argv("app.serve", "--host", host, "--port", str(port), "--workers", str(workers),
+                        "--fetch-weights" if fetch_weights else "--no-fetch-weights")
     sys.stdout.flush()
-    os.execv(sys.executable, argv)  # uvicorn becomes this process: signals reach it directly
-
-
-def _fetch_serving_weights() -> None:
-    """The configured registry weights (a checkpoint file needs nothing) and MTCNN, fetched or converted."""
-    from app.core.config import get_settings
-    from model.weights import REGISTRY, WeightsError, fetch
-
-    name = get_settings().weights
-    if name in REGISTRY:
-        try:
-            fetch(name)
-        except WeightsError as exc:
-            typer.echo(f"warning: weights {name}: {exc}", err=True)
-    try:
-        fetch("mtcnn")
-    except WeightsError as exc:
-        typer.echo(f"error: weights mtcnn: {exc}", err=True)
-        raise typer.Exit(EXIT_ERROR) from None
+    os.execv(sys.executable, argv)  # the server (then uvicorn) becomes this process: signals reach it directly
 
 
 # --- status --------------------------------------------------------------------------------------------
@@ -175,7 +172,7 @@ def enroll(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, 
     \b
     Example: faceid enroll photos/ --concurrency 4
     """
-    from app.bulk import enroll_folder
+    from faceid_client.bulk import enroll_folder
 
     with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "img", "enroll") as bar:
         report = enroll_folder(c, folder, concurrency, max_files, on_plan=bar.start,
@@ -250,7 +247,7 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
     \b
     Example: faceid identify photos/ --csv results.csv
     """
-    from app.bulk import identify_files, image_files
+    from faceid_client.bulk import identify_files, image_files
 
     if csv_file is not None and as_json:
         raise typer.BadParameter("give --csv or --json, not both")
@@ -401,7 +398,7 @@ def export_(file: Annotated[Path, typer.Argument(dir_okay=False, help="archive t
     \b
     Example: faceid export gallery.zip
     """
-    from app.archive import export_gallery
+    from faceid_client.archive import export_gallery
 
     if not file.parent.is_dir():  # before a long export, not after it
         raise typer.BadParameter(f"directory {file.parent} does not exist", param_hint="FILE")
@@ -426,7 +423,7 @@ def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, he
     \b
     Example: faceid import gallery.zip --url http://new-host:8000
     """
-    from app.archive import import_gallery
+    from faceid_client.archive import import_gallery
 
     with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "face", "import") as bar:
         r = import_gallery(c, file, batch_size, concurrency, on_plan=bar.start, on_faces=bar.update)
@@ -444,36 +441,32 @@ def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, he
 @weights_app.command("fetch")
 def weights_fetch(names: Annotated[Optional[list[str]], typer.Argument(help="weight sets (default: casia-webface mtcnn)")] = None,
                   source: Annotated[str, typer.Option(help="auto | download | convert")] = "auto") -> None:
-    """Fetch (or convert offline) weight sets into $TORCH_HOME/checkpoints (python -m model.weights fetch)."""
-    from model.weights import main as weights_main
-
-    raise typer.Exit(weights_main(["fetch", *(names or []), "--source", source]))
+    """Fetch (or convert offline) weight sets into $TORCH_HOME/checkpoints (python -m model.weights fetch).
+    Needs the server package."""
+    argv = _server_argv("model.weights", "fetch", *(names or []), "--source", source)
+    raise typer.Exit(subprocess.run(argv).returncode)
 
 
 @weights_app.command("list")
 def weights_list() -> None:
-    """Show the registry of weight sets."""
-    from model.weights import main as weights_main
-
-    raise typer.Exit(weights_main(["list"]))
+    """Show the registry of weight sets (python -m model.weights list). Needs the server package."""
+    raise typer.Exit(subprocess.run(_server_argv("model.weights", "list")).returncode)
 
 
 @keys_app.command("new")
 def keys_new(name: Annotated[str, typer.Option(help="who holds the key (logged, never the key)")],
-             scopes: Annotated[str, typer.Option(help="comma-separated: read, write, admin")] = "read",
+             scopes: Annotated[str, typer.Option(help="comma-separated: identify, read, write, admin")] = "read",
              as_json: Json = False) -> None:
     """Make a random API key: print it once, and its settings entry (its SHA-256) for FACEID_API_KEYS."""
-    from app.core import security
+    from faceid_client.keys import new_key
 
-    if not as_json:
-        raise typer.Exit(security.main(["new-key", "--name", name, "--scopes", scopes]))
-    wanted = [s for s in scopes.split(",") if s]
-    if any(s not in security.SCOPES for s in wanted):
-        raise typer.BadParameter(f"scopes must be among {security.SCOPES}", param_hint="--scopes")
-    import secrets
-
-    key = secrets.token_urlsafe(32)
-    _emit({"key": key, "entry": {"name": name, "sha256": security.hash_key(key), "scopes": wanted}}, True)
+    try:
+        key, entry = new_key(name, [s for s in scopes.split(",") if s])
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--scopes") from None
+    _emit({"key": key, "entry": entry}, as_json,
+          f"key (shown once, give it to the client): {key}\n"
+          f"settings entry (add to the FACEID_API_KEYS JSON list):\n{json.dumps(entry)}")
 
 
 def main() -> None:
