@@ -349,3 +349,43 @@ class FeedbackPage(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+# --- admin ---------------------------------------------------------------------------------------------------
+class SwapRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid", protected_namespaces=())
+    checkpoint: str = Field(min_length=1, max_length=255, examples=["finetuned.pt", "casia-webface"],
+                            description="registry name, or a file name inside the checkpoints directory")
+
+
+class ModelState(BaseModel):
+    model_config = ConfigDict(protected_namespaces=())
+    serving_version: str
+    serving_name: str
+    previous_version: str | None
+    swap: dict
+    versions_in_gallery: dict[str, int]
+    held_in_memory: list[str] = Field(description="model versions this process keeps searches or tails of")
+
+
+class TrainRequest(BaseModel):
+    """A fine-tuning job on the gallery's crops and corrections (`python -m training.main --from-gallery`);
+    its checkpoint is swapped in only if it passes the gate (better on held-out identities, LFW kept)."""
+    model_config = ConfigDict(extra="forbid")
+    max_minutes: float = Field(10.0, gt=0, le=24 * 60, description="training time limit")
+    epochs: int = Field(1, ge=1, le=1000)
+    max_steps: int | None = Field(None, ge=1, le=10**7)
+    lr: float = Field(1e-5, gt=0, le=1.0, description="learning rate of the network body")
+    batch_size: int = Field(32, ge=4, le=1024, description="P identities x K faces")
+    k: int = Field(4, ge=2, le=64)
+    val_identities: float = Field(0.2, gt=0, lt=1, description="share of identities held out for the gate")
+    lfw_pairs: int | None = Field(None, ge=20, le=6000, description="LFW pairs the gate checks (default all)")
+    mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_all"
+    margin: float = Field(0.2, gt=0, le=2)
+    train_from: str | None = Field(None, max_length=40, pattern=r"^[a-z0-9_]+$",
+                                   description="freeze the layers before this one (e.g. mixed_6a)")
+    validate_every: int | None = Field(None, ge=1, le=10**6, description="held-out figures every N steps")
+    seed: int = Field(0, ge=0, le=2**31 - 1)
+    start_from: str | None = Field(None, min_length=1, max_length=255, description="registry name or checkpoint "
+                                   "file to start from (default: the serving model); the gate still compares "
+                                   "with the serving model")

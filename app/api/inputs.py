@@ -133,3 +133,12 @@ def multipart_schema(files: dict[str, bool], fields: dict[str, dict] | None = No
         props[name] = {"type": "array", "items": item, "minItems": 1} if many else item
     props.update(fields or {})
     return {"type": "object", "properties": props, "required": list(required)}
+
+
+def first_image(images: dict[str, list[bytes]], *fields: str) -> bytes | None:
+    """The first image of the first of `fields` (a multipart field and its JSON twin, e.g. "file", "image")
+    that the request carried; None when it carried none of them."""
+    for name in fields:
+        if images.get(name):
+            return images[name][0]
+    return None

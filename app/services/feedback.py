@@ -86,3 +86,24 @@ class FeedbackService:
         except QuotaExceeded as exc:
             raise AppError(409, "feedback_quota_exceeded", f"{exc}; delete some (DELETE /feedback/{{id}}) or raise "
                            "FACEID_FEEDBACK_MAX_PER_KEY") from None
+
+    # --- reads and deletes (off the event loop) ---------------------------------------------------------
+    async def labels(self, identity_ids) -> dict[int, str]:
+        return await run_in_threadpool(self.store.labels, identity_ids)
+
+    async def list(self, offset: int, limit: int, kind: str | None, identity_id: int | None):
+        """(reports, total), oldest first."""
+        return await run_in_threadpool(self.store.list, offset, limit, kind, identity_id)
+
+    async def get(self, feedback_id: int) -> Feedback:
+        """One report; 404 unknown_feedback."""
+        row = await run_in_threadpool(self.store.get, feedback_id)
+        if row is None:
+            raise AppError(404, "unknown_feedback", f"feedback {feedback_id} does not exist")
+        return row
+
+    async def delete(self, feedback_id: int) -> None:
+        """404 unknown_feedback when there is no such report."""
+        if not await run_in_threadpool(self.store.delete, feedback_id):
+            raise AppError(404, "unknown_feedback", f"feedback {feedback_id} does not exist")
+

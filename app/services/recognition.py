@@ -174,6 +174,16 @@ class FaceService:
             raise
         return [t.result() for t in tasks]
 
+    async def report_on_image(self, kind: str, identity_id: int | None, data: bytes, face_index: int | None,
+                              face_box: list[float] | None, reported_by: str | None):
+        """A feedback report on a face of an uploaded image: the face picked as for enrollment (by face_index,
+        face_box, or the only one usable for a search), then stored by the feedback service."""
+        self.feedback.check(kind, identity_id)  # before the image is analysed
+        r = await self.analyse(data)
+        face = self.pick_enroll_face(r, 0, face_index, face_box, quality=self.search_quality_problem,
+                                     purpose="feedback")
+        return await self.feedback.report(kind, identity_id, face=face, result=r, reported_by=reported_by)
+
     def quality_problem(self, face: Face) -> str | None:
         s = self.settings
         return _gate(face, s.enroll_min_face_size, s.enroll_min_detection_score, "enrollment")

@@ -2,37 +2,19 @@
 from __future__ import annotations
 
 import asyncio
-from typing import Literal
 
 from fastapi import APIRouter, status
-from pydantic import BaseModel, ConfigDict, Field
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep
 from app.core.errors import AppError
 from app.core.security import AdminKey
-from app.schemas import ErrorResponse
+from app.schemas import ErrorResponse, ModelState, SwapRequest, TrainRequest
 from app.services.checkpoints import resolve_checkpoint
 from model.inception_resnet import InceptionResnetV1
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={
     400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
-
-
-class SwapRequest(BaseModel):
-    model_config = ConfigDict(extra="forbid", protected_namespaces=())
-    checkpoint: str = Field(min_length=1, max_length=255, examples=["finetuned.pt", "casia-webface"],
-                            description="registry name, or a file name inside the checkpoints directory")
-
-
-class ModelState(BaseModel):
-    model_config = ConfigDict(protected_namespaces=())
-    serving_version: str
-    serving_name: str
-    previous_version: str | None
-    swap: dict
-    versions_in_gallery: dict[str, int]
-    held_in_memory: list[str] = Field(description="model versions this process keeps searches or tails of")
 
 
 def _state(service) -> dict:
@@ -68,29 +50,6 @@ async def reindex(service: ServiceDep, _key: AdminKey) -> dict:
     emb = service.serving.embedder
     await run_in_threadpool(service.search.reindex, emb.version, emb.preprocessing.embedding_size)
     return await run_in_threadpool(_state, service)
-
-
-class TrainRequest(BaseModel):
-    """A fine-tuning job on the gallery's crops and corrections (`python -m training.main --from-gallery`);
-    its checkpoint is swapped in only if it passes the gate (better on held-out identities, LFW kept)."""
-    model_config = ConfigDict(extra="forbid")
-    max_minutes: float = Field(10.0, gt=0, le=24 * 60, description="training time limit")
-    epochs: int = Field(1, ge=1, le=1000)
-    max_steps: int | None = Field(None, ge=1, le=10**7)
-    lr: float = Field(1e-5, gt=0, le=1.0, description="learning rate of the network body")
-    batch_size: int = Field(32, ge=4, le=1024, description="P identities x K faces")
-    k: int = Field(4, ge=2, le=64)
-    val_identities: float = Field(0.2, gt=0, lt=1, description="share of identities held out for the gate")
-    lfw_pairs: int | None = Field(None, ge=20, le=6000, description="LFW pairs the gate checks (default all)")
-    mining: Literal["batch_all", "batch_hard", "semi_hard"] = "batch_all"
-    margin: float = Field(0.2, gt=0, le=2)
-    train_from: str | None = Field(None, max_length=40, pattern=r"^[a-z0-9_]+$",
-                                   description="freeze the layers before this one (e.g. mixed_6a)")
-    validate_every: int | None = Field(None, ge=1, le=10**6, description="held-out figures every N steps")
-    seed: int = Field(0, ge=0, le=2**31 - 1)
-    start_from: str | None = Field(None, min_length=1, max_length=255, description="registry name or checkpoint "
-                                   "file to start from (default: the serving model); the gate still compares "
-                                   "with the serving model")
 
 
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED,

@@ -4,7 +4,7 @@ from __future__ import annotations
 from fastapi import APIRouter, Query, Request, status
 
 from app.api.deps import ServiceDep, SettingsDep
-from app.api.inputs import form_box, form_int, form_label, multipart_schema, parse_body, request_body
+from app.api.inputs import first_image, form_box, form_int, form_label, multipart_schema, parse_body, request_body
 from app.api.routes.gallery import face_public, identity_out
 from app.core.security import IdentifyKey, ReadKey, WriteKey, requester
 from app.schemas import (
@@ -35,7 +35,7 @@ def _face_out(f) -> dict:
              summary="Detect every face in an image and return its 512-d embedding")
 async def embed(request: Request, service: ServiceDep, settings: SettingsDep, _key: ReadKey) -> dict:
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
-    data = (images.get("file") or images["image"])[0]
+    data = first_image(images, "file", "image")
     r = await service.analyse(data)
     return {"model_version": r.embedder.version, "image_width": r.width, "image_height": r.height,
             "faces": [{**_face_out(f), "embedding": f.embedding.tolist()} for f in r.faces]}
@@ -73,13 +73,13 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
                                                    description="cosine threshold; default: the operating point "
                                                    "for FACEID_TARGET_FPIR and this gallery")) -> dict:
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
-    data = (images.get("file") or images["image"])[0]
+    data = first_image(images, "file", "image")
     r, decisions, op = await service.identify(data, top_k or settings.top_k, threshold)
     probe_ids = await service.feedback.keep_probes(r, decisions, requester(request, _key))
     decision_only = _key is not None and "read" not in _key.granted()
     faces = [{**_face_out(f), "status": d.status, "quality_problem": d.quality_problem,
               "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
-              **(_decision_only(d) if decision_only else {"score": d.score, "matches": [m.__dict__ for m in d.matches]}),
+              **(_decision_only(d) if decision_only else {"score": d.score, "matches": [_match_out(m) for m in d.matches]}),
               "probe_id": pid, "threshold": d.threshold}
              for f, d, pid in zip(r.faces, decisions, probe_ids)]
     return {"model_version": r.embedder.version, "threshold": op.cosine_threshold, "target_fpir": op.target_fpir,
@@ -91,7 +91,12 @@ def _decision_only(d) -> dict:
     identity's entry alone (no other labels or face ids, and no best score of an unknown face)."""
     if d.status != "match" or d.identity is None:
         return {"score": None, "matches": []}
-    return {"score": d.score, "matches": [m.__dict__ for m in d.matches if m.identity_id == d.identity.identity_id][:1]}
+    return {"score": d.score, "matches": [_match_out(m) for m in d.matches if m.identity_id == d.identity.identity_id][:1]}
+
+
+def _match_out(m) -> dict:
+    """A search match as answers show it (`MatchOut`)."""
+    return {"identity_id": m.identity_id, "label": m.label, "face_id": m.face_id, "score": m.score}
 
 
 @router.post("/verify", response_model=VerifyResponse, responses={**ERRORS, 404: {"model": ErrorResponse}},
@@ -102,8 +107,8 @@ def _decision_only(d) -> dict:
 async def verify(request: Request, service: ServiceDep, _key: IdentifyKey,
                  threshold: float | None = Query(None, ge=-1.0, le=1.0)) -> dict:
     images, fields = await parse_body(request, VerifyJSON, {"file": (1, 1), "file_b": (0, 1)}, 2)
-    a = (images.get("file") or images["image"])[0]
-    b = (images.get("file_b") or images.get("image_b") or [None])[0]
+    a = first_image(images, "file", "image")
+    b = first_image(images, "file_b", "image_b")
     identity_id = form_int(fields, "identity_id")
     if (b is None) == (identity_id is None):
         raise AppError(422, "invalid_request",

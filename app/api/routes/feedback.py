@@ -4,10 +4,9 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response, status
-from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep
-from app.api.inputs import form_box, form_int, multipart_schema, parse_body, request_body
+from app.api.inputs import first_image, form_box, form_int, multipart_schema, parse_body, request_body
 from app.core.errors import AppError
 from app.core.security import ReadKey, WriteKey, requester
 from app.gallery.models import KINDS, MAX_ID, Feedback
@@ -39,7 +38,7 @@ def feedback_public(row: Feedback, labels: dict[int, str]) -> dict:
 
 async def _public(service, rows: list[Feedback]) -> list[dict]:
     ids = [i for r in rows for i in (r.identity_id, r.answered_identity_id)]
-    labels = await run_in_threadpool(service.feedback.store.labels, ids)
+    labels = await service.feedback.labels(ids)
     return [feedback_public(r, labels) for r in rows]
 
 
@@ -49,7 +48,7 @@ async def _public(service, rows: list[Feedback]) -> list[dict]:
              openapi_extra=_BODY, summary="Report on a face: it is identity X, it is not X, or it is nobody enrolled")
 async def post_feedback(request: Request, service: ServiceDep, key: WriteKey) -> dict:
     images, fields = await parse_body(request, FeedbackJSON, {"file": (0, 1)}, 1)
-    data = (images.get("file") or images.get("image") or [None])[0]
+    data = first_image(images, "file", "image")
     kind = fields.get("kind")
     if kind not in KINDS:
         raise AppError(422, "invalid_field", f"field 'kind' must be one of {list(KINDS)}")
@@ -66,11 +65,7 @@ async def post_feedback(request: Request, service: ServiceDep, key: WriteKey) ->
         owner = None if key is not None and "admin" in key.granted() else requester(request, key)  # admins: any
         row = await service.feedback.report(kind, identity_id, probe_id=probe_id, reported_by=reported_by, owner=owner)
     else:
-        service.feedback.check(kind, identity_id)  # before the image is analysed
-        r = await service.analyse(data)
-        face = service.pick_enroll_face(r, 0, face_index, face_box, quality=service.search_quality_problem,
-                                        purpose="feedback")
-        row = await service.feedback.report(kind, identity_id, face=face, result=r, reported_by=reported_by)
+        row = await service.report_on_image(kind, identity_id, data, face_index, face_box, reported_by)
     return (await _public(service, [row]))[0]
 
 
@@ -80,31 +75,23 @@ async def list_feedback(service: ServiceDep, _key: ReadKey, offset: int = Query(
                         kind: str | None = Query(None, pattern="^(is|is_not|nobody)$"),
                         identity_id: int | None = Query(None, ge=1, le=MAX_ID,
                                                         description="reports naming this identity")) -> dict:
-    rows, total = await run_in_threadpool(service.feedback.store.list, offset, limit, kind, identity_id)
+    rows, total = await service.feedback.list(offset, limit, kind, identity_id)
     return {"items": await _public(service, rows), "total": total, "offset": offset, "limit": limit}
-
-
-async def _feedback_or_404(service, feedback_id: int) -> Feedback:
-    row = await run_in_threadpool(service.feedback.store.get, feedback_id)
-    if row is None:
-        raise AppError(404, "unknown_feedback", f"feedback {feedback_id} does not exist")
-    return row
 
 
 @router.get("/feedback/{feedback_id}", response_model=FeedbackPublic, responses=NOT_FOUND, summary="One report")
 async def get_feedback(feedback_id: FeedbackId, service: ServiceDep, _key: ReadKey) -> dict:
-    return (await _public(service, [await _feedback_or_404(service, feedback_id)]))[0]
+    return (await _public(service, [await service.feedback.get(feedback_id)]))[0]
 
 
 @router.get("/feedback/{feedback_id}/crop", responses={**NOT_FOUND, 200: {"content": {"image/png": {}}}},
             response_class=Response, summary="The aligned face crop the report is about (PNG)")
 async def get_feedback_crop(feedback_id: FeedbackId, service: ServiceDep, _key: ReadKey) -> Response:
-    return Response((await _feedback_or_404(service, feedback_id)).crop_png, media_type="image/png")
+    return Response((await service.feedback.get(feedback_id)).crop_png, media_type="image/png")
 
 
 @router.delete("/feedback/{feedback_id}", status_code=status.HTTP_204_NO_CONTENT, responses=NOT_FOUND,
                summary="Delete a report")
 async def delete_feedback(feedback_id: FeedbackId, service: ServiceDep, _key: WriteKey) -> Response:
-    if not await run_in_threadpool(service.feedback.store.delete, feedback_id):
-        raise AppError(404, "unknown_feedback", f"feedback {feedback_id} does not exist")
+    await service.feedback.delete(feedback_id)
     return Response(status_code=status.HTTP_204_NO_CONTENT)
