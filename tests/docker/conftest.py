@@ -13,6 +13,7 @@ import pytest
 from app.testing import REPO
 
 IMAGE = "faceid:cpu"  # the compose file's image name: `docker-compose up --no-build` runs what the test built
+BUILD_STAGE = "faceid:cpu-build"  # the Dockerfile's build stage (venv + converted weights), kept as the cache
 LOCAL_BASE = "local/python:3.11-bookworm"  # what .ci/docker-base makes from Debian's archive
 PUBLIC_BASE = "python:3.11-slim-bookworm"  # the Dockerfile's default
 BUILD_TIMEOUT_S = 45 * 60  # a cold build on a loaded 2-core machine; a cached one takes under a minute
@@ -48,17 +49,29 @@ def base_image(engine) -> str:
     return name
 
 
+def image_id(name: str) -> str | None:
+    proc = docker("image", "inspect", "--format", "{{.Id}}", name, check=False)
+    return proc.stdout.strip() if proc.returncode == 0 else None
+
+
 @pytest.fixture(scope="session")
 def cpu_image(base_image) -> dict:
     """The CPU image built from this checkout (layers cached by the engine: a second run rebuilds only what
     changed). From the wheelhouse `wheels/` when there is one (`pip download -r requirements.txt -d wheels/`),
-    else from the package index. Returns the build's figures."""
+    else from the package index. The build stage is tagged too (BUILD_STAGE), so that what a rebuild replaces
+    can be removed here instead of piling up as untagged images. Returns the build's figures."""
     wheelhouse = any((REPO / "wheels").glob("*.whl"))
+    before = {name: image_id(name) for name in (BUILD_STAGE, IMAGE)}
+    args = ["build", "-q", "-f", "docker/Dockerfile", "--build-arg", f"BASE={base_image}",
+            "--build-arg", f"WHEELHOUSE={int(wheelhouse)}"]
     started = time.monotonic()
     # The classic builder: what docker-compose 1.29 uses too, and it needs no buildx plugin.
-    docker("build", "-q", "-f", "docker/Dockerfile", "--build-arg", f"BASE={base_image}",
-           "--build-arg", f"WHEELHOUSE={int(wheelhouse)}", "-t", IMAGE, ".",
-           cwd=REPO, env={**os.environ, "DOCKER_BUILDKIT": "0"}, timeout_s=BUILD_TIMEOUT_S)
+    env = {**os.environ, "DOCKER_BUILDKIT": "0"}
+    docker(*args, "--target", "build", "-t", BUILD_STAGE, ".", cwd=REPO, env=env, timeout_s=BUILD_TIMEOUT_S)
+    docker(*args, "-t", IMAGE, ".", cwd=REPO, env=env, timeout_s=BUILD_TIMEOUT_S)
     build_s = time.monotonic() - started
+    for name, old in before.items():
+        if old and old != image_id(name):
+            docker("rmi", old, check=False)  # still used by a container elsewhere: left, nothing fails
     size = int(docker("image", "inspect", "--format", "{{.Size}}", IMAGE).stdout)
     return {"image": IMAGE, "base": base_image, "wheelhouse": wheelhouse, "build_s": build_s, "size_bytes": size}

@@ -145,7 +145,7 @@ def test_image_holds_only_what_runs(cpu_image, tmp_path):
                 files = [m.name for m in tar]
         assert proc.returncode == 0
     finally:
-        docker("rm", "-f", name, check=False)
+        docker("rm", "-f", "-v", name, check=False)
     ours = [f for f in files if f.startswith("opt/faceid/")]
     top = {f.split("/")[2] for f in ours if f.count("/") >= 2}
     assert top <= {"app", "model", "training", "docker", "torch", "alembic.ini"}, top
