@@ -50,7 +50,8 @@ def test_compose_postgres_profile_runs_replicas_behind_a_load_balancer():
     doc = compose()
     pg, api, lb = (doc["services"][name] for name in ("postgres", "api-pg", "lb"))
     assert all(s["profiles"] == ["postgres"] for s in (pg, api, lb))
-    assert pg["image"].startswith("pgvector/pgvector:pg") and "pgdata:/var/lib/postgresql/data" in pg["volumes"]
+    assert pg["image"] == "${FACEID_POSTGRES_IMAGE:-pgvector/pgvector:pg17}"
+    assert "pgdata:/var/lib/postgresql/data" in pg["volumes"]
     assert "pg_isready" in pg["healthcheck"]["test"][-1]
     url = api["environment"]["FACEID_DATABASE_URL"]
     assert url.startswith("postgresql+psycopg://faceid:") and url.endswith("@postgres:5432/faceid")

@@ -15,7 +15,7 @@ import httpx
 import pytest
 
 from app.testing import REPO, free_port
-from tests.docker.conftest import docker
+from tests.docker.conftest import docker, has_image
 from training.datasets import faces_dir
 
 pytestmark = [pytest.mark.slow, pytest.mark.docker]
@@ -41,18 +41,22 @@ class Project:
     """One `docker-compose -p <unique> -f docker/compose.yml` project; FACEID_* of the caller's environment
     are left out so that only the compose file's defaults and `env` apply."""
 
-    def __init__(self, env: dict[str, str]):
+    def __init__(self, env: dict[str, str], overrides: tuple = ()):
         self.name = f"faceidtest{os.getpid()}{secrets.token_hex(3)}"
         self.env = {k: v for k, v in os.environ.items() if not k.startswith("FACEID_")} | env
+        self.files = [arg for path in (COMPOSE, *overrides) for arg in ("-f", str(path))]
 
     def __call__(self, *args: str, timeout_s: float = 300) -> str:
-        proc = subprocess.run(["docker-compose", "-p", self.name, "-f", str(COMPOSE), *args], env=self.env,
+        proc = subprocess.run(["docker-compose", "-p", self.name, *self.files, *args], env=self.env,
                               capture_output=True, text=True, timeout=timeout_s)
         assert proc.returncode == 0, f"docker-compose {' '.join(args)}: {proc.stdout[-2000:]}{proc.stderr[-2000:]}"
         return proc.stdout
 
     def container(self, service: str) -> str:
         return self("ps", "-q", service).strip()
+
+    def url(self, service: str, index: int = 1) -> str:
+        return "http://" + self("port", f"--index={index}", service, "8000").strip()
 
 
 def wait_healthy(container: str, timeout_s: float = HEALTHY_TIMEOUT_S) -> float:
@@ -160,3 +164,34 @@ def test_image_holds_only_what_runs(cpu_image, tmp_path):
     assert not images, images[:20]
     assert not photos & {f.rsplit("/", 1)[-1] for f in files}
     assert not [f for f in files if f.startswith(("data/", "checkpoints/")) and f.count("/") > 1]
+
+
+def test_compose_postgres_profile_replicas_share_one_gallery(cpu_image, tmp_path):
+    """PostgreSQL + pgvector and two API replicas from the compose file: a face enrolled through one replica is
+    identified through the other. The replicas' ports are published by an override (the profile reaches them
+    through nginx only); the `lb` service itself is not run here (see docs/docker.md)."""
+    pg_image = os.environ.get("FACEID_POSTGRES_IMAGE") or "local/pgvector:pg18"
+    if not has_image(pg_image):
+        pytest.skip(f"no PostgreSQL + pgvector image {pg_image}: Docker Hub's pgvector/pgvector cannot be pulled "
+                    f"here; make one with .ci/docker-postgres")
+    root = faces()
+    override = tmp_path / "publish-replicas.yml"
+    override.write_text('services:\n  api-pg:\n    ports: ["127.0.0.1::8000"]\n')
+    project = Project({"FACEID_POSTGRES_IMAGE": pg_image}, overrides=(override,))
+    try:
+        # compose waits for the postgres healthcheck (pg_isready) before it starts the replicas
+        project("up", "-d", "--no-build", "--scale", "api-pg=2", "postgres", "api-pg", timeout_s=600)
+        replicas = project("ps", "-q", "api-pg").split()
+        assert len(replicas) == 2
+        for replica in replicas:
+            wait_healthy(replica)
+        first, second = project.url("api-pg", 1), project.url("api-pg", 2)
+        assert first != second
+        img = photo(root, "Matt_Damon", 0)
+        r = httpx.post(f"{first}/enroll", data={"label": "Matt_Damon"}, files={"files": (img.name, img.read_bytes())},
+                       timeout=120)
+        assert r.status_code == 201, r.text
+        assert httpx.get(f"{second}/ready", timeout=10).json()["faces"] == 1
+        assert identify(second, photo(root, "Matt_Damon", 1)) == [("match", "Matt_Damon")]
+    finally:
+        project("down", "-v", "--remove-orphans")
