@@ -16,6 +16,7 @@ os.environ.setdefault("TORCH_HOME", str(REPO / ".torch"))
 
 def pytest_configure(config):
     config.addinivalue_line("markers", "slow: takes more than a few seconds (real weights, servers, data sets)")
+    config.addinivalue_line("markers", "docker: needs a Docker engine (tests/docker/conftest.py says which part is missing)")
     config.addinivalue_line("markers", "faces: needs the research face data (../shared/faces or FACEID_FACES_DIR)")
 
 

@@ -50,7 +50,8 @@ def test_compose_postgres_profile_runs_replicas_behind_a_load_balancer():
     doc = compose()
     pg, api, lb = (doc["services"][name] for name in ("postgres", "api-pg", "lb"))
     assert all(s["profiles"] == ["postgres"] for s in (pg, api, lb))
-    assert pg["image"].startswith("pgvector/pgvector:pg") and "pgdata:/var/lib/postgresql/data" in pg["volumes"]
+    assert pg["image"] == "${FACEID_POSTGRES_IMAGE:-pgvector/pgvector:pg17}"
+    assert "pgdata:/var/lib/postgresql/data" in pg["volumes"]
     assert "pg_isready" in pg["healthcheck"]["test"][-1]
     url = api["environment"]["FACEID_DATABASE_URL"]
     assert url.startswith("postgresql+psycopg://faceid:") and url.endswith("@postgres:5432/faceid")
@@ -84,6 +85,27 @@ def test_dockerfile_runs_the_make_run_entrypoint():
     assert re.search(r'ENTRYPOINT \["/opt/faceid/docker/entrypoint.sh"\]', text)
     assert "USER 10001:10001" in text and "HEALTHCHECK" in text and "model.weights fetch" in text
     assert "docker/entrypoint.sh" in (REPO / "Makefile").read_text()
+
+
+def test_dockerfile_base_and_wheelhouse_are_build_arguments_with_public_defaults():
+    text = DOCKERFILE.read_text()
+    assert "ARG BASE=python:3.11-slim-bookworm" in text and "ARG WHEELHOUSE=0" in text
+    stages = re.findall(r"^FROM (\S+) AS (\S+)$", text, flags=re.M)
+    assert {base for base, _ in stages} <= {"${BASE}", "build-${TARGET}"}, stages  # no other image to pull
+    assert not re.search(r"^# *syntax=", text, flags=re.M)  # a frontend image to pull from Docker Hub
+    assert "--no-index --find-links /tmp/wheels" in text and "download.pytorch.org/whl/cpu" in text
+    for name in ("api", "api-gpu", "trainer"):
+        args = compose()["services"][name]["build"]["args"]
+        assert args["BASE"] == "${FACEID_DOCKER_BASE:-python:3.11-slim-bookworm}"
+        assert args["WHEELHOUSE"] == "${FACEID_WHEELHOUSE:-0}"
+    assert compose()["services"]["api-gpu"]["build"]["args"]["TARGET"] == "cuda"
+
+
+def test_dockerignore_sends_only_what_the_image_needs():
+    lines = [ln for ln in (REPO / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
+    assert lines[0] == "*"  # everything else (tests, .venv, .torch, data, faces) stays out of the context
+    assert set(lines[1:]) == {"!requirements.txt", "!alembic.ini", "!app/", "!model/", "!training/",
+                              "!docker/entrypoint.sh", "!wheels/*.whl", "**/__pycache__", "**/*.pyc"}
 
 
 @pytest.mark.slow
