@@ -19,7 +19,6 @@ import threading
 import time
 from dataclasses import dataclass, replace
 
-import numpy as np
 
 from model.calibration.cohort import Cohort
 from model.calibration.operating_point import OperatingPoint, operating_point
