@@ -104,7 +104,7 @@ def test_dockerfile_base_and_wheelhouse_are_build_arguments_with_public_defaults
 def test_dockerignore_sends_only_what_the_image_needs():
     lines = [ln for ln in (REPO / ".dockerignore").read_text().splitlines() if ln and not ln.startswith("#")]
     assert lines[0] == "*"  # everything else (tests, .venv, .torch, data, faces) stays out of the context
-    assert set(lines[1:]) == {"!requirements.txt", "!alembic.ini", "!app/", "!model/", "!training/",
+    assert set(lines[1:]) == {"!requirements.txt", "!alembic.ini", "!app/", "!model/", "!training/", "!client/",
                               "!docker/entrypoint.sh", "!wheels/*.whl", "**/__pycache__", "**/*.pyc"}
 
 
