@@ -501,12 +501,16 @@ class GalleryStore:
     def index_rows(self, version: str, after_id: int = 0, identity_ids=None) -> IndexRows:
         """`version`'s embedding rows with embedding id > `after_id` (or every row of `identity_ids`), with the
         labels and stored templates of the identities they belong to, in one session."""
-        q = (select(Embedding.id, Embedding.face_id, Face.identity_id, Embedding.vector)
-             .join(Face, Face.id == Embedding.face_id).where(Embedding.model_version == version))
-        q = q.where(Face.identity_id.in_(sorted(identity_ids))) if identity_ids is not None \
-            else q.where(Embedding.id > after_id)
+        q = select(Embedding.id, Embedding.face_id, Face.identity_id, Embedding.vector, Embedding.model_version)
+        if identity_ids is not None:  # from the identities' faces (indexed): no model_version filter in SQL, which
+            # SQLite would take as the index to scan (every row of the version) rather than a filter
+            q = (q.select_from(Face).join(Embedding, Embedding.face_id == Face.id)
+                 .where(Face.identity_id.in_(sorted(identity_ids))))
+        else:
+            q = (q.join(Face, Face.id == Embedding.face_id)
+                 .where(Embedding.model_version == version, Embedding.id > after_id))
         with self.sessions() as s, s.begin():
-            rows = s.execute(q.order_by(Embedding.id)).all()
+            rows = [r for r in s.execute(q.order_by(Embedding.id)).all() if r[4] == version]
             ids = sorted({r[2] for r in rows})
             labels, templates = {}, {}
             for chunk in (ids[i:i + 10_000] for i in range(0, len(ids), 10_000)):

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import warnings
 
 import numpy as np
 import torch
@@ -122,7 +123,8 @@ class MemoryVersionSearch:
                                    lab, templates))
 
     def _load_all(self, rows: IndexRows) -> None:
-        st = _State(self.dim, max(len(rows.emb_ids), 1), max(len(rows.templates), 1))
+        n, t = len(rows.emb_ids), len(set(rows.ident_ids.tolist()))  # room to grow: the next writes append in place
+        st = _State(self.dim, n + n // 8 + 1024, t + t // 8 + 1024)
         self._fill(st, rows)
         self._state = st  # searches switch to the new arrays in one assignment
         self.last_embedding_id = int(rows.emb_ids.max()) if len(rows.emb_ids) else 0
@@ -211,7 +213,9 @@ class MemoryVersionSearch:
         k = len(rows.emb_ids)
         sl = slice(st.n, st.n + k)
         if k:
-            st.mat[sl] = torch.from_numpy(np.ascontiguousarray(rows.mat, dtype=np.float32)).half()
+            with warnings.catch_warnings():  # read-only buffers from the database: only read (copied to float16)
+                warnings.simplefilter("ignore", UserWarning)
+                st.mat[sl] = torch.from_numpy(np.ascontiguousarray(rows.mat, dtype=np.float32)).half()
             st.emb_ids[sl], st.face_ids[sl], st.ident_ids[sl] = rows.emb_ids, rows.face_ids, rows.ident_ids
         st.labels.update(rows.labels)
         per: dict[int, list[int]] = {}
