@@ -65,6 +65,7 @@ class Events:
         self.wake = asyncio.Event()
         self.sender: WebhookSender | None = None  # made in the worker's loop (tests put a fake one first)
         self._last_prune = 0.0
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's
 
     def record(self, events: list[dict]) -> None:
         """Write events that have no transaction of their own (run it off the event loop)."""
@@ -73,7 +74,13 @@ class Events:
     async def arecord(self, events: list[dict]) -> None:
         if events:
             await asyncio.to_thread(self.store.append, events)
-            self.wake.set()
+            self.poke()
+
+    def poke(self) -> None:
+        """Wake this process's worker now (from any thread or loop) rather than at its next poll."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.wake.set)
 
     # --- webhooks, for the routes (run off the event loop) --------------------------------------------------
     def create_webhook(self, url: str, events: list[str], secret: str | None) -> dict:
@@ -117,6 +124,7 @@ class Events:
         """Deliver until cancelled: a round now, then whenever this process records an event or every
         `events_poll_interval_s` (events other processes wrote)."""
         s = self.settings
+        self._loop = asyncio.get_running_loop()
         if self.mqtt is not None:
             await asyncio.to_thread(self.store.ensure, "mqtt", "mqtt", ["*"])
         try:
@@ -200,7 +208,7 @@ class Events:
 
     async def _send(self, sub, item: Pending) -> str | None:
         if sub.kind == "webhook":
-            return await self.sender.send(sub.url, sub.secret, item.event_id, item.type, item.body)
+            return await self.sender.send(sub.url, sub.secret, item.event_id, item.type, item.body, item.seq)
         if sub.kind == "mqtt" and self.mqtt is not None:
             return await asyncio.to_thread(self.mqtt.publish_event, item.body)
         return "no transport for this subscription in this process"

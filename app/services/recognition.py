@@ -244,6 +244,7 @@ class FaceService:
         for nf, more in zip(new_faces, extra):
             nf.embeddings.update(more)
         ident, rows, created = await run_in_threadpool(self.store.enroll, label, new_faces)
+        self.events.poke()  # its `enroll` event committed with it
         return ident, rows, created, embedder, [f for _, f in chosen]
 
     async def possible_duplicates(self, embedder: Embedder, identity_id: int, faces: list[Face]) -> list[dict]:

@@ -3,7 +3,8 @@ sent (`WebhookSender`), and the subscription edits behind /webhooks.
 
 A delivery is `POST <url>` with the event's JSON as body and
 `FaceID-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`, `FaceID-Event-Id` and
-`FaceID-Event-Type`. Receivers check the signature and refuse a `t` older than REPLAY_WINDOW_S.
+`FaceID-Event-Type` (and `FaceID-Event-Seq`, the outbox position, increasing per subscription except for
+replayed dead letters). Receivers check the signature and refuse a `t` older than REPLAY_WINDOW_S.
 """
 from __future__ import annotations
 
@@ -95,7 +96,8 @@ class WebhookSender:
         self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False,
                                         headers={"User-Agent": "faceid-webhooks/1"})
 
-    async def send(self, url: str, secret: str, event_id: str, type_: str, body: str) -> str | None:
+    async def send(self, url: str, secret: str, event_id: str, type_: str, body: str,
+                   seq: int | None = None) -> str | None:
         """None when delivered; else why not."""
         import asyncio
 
@@ -105,6 +107,8 @@ class WebhookSender:
         data = body.encode()
         headers = {"Content-Type": "application/json", SIGNATURE_HEADER: sign(secret, data),
                    "FaceID-Event-Id": event_id, "FaceID-Event-Type": type_}
+        if seq is not None:  # the outbox position: increasing per subscription (a replayed dead letter has none)
+            headers["FaceID-Event-Seq"] = str(seq)
         try:
             r = await self.client.post(url, content=data, headers=headers)
         except httpx.HTTPError as exc:

@@ -47,7 +47,7 @@ class FakeSender:
     def __init__(self, fail=lambda event_id, n: False):
         self.fail, self.tries, self.got = fail, {}, []
 
-    async def send(self, url, secret, event_id, type_, body):
+    async def send(self, url, secret, event_id, type_, body, seq=None):
         n = self.tries[event_id] = self.tries.get(event_id, 0) + 1
         if self.fail(event_id, n):
             return "HTTP 500"
