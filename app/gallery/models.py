@@ -195,6 +195,7 @@ class OutboxEvent(Base):
     where there is one. `seq` orders delivery; `event_id` is what receivers deduplicate by. Rows every
     subscription has passed are deleted."""
     __tablename__ = "event_outbox"
+    __table_args__ = NEVER_REUSED  # cursors point at seqs: one reused after a prune would be skipped
     seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     event_id: Mapped[str] = mapped_column(String(36), unique=True)
     type: Mapped[str] = mapped_column(String(40), index=True)
@@ -207,6 +208,7 @@ class Subscription(Base):
     settings only). `cursor` is the last outbox seq handled (delivered or dead-lettered), so each subscription
     gets its events in order; `lease_owner` / `lease_until` let one worker of many replicas deliver it."""
     __tablename__ = "subscriptions"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     kind: Mapped[str] = mapped_column(String(16))
     url: Mapped[str] = mapped_column(String(2000))
@@ -226,6 +228,7 @@ class DeadLetter(Base):
     body so `POST /webhooks/{id}/dead-letters/replay` can queue it again (`replay` true). Capped per subscription,
     oldest dropped first."""
     __tablename__ = "dead_letters"
+    __table_args__ = NEVER_REUSED
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True)
     event_id: Mapped[str] = mapped_column(String(36))

@@ -22,7 +22,8 @@ def upgrade() -> None:
     sa.Column('body', sa.Text(), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.PrimaryKeyConstraint('seq'),
-    sa.UniqueConstraint('event_id')
+    sa.UniqueConstraint('event_id'),
+    sqlite_autoincrement=True  # subscriptions' cursors point at seqs: one reused after a prune would be skipped
     )
     op.create_index(op.f('ix_event_outbox_type'), 'event_outbox', ['type'], unique=False)
     op.create_table('subscriptions',
@@ -38,7 +39,8 @@ def upgrade() -> None:
     sa.Column('lease_owner', sa.String(length=64), nullable=True),
     sa.Column('lease_until', sa.Float(), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True
     )
     op.create_table('dead_letters',
     sa.Column('id', sa.Integer(), autoincrement=True, nullable=False),
@@ -51,7 +53,8 @@ def upgrade() -> None:
     sa.Column('replay', sa.Boolean(), nullable=False),
     sa.Column('created_at', sa.Float(), nullable=False),
     sa.ForeignKeyConstraint(['subscription_id'], ['subscriptions.id'], ondelete='CASCADE'),
-    sa.PrimaryKeyConstraint('id')
+    sa.PrimaryKeyConstraint('id'),
+    sqlite_autoincrement=True
     )
     op.create_index(op.f('ix_dead_letters_subscription_id'), 'dead_letters', ['subscription_id'], unique=False)
 
