@@ -163,7 +163,8 @@ def main(argv=None) -> int:
     lat.add_argument("--passes", type=int, default=3)
     lat.add_argument("--clients", type=int, default=1)
     lat.add_argument("--mqtt-url", default=None)
-    ap.add_argument("--out", default=None)
+    for p in (d, lat):
+        p.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
         return emit({"skipped": f"no LFW under {faces_dir()}"})

@@ -19,6 +19,7 @@ from sqlalchemy.orm import Session, sessionmaker
 
 from app.gallery.models import DeadLetter, OutboxEvent, Subscription
 
+OUTBOX_LOCK_KEY = 0x6F757462  # PostgreSQL advisory lock held by each transaction that writes events
 COLLECTION = "default"  # the only collection for now; events and MQTT topics already name it
 
 
@@ -33,9 +34,18 @@ def _row(event: dict) -> dict:
             "body": json.dumps(event, separators=(",", ":"), sort_keys=True)}
 
 
+def _in_commit_order(s: Session) -> None:
+    """PostgreSQL: take the outbox's lock (until this transaction ends) before taking seqs, so seqs commit in
+    order. Without it a transaction holding seq 10 could commit after one holding 11, once a worker's cursor had
+    passed 11: event 10 would never be delivered. (SQLite writers are serialised already.)"""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY)))
+
+
 def add_event(s: Session, type_: str, data: dict) -> dict:
     """Write one event in the caller's transaction."""
     event = new_event(type_, data)
+    _in_commit_order(s)
     s.execute(insert(OutboxEvent), [_row(event)])
     return event
 
@@ -60,6 +70,7 @@ class EventStore:
         """Events with no transaction of their own (identify, swaps, training): one insert."""
         if events:
             with self.sessions() as s, s.begin():
+                _in_commit_order(s)
                 s.execute(insert(OutboxEvent), [_row(e) for e in events])
 
     def last_seq(self, s: Session) -> int:

@@ -45,13 +45,14 @@ class FakeSender:
     """Records deliveries; `fail(event_id)` says whether to fail this try (default: never)."""
 
     def __init__(self, fail=lambda event_id, n: False):
-        self.fail, self.tries, self.got = fail, {}, []
+        self.fail, self.tries, self.got, self.seqs = fail, {}, [], []
 
     async def send(self, url, secret, event_id, type_, body, seq=None):
         n = self.tries[event_id] = self.tries.get(event_id, 0) + 1
         if self.fail(event_id, n):
             return "HTTP 500"
         self.got.append((url, json.loads(body)))
+        self.seqs.append((url, seq))
         return None
 
     async def aclose(self):
