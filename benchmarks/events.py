@@ -10,6 +10,7 @@ were all signatures valid.
 --mqtt-url is given), one without, measured taking turns in one run.
 
     python -m benchmarks.events delivery --requests 1000 --fail-share 0.3
+    python -m benchmarks.events delivery --requests 400 --postgres --replicas 2 --subscriptions 3
     python -m benchmarks.events latency --seconds 20 --passes 3 [--mqtt-url mqtt://127.0.0.1:1883]
 """
 from __future__ import annotations
@@ -47,10 +48,13 @@ def subscribe(url: str, receiver: Receiver, n: int, headers: dict | None = None)
 
 
 def delivery(requests: int, fail_share: float, subscriptions: int, db: Path | str, drain_timeout_s: float = 300,
-             start_timeout_s: float = 300, seed: int = 0) -> dict:
+             start_timeout_s: float = 300, seed: int = 0, replicas: int = 1) -> dict:
+    """`replicas` servers on one database (PostgreSQL: `db` a URL) take the requests in turn; the first is the
+    one killed."""
     images = probes()
     receiver = Receiver(fail_share=fail_share, seed=seed).start()
-    srv = Server(db, env=FAST_RETRY).start(timeout_s=start_timeout_s)
+    servers = [Server(db, env=FAST_RETRY).start(timeout_s=start_timeout_s) for _ in range(replicas)]
+    srv = servers[0]
     expected: dict[str, set[int]] = {}   # probe id -> (identify event expected)
     answered = failed_requests = 0
     t0 = time.perf_counter()
@@ -70,7 +74,7 @@ def delivery(requests: int, fail_share: float, subscriptions: int, db: Path | st
             if i == restart_receiver[1]:
                 receiver.start()
             try:
-                r = httpx.post(f"{srv.url}/identify", files={"file": ("p.jpg", images[i % len(images)])}, timeout=120)
+                r = httpx.post(f"{servers[i % replicas].url}/identify", files={"file": ("p.jpg", images[i % len(images)])}, timeout=120)
             except httpx.HTTPError:
                 failed_requests += 1
                 continue
@@ -90,7 +94,8 @@ def delivery(requests: int, fail_share: float, subscriptions: int, db: Path | st
             time.sleep(0.2)
         drain_s = time.perf_counter() - t0 - identify_s
     finally:
-        srv.stop()
+        for s in servers:
+            s.stop()
         receiver.stop()
     per_sub = {}
     for p in paths:
@@ -108,7 +113,8 @@ def delivery(requests: int, fail_share: float, subscriptions: int, db: Path | st
                       "order_kept": all(a < b for a, b in zip(first_seqs, first_seqs[1:])),
                       "signatures_valid": all(d["valid"] for d in got),
                       "event_id_header_matches_body": all(d["header_id"] == d["id"] for d in got)}
-    return {"requests": requests, "answered": answered, "failed_requests": failed_requests,
+    return {"requests": requests, "replicas": replicas, "database": "postgresql" if "://" in str(db) else "sqlite",
+            "answered": answered, "failed_requests": failed_requests,
             "enrolled": enrolled, "identify_events_expected": len(expected), "receiver_fail_share": fail_share,
             "receiver_answers_failed": receiver.failed, "killed_at_request": requests // 2,
             "receiver_down_between_requests": list(restart_receiver), "identify_s": round(identify_s, 1),
@@ -157,7 +163,8 @@ def main(argv=None) -> int:
     d.add_argument("--requests", type=int, default=1000)
     d.add_argument("--fail-share", type=float, default=0.3)
     d.add_argument("--subscriptions", type=int, default=2)
-    d.add_argument("--database", default=None, help="a PostgreSQL URL (default: a SQLite file)")
+    d.add_argument("--replicas", type=int, default=1, help="servers on one database, taking requests in turn")
+    d.add_argument("--postgres", action="store_true", help="on an embedded PostgreSQL (default: a SQLite file)")
     lat = sub.add_parser("latency")
     lat.add_argument("--seconds", type=float, default=20.0)
     lat.add_argument("--passes", type=int, default=3)
@@ -169,8 +176,18 @@ def main(argv=None) -> int:
     if not (faces_dir() / "lfw").is_dir():
         return emit({"skipped": f"no LFW under {faces_dir()}"})
     with tempfile.TemporaryDirectory() as tmp:
-        if args.mode == "delivery":
-            result = delivery(args.requests, args.fail_share, args.subscriptions, args.database or Path(tmp) / "g.db")
+        if args.mode == "delivery" and args.postgres:
+            from harness import EmbeddedPostgres
+
+            pg = EmbeddedPostgres(Path(tmp) / "pg").start()
+            try:
+                result = delivery(args.requests, args.fail_share, args.subscriptions, pg.create_database(),
+                                  replicas=args.replicas)
+            finally:
+                pg.close()
+        elif args.mode == "delivery":
+            result = delivery(args.requests, args.fail_share, args.subscriptions, Path(tmp) / "g.db",
+                              replicas=args.replicas)
         else:
             result = latency(args.seconds, args.passes, args.clients, Path(tmp), args.mqtt_url)
     return emit({"benchmark": f"events.{args.mode}", **result}, args.out)
