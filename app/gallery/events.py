@@ -112,13 +112,16 @@ class EventStore:
             return 0 if cursor is None else s.scalar(select(func.count()).where(OutboxEvent.seq > cursor)) or 0
 
     # --- the worker's side -----------------------------------------------------------------------------
-    def claim(self, owner: str, lease_s: float, now: float | None = None) -> list[Subscription]:
-        """Subscriptions due for delivery that no other worker holds, leased to `owner`. The conditional UPDATE
-        is atomic on both databases (PostgreSQL re-checks the WHERE after a concurrent update commits)."""
+    def claim(self, owner: str, lease_s: float, now: float | None = None,
+              kinds: tuple[str, ...] = ("webhook",)) -> list[Subscription]:
+        """Subscriptions of `kinds` (what this process can deliver) due for delivery that no other worker holds,
+        leased to `owner`. The conditional UPDATE is atomic on both databases (PostgreSQL re-checks the WHERE after
+        a concurrent update commits)."""
         now = time.time() if now is None else now
         free = (Subscription.lease_until < now) | (Subscription.lease_owner == owner)
         with self.sessions() as s:
-            ids = list(s.scalars(select(Subscription.id).where(Subscription.next_attempt_at <= now, free)))
+            ids = list(s.scalars(select(Subscription.id).where(Subscription.next_attempt_at <= now, free,
+                                                               Subscription.kind.in_(kinds))))
         claimed = []
         for sub_id in ids:
             with self.sessions() as s, s.begin():
@@ -219,12 +222,16 @@ class EventStore:
             s.flush()
             return len(rows), self._trim(s, sub.id, cap)
 
-    def prune(self) -> int:
-        """Delete outbox events every subscription has passed (all of them when there is none)."""
+    def prune(self, keep_at_most: int | None = None) -> int:
+        """Delete outbox events every subscription has passed (all of them when there is none), and any beyond the
+        newest `keep_at_most` (a subscription no process delivers any more, e.g. MQTT switched off everywhere,
+        must not keep the outbox growing)."""
         with self.sessions() as s, s.begin():
+            last = self.last_seq(s)
             low = s.scalar(select(func.min(Subscription.cursor)))
-            if low is None:
-                low = self.last_seq(s)
+            low = last if low is None else low
+            if keep_at_most is not None:
+                low = max(low, last - keep_at_most)
             return s.execute(delete(OutboxEvent).where(OutboxEvent.seq <= low)).rowcount
 
     # --- dead letters ----------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ import socket
 import time
 import uuid
 
-from prometheus_client import Counter, Gauge
+from prometheus_client import Counter
 
 from app.core.config import Settings
 from app.core.errors import AppError
@@ -31,7 +31,6 @@ EVENT_TYPES = ("identify.match", "identify.unknown", "enroll", "identity.updated
 DELIVERIES = Counter("faceid_event_deliveries_total", "event deliveries tried", ["kind", "result"])
 DROPPED = Counter("faceid_events_dropped_total", "events given up on for good", ["reason"])
 DEAD = Counter("faceid_event_dead_letters_total", "events that became dead letters", ["kind"])
-LAG = Gauge("faceid_event_lag", "events a subscription is behind, as this process last saw", ["subscription"])
 BATCH = 100  # events per claim; the lease is renewed after each
 
 
@@ -148,11 +147,15 @@ class Events:
         s = self.settings
         if self.sender is None:
             self.sender = WebhookSender(s.webhook_timeout_s, s.webhook_allowed_hosts)
-        subs = await asyncio.to_thread(self.store.claim, self.owner, s.events_lease_s)
+        kinds = ("webhook", "mqtt") if self.mqtt is not None else ("webhook",)
+        subs = await asyncio.to_thread(self.store.claim, self.owner, s.events_lease_s, None, kinds)
         if subs:
             await asyncio.gather(*(self._deliver(sub) for sub in subs))
         if time.monotonic() - self._last_prune > 5:
-            await asyncio.to_thread(self.store.prune)
+            # twice the backlog cap: a subscription that far behind sheds (dead letters) on its own first
+            pruned = await asyncio.to_thread(self.store.prune, 2 * s.events_max_backlog)
+            if pruned:
+                log.debug("pruned %d delivered events from the outbox", pruned)
             self._last_prune = time.monotonic()
         return len(subs)
 

@@ -213,3 +213,15 @@ def test_a_lease_held_by_a_live_worker_is_not_taken(store):
     assert len(es.claim("w1", lease_s=30)) == 1
     assert es.claim("w2", lease_s=30) == []
     assert len(es.claim("w2", lease_s=30, now=time.time() + 31)) == 1           # w1 died: its lease runs out
+
+
+def test_a_subscription_no_process_delivers_cannot_grow_the_outbox(store):
+    """MQTT switched off everywhere: its subscription stays, nobody claims it, the outbox stays bounded."""
+    es = EventStore(store.engine)
+    mqtt = es.create("mqtt", "mqtt", ["*"], "")
+    events = Events(settings(events_max_backlog=5), es)  # no MQTT here
+    events.sender = FakeSender()
+    events.record([new_event("enroll", {"i": i}) for i in range(30)])
+    asyncio.run(events.round())
+    assert es.get(mqtt.id).lease_owner is None            # not claimed by a process that cannot deliver it
+    assert len(outbox(store)) == 10                        # twice the backlog cap
