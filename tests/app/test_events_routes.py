@@ -86,3 +86,9 @@ def test_events_are_declared_as_openapi_webhooks(client):
                                      "identity.deleted", "identity.merged", "model.swapped", "train.finished"}
     params = {p["name"] for p in spec["webhooks"]["identify.match"]["post"]["parameters"]}
     assert {"faceid-signature", "faceid-event-id"} <= params
+
+
+def test_event_counters_are_in_metrics(client):
+    text = client.get("/metrics").text
+    for name in ("faceid_event_deliveries_total", "faceid_event_dead_letters_total", "faceid_events_dropped_total"):
+        assert f"# TYPE {name}" in text
