@@ -61,10 +61,29 @@ class Pending:
     attempts: int = 0
 
 
+def relax(engine: Engine) -> Engine:
+    """The delivery worker's engine: its commits (cursors, leases, dead letters) need not wait for the disk. A
+    power cut may lose the last ones: events delivered again, never lost (SQLite WAL with synchronous=NORMAL;
+    PostgreSQL synchronous_commit off). What the gallery and the outbox inserts commit stays fully durable."""
+    from sqlalchemy import event as sa_event
+
+    @sa_event.listens_for(engine, "connect")
+    def _relaxed(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=NORMAL" if engine.dialect.name == "sqlite" else "SET synchronous_commit TO off")
+        cur.close()
+        if engine.dialect.name == "postgresql":
+            dbapi_conn.commit()
+    return engine
+
+
 class EventStore:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, worker_engine: Engine | None = None):
+        """`engine`: the gallery's (outbox inserts, subscriptions); `worker_engine`: the delivery worker's
+        (`relax`ed; default: the same)."""
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.work = sessionmaker(worker_engine or engine, expire_on_commit=False)
 
     def append(self, events: list[dict]) -> None:
         """Events with no transaction of their own (identify, swaps, training): one insert."""
@@ -119,28 +138,35 @@ class EventStore:
         a concurrent update commits)."""
         now = time.time() if now is None else now
         free = (Subscription.lease_until < now) | (Subscription.lease_owner == owner)
-        with self.sessions() as s:
-            ids = list(s.scalars(select(Subscription.id).where(Subscription.next_attempt_at <= now, free,
-                                                               Subscription.kind.in_(kinds))))
-        claimed = []
-        for sub_id in ids:
-            with self.sessions() as s, s.begin():
-                done = s.execute(update(Subscription).where(Subscription.id == sub_id, free,
-                                                            Subscription.next_attempt_at <= now)
-                                 .values(lease_owner=owner, lease_until=now + lease_s)).rowcount
-                if done == 1:
-                    claimed.append(s.get(Subscription, sub_id))
-        return claimed
+        due = [Subscription.next_attempt_at <= now, free, Subscription.kind.in_(kinds)]
+        with self.work() as s:  # a read first: no write at all while nothing is waiting
+            last = self.last_seq(s)
+            replays = select(DeadLetter.subscription_id).where(DeadLetter.replay.is_(True))
+            ids = list(s.scalars(select(Subscription.id).where(
+                *due, (Subscription.cursor < last) | Subscription.id.in_(replays))))
+        if not ids:
+            return []
+        until = now + lease_s
+        with self.work() as s, s.begin():
+            s.execute(update(Subscription).where(Subscription.id.in_(ids), *due)
+                      .values(lease_owner=owner, lease_until=until))
+            return list(s.scalars(select(Subscription).where(Subscription.id.in_(ids), Subscription.lease_owner == owner,
+                                                             Subscription.lease_until == until)))
+
+    def release_all(self, owner: str) -> None:
+        with self.work() as s, s.begin():
+            s.execute(update(Subscription).where(Subscription.lease_owner == owner).values(lease_until=0.0,
+                                                                                            lease_owner=None))
 
     def release(self, sub_id: int, owner: str) -> None:
-        with self.sessions() as s, s.begin():
+        with self.work() as s, s.begin():
             s.execute(update(Subscription).where(Subscription.id == sub_id, Subscription.lease_owner == owner)
                       .values(lease_until=0.0, lease_owner=None))
 
     def pending(self, sub: Subscription, limit: int) -> list[Pending]:
         """Dead letters queued again first (oldest first), then the outbox after the cursor, in order. Events of
         types the subscription does not want come back too (`type` says so): the cursor moves past them."""
-        with self.sessions() as s:
+        with self.work() as s:
             replays = s.execute(select(DeadLetter.id, DeadLetter.event_id, DeadLetter.type, DeadLetter.body,
                                        DeadLetter.attempts)
                                 .where(DeadLetter.subscription_id == sub.id, DeadLetter.replay.is_(True))
@@ -161,7 +187,7 @@ class EventStore:
         """`item` was delivered (or is not wanted): move past it and renew the lease. False when the lease was
         lost (another worker holds the subscription now: stop)."""
         values = {} if item.dead_letter_id is not None else {"cursor": item.seq}
-        with self.sessions() as s, s.begin():
+        with self.work() as s, s.begin():
             n = s.execute(update(Subscription).where(self._held(sub_id, owner))
                           .values(**values, attempts=0, last_error=None, lease_until=time.time() + lease_s)).rowcount
             if n == 1 and item.dead_letter_id is not None:
@@ -169,7 +195,7 @@ class EventStore:
             return n == 1
 
     def retry_later(self, sub_id: int, owner: str, attempts: int, next_attempt_at: float, error: str) -> None:
-        with self.sessions() as s, s.begin():
+        with self.work() as s, s.begin():
             s.execute(update(Subscription).where(self._held(sub_id, owner))
                       .values(attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:500],
                               lease_until=0.0, lease_owner=None))
@@ -177,7 +203,7 @@ class EventStore:
     def give_up(self, sub_id: int, owner: str, item: Pending, attempts: int, error: str, cap: int) -> int:
         """`item` becomes a dead letter (a replayed one stays one, no longer queued) and the subscription moves
         on. Dead letters past `cap` go, oldest first; returns how many went."""
-        with self.sessions() as s, s.begin():
+        with self.work() as s, s.begin():
             if item.dead_letter_id is not None:
                 s.execute(update(DeadLetter).where(DeadLetter.id == item.dead_letter_id)
                           .values(replay=False, attempts=DeadLetter.attempts + attempts, last_error=error[:500]))
@@ -202,7 +228,7 @@ class EventStore:
     def shed_backlog(self, sub: Subscription, owner: str, max_backlog: int, wanted, cap: int) -> tuple[int, int]:
         """A subscription more than `max_backlog` events behind (a dead receiver) gives up on the oldest: those it
         wants become dead letters (then capped). Returns (events shed, dead letters dropped)."""
-        with self.sessions() as s, s.begin():
+        with self.work() as s, s.begin():
             cursor = s.scalar(select(Subscription.cursor).where(self._held(sub.id, owner)))
             if cursor is None:
                 return 0, 0
@@ -226,7 +252,7 @@ class EventStore:
         """Delete outbox events every subscription has passed (all of them when there is none), and any beyond the
         newest `keep_at_most` (a subscription no process delivers any more, e.g. MQTT switched off everywhere,
         must not keep the outbox growing)."""
-        with self.sessions() as s, s.begin():
+        with self.work() as s, s.begin():
             last = self.last_seq(s)
             low = s.scalar(select(func.min(Subscription.cursor)))
             low = last if low is None else low

@@ -31,7 +31,8 @@ EVENT_TYPES = ("identify.match", "identify.unknown", "enroll", "identity.updated
 DELIVERIES = Counter("faceid_event_deliveries_total", "event deliveries tried", ["kind", "result"])
 DROPPED = Counter("faceid_events_dropped_total", "events given up on for good", ["reason"])
 DEAD = Counter("faceid_event_dead_letters_total", "events that became dead letters", ["kind"])
-BATCH = 100  # events per claim; the lease is renewed after each
+BATCH = 100  # events per claim
+PERSIST_EVERY_S = 0.5  # a run of successful deliveries writes its cursor at least this often
 
 
 def wants(events: list[str], type_: str) -> bool:
@@ -160,54 +161,76 @@ class Events:
         return len(subs)
 
     async def aclose(self) -> None:
+        """Give back this worker's leases (another replica takes over at once) and close the HTTP client."""
+        try:
+            await asyncio.to_thread(self.store.release_all, self.owner)
+        except Exception:  # noqa: BLE001 - shutting down: the leases run out by themselves
+            log.warning("could not give back the event leases", exc_info=True)
         if self.sender is not None:
             await self.sender.aclose()
             self.sender = None
 
-    async def _deliver(self, sub) -> None:
+    async def _shed(self, sub) -> None:
         s = self.settings
-        try:
-            if sub.kind == "webhook":
-                shed, dropped = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
-                                                        lambda t: wants(sub.events, t), s.events_max_dead_letters)
-                if shed:
-                    log.warning("webhook %s was %d events too far behind: oldest made dead letters", sub.id, shed)
-                    DEAD.labels(sub.kind).inc(shed)
-                    DROPPED.labels("dead_letter_cap").inc(dropped)
-            elif sub.kind == "mqtt":  # no dead letters: the outbox is the broker outage's queue, its cap the backlog's
-                shed, _ = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
-                                                  lambda t: False, 0)
-                if shed:
-                    DROPPED.labels("mqtt_backlog").inc(shed)
-            items = await asyncio.to_thread(self.store.pending, sub, BATCH)
-            attempts = sub.attempts
-            for item in items:
-                error = None
-                if wants(sub.events, item.type) or item.dead_letter_id is not None:
-                    error = await self._send(sub, item)
-                    DELIVERIES.labels(sub.kind, "ok" if error is None else "failed").inc()
-                if error is None:
-                    attempts = 0
-                    if not await asyncio.to_thread(self.store.done, sub.id, self.owner, item, s.events_lease_s):
-                        return  # the lease went to another worker
-                    continue
-                attempts += 1
-                if attempts >= s.events_max_attempts and sub.kind == "webhook":
-                    dropped = await asyncio.to_thread(self.store.give_up, sub.id, self.owner, item, attempts, error,
-                                                      s.events_max_dead_letters)
-                    DEAD.labels(sub.kind).inc()
-                    DROPPED.labels("dead_letter_cap").inc(dropped)
-                    log.warning("subscription %s: event %s is a dead letter after %d tries (%s)", sub.id,
-                                item.event_id, attempts, error)
-                    attempts = 0
-                    continue
-                delay = min(s.events_retry_max_s, s.events_retry_base_s * 2 ** (attempts - 1))
-                delay *= random.uniform(0.5, 1.0)
-                await asyncio.to_thread(self.store.retry_later, sub.id, self.owner, attempts, time.time() + delay,
-                                        error)
+        if sub.kind == "webhook":
+            shed, dropped = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
+                                                    lambda t: wants(sub.events, t), s.events_max_dead_letters)
+            if shed:
+                log.warning("webhook %s was %d events too far behind: oldest made dead letters", sub.id, shed)
+                DEAD.labels(sub.kind).inc(shed)
+                DROPPED.labels("dead_letter_cap").inc(dropped)
+        elif sub.kind == "mqtt":  # no dead letters: the outbox is the broker outage's queue, its cap the backlog's
+            shed, _ = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
+                                              lambda t: False, 0)
+            if shed:
+                DROPPED.labels("mqtt_backlog").inc(shed)
+
+    async def _deliver(self, sub) -> None:
+        """Send `sub`'s pending events in order until one fails. The cursor is written after a run of successes
+        (at least every PERSIST_EVERY_S, and before a failure is recorded): a crash re-delivers at most that run.
+        The lease is kept afterwards (no write while idle); `aclose` gives it back."""
+        s = self.settings
+        await self._shed(sub)
+        items = await asyncio.to_thread(self.store.pending, sub, BATCH)
+        attempts, passed, persisted_at = sub.attempts, None, time.monotonic()
+
+        async def persist(item) -> bool:
+            return await asyncio.to_thread(self.store.done, sub.id, self.owner, item, s.events_lease_s)
+
+        for item in items:
+            error = None
+            if wants(sub.events, item.type) or item.dead_letter_id is not None:
+                error = await self._send(sub, item)
+                DELIVERIES.labels(sub.kind, "ok" if error is None else "failed").inc()
+            if error is None:
+                attempts = 0
+                if item.dead_letter_id is None:
+                    passed = item
+                    if time.monotonic() - persisted_at < PERSIST_EVERY_S:
+                        continue
+                if not await persist(item):
+                    return  # the lease went to another worker
+                passed, persisted_at = None, time.monotonic()
+                continue
+            if passed is not None and not await persist(passed):
                 return
-        finally:
-            await asyncio.to_thread(self.store.release, sub.id, self.owner)
+            passed = None
+            attempts += 1
+            if attempts >= s.events_max_attempts and sub.kind == "webhook":
+                dropped = await asyncio.to_thread(self.store.give_up, sub.id, self.owner, item, attempts, error,
+                                                  s.events_max_dead_letters)
+                DEAD.labels(sub.kind).inc()
+                DROPPED.labels("dead_letter_cap").inc(dropped)
+                log.warning("subscription %s: event %s is a dead letter after %d tries (%s)", sub.id,
+                            item.event_id, attempts, error)
+                attempts = 0
+                continue
+            delay = min(s.events_retry_max_s, s.events_retry_base_s * 2 ** (attempts - 1))
+            delay *= random.uniform(0.5, 1.0)
+            await asyncio.to_thread(self.store.retry_later, sub.id, self.owner, attempts, time.time() + delay, error)
+            return
+        if passed is not None:
+            await persist(passed)
 
     async def _send(self, sub, item: Pending) -> str | None:
         if sub.kind == "webhook":

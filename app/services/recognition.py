@@ -72,7 +72,7 @@ class FaceService:
             from app.services.mqtt import MqttPublisher
 
             mqtt = MqttPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, settings.mqtt_discovery_prefix)
-        self.events = Events(settings, EventStore(store.engine), mqtt)
+        self.events = Events(settings, EventStore(store.engine, _worker_engine(store, settings)), mqtt)
         distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration, distinct.all)
@@ -119,6 +119,8 @@ class FaceService:
         self.training.close()
         if self.events.mqtt is not None:
             self.events.mqtt.close()
+        if self.events.store.work.kw["bind"] is not self.store.engine:
+            self.events.store.work.kw["bind"].dispose()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.search.close()
         self.changes.close()
@@ -349,6 +351,17 @@ class FaceService:
         if score is None:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
         return cosine(score), op, embedder
+
+
+def _worker_engine(store: GalleryStore, settings: Settings):
+    """The event worker's own engine, its commits not waiting for the disk (`app.gallery.events.relax`)."""
+    from app.gallery.events import relax
+    from app.gallery.store import make_engine
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    if ":memory:" in url:
+        return store.engine
+    return relax(make_engine(url, settings.db_busy_timeout_s))
 
 
 async def _to_the_end(fn, *args):

@@ -210,6 +210,8 @@ def test_two_workers_on_one_database_deliver_each_event_once(store, tmp_path):
 def test_a_lease_held_by_a_live_worker_is_not_taken(store):
     es = EventStore(store.engine)
     es.create("webhook", "http://127.0.0.1:9/a", ["*"], "s")
+    assert es.claim("w1", lease_s=30) == []                                    # nothing waiting: nothing written
+    es.append([new_event("enroll", {})])
     assert len(es.claim("w1", lease_s=30)) == 1
     assert es.claim("w2", lease_s=30) == []
     assert len(es.claim("w2", lease_s=30, now=time.time() + 31)) == 1           # w1 died: its lease runs out
