@@ -142,6 +142,9 @@ class Settings(BaseSettings):
                                          "dropped first (counted in faceid_events_dropped_total)")
     events_poll_interval_s: float = Field(0.5, gt=0, description="how often the worker looks for events written "
                                           "by other processes")
+    events_round_interval_s: float = Field(0.2, ge=0, le=10, description="the worker delivers at most this often: "
+                                           "the events of several requests go in one round (less work beside "
+                                           "the requests), each delayed up to this long")
     events_lease_s: float = Field(30.0, gt=0, description="a worker's hold on a subscription, renewed per event; a "
                                   "worker that died loses it after this long")
     mqtt_url: str | None = Field(None, description="mqtt://user:pass@host:1883: publish events there too "

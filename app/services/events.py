@@ -32,6 +32,7 @@ DELIVERIES = Counter("faceid_event_deliveries_total", "event deliveries tried", 
 DROPPED = Counter("faceid_events_dropped_total", "events given up on for good", ["reason"])
 DEAD = Counter("faceid_event_dead_letters_total", "events that became dead letters", ["kind"])
 BATCH = 100  # events per claim
+SHED_EVERY_S = 5.0  # how often a subscription's backlog is checked against its cap
 PERSIST_EVERY_S = 0.5  # a run of successful deliveries writes its cursor at least this often
 
 
@@ -65,6 +66,7 @@ class Events:
         self.wake = asyncio.Event()
         self.sender: WebhookSender | None = None  # made in the worker's loop (tests put a fake one first)
         self._last_prune = 0.0
+        self._shed_at: dict[int, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the worker's
 
     def record(self, events: list[dict]) -> None:
@@ -136,6 +138,7 @@ class Events:
                     raise
                 except Exception:  # noqa: BLE001 - a database hiccup must not end delivery for good
                     log.warning("event delivery round failed", exc_info=True)
+                await asyncio.sleep(s.events_round_interval_s)  # the events of several requests go in one round
                 try:
                     await asyncio.wait_for(self.wake.wait(), s.events_poll_interval_s)
                 except TimeoutError:
@@ -172,6 +175,9 @@ class Events:
 
     async def _shed(self, sub) -> None:
         s = self.settings
+        if time.monotonic() - self._shed_at.get(sub.id, 0.0) < SHED_EVERY_S:
+            return
+        self._shed_at[sub.id] = time.monotonic()
         if sub.kind == "webhook":
             shed, dropped = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
                                                     lambda t: wants(sub.events, t), s.events_max_dead_letters)

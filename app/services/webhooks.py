@@ -20,6 +20,7 @@ import httpx
 
 from app.core.errors import AppError
 
+RECHECK_S = 30.0  # a destination's addresses are checked again after this long
 REPLAY_WINDOW_S = 300  # documented: receivers refuse older signatures (docs/events.md)
 SIGNATURE_HEADER = "FaceID-Signature"
 METADATA = {ipaddress.ip_address("169.254.169.254"), ipaddress.ip_address("fd00:ec2::254")}
@@ -93,6 +94,7 @@ class WebhookSender:
 
     def __init__(self, timeout_s: float, allowed_hosts: list[str]):
         self.allowed_hosts = allowed_hosts
+        self._checked: dict[str, tuple[float, str | None]] = {}  # url -> (when, problem)
         self.client = httpx.AsyncClient(timeout=timeout_s, follow_redirects=False,
                                         headers={"User-Agent": "faceid-webhooks/1"})
 
@@ -101,7 +103,11 @@ class WebhookSender:
         """None when delivered; else why not."""
         import asyncio
 
-        problem = await asyncio.to_thread(check_destination, url, self.allowed_hosts)  # DNS may have changed
+        checked = self._checked.get(url)
+        if checked is None or time.monotonic() - checked[0] > RECHECK_S:  # DNS may have changed
+            checked = self._checked[url] = (time.monotonic(),
+                                            await asyncio.to_thread(check_destination, url, self.allowed_hosts))
+        problem = checked[1]
         if problem:
             return f"refused: {problem}"
         data = body.encode()
