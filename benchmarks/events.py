@@ -11,7 +11,7 @@ were all signatures valid.
 
     python -m benchmarks.events delivery --requests 1000 --fail-share 0.3
     python -m benchmarks.events delivery --requests 400 --postgres --replicas 2 --subscriptions 3
-    python -m benchmarks.events latency --seconds 20 --passes 3 [--mqtt-url mqtt://127.0.0.1:1883]
+    python -m benchmarks.events latency --seconds 20 --passes 3 --mosquitto   (or --mqtt-url mqtt://host:1883)
 """
 from __future__ import annotations
 
@@ -169,7 +169,8 @@ def main(argv=None) -> int:
     lat.add_argument("--seconds", type=float, default=20.0)
     lat.add_argument("--passes", type=int, default=3)
     lat.add_argument("--clients", type=int, default=1)
-    lat.add_argument("--mqtt-url", default=None)
+    lat.add_argument("--mqtt-url", default=None, help="a broker to publish to (see --mosquitto)")
+    lat.add_argument("--mosquitto", action="store_true", help="start Debian's mosquitto for the run and publish there")
     for p in (d, lat):
         p.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -188,6 +189,14 @@ def main(argv=None) -> int:
         elif args.mode == "delivery":
             result = delivery(args.requests, args.fail_share, args.subscriptions, Path(tmp) / "g.db",
                               replicas=args.replicas)
+        elif args.mosquitto:
+            from harness.mosquitto import Mosquitto
+
+            broker = Mosquitto(Path(tmp) / "mqtt").start()
+            try:
+                result = latency(args.seconds, args.passes, args.clients, Path(tmp), broker.url)
+            finally:
+                broker.stop()
         else:
             result = latency(args.seconds, args.passes, args.clients, Path(tmp), args.mqtt_url)
     return emit({"benchmark": f"events.{args.mode}", **result}, args.out)
