@@ -389,3 +389,87 @@ class TrainRequest(BaseModel):
     start_from: str | None = Field(None, min_length=1, max_length=255, description="registry name or checkpoint "
                                    "file to start from (default: the serving model); the gate still compares "
                                    "with the serving model")
+
+
+# --- events and webhooks (app/services/events.py, docs/events.md) ---------------------------------------
+EventType = Literal["identify.match", "identify.unknown", "enroll", "identity.updated", "identity.deleted",
+                    "identity.merged", "model.swapped", "train.finished"]
+
+
+class WebhookCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    url: str = Field(min_length=8, max_length=2000, examples=["https://example.com/faceid"],
+                     description="http(s) URL; non-public addresses only when listed in FACEID_WEBHOOK_ALLOWED_HOSTS")
+    events: list[EventType | Literal["*"]] = Field(["*"], min_length=1, max_length=20,
+                                                   description="event types wanted; `*`: all")
+    secret: str | None = Field(None, min_length=16, max_length=200,
+                               description="signing secret; generated when not given (shown once, in the answer)")
+
+
+class WebhookPublic(BaseModel):
+    id: int
+    url: str
+    events: list[str]
+    created_at: float = Field(description="unix seconds")
+    backlog: int = Field(description="events after the last one handled (not all of them may be wanted)")
+    attempts: int = Field(description="failed tries of the next event")
+    next_attempt_at: float = Field(description="unix seconds; 0: now")
+    last_error: str | None
+    dead_letters: int
+
+
+class WebhookCreated(WebhookPublic):
+    secret: str = Field(description="the signing secret: shown this once")
+
+
+class DeadLetterPublic(BaseModel):
+    id: int
+    event_id: str
+    type: str
+    attempts: int
+    last_error: str | None
+    replay: bool = Field(description="queued again, waiting for delivery")
+    created_at: float
+    event: dict = Field(description="the event as it would be delivered")
+
+
+class DeadLettersPage(BaseModel):
+    items: list[DeadLetterPublic]
+    total: int
+    offset: int
+    limit: int
+
+
+class ReplayRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    ids: list[int] | None = Field(None, max_length=10_000, description="dead letter ids; omitted: all of them")
+
+
+class ReplayResult(BaseModel):
+    queued: int
+
+
+class IdentifyEventData(BaseModel):
+    face_index: int
+    probe_id: int | None = Field(description="POST /feedback may point at it while the probe is kept")
+    box: list[float]
+    detection_score: float
+    decision: Literal["match", "unknown"]
+    identity: IdentityRef | None
+    score: float | None = Field(description="the best identity's cosine score (for unknown: below the threshold)")
+    threshold: float | None
+    model_version: str
+    image_sha256: str
+
+
+class Event(BaseModel):
+    """What every delivery's body is (the `data` differs by type; docs/events.md). Never an embedding."""
+    id: str = Field(description="unique; a receiver seeing it twice has seen a duplicate delivery")
+    type: EventType
+    created_at: str = Field(description="ISO 8601, UTC")
+    collection: str
+    data: dict
+
+
+class IdentifyEvent(Event):
+    data: IdentifyEventData

@@ -124,6 +124,33 @@ class Settings(BaseSettings):
                                            "refused (default: the machine's available memory at the request)")
     train_keep_candidates: int = Field(3, ge=0, le=1000, description="unpublished candidate checkpoints kept "
                                        "(newest first, ~94 MB each); older ones are deleted when a job ends")
+    # events: webhooks and MQTT (app/services/events.py, docs/events.md)
+    events_worker: bool = Field(True, description="deliver events from this process (several may: each "
+                                "subscription is leased to one at a time)")
+    webhook_allowed_hosts: list[str] = Field(default_factory=list, description="webhook destinations allowed "
+                                             "although not public: host names, addresses or networks (CIDR), e.g. "
+                                             "[\"127.0.0.1\", \"10.0.0.0/8\"]; loopback and private addresses "
+                                             "are refused unless listed; link-local and cloud metadata always")
+    webhook_timeout_s: float = Field(5.0, gt=0, le=60, description="wait this long for a receiver's answer")
+    events_max_attempts: int = Field(10, ge=1, le=100, description="tries of one event before it is a dead letter")
+    events_retry_base_s: float = Field(1.0, gt=0, description="first retry after about this long; doubled per "
+                                       "failed try (with jitter) up to events_retry_max_s")
+    events_retry_max_s: float = Field(600.0, gt=0)
+    events_max_backlog: int = Field(10_000, ge=1, description="events a subscription may be behind; past it the "
+                                    "oldest become dead letters")
+    events_max_dead_letters: int = Field(1_000, ge=1, description="dead letters kept per subscription, oldest "
+                                         "dropped first (counted in faceid_events_dropped_total)")
+    events_poll_interval_s: float = Field(0.5, gt=0, description="how often the worker looks for events written "
+                                          "by other processes")
+    events_round_interval_s: float = Field(0.2, ge=0, le=10, description="the worker delivers at most this often: "
+                                           "the events of several requests go in one round (less work beside "
+                                           "the requests), each delayed up to this long")
+    events_lease_s: float = Field(30.0, gt=0, description="a worker's hold on a subscription, renewed per event; a "
+                                  "worker that died loses it after this long")
+    mqtt_url: str | None = Field(None, description="mqtt://user:pass@host:1883: publish events there too "
+                                 "(topics, retained state, Home Assistant discovery: docs/events.md)")
+    mqtt_topic_prefix: str = Field("faceid", pattern=r"^[^#+/][^#+]*$")
+    mqtt_discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+/][^#+]*$")
     # hot swap
     keep_old_versions: bool = Field(True, description="keep the previous model's vectors for instant rollback")
 

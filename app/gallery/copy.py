@@ -54,9 +54,11 @@ def copy_gallery(src: Engine, dst: Engine, batch: int = 1000) -> dict[str, int]:
             d.execute(update(GalleryState).where(GalleryState.id == 1).values(**dict(state)))
         if dst.dialect.name == "postgresql":  # new rows must not reuse the copied ids
             for table in _tables():
-                if "id" in table.c:
-                    d.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', 'id'), "
-                                   f"COALESCE(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table.name}"))
+                pk = [c.name for c in table.primary_key.columns]
+                if len(pk) == 1 and pk[0] in ("id", "seq"):  # the outbox's key is `seq`
+                    key = pk[0]
+                    d.execute(text(f"SELECT setval(pg_get_serial_sequence('{table.name}', '{key}'), "
+                                   f"COALESCE(MAX({key}), 1), MAX({key}) IS NOT NULL) FROM {table.name}"))
     return copied
 
 

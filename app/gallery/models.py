@@ -1,14 +1,15 @@
 """Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version),
 templates (one per identity and model version); probes (faces of recent /identify answers) and feedback
 (reports on faces, with their crops); distinct_pairs (identities said not to be duplicates); identity_changes
-(the change log the in-memory search follows)."""
+(the change log the in-memory search follows); event_outbox, subscriptions, dead_letters (events, app/gallery/events.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
 
 import numpy as np
 from pgvector.sqlalchemy import VECTOR
-from sqlalchemy import JSON, CheckConstraint, DateTime, Float, ForeignKey, Integer, LargeBinary, String, UniqueConstraint
+from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
+                        UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -187,3 +188,53 @@ class IdentityChange(Base):
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
     generation: Mapped[int] = mapped_column(Integer, index=True)
     identity_id: Mapped[int] = mapped_column(Integer)
+
+
+class OutboxEvent(Base):
+    """An event to deliver (app/gallery/events.py), written in the same transaction as the change it describes
+    where there is one. `seq` orders delivery; `event_id` is what receivers deduplicate by. Rows every
+    subscription has passed are deleted."""
+    __tablename__ = "event_outbox"
+    __table_args__ = NEVER_REUSED  # cursors point at seqs: one reused after a prune would be skipped
+    seq: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    event_id: Mapped[str] = mapped_column(String(36), unique=True)
+    type: Mapped[str] = mapped_column(String(40), index=True)
+    body: Mapped[str] = mapped_column(Text)             # the JSON delivered, byte for byte
+    created_at: Mapped[float] = mapped_column(Float)    # unix seconds
+
+
+class Subscription(Base):
+    """Where events go: a webhook (`kind` webhook: url, secret) or the MQTT broker (`kind` mqtt, its URL in the
+    settings only). `cursor` is the last outbox seq handled (delivered or dead-lettered), so each subscription
+    gets its events in order; `lease_owner` / `lease_until` let one worker of many replicas deliver it."""
+    __tablename__ = "subscriptions"
+    __table_args__ = NEVER_REUSED
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    kind: Mapped[str] = mapped_column(String(16))
+    url: Mapped[str] = mapped_column(String(2000))
+    events: Mapped[list] = mapped_column(JSON)          # event types wanted; ["*"]: all
+    secret: Mapped[str] = mapped_column(String(200))
+    cursor: Mapped[int] = mapped_column(Integer, default=0)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)  # failed tries of the event after `cursor`
+    next_attempt_at: Mapped[float] = mapped_column(Float, default=0.0)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    lease_owner: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    lease_until: Mapped[float] = mapped_column(Float, default=0.0)
+    created_at: Mapped[float] = mapped_column(Float)
+
+
+class DeadLetter(Base):
+    """An event a subscription gave up on (attempts exhausted, or dropped past the backlog cap), kept with its
+    body so `POST /webhooks/{id}/dead-letters/replay` can queue it again (`replay` true). Capped per subscription,
+    oldest dropped first."""
+    __tablename__ = "dead_letters"
+    __table_args__ = NEVER_REUSED
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    subscription_id: Mapped[int] = mapped_column(ForeignKey("subscriptions.id", ondelete="CASCADE"), index=True)
+    event_id: Mapped[str] = mapped_column(String(36))
+    type: Mapped[str] = mapped_column(String(40))
+    body: Mapped[str] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer)
+    last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
+    replay: Mapped[bool] = mapped_column(Boolean, default=False)
+    created_at: Mapped[float] = mapped_column(Float)

@@ -18,6 +18,7 @@ from sqlalchemy import create_engine, delete, event, func, insert, select, text,
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, selectinload, sessionmaker
 
+from app.gallery.events import add_event
 from app.gallery.reserve import StorageReserve
 from model.templates import template_of
 from app.gallery.models import (DistinctPair, Embedding, Face, Feedback, GalleryState, Identity, IdentityChange,
@@ -147,6 +148,11 @@ class NewFace:
     embeddings: dict[str, np.ndarray]
 
 
+def _brief(ident: Identity) -> dict:
+    """An identity as events name it."""
+    return {"id": ident.id, "label": ident.label}
+
+
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
@@ -226,8 +232,10 @@ class GalleryStore:
         with self.sessions() as s, s.begin():
             if prepare is not None:
                 prepare(s)
+            previous = s.scalar(select(GalleryState.serving_version).where(GalleryState.id == 1))
             s.execute(update(GalleryState).where(GalleryState.id == 1)
                       .values(serving_model=spec, serving_version=version))
+            add_event(s, "model.swapped", {"model": spec, "model_version": version, "previous_version": previous})
             self._notify(s)
 
     # --- writes -------------------------------------------------------------------------------------
@@ -274,6 +282,8 @@ class GalleryStore:
                 rows.append(face)
             s.flush()
             self._refresh_templates(s, [ident.id])
+            add_event(s, "enroll", {"identity": _brief(ident), "created": created, "face_ids": [f.id for f in rows],
+                                    "model_versions": sorted({v for nf in faces for v in nf.embeddings})})
             return ident, rows, created
 
     # Read-modify-write methods take the write lock first (`_bump`: an UPDATE of gallery_state, SQLite's
@@ -287,8 +297,11 @@ class GalleryStore:
                 tx.rollback()
                 return None
             self._log_changes(s, [identity_id])
+            previous = ident.label
             ident.label = label
             s.flush()
+            add_event(s, "identity.updated", {"identity": _brief(ident), "previous_label": previous,
+                                              "change": "renamed"})
             return ident
 
     def delete_identity(self, identity_id: int) -> bool:
@@ -302,6 +315,7 @@ class GalleryStore:
                 tx.rollback()
                 return False
             self._log_changes(s, [identity_id])
+            add_event(s, "identity.deleted", {"identity": _brief(ident)})
             s.delete(ident)
             return True
 
@@ -320,10 +334,14 @@ class GalleryStore:
             self._log_changes(s, [identity_id])
             s.delete(face)
             s.flush()
+            ident = s.get(Identity, identity_id)  # exists: the write lock is ours since the first read
             if not s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)):
-                s.delete(s.get(Identity, identity_id))  # exists: the write lock is ours since the first read
+                add_event(s, "identity.deleted", {"identity": _brief(ident), "last_face_id": face_id})
+                s.delete(ident)
             else:
                 self._refresh_templates(s, [identity_id])
+                add_event(s, "identity.updated", {"identity": _brief(ident), "change": "face_deleted",
+                                                  "face_id": face_id})
             return True
 
     def merge(self, into_id: int, from_id: int) -> Identity | None:
@@ -332,9 +350,10 @@ class GalleryStore:
         try:
             with self.sessions() as s, s.begin():
                 self._bump(s)  # takes SQLite's write lock first: no enroll can slip in between
-                into = s.get(Identity, into_id)
-                if into is None or s.get(Identity, from_id) is None:
+                into, source = s.get(Identity, into_id), s.get(Identity, from_id)
+                if into is None or source is None:
                     raise _Unchanged  # leaving the block rolls the bump back
+                add_event(s, "identity.merged", {"identity": _brief(into), "merged": _brief(source)})
                 self._log_changes(s, [into_id, from_id])
                 # bulk statements: loading the source's faces would let the ORM's delete-orphan cascade delete them
                 s.execute(update(Face).where(Face.identity_id == from_id).values(identity_id=into_id))
@@ -399,6 +418,13 @@ class GalleryStore:
             self._refresh_templates(s, [target.id] + ([] if emptied else [source_id]))
             s.flush()
             s.refresh(face)
+            add_event(s, "identity.updated", {"identity": _brief(target), "change": "face_moved_in",
+                                              "face_id": face_id, "created": created})
+            if emptied:
+                add_event(s, "identity.deleted", {"identity": {"id": source_id}, "last_face_id": face_id})
+            else:
+                add_event(s, "identity.updated", {"identity": _brief(s.get(Identity, source_id)),
+                                                  "change": "face_moved_out", "face_id": face_id})
             return face, target, created, emptied
 
     def add_embeddings(self, version: str, vectors: dict[int, np.ndarray]) -> int:

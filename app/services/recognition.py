@@ -16,6 +16,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.gallery.duplicates import DistinctPairs
+from app.gallery.events import EventStore, new_event
 from app.gallery.feedback import FeedbackStore
 from app.gallery.models import MAX_ID
 from app.gallery.search import Match, VersionSearch, cosine, make_search
@@ -23,6 +24,7 @@ from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
 from app.services.duplicates import Duplicates
+from app.services.events import Events, identify_events
 from app.services.feedback import FeedbackService
 from app.services.training_job import TrainingJobs
 from app.services.operating_point import OperatingPoints
@@ -63,6 +65,13 @@ class FaceService:
         self.feedback = FeedbackService(settings, FeedbackStore(store))
         self.training = TrainingJobs(settings)
         self.training.on_published = self._swap_to_published
+        self.training.on_finished = self._training_finished
+        mqtt = None
+        if settings.mqtt_url:
+            from app.services.mqtt import MqttPublisher
+
+            mqtt = MqttPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, settings.mqtt_discovery_prefix)
+        self.events = Events(settings, EventStore(store.engine, _worker_engine(store, settings)), mqtt)
         distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration, distinct.all)
@@ -88,6 +97,16 @@ class FaceService:
         """A training job published `name` (it passed the gate): hot-swap to it."""
         return (await self.serving.swap(name)).public()
 
+    def _training_finished(self, job: dict) -> None:
+        """A training job ended (called on the thread that reaped it): the `train.finished` event."""
+        keep = ("id", "returncode", "finished_at", "swap")
+        self.events.record([new_event("train.finished", {k: job.get(k) for k in keep})])
+
+    async def record_identify(self, result: ImageFaces, decisions: list[Decision], probe_ids: list) -> None:
+        """The answer's `identify.match` / `identify.unknown` events: one insert, off the event loop."""
+        await self.events.arecord(identify_events(result.embedder.version, result.image_sha256, result.faces,
+                                                  decisions, probe_ids))
+
     async def aclose(self) -> None:
         """At shutdown: the swap and the batchers' tasks are cancelled, then everything is released."""
         await self.serving.close()
@@ -97,6 +116,10 @@ class FaceService:
 
     def close(self) -> None:
         self.training.close()
+        if self.events.mqtt is not None:
+            self.events.mqtt.close()
+        if self.events.store.work.kw["bind"] is not self.store.engine:
+            self.events.store.work.kw["bind"].dispose()
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.search.close()
         self.changes.close()
@@ -232,6 +255,7 @@ class FaceService:
         for nf, more in zip(new_faces, extra):
             nf.embeddings.update(more)
         ident, rows, created = await run_in_threadpool(self.store.enroll, label, new_faces)
+        self.events.poke()  # its `enroll` event committed with it
         return ident, rows, created, embedder, [f for _, f in chosen]
 
     async def possible_duplicates(self, embedder: Embedder, identity_id: int, faces: list[Face]) -> list[dict]:
@@ -336,6 +360,17 @@ class FaceService:
         if score is None:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
         return cosine(score), op, embedder
+
+
+def _worker_engine(store: GalleryStore, settings: Settings):
+    """The event worker's own engine, its commits not waiting for the disk (`app.gallery.events.relax`)."""
+    from app.gallery.events import relax
+    from app.gallery.store import make_engine
+
+    url = store.engine.url.render_as_string(hide_password=False)
+    if ":memory:" in url:
+        return store.engine
+    return relax(make_engine(url, settings.db_busy_timeout_s))
 
 
 async def _to_the_end(fn, *args):

@@ -102,6 +102,7 @@ class TrainingJobs:
         self.root = Path(settings.checkpoints_dir) / "jobs"
         self.command = command
         self.on_published = None  # async callable(checkpoint name) -> dict, set by the service (the hot swap)
+        self.on_finished = None  # callable(job dict), set by the service (the train.finished event)
         self._proc: subprocess.Popen | None = None
 
     # --- the lock ------------------------------------------------------------------------------------
@@ -181,6 +182,11 @@ class TrainingJobs:
                 log.exception("swap to the published checkpoint %s failed", name)
                 job["swap"] = {"state": "failed", "error": {"code": "swap_failed", "message": str(exc)[:500]}}
         _write_json(folder / "job.json", job)
+        if self.on_finished is not None:
+            try:
+                self.on_finished(job)
+            except Exception:  # noqa: BLE001 - the job's record is written; a lost event is logged
+                log.exception("could not record the train.finished event")
 
     def latest(self) -> Path | None:
         latest = _read_json(self.root / "latest.json")

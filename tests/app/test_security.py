@@ -30,7 +30,7 @@ def keyed(tmp_path_factory):
 
 
 def needed_scope(method: str, path: str) -> str:
-    if path.startswith("/admin"):
+    if path.startswith(("/admin", "/webhooks")):
         return "admin"
     if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import", "/feedback",
                                      "/faces/{face_id}/move", "/identities/{identity_id}/not-duplicate") \
@@ -49,7 +49,7 @@ def test_every_route_checks_key_and_scope(keyed):
             if path in OPEN:
                 continue
             url = path.replace("{identity_id}", "1").replace("{face_id}", "1").replace("{feedback_id}", "1") \
-                .replace("{other_id}", "2")
+                .replace("{other_id}", "2").replace("{webhook_id}", "1")
             for method in ops:
                 scope = needed_scope(method, path)
                 for headers, want in (({}, 401), ({"X-API-Key": "wrong"}, 401)):

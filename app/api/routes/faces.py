@@ -76,6 +76,7 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
     data = first_image(images, "file", "image")
     r, decisions, op = await service.identify(data, top_k or settings.top_k, threshold)
     probe_ids = await service.feedback.keep_probes(r, decisions, requester(request, _key))
+    await service.record_identify(r, decisions, probe_ids)
     decision_only = _key is not None and "read" not in _key.granted()
     faces = [{**_face_out(f), "status": d.status, "quality_problem": d.quality_problem,
               "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,

@@ -1,0 +1,279 @@
+"""The event outbox and its subscriptions, in the gallery's database.
+
+`add_event(session, type, data)` writes an event inside a caller's transaction (the store's writes), so the
+change and the event commit together or not at all. `EventStore` is what the delivery worker
+(app/services/events.py) reads and updates: each subscription has a cursor (the last outbox seq it handled)
+and a lease, so one worker among many replicas delivers it, in order.
+"""
+from __future__ import annotations
+
+import json
+import time
+import uuid
+from dataclasses import dataclass
+from datetime import datetime, timezone
+
+from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy.engine import Engine
+from sqlalchemy.orm import Session, sessionmaker
+
+from app.gallery.models import DeadLetter, OutboxEvent, Subscription
+
+OUTBOX_LOCK_KEY = 0x6F757462  # PostgreSQL advisory lock held by each transaction that writes events
+COLLECTION = "default"  # the only collection for now; events and MQTT topics already name it
+
+
+def new_event(type_: str, data: dict) -> dict:
+    """An event as delivered: a unique id receivers deduplicate by, its type, when, the collection, the data."""
+    return {"id": str(uuid.uuid4()), "type": type_, "created_at": datetime.now(timezone.utc).isoformat(),
+            "collection": COLLECTION, "data": data}
+
+
+def _row(event: dict) -> dict:
+    return {"event_id": event["id"], "type": event["type"], "created_at": time.time(),
+            "body": json.dumps(event, separators=(",", ":"), sort_keys=True)}
+
+
+def _in_commit_order(s: Session) -> None:
+    """PostgreSQL: take the outbox's lock (until this transaction ends) before taking seqs, so seqs commit in
+    order. Without it a transaction holding seq 10 could commit after one holding 11, once a worker's cursor had
+    passed 11: event 10 would never be delivered. (SQLite writers are serialised already.)"""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(select(func.pg_advisory_xact_lock(OUTBOX_LOCK_KEY)))
+
+
+def add_event(s: Session, type_: str, data: dict) -> dict:
+    """Write one event in the caller's transaction."""
+    event = new_event(type_, data)
+    _in_commit_order(s)
+    s.execute(insert(OutboxEvent), [_row(event)])
+    return event
+
+
+@dataclass
+class Pending:
+    """One thing to deliver: an outbox event (`seq`) or a dead letter queued again (`dead_letter_id`)."""
+    event_id: str
+    type: str
+    body: str
+    seq: int | None = None
+    dead_letter_id: int | None = None
+    attempts: int = 0
+
+
+def relax(engine: Engine) -> Engine:
+    """The delivery worker's engine: its commits (cursors, leases, dead letters) need not wait for the disk. A
+    power cut may lose the last ones: events delivered again, never lost (SQLite WAL with synchronous=NORMAL;
+    PostgreSQL synchronous_commit off). What the gallery and the outbox inserts commit stays fully durable."""
+    from sqlalchemy import event as sa_event
+
+    @sa_event.listens_for(engine, "connect")
+    def _relaxed(dbapi_conn, _record):
+        cur = dbapi_conn.cursor()
+        cur.execute("PRAGMA synchronous=NORMAL" if engine.dialect.name == "sqlite" else "SET synchronous_commit TO off")
+        cur.close()
+        if engine.dialect.name == "postgresql":
+            dbapi_conn.commit()
+    return engine
+
+
+class EventStore:
+    def __init__(self, engine: Engine, worker_engine: Engine | None = None):
+        """`engine`: the gallery's (outbox inserts, subscriptions); `worker_engine`: the delivery worker's
+        (`relax`ed; default: the same)."""
+        self.engine = engine
+        self.sessions = sessionmaker(engine, expire_on_commit=False)
+        self.work = sessionmaker(worker_engine or engine, expire_on_commit=False)
+
+    def append(self, events: list[dict]) -> None:
+        """Events with no transaction of their own (identify, swaps, training): one insert."""
+        if events:
+            with self.sessions() as s, s.begin():
+                _in_commit_order(s)
+                s.execute(insert(OutboxEvent), [_row(e) for e in events])
+
+    def last_seq(self, s: Session) -> int:
+        return s.scalar(select(func.max(OutboxEvent.seq))) or 0
+
+    # --- subscriptions ---------------------------------------------------------------------------------
+    def create(self, kind: str, url: str, events: list[str], secret: str) -> Subscription:
+        """A new subscription starts after the newest event: it gets what happens from now on."""
+        with self.sessions() as s, s.begin():
+            sub = Subscription(kind=kind, url=url, events=events, secret=secret, cursor=self.last_seq(s),
+                               attempts=0, next_attempt_at=0.0, lease_until=0.0, created_at=time.time())
+            s.add(sub)
+            s.flush()
+            return sub
+
+    def ensure(self, kind: str, url: str, events: list[str]) -> Subscription:
+        """The one subscription of `kind` (MQTT), created on first start; kept across restarts (its cursor)."""
+        with self.sessions() as s:
+            sub = s.scalar(select(Subscription).where(Subscription.kind == kind).order_by(Subscription.id))
+        return sub or self.create(kind, url, events, "")
+
+    def list(self, kind: str | None = None) -> list[Subscription]:
+        with self.sessions() as s:
+            q = select(Subscription).order_by(Subscription.id)
+            return list(s.scalars(q.where(Subscription.kind == kind) if kind else q))
+
+    def get(self, sub_id: int) -> Subscription | None:
+        with self.sessions() as s:
+            return s.get(Subscription, sub_id)
+
+    def delete(self, sub_id: int) -> bool:
+        with self.sessions() as s, s.begin():
+            s.execute(delete(DeadLetter).where(DeadLetter.subscription_id == sub_id))
+            return s.execute(delete(Subscription).where(Subscription.id == sub_id)).rowcount == 1
+
+    def backlog(self, sub_id: int) -> int:
+        with self.sessions() as s:
+            cursor = s.scalar(select(Subscription.cursor).where(Subscription.id == sub_id))
+            return 0 if cursor is None else s.scalar(select(func.count()).where(OutboxEvent.seq > cursor)) or 0
+
+    # --- the worker's side -----------------------------------------------------------------------------
+    def claim(self, owner: str, lease_s: float, now: float | None = None,
+              kinds: tuple[str, ...] = ("webhook",)) -> list[Subscription]:
+        """Subscriptions of `kinds` (what this process can deliver) due for delivery that no other worker holds,
+        leased to `owner`. The conditional UPDATE is atomic on both databases (PostgreSQL re-checks the WHERE after
+        a concurrent update commits)."""
+        now = time.time() if now is None else now
+        free = (Subscription.lease_until < now) | (Subscription.lease_owner == owner)
+        due = [Subscription.next_attempt_at <= now, free, Subscription.kind.in_(kinds)]
+        with self.work() as s:  # a read first: no write at all while nothing is waiting
+            last = self.last_seq(s)
+            replays = select(DeadLetter.subscription_id).where(DeadLetter.replay.is_(True))
+            ids = list(s.scalars(select(Subscription.id).where(
+                *due, (Subscription.cursor < last) | Subscription.id.in_(replays))))
+        if not ids:
+            return []
+        until = now + lease_s
+        with self.work() as s, s.begin():
+            s.execute(update(Subscription).where(Subscription.id.in_(ids), *due)
+                      .values(lease_owner=owner, lease_until=until))
+            return list(s.scalars(select(Subscription).where(Subscription.id.in_(ids), Subscription.lease_owner == owner,
+                                                             Subscription.lease_until == until)))
+
+    def release_all(self, owner: str) -> None:
+        with self.work() as s, s.begin():
+            s.execute(update(Subscription).where(Subscription.lease_owner == owner).values(lease_until=0.0,
+                                                                                            lease_owner=None))
+
+    def release(self, sub_id: int, owner: str) -> None:
+        with self.work() as s, s.begin():
+            s.execute(update(Subscription).where(Subscription.id == sub_id, Subscription.lease_owner == owner)
+                      .values(lease_until=0.0, lease_owner=None))
+
+    def pending(self, sub: Subscription, limit: int) -> list[Pending]:
+        """Dead letters queued again first (oldest first), then the outbox after the cursor, in order. Events of
+        types the subscription does not want come back too (`type` says so): the cursor moves past them."""
+        with self.work() as s:
+            replays = s.execute(select(DeadLetter.id, DeadLetter.event_id, DeadLetter.type, DeadLetter.body,
+                                       DeadLetter.attempts)
+                                .where(DeadLetter.subscription_id == sub.id, DeadLetter.replay.is_(True))
+                                .order_by(DeadLetter.id).limit(limit)).all()
+            if replays:
+                return [Pending(r[1], r[2], r[3], dead_letter_id=r[0], attempts=0) for r in replays]
+            cursor = s.scalar(select(Subscription.cursor).where(Subscription.id == sub.id))
+            if cursor is None:
+                return []
+            rows = s.execute(select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type, OutboxEvent.body)
+                             .where(OutboxEvent.seq > cursor).order_by(OutboxEvent.seq).limit(limit)).all()
+        return [Pending(r[1], r[2], r[3], seq=r[0]) for r in rows]
+
+    def _held(self, sub_id: int, owner: str):
+        return (Subscription.id == sub_id) & (Subscription.lease_owner == owner)
+
+    def done(self, sub_id: int, owner: str, item: Pending, lease_s: float) -> bool:
+        """`item` was delivered (or is not wanted): move past it and renew the lease. False when the lease was
+        lost (another worker holds the subscription now: stop)."""
+        values = {} if item.dead_letter_id is not None else {"cursor": item.seq}
+        with self.work() as s, s.begin():
+            n = s.execute(update(Subscription).where(self._held(sub_id, owner))
+                          .values(**values, attempts=0, last_error=None, lease_until=time.time() + lease_s)).rowcount
+            if n == 1 and item.dead_letter_id is not None:
+                s.execute(delete(DeadLetter).where(DeadLetter.id == item.dead_letter_id))
+            return n == 1
+
+    def retry_later(self, sub_id: int, owner: str, attempts: int, next_attempt_at: float, error: str) -> None:
+        with self.work() as s, s.begin():
+            s.execute(update(Subscription).where(self._held(sub_id, owner))
+                      .values(attempts=attempts, next_attempt_at=next_attempt_at, last_error=error[:500],
+                              lease_until=0.0, lease_owner=None))
+
+    def give_up(self, sub_id: int, owner: str, item: Pending, attempts: int, error: str, cap: int) -> int:
+        """`item` becomes a dead letter (a replayed one stays one, no longer queued) and the subscription moves
+        on. Dead letters past `cap` go, oldest first; returns how many went."""
+        with self.work() as s, s.begin():
+            if item.dead_letter_id is not None:
+                s.execute(update(DeadLetter).where(DeadLetter.id == item.dead_letter_id)
+                          .values(replay=False, attempts=DeadLetter.attempts + attempts, last_error=error[:500]))
+                values = {}
+            else:
+                s.add(DeadLetter(subscription_id=sub_id, event_id=item.event_id, type=item.type, body=item.body,
+                                 attempts=attempts, last_error=error[:500], replay=False, created_at=time.time()))
+                values = {"cursor": item.seq}
+            s.execute(update(Subscription).where(self._held(sub_id, owner))
+                      .values(**values, attempts=0, last_error=error[:500]))
+            s.flush()
+            return self._trim(s, sub_id, cap)
+
+    @staticmethod
+    def _trim(s: Session, sub_id: int, cap: int) -> int:
+        ids = list(s.scalars(select(DeadLetter.id).where(DeadLetter.subscription_id == sub_id)
+                             .order_by(DeadLetter.id.desc()).offset(cap)))
+        if ids:
+            s.execute(delete(DeadLetter).where(DeadLetter.id.in_(ids)))
+        return len(ids)
+
+    def shed_backlog(self, sub: Subscription, owner: str, max_backlog: int, wanted, cap: int) -> tuple[int, int]:
+        """A subscription more than `max_backlog` events behind (a dead receiver) gives up on the oldest: those it
+        wants become dead letters (then capped). Returns (events shed, dead letters dropped)."""
+        with self.work() as s, s.begin():
+            cursor = s.scalar(select(Subscription.cursor).where(self._held(sub.id, owner)))
+            if cursor is None:
+                return 0, 0
+            behind = s.scalar(select(func.count()).where(OutboxEvent.seq > cursor)) or 0
+            if behind <= max_backlog:
+                return 0, 0
+            excess = behind - max_backlog
+            rows = s.execute(select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type, OutboxEvent.body)
+                             .where(OutboxEvent.seq > cursor).order_by(OutboxEvent.seq).limit(excess)).all()
+            now = time.time()
+            dead = [{"subscription_id": sub.id, "event_id": r[1], "type": r[2], "body": r[3], "attempts": 0,
+                     "last_error": "dropped: the subscription was too far behind", "replay": False,
+                     "created_at": now} for r in rows if wanted(r[2])][-cap:]
+            if dead:
+                s.execute(insert(DeadLetter), dead)
+            s.execute(update(Subscription).where(Subscription.id == sub.id).values(cursor=rows[-1][0], attempts=0))
+            s.flush()
+            return len(rows), self._trim(s, sub.id, cap)
+
+    def prune(self, keep_at_most: int | None = None) -> int:
+        """Delete outbox events every subscription has passed (all of them when there is none), and any beyond the
+        newest `keep_at_most` (a subscription no process delivers any more, e.g. MQTT switched off everywhere,
+        must not keep the outbox growing)."""
+        with self.work() as s, s.begin():
+            last = self.last_seq(s)
+            low = s.scalar(select(func.min(Subscription.cursor)))
+            low = last if low is None else low
+            if keep_at_most is not None:
+                low = max(low, last - keep_at_most)
+            return s.execute(delete(OutboxEvent).where(OutboxEvent.seq <= low)).rowcount
+
+    # --- dead letters ----------------------------------------------------------------------------------
+    def dead_letters(self, sub_id: int, offset: int, limit: int) -> tuple[list[DeadLetter], int]:
+        with self.sessions() as s:
+            q = select(DeadLetter).where(DeadLetter.subscription_id == sub_id)
+            rows = list(s.scalars(q.order_by(DeadLetter.id).offset(offset).limit(limit)))
+            total = s.scalar(select(func.count()).select_from(q.subquery())) or 0
+            return rows, total
+
+    def replay(self, sub_id: int, ids: list[int] | None = None) -> int:
+        """Queue dead letters again (all of the subscription's, or `ids`); delivered before newer events."""
+        with self.sessions() as s, s.begin():
+            q = update(DeadLetter).where(DeadLetter.subscription_id == sub_id)
+            if ids is not None:
+                q = q.where(DeadLetter.id.in_(ids))
+            n = s.execute(q.values(replay=True)).rowcount
+            s.execute(update(Subscription).where(Subscription.id == sub_id).values(next_attempt_at=0.0))
+            return n

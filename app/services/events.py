@@ -1,0 +1,246 @@
+"""Events: what the service records (`Events.record`, one insert off the event loop; the store's writes add
+theirs in their own transactions) and the worker that delivers the outbox at least once, in order per
+subscription, to webhooks and MQTT (`Events.run`, started by the lifespan).
+
+Per subscription: the events after its cursor, oldest first; a failed delivery is retried after
+`events_retry_base_s * 2**(attempts-1)` (capped at `events_retry_max_s`, times a random 0.5..1 factor) and
+nothing newer is sent meanwhile; after `events_max_attempts` the event is a dead letter and the cursor moves on.
+"""
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import random
+import socket
+import time
+import uuid
+
+from prometheus_client import Counter
+
+from app.core.config import Settings
+from app.core.errors import AppError
+from app.gallery.events import EventStore, Pending, new_event
+from app.services.webhooks import WebhookSender, new_secret, validate_subscription
+
+log = logging.getLogger(__name__)
+
+EVENT_TYPES = ("identify.match", "identify.unknown", "enroll", "identity.updated", "identity.deleted",
+               "identity.merged", "model.swapped", "train.finished")
+DELIVERIES = Counter("faceid_event_deliveries_total", "event deliveries tried", ["kind", "result"])
+DROPPED = Counter("faceid_events_dropped_total", "events given up on for good", ["reason"])
+DEAD = Counter("faceid_event_dead_letters_total", "events that became dead letters", ["kind"])
+BATCH = 100  # events per claim
+SHED_EVERY_S = 5.0  # how often a subscription's backlog is checked against its cap
+PERSIST_EVERY_S = 0.5  # a run of successful deliveries writes its cursor at least this often
+
+
+def wants(events: list[str], type_: str) -> bool:
+    return "*" in events or type_ in events
+
+
+def identify_events(model_version: str, image_sha256: str, faces, decisions, probe_ids) -> list[dict]:
+    """One event per searched face that was decided (match or unknown; low-quality faces are not events). Never
+    the embedding."""
+    out = []
+    for i, (f, d, pid) in enumerate(zip(faces, decisions, probe_ids)):
+        if d.status not in ("match", "unknown"):
+            continue
+        out.append(new_event(f"identify.{d.status}", {
+            "face_index": i, "probe_id": pid, "box": [round(float(x), 1) for x in f.box],
+            "detection_score": round(float(f.score), 4), "decision": d.status,
+            "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
+            "score": None if d.score is None else round(float(d.score), 6),
+            "threshold": None if d.threshold is None else round(float(d.threshold), 6),
+            "model_version": model_version, "image_sha256": image_sha256}))
+    return out
+
+
+class Events:
+    def __init__(self, settings: Settings, store: EventStore, mqtt=None):
+        self.settings = settings
+        self.store = store
+        self.mqtt = mqtt  # app.services.mqtt.MqttPublisher, when FACEID_MQTT_URL is set
+        self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
+        self.wake = asyncio.Event()
+        self.sender: WebhookSender | None = None  # made in the worker's loop (tests put a fake one first)
+        self._last_prune = 0.0
+        self._shed_at: dict[int, float] = {}
+        self._loop: asyncio.AbstractEventLoop | None = None  # the worker's
+
+    def record(self, events: list[dict]) -> None:
+        """Write events that have no transaction of their own (run it off the event loop)."""
+        self.store.append(events)
+
+    async def arecord(self, events: list[dict]) -> None:
+        if events:
+            await asyncio.to_thread(self.store.append, events)
+            self.poke()
+
+    def poke(self) -> None:
+        """Wake this process's worker now (from any thread or loop) rather than at its next poll."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.wake.set)
+
+    # --- webhooks, for the routes (run off the event loop) --------------------------------------------------
+    def create_webhook(self, url: str, events: list[str], secret: str | None) -> dict:
+        validate_subscription(url, events, set(EVENT_TYPES), self.settings.webhook_allowed_hosts)
+        sub = self.store.create("webhook", url, sorted(set(events)), secret or new_secret())
+        return {**self.webhook_public(sub), "secret": sub.secret}
+
+    def webhook_public(self, sub) -> dict:
+        _, dead = self.store.dead_letters(sub.id, 0, 0)
+        return {"id": sub.id, "url": sub.url, "events": sub.events, "created_at": sub.created_at,
+                "backlog": self.store.backlog(sub.id), "attempts": sub.attempts,
+                "next_attempt_at": sub.next_attempt_at, "last_error": sub.last_error, "dead_letters": dead}
+
+    def webhooks(self) -> list[dict]:
+        return [self.webhook_public(s) for s in self.store.list("webhook")]
+
+    def webhook(self, sub_id: int):
+        sub = self.store.get(sub_id)
+        if sub is None or sub.kind != "webhook":
+            raise AppError(404, "unknown_webhook", f"webhook {sub_id} does not exist")
+        return sub
+
+    def delete_webhook(self, sub_id: int) -> None:
+        self.webhook(sub_id)
+        self.store.delete(sub_id)
+
+    def dead_letters(self, sub_id: int, offset: int, limit: int) -> dict:
+        self.webhook(sub_id)
+        rows, total = self.store.dead_letters(sub_id, offset, limit)
+        items = [{"id": d.id, "event_id": d.event_id, "type": d.type, "attempts": d.attempts,
+                  "last_error": d.last_error, "replay": d.replay, "created_at": d.created_at,
+                  "event": json.loads(d.body)} for d in rows]
+        return {"items": items, "total": total, "offset": offset, "limit": limit}
+
+    def replay(self, sub_id: int, ids: list[int] | None) -> int:
+        self.webhook(sub_id)
+        return self.store.replay(sub_id, ids)
+
+    # --- the worker ------------------------------------------------------------------------------------
+    async def run(self) -> None:
+        """Deliver until cancelled: a round now, then whenever this process records an event or every
+        `events_poll_interval_s` (events other processes wrote)."""
+        s = self.settings
+        self._loop = asyncio.get_running_loop()
+        if self.mqtt is not None:
+            await asyncio.to_thread(self.store.ensure, "mqtt", "mqtt", ["*"])
+        try:
+            while True:
+                self.wake.clear()
+                try:
+                    await self.round()
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # noqa: BLE001 - a database hiccup must not end delivery for good
+                    log.warning("event delivery round failed", exc_info=True)
+                await asyncio.sleep(s.events_round_interval_s)  # the events of several requests go in one round
+                try:
+                    await asyncio.wait_for(self.wake.wait(), s.events_poll_interval_s)
+                except TimeoutError:
+                    pass
+        finally:
+            await self.aclose()
+
+    async def round(self) -> int:
+        """Lease every due subscription no other worker holds and deliver what it has; returns how many."""
+        s = self.settings
+        if self.sender is None:
+            self.sender = WebhookSender(s.webhook_timeout_s, s.webhook_allowed_hosts)
+        kinds = ("webhook", "mqtt") if self.mqtt is not None else ("webhook",)
+        subs = await asyncio.to_thread(self.store.claim, self.owner, s.events_lease_s, None, kinds)
+        if subs:
+            await asyncio.gather(*(self._deliver(sub) for sub in subs))
+        if time.monotonic() - self._last_prune > 5:
+            # twice the backlog cap: a subscription that far behind sheds (dead letters) on its own first
+            pruned = await asyncio.to_thread(self.store.prune, 2 * s.events_max_backlog)
+            if pruned:
+                log.debug("pruned %d delivered events from the outbox", pruned)
+            self._last_prune = time.monotonic()
+        return len(subs)
+
+    async def aclose(self) -> None:
+        """Give back this worker's leases (another replica takes over at once) and close the HTTP client."""
+        try:
+            await asyncio.to_thread(self.store.release_all, self.owner)
+        except Exception:  # noqa: BLE001 - shutting down: the leases run out by themselves
+            log.warning("could not give back the event leases", exc_info=True)
+        if self.sender is not None:
+            await self.sender.aclose()
+            self.sender = None
+
+    async def _shed(self, sub) -> None:
+        s = self.settings
+        if time.monotonic() - self._shed_at.get(sub.id, 0.0) < SHED_EVERY_S:
+            return
+        self._shed_at[sub.id] = time.monotonic()
+        if sub.kind == "webhook":
+            shed, dropped = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
+                                                    lambda t: wants(sub.events, t), s.events_max_dead_letters)
+            if shed:
+                log.warning("webhook %s was %d events too far behind: oldest made dead letters", sub.id, shed)
+                DEAD.labels(sub.kind).inc(shed)
+                DROPPED.labels("dead_letter_cap").inc(dropped)
+        elif sub.kind == "mqtt":  # no dead letters: the outbox is the broker outage's queue, its cap the backlog's
+            shed, _ = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
+                                              lambda t: False, 0)
+            if shed:
+                DROPPED.labels("mqtt_backlog").inc(shed)
+
+    async def _deliver(self, sub) -> None:
+        """Send `sub`'s pending events in order until one fails. The cursor is written after a run of successes
+        (at least every PERSIST_EVERY_S, and before a failure is recorded): a crash re-delivers at most that run.
+        The lease is kept afterwards (no write while idle); `aclose` gives it back."""
+        s = self.settings
+        await self._shed(sub)
+        items = await asyncio.to_thread(self.store.pending, sub, BATCH)
+        attempts, passed, persisted_at = sub.attempts, None, time.monotonic()
+
+        async def persist(item) -> bool:
+            return await asyncio.to_thread(self.store.done, sub.id, self.owner, item, s.events_lease_s)
+
+        for item in items:
+            error = None
+            if wants(sub.events, item.type) or item.dead_letter_id is not None:
+                error = await self._send(sub, item)
+                DELIVERIES.labels(sub.kind, "ok" if error is None else "failed").inc()
+            if error is None:
+                attempts = 0
+                if item.dead_letter_id is None:
+                    passed = item
+                    if time.monotonic() - persisted_at < PERSIST_EVERY_S:
+                        continue
+                if not await persist(item):
+                    return  # the lease went to another worker
+                passed, persisted_at = None, time.monotonic()
+                continue
+            if passed is not None and not await persist(passed):
+                return
+            passed = None
+            attempts += 1
+            if attempts >= s.events_max_attempts and sub.kind == "webhook":
+                dropped = await asyncio.to_thread(self.store.give_up, sub.id, self.owner, item, attempts, error,
+                                                  s.events_max_dead_letters)
+                DEAD.labels(sub.kind).inc()
+                DROPPED.labels("dead_letter_cap").inc(dropped)
+                log.warning("subscription %s: event %s is a dead letter after %d tries (%s)", sub.id,
+                            item.event_id, attempts, error)
+                attempts = 0
+                continue
+            delay = min(s.events_retry_max_s, s.events_retry_base_s * 2 ** (attempts - 1))
+            delay *= random.uniform(0.5, 1.0)
+            await asyncio.to_thread(self.store.retry_later, sub.id, self.owner, attempts, time.time() + delay, error)
+            return
+        if passed is not None:
+            await persist(passed)
+
+    async def _send(self, sub, item: Pending) -> str | None:
+        if sub.kind == "webhook":
+            return await self.sender.send(sub.url, sub.secret, item.event_id, item.type, item.body, item.seq)
+        if sub.kind == "mqtt" and self.mqtt is not None:
+            return await asyncio.to_thread(self.mqtt.publish_event, item.body)
+        return "no transport for this subscription in this process"

@@ -1,0 +1,75 @@
+"""A real webhook receiver on 127.0.0.1 for tests and benchmarks: answers a share of deliveries with 500, checks
+every signature, records what arrived (in arrival order); can be stopped and started again on the same port."""
+from __future__ import annotations
+
+import json
+import random
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+from harness.server import free_port
+
+
+class Receiver:
+    def __init__(self, secrets: dict[str, str] | None = None, fail_share: float = 0.0, seed: int = 0,
+                 port: int | None = None):
+        """`secrets`: path -> signing secret (set when a webhook is created); `fail_share`: answers that are 500."""
+        self.secrets = dict(secrets or {})
+        self.fail_share = fail_share
+        self.port = port or free_port()
+        self.rng = random.Random(seed)
+        self.lock = threading.Lock()
+        self.got: list[dict] = []      # accepted deliveries (2xx), arrival order
+        self.failed = 0                # deliveries answered 500 on purpose
+        self._server: ThreadingHTTPServer | None = None
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> "Receiver":
+        from app.services.webhooks import verify
+
+        owner = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def do_POST(self):  # noqa: N802 - http.server's name
+                body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
+                with owner.lock:
+                    fail = owner.rng.random() < owner.fail_share
+                    if fail:
+                        owner.failed += 1
+                    else:
+                        secret = owner.secrets.get(self.path, "")
+                        event = json.loads(body)
+                        owner.got.append({
+                            "path": self.path, "id": event["id"], "type": event["type"], "event": event,
+                            "header_id": self.headers.get("FaceID-Event-Id"),
+                            "seq": int(self.headers["FaceID-Event-Seq"]) if self.headers.get("FaceID-Event-Seq") else None,
+                            "valid": verify(secret, body, self.headers.get("FaceID-Signature", ""))})
+                self.send_response(500 if fail else 204)
+                self.send_header("Content-Length", "0")
+                self.end_headers()
+
+            def log_message(self, *args):
+                pass
+
+        self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
+        self._server.daemon_threads = True
+        threading.Thread(target=self._server.serve_forever, daemon=True).start()
+        return self
+
+    def stop(self) -> None:
+        if self._server is not None:
+            self._server.shutdown()
+            self._server.server_close()
+            self._server = None
+
+    def deliveries(self, path: str | None = None) -> list[dict]:
+        with self.lock:
+            return [g for g in self.got if path is None or g["path"] == path]
+
+    def __enter__(self) -> "Receiver":
+        return self.start()
+
+    def __exit__(self, *exc) -> None:
+        self.stop()
