@@ -34,6 +34,9 @@ DEAD = Counter("faceid_event_dead_letters_total", "events that became dead lette
 BATCH = 100  # events per claim
 SHED_EVERY_S = 5.0  # how often a subscription's backlog is checked against its cap
 PERSIST_EVERY_S = 0.5  # a run of successful deliveries writes its cursor at least this often
+# How long a process trusts what it last read of the subscriptions' event types (the others' new subscriptions
+# are seen within this; its own at once). Identify events nobody wants are not written at all.
+WANTED_CACHE_S = 2.0
 
 
 def wants(events: list[str], type_: str) -> bool:
@@ -68,15 +71,34 @@ class Events:
         self._last_prune = 0.0
         self._shed_at: dict[int, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the worker's
+        self._wanted: tuple[float, list[str]] | None = None  # (read at, event types wanted), see wanted_types
 
     def record(self, events: list[dict]) -> None:
         """Write events that have no transaction of their own (run it off the event loop)."""
         self.store.append(events)
 
     async def arecord(self, events: list[dict]) -> None:
+        """Write events that nobody's transaction carries (identify's), off the event loop: only those some
+        subscription wants. A new subscription starts after the newest event, so an event written while none
+        wants it would never be delivered: an identify with no webhook and no MQTT writes nothing."""
+        if events:
+            wanted = await self.wanted_types()
+            events = [e for e in events if wants(wanted, e["type"])]
         if events:
             await asyncio.to_thread(self.store.append, events)
             self.poke()
+
+    async def wanted_types(self) -> list[str]:
+        """The event types some subscription wants (MQTT's is every type), read at most every WANTED_CACHE_S."""
+        now = time.monotonic()
+        if self._wanted is None or now - self._wanted[0] > WANTED_CACHE_S:
+            subs = await asyncio.to_thread(self.store.list)
+            self._wanted = (now, sorted({t for s in subs for t in (s.events or [])} | ({"*"} if self.mqtt else set())))
+        return self._wanted[1]
+
+    def subscriptions_changed(self) -> None:
+        """This process added or removed a subscription: read them again before the next identify."""
+        self._wanted = None
 
     def poke(self) -> None:
         """Wake this process's worker now (from any thread or loop) rather than at its next poll."""
@@ -88,6 +110,7 @@ class Events:
     def create_webhook(self, url: str, events: list[str], secret: str | None) -> dict:
         validate_subscription(url, events, set(EVENT_TYPES), self.settings.webhook_allowed_hosts)
         sub = self.store.create("webhook", url, sorted(set(events)), secret or new_secret())
+        self.subscriptions_changed()
         return {**self.webhook_public(sub), "secret": sub.secret}
 
     def webhook_public(self, sub) -> dict:
@@ -108,6 +131,7 @@ class Events:
     def delete_webhook(self, sub_id: int) -> None:
         self.webhook(sub_id)
         self.store.delete(sub_id)
+        self.subscriptions_changed()
 
     def dead_letters(self, sub_id: int, offset: int, limit: int) -> dict:
         self.webhook(sub_id)

@@ -62,6 +62,7 @@ def test_webhooks_refuse_bad_subscriptions(client, body, code):
 
 
 def test_identify_and_enroll_record_events_without_embeddings(client, store):
+    assert client.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).status_code == 201
     assert enroll(client, "red", [RED]).status_code == 201
     r = client.post("/identify", files={"file": ("a.png", tiles_png([RED, GREEN]), "image/png")})
     assert r.status_code == 200, r.text
@@ -77,6 +78,21 @@ def test_identify_and_enroll_record_events_without_embeddings(client, store):
         assert e["data"]["model_version"] == "fake-v1" and "embedding" not in json.dumps(e)
     match = next(e for e in ident if e["type"] == "identify.match")
     assert match["data"]["identity"]["label"] == "red"
+
+
+def test_identify_events_nobody_wants_are_not_written(client, store):
+    """A subscription starts after the newest event: identify events written while none wants them would never be
+    delivered, so they are not written (enroll's are, in its own transaction)."""
+    assert enroll(client, "red", [RED]).status_code == 201
+    assert client.post("/identify", files={"file": ("a.png", tiles_png([RED]), "image/png")}).status_code == 200
+    assert [e["type"] for e in outbox(store)] == ["enroll"]
+    hook = client.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["enroll"]}).json()
+    assert client.post("/identify", files={"file": ("a.png", tiles_png([RED]), "image/png")}).status_code == 200
+    assert [e["type"] for e in outbox(store)] == ["enroll"]  # one wants enroll only
+    client.delete(f"/webhooks/{hook['id']}")
+    client.post("/webhooks", json={"url": "http://127.0.0.1:9/hook", "events": ["identify.match"]})
+    assert client.post("/identify", files={"file": ("a.png", tiles_png([RED]), "image/png")}).status_code == 200
+    assert [e["type"] for e in outbox(store)] == ["enroll", "identify.match"]
 
 
 def test_events_are_declared_as_openapi_webhooks(client):
