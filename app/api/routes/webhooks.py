@@ -13,7 +13,7 @@ from app.gallery.models import MAX_ID
 from app.schemas import (DeadLettersPage, ErrorResponse, Event, IdentifyEvent, ReplayRequest, ReplayResult,
                          WebhookCreate, WebhookCreated, WebhookPublic)
 
-router = APIRouter(prefix="/webhooks", tags=["events"], responses={
+router = APIRouter(prefix="/webhooks", tags=["events"], responses={400: {"model": ErrorResponse},
     401: {"model": ErrorResponse}, 403: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
 NOT_FOUND = {404: {"model": ErrorResponse}}
 WebhookId = Annotated[int, Path(ge=1, le=MAX_ID, description="webhook id")]
