@@ -18,6 +18,7 @@ import time
 import uuid
 
 from prometheus_client import Counter
+from sqlalchemy.exc import DBAPIError
 
 from app.core.config import Settings
 from app.core.errors import AppError
@@ -160,6 +161,9 @@ class Events:
                     await self.round()
                 except asyncio.CancelledError:
                     raise
+                except DBAPIError as exc:  # the database is away (an outage): one line, the next round retries
+                    log.warning("event delivery round failed, database unavailable: %s",
+                                str(exc.orig or exc).strip().splitlines()[0][:200])
                 except Exception:  # noqa: BLE001 - a database hiccup must not end delivery for good
                     log.warning("event delivery round failed", exc_info=True)
                 await asyncio.sleep(s.events_round_interval_s)  # the events of several requests go in one round
