@@ -42,6 +42,16 @@ def modules() -> dict[str, Path]:
     return {module_name(p, root): p for pkg, root in ROOTS.items() for p in sorted((root / pkg).rglob("*.py"))}
 
 
+def from_base(name: str, is_pkg: bool, node: ast.ImportFrom) -> str:
+    """The absolute module a `from ... import` in module `name` reads from (relative levels resolved)."""
+    base = node.module or ""
+    if node.level:
+        anchor = name.split(".") if is_pkg else name.split(".")[:-1]
+        anchor = anchor[:len(anchor) - (node.level - 1)]
+        base = ".".join(anchor + ([base] if base else []))
+    return base
+
+
 def imported_names(name: str, path: Path) -> list[str]:
     """Every module name imported anywhere in `path` (module level or inside functions), relative ones resolved;
     `from x import y` gives both `x.y` and `x`."""
@@ -51,11 +61,7 @@ def imported_names(name: str, path: Path) -> list[str]:
         if isinstance(node, ast.Import):
             out += [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = name.split(".") if is_pkg else name.split(".")[:-1]
-                anchor = anchor[:len(anchor) - (node.level - 1)]
-                base = ".".join(anchor + ([base] if base else []))
+            base = from_base(name, is_pkg, node)
             out += [base, *(f"{base}.{a.name}" for a in node.names)]
     return out
 
@@ -68,11 +74,7 @@ def imports_of(name: str, path: Path, known: set[str]) -> set[str]:
         if isinstance(node, ast.Import):
             targets = [a.name for a in node.names]
         elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                anchor = name.split(".") if is_pkg else name.split(".")[:-1]
-                anchor = anchor[:len(anchor) - (node.level - 1)]
-                base = ".".join(anchor + ([base] if base else []))
+            base = from_base(name, is_pkg, node)
             # `from pkg import mod` imports the module pkg.mod; `from mod import func` imports mod
             targets = [f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names]
         else:

@@ -108,6 +108,13 @@ def test_swap_calibration_check():
     assert tail_of({}) is None
 
 
+def join_refresh(version: str) -> None:
+    """Wait for the background refresh of `version`'s gallery tail, if one runs."""
+    for t in threading.enumerate():
+        if t.name == f"gallery-tail-{version}":
+            t.join(60)
+
+
 def test_changes_refresh_the_gallery_tail_in_the_background(store, monkeypatch):
     import app.services.operating_point as op
 
@@ -120,17 +127,13 @@ def test_changes_refresh_the_gallery_tail_in_the_background(store, monkeypatch):
     enroll_people(store, rng, 1, 2, prefix="late")  # 2.5 %: the search does not wait for the new tail
     idx = live.version("v1", DIM)
     assert ops.gallery_tail("v1", idx) is first
-    for t in threading.enumerate():
-        if t.name == "gallery-tail-v1":
-            t.join(60)
+    join_refresh("v1")
     assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
     before = ops.gallery_tail("v1", idx)
     enroll_people(store, rng, 10, 2, prefix="burst")  # 24 %: off the request path too
     idx = live.version("v1", DIM)
     assert ops.gallery_tail("v1", idx) is before
-    for t in threading.enumerate():
-        if t.name == "gallery-tail-v1":
-            t.join(60)
+    join_refresh("v1")
     assert_tail_equal(ops.gallery_tail("v1", idx), brute_force_tail(store, "v1"))
 
 

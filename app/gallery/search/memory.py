@@ -94,8 +94,7 @@ class MemoryVersionSearch:
             changed = None if rebuild_gen != self.rebuild_generation or self.generation < 0 \
                 else self.store.changed_identities(self.generation)
             if changed is None:
-                self._load_all(self.store.index_rows(self.version))
-                self.reloads += 1
+                self._reload_all()
             else:
                 reloaded = set()
                 if changed:
@@ -121,6 +120,15 @@ class MemoryVersionSearch:
             lab = dict(zip(ident_ids.tolist(), labels))
             self._append(IndexRows(np.asarray(emb_ids, np.int64), np.asarray(face_ids, np.int64), ident_ids, mat,
                                    lab, templates))
+
+    def reload(self) -> None:
+        """Load the whole version from the store again (searches use the old arrays meanwhile)."""
+        with self._write:
+            self._reload_all()
+
+    def _reload_all(self) -> None:
+        self._load_all(self.store.index_rows(self.version))
+        self.reloads += 1
 
     def _load_all(self, rows: IndexRows) -> None:
         n, t = len(rows.emb_ids), len(set(rows.ident_ids.tolist()))  # room to grow: the next writes append in place
@@ -387,10 +395,7 @@ class MemorySearch:
 
     def reindex(self, version: str, dim: int = 512) -> None:
         """Reload the version from the store (off the request path: searches use the old arrays meanwhile)."""
-        search = self.version(version, dim)
-        with search._write:
-            search._load_all(self.store.index_rows(version))
-            search.reloads += 1
+        self.version(version, dim).reload()
 
     def close(self) -> None:
         self.retire(set())
