@@ -17,7 +17,7 @@ from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
 from app.core.security import KeyFirstMiddleware
 from app.core.errors import AppError
-from app.core.observability import configure_logging, request_context
+from app.core.observability import RequestContext, configure_logging
 
 log = logging.getLogger("faceid")
 
@@ -146,7 +146,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
-    app.middleware("http")(request_context)
+    app.add_middleware(RequestContext)
     for router in (health.router, faces.router, transfer.router, gallery.router, feedback.router, admin.router,
                    webhooks.router):
         app.include_router(router)

@@ -290,7 +290,7 @@ class MTCNN(nn.Module):
             return getattr(self, name)(_normalise(x))
         return self._runners[name](_normalise(x, channels_last=False))
 
-    def _scales(self, h: int, w: int) -> list[float]:
+    def _scales(self, h: int, w: int, min_face_size: float | None = None) -> list[float]:
         m = 12.0 / self.min_face_size
         minl = min(h, w) * m
         scales, s = [], m
@@ -298,16 +298,21 @@ class MTCNN(nn.Module):
             scales.append(s)
             s *= self.factor
             minl *= self.factor
+        if min_face_size and min_face_size > self.min_face_size:  # the same levels, less the finest ones:
+            scales = [x for x in scales if x <= 12.0 / min_face_size]  # the faces left are found as before
         return scales
 
     @torch.inference_mode()
-    def detect(self, images: list) -> list[Detections]:
-        """`images`: RGB uint8 arrays (H, W, 3) or PIL images. One Detections per image."""
+    def detect(self, images: list, min_sizes: list[float] | None = None) -> list[Detections]:
+        """`images`: RGB uint8 arrays (H, W, 3) or PIL images. One Detections per image. `min_sizes`: per
+        image, the smallest face wanted in pixels, where it is above `min_face_size`: the pyramid keeps only
+        the levels that find faces that large (the same levels as without it, less the finest, which cost
+        most), so the faces of at least that size come out the same."""
         tensors = [torch.from_numpy(np.array(im, dtype=np.uint8)).to(self.device).permute(2, 0, 1) for im in images]
         if not tensors:
             return []
         sizes = torch.tensor([[t.shape[2], t.shape[1]] for t in tensors], device=self.device)
-        boxes, inds = self._stage_one(tensors)
+        boxes, inds = self._stage_one(tensors, min_sizes or [None] * len(tensors))
         integrals = [_integral(t) for t in tensors]
         boxes, inds = self._stage_two(integrals, boxes, inds, sizes)
         boxes, inds, points = self._stage_three(integrals, boxes, inds, sizes)
@@ -327,13 +332,13 @@ class MTCNN(nn.Module):
             return F.interpolate(batch, size=(height, width), mode="area")
         return F.interpolate(batch, size=(height, width), mode="bilinear", antialias=True, align_corners=False)
 
-    def _stage_one(self, tensors):
-        # Images of one size share each pyramid level's PNet call.
+    def _stage_one(self, tensors, min_sizes):
+        # Images of one size (and smallest face) share each pyramid level's PNet call.
         groups: dict[tuple, list[int]] = {}
         for k, t in enumerate(tensors):
-            groups.setdefault(tuple(t.shape[1:]), []).append(k)
+            groups.setdefault((*t.shape[1:], min_sizes[k]), []).append(k)
         all_boxes, all_inds = [], []
-        for (h, w), members in groups.items():
+        for (h, w, min_size), members in groups.items():
             batch = torch.stack([tensors[k] for k in members])
             if self.resample == "antialias" and batch.device.type == "cpu":
                 batch = batch.contiguous(memory_format=torch.channels_last)  # the vectorised uint8 kernel's layout
@@ -341,7 +346,7 @@ class MTCNN(nn.Module):
                 batch = batch.float()
             member_idx = torch.tensor(members, device=self.device)
             level_boxes, level_inds = [], []
-            for scale in self._scales(h, w):
+            for scale in self._scales(h, w, min_size):
                 im = self._resize(batch, int(h * scale + 1), int(w * scale + 1))
                 reg, probs = self._run("pnet", im)
                 b, local = _generate_boxes(reg, probs[:, 1], scale, self.thresholds[0])

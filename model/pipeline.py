@@ -174,9 +174,11 @@ class FacePipeline:
                                  backend=detector_backend)
         return cls(detector, Embedder(load_checkpoint(weights), dev, precision), max_detect_side, edge_pad_fraction)
 
-    def detect(self, images: list[Image.Image]) -> list[Detections]:
+    def detect(self, images: list[Image.Image], min_face_px: list[float] | None = None) -> list[Detections]:
         """Detect on copies scaled so the longer side is at most max_detect_side; map results back.
         A DraftImage is detected on its reduced decode, with boxes in full-resolution coordinates.
+        `min_face_px`: per image, the smallest face the caller can use (full-resolution pixels, e.g. the
+        search gate): the pyramid starts there, or at the detector's own minimum in the copy if that is larger.
 
         The copies get a mirrored border (edge_pad_fraction of the longer side): a face cut by the frame is
         completed by its own reflection and found; detections centred outside the image (mirror images) are
@@ -197,8 +199,11 @@ class FacePipeline:
             factors.append(f)
             pads.append(pad)
             sizes.append(im.size)
+        wanted = None if min_face_px is None else [
+            (px or 0) * f / k for px, f, k in zip(min_face_px, factors, scales)]  # in the copy's pixels
         out = []
-        for d, f, pad, (w, h), k in zip(self.detector.detect(prepared), factors, pads, sizes, scales):
+        found = self.detector.detect(prepared, wanted) if wanted else self.detector.detect(prepared)
+        for d, f, pad, (w, h), k in zip(found, factors, pads, sizes, scales):
             f = f / k  # back to full-resolution coordinates
             cx, cy = (d.boxes[:, 0] + d.boxes[:, 2]) / 2 - pad, (d.boxes[:, 1] + d.boxes[:, 3]) / 2 - pad
             keep = (cx >= 0) & (cx < w) & (cy >= 0) & (cy < h)
@@ -218,11 +223,13 @@ class FacePipeline:
         return [Face(box=det.boxes[i], score=float(det.scores[i]), landmarks=det.landmarks[i],
                      crop=cut(det.boxes[i], pre.image_size, pre.margin)) for i in range(len(det))]
 
-    def process(self, data: bytes, max_pixels: int = 40_000_000, embedder: Embedder | None = None) -> list[Face]:
-        """All faces of one uploaded image, embedded by `embedder` (default: this pipeline's)."""
+    def process(self, data: bytes, max_pixels: int = 40_000_000, embedder: Embedder | None = None,
+                min_face_px: float | None = None) -> list[Face]:
+        """All faces of one uploaded image (of at least `min_face_px`, see `detect`), embedded by `embedder`
+        (default: this pipeline's)."""
         embedder = embedder or self.embedder
         image = self.decode(data, max_pixels)
-        faces = self.faces(image, self.detect([image])[0], embedder)
+        faces = self.faces(image, self.detect([image], None if min_face_px is None else [min_face_px])[0], embedder)
         if faces:
             emb = embedder.embed(np.stack([f.crop for f in faces]))
             for f, e in zip(faces, emb):

@@ -15,6 +15,7 @@ from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
 
 from app.core.errors import AppError
+from app.core.timing import stage
 from app.schemas import MAX_LABEL_CHARS, normalize_label
 
 
@@ -30,7 +31,14 @@ def _b64(value: str, field: str) -> bytes:
 
 async def parse_body(request: Request, json_model: type[BaseModel], file_fields: dict[str, tuple[int, int]],
                      max_files: int) -> tuple[dict[str, list[bytes]], dict[str, Any]]:
-    """(images by field, other fields). `file_fields`: field -> (min count, max count) for multipart."""
+    """(images by field, other fields). `file_fields`: field -> (min count, max count) for multipart. Timed
+    as the request's `read` stage (receiving and parsing the body)."""
+    with stage("read"):
+        return await _parse_body(request, json_model, file_fields, max_files)
+
+
+async def _parse_body(request: Request, json_model: type[BaseModel], file_fields: dict[str, tuple[int, int]],
+                      max_files: int) -> tuple[dict[str, list[bytes]], dict[str, Any]]:
     ctype = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if ctype == "application/json":
         try:

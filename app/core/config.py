@@ -77,7 +77,11 @@ class Settings(BaseSettings):
     enroll_min_face_size: int = Field(40, ge=1, description="pixels, shorter side of the face box")
     enroll_min_detection_score: float = Field(0.95, ge=0.0, le=1.0)
     # detector
-    detector_min_face_size: int = Field(20, ge=8)
+    detector_min_face_size: int = Field(20, ge=8, description="pixels: the smallest face the detector can look for "
+                                        "(in the image as detected, after any downscaling to FACEID_MAX_DETECT_SIDE)")
+    detect_below_gate: bool = Field(False, description="also look for faces smaller than the search gate "
+                                    "(FACEID_SEARCH_MIN_FACE_SIZE), down to FACEID_DETECTOR_MIN_FACE_SIZE, to "
+                                    "report them as low_quality; by default detection starts at the gate")
     detector_thresholds: tuple[float, float, float] = (0.6, 0.7, 0.7)
     max_detect_side: int = Field(1280, ge=160)
     detector_backend: Literal["auto", "torch", "onnxruntime"] = Field(
@@ -113,7 +117,8 @@ class Settings(BaseSettings):
                                      "face crops this long, so POST /feedback can point at them by probe_id "
                                      "(0: keep none; answers carry no probe_id)")
     probe_max_rows: int = Field(10_000, ge=0, description="probes kept in all; past it the oldest are evicted "
-                                "(a probe is one face's crop, about 35 kB at 160 px: a 50-face image stores 50)")
+                                "(a probe is one face's crop, about 35 kB at 160 px: a 50-face image stores 50); checked every "
+                                "1/32 of it stored, so it may be passed by 3 %")
     probe_max_rows_per_key: int = Field(2_000, ge=0, description="probes kept per API key (or per client address "
                                         "without keys); past it that key's oldest are evicted first")
     feedback_max_per_key: int = Field(10_000, ge=1, description="reports kept per API key (or in all without "

@@ -12,8 +12,9 @@ import time
 import uuid
 
 from prometheus_client import CONTENT_TYPE_LATEST, Counter, Gauge, Histogram, Info, generate_latest
-from starlette.requests import Request
 from starlette.responses import Response
+
+from app.core import timing
 
 REQUESTS = Counter("faceid_requests_total", "HTTP requests", ["method", "route", "status"])
 LATENCY = Histogram("faceid_request_seconds", "HTTP request latency", ["method", "route"],
@@ -65,32 +66,45 @@ def configure_logging(json_logs: bool) -> None:
         logging.getLogger(name).propagate = False
 
 
-def _route(request: Request) -> str:
-    route = request.scope.get("route")
-    return getattr(route, "path", None) or "unmatched"
+class RequestContext:
+    """Middleware (plain ASGI, no extra task per request): request id (X-Request-ID in and out), the stage
+    timers (`Server-Timing`, app.core.timing), the access log line and the request metrics."""
 
+    def __init__(self, app):
+        self.app = app
 
-async def request_context(request: Request, call_next):
-    """Middleware: request id (X-Request-ID in and out), access log line, metrics."""
-    rid = request.headers.get("x-request-id", "")
-    if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
-        rid = uuid.uuid4().hex
-    request.state.request_id = rid
-    t0 = time.perf_counter()
-    status = 500
-    try:
-        response = await call_next(request)
-        status = response.status_code
-    finally:
-        dt = time.perf_counter() - t0
-        route = _route(request)
-        REQUESTS.labels(request.method, route, str(status)).inc()
-        LATENCY.labels(request.method, route).observe(dt)
-        access_log.info("request", extra={"request_id": rid, "method": request.method, "route": route,
-                                          "status": status, "duration_ms": round(dt * 1000, 2),
-                                          "api_key": getattr(request.state, "api_key_name", None)})
-    response.headers["X-Request-ID"] = rid
-    return response
+    async def __call__(self, scope, receive, send):
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        rid = next((v.decode("latin-1") for k, v in scope["headers"] if k == b"x-request-id"), "")
+        if not (0 < len(rid) <= 64 and rid.replace("-", "").replace("_", "").isalnum()):
+            rid = uuid.uuid4().hex
+        scope.setdefault("state", {})["request_id"] = rid
+        timings = timing.begin()
+        t0 = time.perf_counter()
+        status = 500
+
+        async def send_with_headers(message):
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+                headers = [*message.get("headers", ()), (b"x-request-id", rid.encode("latin-1")),
+                           (b"server-timing", timing.header(timings, time.perf_counter() - t0))]
+                message = {**message, "headers": headers}
+            await send(message)
+
+        try:
+            await self.app(scope, receive, send_with_headers)
+        finally:
+            dt = time.perf_counter() - t0
+            route = getattr(scope.get("route"), "path", None) or "unmatched"
+            method = scope["method"]
+            REQUESTS.labels(method, route, str(status)).inc()
+            LATENCY.labels(method, route).observe(dt)
+            timing.observe(timings)
+            access_log.info("request", extra={"request_id": rid, "method": method, "route": route,
+                                              "status": status, "duration_ms": round(dt * 1000, 2),
+                                              "api_key": scope["state"].get("api_key_name")})
 
 
 def metrics_response(service) -> Response:

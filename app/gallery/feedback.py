@@ -50,6 +50,7 @@ class FeedbackStore:
         self.gallery = store  # its `reserve` lets deletes and evictions run on a full disk
         self.prune_every_s = prune_every_s
         self._pruned_at = float("-inf")
+        self._since_check: dict[str | None, int] = {}  # rows stored since each cap's last check (keep_probes)
         self._lock = threading.Lock()
 
     # --- probes --------------------------------------------------------------------------------------
@@ -59,12 +60,16 @@ class FeedbackStore:
         """Store (face, status, best identity id, its score) of one answer for `owner` (who got it), in one
         transaction, kept for `retention_s`; returns their ids. Past `max_rows_per_owner` of this owner's
         probes or `max_rows` in all, the oldest are evicted in the same transaction (a flood of many-face
-        images costs its sender its own older probes first). Expired probes are deleted here, at most every
-        `prune_every_s`."""
+        images costs its sender its own older probes first). Finding the oldest reads past the newest `cap`
+        rows, so a cap is checked once per `cap // 32` rows stored (each store for a cap under 64): a table
+        may exceed its cap by 1/32 (3 %) between checks, and no answer pays that read. Expired probes are
+        deleted here, at most every `prune_every_s`."""
         if not faces:
             return []
         now = utcnow()
         expires = now + timedelta(seconds=retention_s)
+        evict_all = max_rows is not None and self._check_due(None, len(faces), max_rows)
+        evict_own = max_rows_per_owner is not None and self._check_due(owner or "", len(faces), max_rows_per_owner)
         with self.sessions() as s, s.begin():
             if self._due():
                 s.execute(delete(Probe).where(Probe.expires_at < now))
@@ -72,11 +77,23 @@ class FeedbackStore:
                           expires_at=expires, owner=owner) for fc, status, top, score in faces]
             s.add_all(rows)
             s.flush()
-            if max_rows_per_owner is not None:
+            if evict_own:
                 _evict_oldest(s, max_rows_per_owner, Probe.owner.is_(None) if owner is None else Probe.owner == owner)
-            if max_rows is not None:
+            if evict_all:
                 _evict_oldest(s, max_rows)
             return [r.id for r in rows]
+
+    def _check_due(self, who: str | None, added: int, cap: int) -> bool:
+        """Whether this store checks `who`'s cap (None: the whole table's): once `cap // 32` rows have been
+        stored since its last check. The counts are per process, for at most 4,096 owners (past that they
+        start again: more checks, never fewer)."""
+        with self._lock:
+            if len(self._since_check) >= 4096:
+                self._since_check.clear()
+            n = self._since_check.get(who, 0) + added
+            due = n >= max(1, cap // 32)
+            self._since_check[who] = 0 if due else n
+            return due
 
     def _due(self) -> bool:
         with self._lock:

@@ -1,7 +1,10 @@
 """Dynamic micro-batching: concurrent requests' work items are gathered into one call.
 
 A small private queue class plus one public decorator (Ray Serve's shape). `max_batch_size` counts items
-(faces or images); a batch waits at most `batch_wait_timeout_s` for company after its first item. A full
+(faces or images). A batch waits for company only while some request has said it is on its way
+(`fn.coming()`, entered before the request's earlier steps: decoding before detection, cropping before
+embedding), and at most `batch_wait_timeout_s` after its first item: a request alone never pays the window,
+while under load the requests that are decoding or cropping join the batch they are about to need. A full
 queue raises `QueueFull` at once (the API answers 503 + Retry-After) instead of growing without bound.
 A failing batch fails exactly the requests that were in it, each with the batch's exception.
 """
@@ -11,6 +14,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Callable, Sequence
+from contextlib import contextmanager
 from concurrent.futures import Executor
 from dataclasses import dataclass
 from typing import Any
@@ -31,6 +35,20 @@ class _Pending:
     item: Any
     size: int
     future: asyncio.Future
+
+
+class _Ticket:
+    """One request's announcement to a queue (`_BatchQueue.coming`); withdrawn once."""
+
+    __slots__ = ("queue", "open")
+
+    def __init__(self, queue: "_BatchQueue"):
+        self.queue, self.open = queue, True
+
+    def withdraw(self) -> None:
+        if self.open:
+            self.open = False
+            self.queue._arrived()
 
 
 @dataclass
@@ -57,6 +75,8 @@ class _BatchQueue:
         self._queue: asyncio.Queue[_Pending] | None = None
         self._task: asyncio.Task | None = None
         self._carry: _Pending | None = None
+        self._coming = 0  # requests that said they will submit soon and have not yet
+        self._arrival: asyncio.Event | None = None  # set at each submit and each withdrawal
 
     def depth(self) -> int:
         return self._queue.qsize() if self._queue else 0
@@ -68,14 +88,39 @@ class _BatchQueue:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
 
-    async def submit(self, item) -> Any:
+    def announce(self) -> "_Ticket":
+        """Say that this request will submit an item soon: a batch that has started waits for it, up to the
+        window, until its `submit(item, ticket)` or `ticket.withdraw()` (call one of them, whatever happens).
+        Event-loop thread only."""
+        self._coming += 1
+        return _Ticket(self)
+
+    @contextmanager
+    def coming(self):
+        """`announce` for a block: withdrawn when the block is left without submitting."""
+        ticket = self.announce()
+        try:
+            yield ticket
+        finally:
+            ticket.withdraw()
+
+    def _arrived(self) -> None:
+        self._coming -= 1
+        if self._arrival is not None:
+            self._arrival.set()
+
+    async def submit(self, item, ticket: "_Ticket | None" = None) -> Any:
         if self._queue is None:
             self._queue = asyncio.Queue()
             self._task = asyncio.get_running_loop().create_task(self._run())
+        if ticket is not None:
+            ticket.withdraw()  # here now: no longer on its way
         if self._queue.qsize() >= self.max_queue_size:
             raise QueueFull(self._queue.qsize())
         fut = asyncio.get_running_loop().create_future()
         await self._queue.put(_Pending(item, max(1, self.size(item)), fut))
+        if self._arrival is not None:
+            self._arrival.set()
         return await fut
 
     async def _next_batch(self) -> list[_Pending]:
@@ -84,11 +129,18 @@ class _BatchQueue:
         batch, total, key = [first], first.size, self.key(first.item)
         deadline = time.perf_counter() + self.batch_wait_timeout_s
         while total < self.max_batch_size:
-            remaining = deadline - time.perf_counter()
-            try:
-                nxt = self._queue.get_nowait() if remaining <= 0 else await asyncio.wait_for(self._queue.get(), remaining)
-            except (asyncio.TimeoutError, asyncio.QueueEmpty):
-                break
+            if self._queue.empty():  # wait only for a request on its way, and only within the window
+                remaining = deadline - time.perf_counter()
+                if self._coming <= 0 or remaining <= 0:
+                    break
+                self._arrival = self._arrival or asyncio.Event()
+                self._arrival.clear()
+                try:
+                    await asyncio.wait_for(self._arrival.wait(), remaining)
+                except asyncio.TimeoutError:
+                    break
+                continue
+            nxt = self._queue.get_nowait()
             if self.key(nxt.item) != key or total + nxt.size > self.max_batch_size:
                 self._carry = nxt  # different model snapshot, or too big: starts the next batch
                 break
@@ -138,6 +190,7 @@ def batch(_fn: Callable | None = None, *, max_batch_size: int = 32, batch_wait_t
             return fn(items)
 
         direct.submit = q.submit
+        direct.coming = q.coming
         direct.queue = q
         direct.close = q.close
         return direct

@@ -78,19 +78,11 @@ class Events:
         """Write events that have no transaction of their own (run it off the event loop)."""
         self.store.append(events)
 
-    async def arecord(self, events: list[dict]) -> None:
-        """Write events that nobody's transaction carries (identify's), off the event loop: only those some
-        subscription wants. A new subscription starts after the newest event, so an event written while none
-        wants it would never be delivered: an identify with no webhook and no MQTT writes nothing."""
-        if events:
-            wanted = await self.wanted_types()
-            events = [e for e in events if wants(wanted, e["type"])]
-        if events:
-            await asyncio.to_thread(self.store.append, events)
-            self.poke()
-
     async def wanted_types(self) -> list[str]:
-        """The event types some subscription wants (MQTT's is every type), read at most every WANTED_CACHE_S."""
+        """The event types some subscription wants (MQTT's is every type), read at most every WANTED_CACHE_S.
+        Only those of identify's events are written (FaceService.identify): a new subscription starts after the
+        newest event, so an event written while none wants it would never be delivered, and an identify with
+        no webhook and no MQTT writes nothing."""
         now = time.monotonic()
         if self._wanted is None or now - self._wanted[0] > WANTED_CACHE_S:
             subs = await asyncio.to_thread(self.store.list)

@@ -21,11 +21,11 @@ class FeedbackService:
         self.settings = settings
         self.store = store
 
-    async def keep_probes(self, result, decisions, owner: str) -> list[int | None]:
+    def keep_probes(self, result, decisions, owner: str) -> list[int | None]:
         """Keep the faces of one /identify answer for FACEID_PROBE_RETENTION_S, for `owner` (who got the
         answer; only they may report on them), within FACEID_PROBE_MAX_ROWS(_PER_KEY); their ids, or None each
         when retention is off or the write failed (an answer is never lost to its probes: the failure is
-        logged)."""
+        logged). Blocking (PNG encoding, about 1.5 ms a face, and the write): call it off the event loop."""
         cfg = self.settings
         if cfg.probe_retention_s <= 0 or not result.faces or min(cfg.probe_max_rows, cfg.probe_max_rows_per_key) <= 0:
             return [None] * len(result.faces)
@@ -34,13 +34,13 @@ class FeedbackService:
                  d.matches[0].identity_id if d.matches else None, d.score)
                 for f, d in zip(result.faces, decisions)]
         try:
-            return await run_in_threadpool(self.store.keep_probes, rows, cfg.probe_retention_s, owner,
-                                           cfg.probe_max_rows, cfg.probe_max_rows_per_key)
+            return self.store.keep_probes(rows, cfg.probe_retention_s, owner, cfg.probe_max_rows,
+                                          cfg.probe_max_rows_per_key)
         except SQLAlchemyError as exc:
             log.warning("probes not kept (the answer goes out without probe ids): %s", str(exc)[:200])
             if is_disk_full(exc):  # probes are the first to go: the gallery's own writes need the room
                 try:
-                    n = await run_in_threadpool(self.store.evict_probes)
+                    n = self.store.evict_probes()
                     log.warning("disk full: evicted the oldest %d probes", n)
                 except SQLAlchemyError as again:
                     log.warning("could not evict probes on a full disk: %s", str(again)[:200])

@@ -15,6 +15,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
 from app.core.errors import AppError
+from app.core.timing import stage
 from app.gallery.duplicates import DistinctPairs
 from app.gallery.events import EventStore, new_event
 from app.gallery.feedback import FeedbackStore
@@ -24,7 +25,7 @@ from app.gallery.store import GalleryStore, NewFace, sha256_bytes
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
 from app.services.duplicates import Duplicates
-from app.services.events import Events, identify_events
+from app.services.events import Events, identify_events, wants
 from app.services.feedback import FeedbackService
 from app.services.training_job import TrainingJobs
 from app.services.operating_point import OperatingPoints
@@ -102,11 +103,6 @@ class FaceService:
         keep = ("id", "returncode", "finished_at", "swap")
         self.events.record([new_event("train.finished", {k: job.get(k) for k in keep})])
 
-    async def record_identify(self, result: ImageFaces, decisions: list[Decision], probe_ids: list) -> None:
-        """The answer's `identify.match` / `identify.unknown` events: one insert, off the event loop."""
-        await self.events.arecord(identify_events(result.embedder.version, result.image_sha256, result.faces,
-                                                  decisions, probe_ids))
-
     async def aclose(self) -> None:
         """At shutdown: the swap and the batchers' tasks are cancelled, then everything is released."""
         await self.serving.close()
@@ -129,8 +125,9 @@ class FaceService:
         return {"detect": self.detect_batch.queue.depth(), "embed": self.embed_batch.queue.depth()}
 
     # --- model work (runs on the model thread) ------------------------------------------------------
-    def _detect_many(self, images: list[Image.Image]) -> list[Detections]:
-        return self.pipeline.detect(images)
+    def _detect_many(self, items: list[tuple[Image.Image, float]]) -> list[Detections]:
+        """(image, smallest usable face) pairs: each image's pyramid starts at its request's gate."""
+        return self.pipeline.detect([im for im, _ in items], [px for _, px in items])
 
     @staticmethod
     def _embed_many(items: list[tuple[Embedder, np.ndarray]]) -> list[np.ndarray]:
@@ -139,44 +136,58 @@ class FaceService:
         vectors = embedder.embed(np.concatenate([c for _, c in items]))
         return np.split(vectors, np.cumsum(sizes)[:-1])
 
-    async def _run(self, fn, item):
+    async def _run(self, fn, item, ticket=None):
         if self.settings.batching:
-            return await fn.submit(item)
+            return await fn.submit(item, ticket)
         return (await asyncio.get_running_loop().run_in_executor(self.executor, fn, [item]))[0]
 
-    async def embed_crops(self, embedder: Embedder, crops: np.ndarray) -> np.ndarray:
+    async def embed_crops(self, embedder: Embedder, crops: np.ndarray, ticket=None) -> np.ndarray:
         if len(crops) == 0:
             return np.zeros((0, embedder.preprocessing.embedding_size), np.float32)
-        return await self._run(self.embed_batch, (embedder, crops))
+        return await self._run(self.embed_batch, (embedder, crops), ticket)
 
     # --- request-level operations -------------------------------------------------------------------
     async def analyse(self, data: bytes, embedder: Embedder | None = None,
                       budget: ByteSemaphore | None = None) -> ImageFaces:
         """Decode, detect, crop and embed every face of one image. Decoded pixels hold their estimated bytes
-        of the decode budget (the request's `budget` and the process's) until the faces are cropped."""
+        of the decode budget (the request's `budget` and the process's) until the faces are cropped.
+        Detection looks for faces down to `detection_floor` (full-resolution pixels)."""
         embedder = embedder or self.serving.embedder
+        to_embed = None
         try:
-            cost = await run_in_threadpool(decode_cost, data, self.settings.max_image_pixels)  # header only
-        except ImageError as exc:
-            raise AppError(exc.status, exc.code, exc.message) from exc
-        if self.settings.batching and self.detect_batch.queue.depth() >= self.settings.max_queue_size:
-            raise QueueFull(self.detect_batch.queue.depth())  # before allocating anything
-        try:
-            async with self.decode_budget.hold(cost, budget):
-                try:  # the library's decode: a large JPEG at reduced scale, as FacePipeline.process does
-                    image = await _to_the_end(self.pipeline.decode, data, self.settings.max_image_pixels)
+            with self.detect_batch.coming() as to_detect:  # a detect batch that starts meanwhile waits for this one
+                try:
+                    with stage("decode"):
+                        cost = await run_in_threadpool(decode_cost, data, self.settings.max_image_pixels)  # header only
                 except ImageError as exc:
                     raise AppError(exc.status, exc.code, exc.message) from exc
-                det = await self._run(self.detect_batch, image)
-                if len(det) > self.settings.max_faces_per_image:
-                    order = np.argsort(-det.scores)[: self.settings.max_faces_per_image]
-                    det = Detections(det.boxes[order], det.scores[order], det.landmarks[order])
-                faces = await run_in_threadpool(self.pipeline.faces, image, det, embedder)
-                width, height = image.size
-                del image
-        except TooLargeToDecode as exc:
-            raise AppError(413, "image_too_large_to_decode", str(exc)) from exc
-        vectors = await self.embed_crops(embedder, np.stack([f.crop for f in faces]) if faces else np.zeros(0))
+                if self.settings.batching and self.detect_batch.queue.depth() >= self.settings.max_queue_size:
+                    raise QueueFull(self.detect_batch.queue.depth())  # before allocating anything
+                try:
+                    async with self.decode_budget.hold(cost, budget):
+                        try:  # the library's decode: a large JPEG at reduced scale, as FacePipeline.process does
+                            with stage("decode"):
+                                image = await _to_the_end(self.pipeline.decode, data, self.settings.max_image_pixels)
+                        except ImageError as exc:
+                            raise AppError(exc.status, exc.code, exc.message) from exc
+                        with stage("detect"):
+                            det = await self._run(self.detect_batch, (image, self.detection_floor), to_detect)
+                        to_embed = self.embed_batch.queue.announce()  # an embed batch starting meanwhile waits for it
+                        if len(det) > self.settings.max_faces_per_image:
+                            order = np.argsort(-det.scores)[: self.settings.max_faces_per_image]
+                            det = Detections(det.boxes[order], det.scores[order], det.landmarks[order])
+                        with stage("align"):
+                            faces = await run_in_threadpool(self.pipeline.faces, image, det, embedder)
+                        width, height = image.size
+                        del image
+                except TooLargeToDecode as exc:
+                    raise AppError(413, "image_too_large_to_decode", str(exc)) from exc
+            with stage("embed"):
+                vectors = await self.embed_crops(
+                    embedder, np.stack([f.crop for f in faces]) if faces else np.zeros(0), to_embed)
+        finally:
+            if to_embed is not None:
+                to_embed.withdraw()
         for f, v in zip(faces, vectors):
             f.embedding = v
         return ImageFaces(sha256_bytes(data), width, height, faces, embedder)
@@ -205,6 +216,15 @@ class FaceService:
         face = self.pick_enroll_face(r, 0, face_index, face_box, quality=self.search_quality_problem,
                                      purpose="feedback")
         return await self.feedback.report(kind, identity_id, face=face, result=r, reported_by=reported_by)
+
+    @property
+    def detection_floor(self) -> float:
+        """The smallest face detection looks for, in the image's pixels: the search gate (a smaller face can
+        only come back `low_quality`, and PNet's work grows with the square of 12 / this), unless
+        FACEID_DETECT_BELOW_GATE asks for those faces too (down to FACEID_DETECTOR_MIN_FACE_SIZE). One floor for
+        every route, so that a face_index means the same face in /embed, /identify, /enroll and /feedback."""
+        s = self.settings
+        return 0.0 if s.detect_below_gate else float(s.search_min_face_size)
 
     def quality_problem(self, face: Face) -> str | None:
         s = self.settings
@@ -324,12 +344,30 @@ class FaceService:
                                       ms, problem, thr))
         return decisions, op
 
-    async def identify(self, data: bytes, top_k: int, threshold: float | None):
-        """Every face of the image: its top-k identities and the decision at the operating point in force."""
+    async def identify(self, data: bytes, top_k: int, threshold: float | None, owner: str | None):
+        """Every face of the image: its top-k identities and the decision at the operating point in force; the
+        faces kept as probes for `owner` (their ids), and the `identify.*` events some subscription wants.
+        What follows the embedding (search, probes, events) is one trip off the event loop."""
         snap = self.serving.current
         result = await self.analyse(data, snap.embedder)
-        decisions, op = await run_in_threadpool(self._search_and_decide, snap, result.faces, top_k, threshold)
-        return result, decisions, op
+        wanted = await self.events.wanted_types()  # cached
+
+        def search_and_keep():
+            with stage("search"):
+                decisions, op = self._search_and_decide(snap, result.faces, top_k, threshold)
+            with stage("probes"):
+                probe_ids = self.feedback.keep_probes(result, decisions, owner)
+            events = [e for e in identify_events(snap.embedder.version, result.image_sha256, result.faces,
+                                                 decisions, probe_ids) if wants(wanted, e["type"])]
+            if events:  # no transaction of its own to ride on: written before the answer (at least once)
+                with stage("events"):
+                    self.events.record(events)
+            return decisions, op, probe_ids, bool(events)
+
+        decisions, op, probe_ids, evented = await run_in_threadpool(search_and_keep)
+        if evented:
+            self.events.poke()
+        return result, decisions, op, probe_ids
 
     async def verify_images(self, a: bytes, b: bytes, threshold: float | None):
         snap = self.serving.current

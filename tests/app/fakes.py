@@ -43,7 +43,7 @@ class FakeDetector:
     def __init__(self):
         self.calls: list[int] = []  # images per call: shows batching
 
-    def detect(self, images: list[np.ndarray]) -> list[Detections]:
+    def detect(self, images: list[np.ndarray], min_sizes: list[float] | None = None) -> list[Detections]:
         self.calls.append(len(images))
         out = []
         for arr in images:

@@ -147,21 +147,55 @@ def test_sizes_and_keys_split_batches(executor):
 
 
 def test_the_first_request_waits_for_company_until_the_batch_is_full(executor):
-    """Within batch_wait_timeout_s a batch takes requests that arrive after its first one."""
+    """Within batch_wait_timeout_s a batch takes requests that said they were coming and arrive after its
+    first one."""
     fn = Gated()
     fn.gate.set()
     batched = batch(fn, max_batch_size=2, batch_wait_timeout_s=60, executor=executor)
 
     async def scenario():
+        ticket = batched.queue.announce()  # e.g. a request still decoding its image
         first = asyncio.create_task(batched.submit("early"))
         await until(lambda: batched.queue.depth() == 1)  # queued
         await until(lambda: batched.queue.depth() == 0)  # taken by the batcher, which now waits for more
         assert not fn.started.is_set()
-        late = asyncio.create_task(batched.submit("late"))  # the batch is open, waiting for company
+        late = asyncio.create_task(batched.submit("late", ticket))  # the batch is open, waiting for company
         return await asyncio.gather(first, late)
 
     assert run(scenario()) == ["done:early", "done:late"]
     assert fn.batches == [["early", "late"]]
+
+
+def test_a_request_alone_never_waits_for_the_window(executor):
+    """Nobody said they were coming: the batch runs at once, however long the window (an hour here, which
+    the test's 60 s limit would fail)."""
+    fn = Gated()
+    fn.gate.set()
+    batched = batch(fn, max_batch_size=32, batch_wait_timeout_s=3600, executor=executor)
+    assert run(batched.submit("alone")) == "done:alone"
+    assert fn.batches == [["alone"]]
+
+
+def test_a_withdrawn_announcement_ends_the_wait(executor):
+    """A request that said it was coming and then left (no face, an error) does not hold the batch up: the
+    batch runs when the last one on its way withdraws, not when the hour-long window ends."""
+    fn = Gated()
+    fn.gate.set()
+    batched = batch(fn, max_batch_size=32, batch_wait_timeout_s=3600, executor=executor)
+
+    async def scenario():
+        with batched.coming():
+            ticket = batched.queue.announce()
+            first = asyncio.create_task(batched.submit("early"))
+            await until(lambda: batched.queue.depth() == 1)
+            await until(lambda: batched.queue.depth() == 0)  # the batcher is waiting for the two announced
+            ticket.withdraw()
+            ticket.withdraw()  # once only
+            assert not fn.started.is_set()
+        return await first  # the block's announcement is withdrawn on leaving it
+
+    assert run(scenario()) == "done:early"
+    assert fn.batches == [["early"]] and batched.queue._coming == 0
 
 
 def test_a_lone_request_runs_when_the_wait_timeout_passes(executor):

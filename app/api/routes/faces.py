@@ -74,9 +74,8 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
                                                    "for FACEID_TARGET_FPIR and this gallery")) -> dict:
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = first_image(images, "file", "image")
-    r, decisions, op = await service.identify(data, top_k or settings.top_k, threshold)
-    probe_ids = await service.feedback.keep_probes(r, decisions, requester(request, _key))
-    await service.record_identify(r, decisions, probe_ids)
+    r, decisions, op, probe_ids = await service.identify(data, top_k or settings.top_k, threshold,
+                                                         requester(request, _key))
     decision_only = _key is not None and "read" not in _key.granted()
     faces = [{**_face_out(f), "status": d.status, "quality_problem": d.quality_problem,
               "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
