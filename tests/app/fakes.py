@@ -42,9 +42,11 @@ class FakeDetector:
 
     def __init__(self):
         self.calls: list[int] = []  # images per call: shows batching
+        self.min_sizes: list[list[float] | None] = []  # the smallest face asked for, per image, per call
 
     def detect(self, images: list[np.ndarray], min_sizes: list[float] | None = None) -> list[Detections]:
         self.calls.append(len(images))
+        self.min_sizes.append(min_sizes)
         out = []
         for arr in images:
             arr = np.asarray(arr)

@@ -88,3 +88,29 @@ def test_move_face_keeps_templates_equal_to_a_recomputation(engine):
     with pytest.raises(NotFound) as missing:
         store.move_face(faces[1].id, to_identity_id=999_999)
     assert missing.value.kind == "identity" and store.templates("m1")[a.id][1] == 1
+
+
+def test_probe_caps_hold_within_a_thirty_second_of_themselves(engine):
+    """A cap is checked once per cap // 32 probes stored (finding the oldest reads past the newest `cap` rows,
+    which no answer should pay each time): the table never holds more than cap + cap // 32, per owner and in
+    all, and is brought back to the cap at each check."""
+    from sqlalchemy import func, select
+
+    from app.gallery.models import Probe
+
+    fs = FeedbackStore(GalleryStore(engine))
+
+    def count(*where) -> int:
+        with fs.sessions() as s:
+            return s.scalar(select(func.count()).select_from(Probe).where(*where))
+
+    seen = []
+    for _ in range(150):  # one owner: its own cap
+        fs.keep_probes([(FACE, "unknown", None, None)], 3600, "ann", max_rows=10_000, max_rows_per_owner=48)
+        seen.append(count(Probe.owner == "ann"))
+    assert max(seen) <= 48 + 48 // 32 and 48 in seen  # checked, and brought back to the cap (not below)
+    seen = []
+    for i in range(300):  # ten owners: the table's cap
+        fs.keep_probes([(FACE, "unknown", None, None)], 3600, f"key{i % 10}", max_rows=128, max_rows_per_owner=10_000)
+        seen.append(count())
+    assert max(seen) <= 128 + 128 // 32 and 128 in seen and seen[-1] >= 128

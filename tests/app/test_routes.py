@@ -306,6 +306,24 @@ def test_health_ready_metrics(client):
     assert 'faceid_gallery_size{kind="faces"} 2.0' in metrics and 'faceid_gallery_size{kind="identities"} 2.0' in metrics
 
 
+def test_identify_says_where_its_time_went(client):
+    """Server-Timing: every stage of an identification, in the order they ran, then `other` and `total`, and
+    each counted in faceid_stage_seconds (one label: the stage)."""
+    enroll(client, "Ada", [RED])
+    r = client.post("/identify", files={"file": ("a.png", tiles_png([RED, GREEN]), "image/png")})
+    assert r.status_code == 200, r.text
+    stages = {}
+    for part in r.headers["server-timing"].split(", "):
+        name, dur = part.split(";dur=")
+        stages[name] = float(dur)
+    assert list(stages) == ["read", "decode", "detect", "align", "embed", "search", "probes", "other", "total"]
+    assert all(v >= 0 for v in stages.values())
+    assert sum(v for k, v in stages.items() if k != "total") == pytest.approx(stages["total"], abs=0.5)
+    assert client.get("/health").headers["server-timing"].startswith("total;dur=")  # no stages: the total alone
+    metrics = client.get("/metrics").text
+    assert 'faceid_stage_seconds_count{stage="detect"}' in metrics and 'faceid_stage_seconds_count{stage="probes"}' in metrics
+
+
 # --- admin ---------------------------------------------------------------------------------------------
 def test_admin_model_state_and_reindex(client, store):
     enroll(client, "Ada", [RED])
@@ -356,6 +374,19 @@ def test_openapi_lists_every_route(client):
             "/identities/{identity_id}/merge", "/faces/{face_id}", "/faces/{face_id}/crop", "/health", "/ready",
             "/metrics", "/admin/model", "/admin/reindex"} <= paths
     assert json.dumps  # noqa: B018 - keep the import honest for parametrised JSON bodies
+
+
+@pytest.mark.parametrize("overrides, floor", [({}, 24.0), ({"search_min_face_size": 60}, 60.0),
+                                              ({"detect_below_gate": True}, 0.0)])
+def test_detection_looks_for_faces_down_to_the_search_gate(store, tmp_path, overrides, floor):
+    """Every route asks the detector for faces of at least the search gate (one floor, so a face_index means
+    the same face everywhere); FACEID_DETECT_BELOW_GATE asks for the smaller ones too."""
+    c, service = make_client(store, tmp_path, **overrides)
+    assert enroll(c, "red", [RED]).status_code == 201
+    assert c.post("/identify", files={"file": ("a.png", tiles_png([RED]), "image/png")}).status_code == 200
+    assert c.post("/embed", files={"file": ("a.png", tiles_png([RED]), "image/png")}).status_code == 200
+    assert service.pipeline.detector.min_sizes == [[floor]] * 3
+    service.close()
 
 
 def test_a_search_face_below_the_size_gate_is_low_quality_not_unknown(store, tmp_path):
