@@ -16,6 +16,8 @@ $PY -m benchmarks.search --sizes 10000,100000,1000000 --queries 50
 $PY -m benchmarks.detect --device cuda --backends torch --detector-backend torch --precision fast --repeats 2
 $PY -m benchmarks.detect --device cpu --backends torch,onnxruntime --sets photos_640 --no-breakdown --repeats 2
 $PY -m benchmarks.serve --seconds 8 --clients 1,4,16
+# a request's own overhead (Server-Timing breakdown) and facenet-pytorch's loop, photo by photo
+$PY -m benchmarks.overhead --device cuda --passes 1 --lfw 20
 $PY -m benchmarks.serve --seconds 8 --clients 1,16 --configs \
   "cuda=FACEID_DEVICE=cuda;cpu_torch=FACEID_DEVICE=cpu,FACEID_DETECTOR_BACKEND=torch;cpu_onnxruntime=FACEID_DEVICE=cpu,FACEID_DETECTOR_BACKEND=onnxruntime"
 # int8 embedder (CPU, ONNX Runtime): built and gated once (cached), then speed and accuracy against fp32

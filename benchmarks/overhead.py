@@ -52,15 +52,17 @@ class FacenetPytorchLoop:
     """The ten-line script a user would compare with: facenet-pytorch's MTCNN (keep_all) and
     InceptionResnetV1 (fp32, eval) with this project's weights, one photo per call."""
 
-    def __init__(self, state_dict: dict, image_size: int, margin: int):
+    def __init__(self, state_dict: dict, image_size: int, margin: int, device: str = "cpu"):
         from facenet_pytorch import MTCNN, InceptionResnetV1
 
+        self.device = torch.device(device)
         self.mtcnn = MTCNN(image_size=image_size, margin=margin, keep_all=True, min_face_size=20,
-                           thresholds=[0.6, 0.7, 0.7], factor=0.709, post_process=True, device="cpu")
+                           thresholds=[0.6, 0.7, 0.7], factor=0.709, post_process=True, device=self.device)
         self.resnet = InceptionResnetV1(pretrained=None, classify=False, num_classes=None).eval()
         missing, unexpected = self.resnet.load_state_dict(state_dict, strict=False)
         if missing:  # the embedder's keys must all be there: the same network, key for key
             raise RuntimeError(f"facenet-pytorch's InceptionResnetV1 lacks weights for {missing[:3]}")
+        self.resnet.to(self.device)
 
     def __call__(self, data: bytes):
         from PIL import Image
@@ -72,11 +74,11 @@ class FacenetPytorchLoop:
         if faces is None:
             return np.zeros((0, 4), np.float32)
         with torch.inference_mode():
-            self.resnet(faces)
+            self.resnet(faces.to(self.device)).cpu()
         return boxes
 
 
-def facenet_pytorch_loop(weights: str):
+def facenet_pytorch_loop(weights: str, device: str = "cpu"):
     try:
         import facenet_pytorch  # noqa: F401
     except ImportError:
@@ -84,7 +86,7 @@ def facenet_pytorch_loop(weights: str):
     from model.pipeline import load_checkpoint
 
     ckpt = load_checkpoint(weights)
-    return FacenetPytorchLoop(ckpt.state_dict, ckpt.preprocessing.image_size, ckpt.preprocessing.margin)
+    return FacenetPytorchLoop(ckpt.state_dict, ckpt.preprocessing.image_size, ckpt.preprocessing.margin, device)
 
 
 def matched(a: np.ndarray, b: np.ndarray, min_px: float = GATE_PX, min_iou: float = 0.5) -> tuple[int, int]:
@@ -148,8 +150,11 @@ def main(argv=None) -> int:
     ap.add_argument("--lfw", type=int, default=40, help="LFW images in the sample (0: none)")
     ap.add_argument("--limit", type=int, default=None, help="photos of the 61 (default: all)")
     ap.add_argument("--weights", default="casia-webface")
+    ap.add_argument("--device", default="cpu", help="of the server, the in-process pipeline and facenet-pytorch")
     ap.add_argument("--env", action="append", default=[], help="FACEID_X=value for the server (repeatable)")
     ap.add_argument("--no-reference", action="store_true", help="leave facenet-pytorch out")
+    ap.add_argument("--checkout", default=None, help="run the server from another source tree (`git archive REV | "
+                    "tar -x -C DIR`): the overhead before a change")
     ap.add_argument("--start-timeout-s", type=float, default=300.0)
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -163,10 +168,11 @@ def main(argv=None) -> int:
     sets = {"photos": sorted((root / "photos").glob("*/*.jpg"))[: args.limit]}
     if args.lfw:
         sets["lfw"] = lfw_sample(root, args.lfw)
-    env = {"FACEID_LOG_JSON": "true", "FACEID_WEIGHTS": args.weights, **dict(e.split("=", 1) for e in args.env)}
-    result = {"benchmark": "overhead", "server_env": env, "torch_threads": torch.get_num_threads(), "sets": {}}
+    env = {"FACEID_LOG_JSON": "true", "FACEID_WEIGHTS": args.weights, "FACEID_DEVICE": args.device,
+           **dict(e.split("=", 1) for e in args.env)}
+    result = {"benchmark": "overhead", "server_env": env, "server_checkout": args.checkout, "torch_threads": torch.get_num_threads(), "sets": {}}
     with tempfile.TemporaryDirectory() as tmp:
-        srv = Server(Path(tmp) / "overhead.db", env=env).start(timeout_s=args.start_timeout_s)
+        srv = Server(Path(tmp) / "overhead.db", env=env, checkout=args.checkout).start(timeout_s=args.start_timeout_s)
         try:
             with httpx.Client(base_url=srv.url, timeout=120) as http:
                 for i, img in enumerate(sorted((root / "lfw").glob("*/*_0002.jpg"))[:10]):  # a small gallery
@@ -174,9 +180,9 @@ def main(argv=None) -> int:
                 ready = http.get("/ready").json()
                 result["server"] = {k: ready.get(k) for k in ("precision", "precision_reason", "detector_backend",
                                                               "device", "model_version")}
-                pipeline = FacePipeline.load(weights=args.weights, device="cpu", precision=ready["precision"],
+                pipeline = FacePipeline.load(weights=args.weights, device=args.device, precision=ready["precision"],
                                              detector_backend=ready.get("detector_backend") or "auto")
-                reference = None if args.no_reference else facenet_pytorch_loop(args.weights)
+                reference = None if args.no_reference else facenet_pytorch_loop(args.weights, args.device)
                 result["facenet_pytorch"] = "installed" if reference is not None else "not installed"
                 # the server's detection floor (app.services.recognition.FaceService.detection_floor), so that
                 # both sides do the same work and the difference is the request's own
