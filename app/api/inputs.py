@@ -13,10 +13,17 @@ from fastapi import Request
 from pydantic import BaseModel, ValidationError
 from starlette.datastructures import UploadFile
 from starlette.exceptions import HTTPException
+from starlette.formparsers import MultiPartParser
 
 from app.core.errors import AppError
 from app.core.timing import stage
 from app.schemas import MAX_LABEL_CHARS, normalize_label
+
+
+# Starlette spools each uploaded file above 1 MB to a temporary file on disk; every upload is read whole into
+# memory right after (`_parse_body`), and bodies are capped by FACEID_MAX_UPLOAD_BYTES before they are parsed
+# (BodyLimitMiddleware), so the spool only added a disk write and a read to every large photo.
+MultiPartParser.spool_max_size = 64 * 1024 * 1024
 
 
 def _b64(value: str, field: str) -> bytes:
