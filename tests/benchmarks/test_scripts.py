@@ -73,3 +73,25 @@ def test_feedback_loop_script(faces):
     assert got["job"]["returncode"] in (0, 3) and got["job"]["state"] in ("published", "not_published")
     assert (got["rank1_after"] is not None) == (got["job"]["state"] == "published")
     assert got["lfw_10fold"]["base"] is not None and got["gate"]
+
+
+@pytest.mark.faces
+@pytest.mark.slow
+def test_overhead_script(faces):
+    """In-process and HTTP on the same photos; the server's stages come back from its Server-Timing header."""
+    got = run("benchmarks.overhead", "--limit", "2", "--lfw", "2", "--passes", "1", "--no-reference")
+    assert set(got["sets"]) == {"photos", "lfw"} and got["all"]["photos"] == 4
+    for row in got["sets"].values():
+        assert row["median_ms"]["http"] > 0 and row["median_ms"]["in_process"] > 0
+        stages = row["server_timing_median_ms"]
+        assert {"read", "decode", "detect", "align", "embed", "search", "probes", "total"} <= set(stages)
+    assert got["detection_floor_px"] == 24.0
+
+
+@pytest.mark.faces
+@pytest.mark.slow
+def test_detect_floor_script(faces):
+    got = run("benchmarks.detect_floor", "--lfw", "3", "--passes", "1")
+    row = got["sets"]["lfw"]
+    assert row["images"] == 3 and row["floor_24"]["missed_iou_0.9"] == 0 and row["floor_24"]["extra_iou_0.9"] == 0
+    assert row["floor_24"]["faces_at_or_above"] >= 3 and row["floor_24"]["speedup_median"] > 0
