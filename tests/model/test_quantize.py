@@ -123,7 +123,8 @@ def test_quantize_options_replace_the_recipe():
 
     net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
     buf = __import__("io").BytesIO()
-    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), buf, input_names=["x"], opset_version=17, dynamo=False)
+    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), buf, input_names=["x"], dynamic_axes={"x": {0: "n"}},
+                      opset_version=17, dynamo=False)
     calibration = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
     ops = lambda b: {n.op_type for n in onnx.load_from_string(b).graph.node}  # noqa: E731
     qdq = ops(quantize(buf.getvalue(), calibration, batch=4))
