@@ -90,7 +90,7 @@ class _Recording:
         return self.runner(x)
 
 
-def _head_nodes(onnx_bytes: bytes, name: str) -> list[str]:
+def float_head_nodes(onnx_bytes: bytes, name: str) -> list[str]:
     """ONNX node names of network `name`'s output heads (the exporter names them /<module>/<Op>)."""
     import onnx
 
@@ -111,6 +111,20 @@ def unmatched_faces(a, b, min_iou: float = GATE_MIN_IOU, min_size: float = GATE_
     return int((box_iou(torch.from_numpy(boxes), torch.from_numpy(b.boxes)).max(1).values < min_iou).sum())
 
 
+def record_inputs(detector, images: list, batch: int = 16) -> dict[str, list[np.ndarray]]:
+    """The inputs P/R/ONet of `detector` (on the onnxruntime backend) receive while it detects `images`,
+    `batch` per call (1: the service's way for single requests)."""
+    runners = detector._runners
+    recorders = {k: _Recording(v) for k, v in runners.items()}
+    detector._runners = recorders
+    try:
+        for start in range(0, len(images), batch):
+            detector.detect(images[start:start + batch])
+    finally:
+        detector._runners = runners
+    return {k: r.inputs for k, r in recorders.items()}
+
+
 def build_int8_runners(detector, calibration: list, check: list, threads: int | None = None) -> tuple[dict, dict]:
     """Quantise `detector`'s (an MTCNN on the onnxruntime backend) P/R/ONet on the inputs they receive while
     it detects the `calibration` images; gate on `check` images: every face of at least GATE_MIN_FACE_PX
@@ -118,17 +132,11 @@ def build_int8_runners(detector, calibration: list, check: list, threads: int | 
     from model.ort_quant import quantize
 
     fp32 = detector._runners
-    recorders = {k: _Recording(v) for k, v in fp32.items()}
-    detector._runners = recorders
-    try:
-        for start in range(0, len(calibration), 16):
-            detector.detect(calibration[start:start + 16])
-    finally:
-        detector._runners = fp32
+    inputs = record_inputs(detector, calibration)
     models = {}
-    for name, rec in recorders.items():
+    for name, feeds in inputs.items():
         src = export_onnx(copy.deepcopy(getattr(detector, name)), name)
-        models[name] = quantize(src, rec.inputs, exclude=_head_nodes(src, name))
+        models[name] = quantize(src, feeds, exclude=float_head_nodes(src, name))
     threads = threads or torch.get_num_threads()
     ref = detector.detect(check)
     detector._runners = {k: OrtNet(v, threads) for k, v in models.items()}
@@ -147,8 +155,8 @@ def build_int8_runners(detector, calibration: list, check: list, threads: int | 
 def int8_runners(detector, threads: int | None = None) -> tuple[dict[str, OrtNet], dict]:
     """`detector`'s (on the onnxruntime backend) int8 P/R/ONet and their gate, cached beside the weights by
     weights hash and recipe; built once on model.ort_quant's calibration faces (80 of them kept back for the
-    gate). The gate is reported, not enforced: FACEID_PRECISION=auto does not use these (benchmarks.detect
-    measured them: faces moved and no faster, see docs/performance.md)."""
+    gate). The gate is reported, not enforced: FACEID_PRECISION=auto does not use these (benchmarks.detect and
+    benchmarks.detect_int8 measured them: faces moved and slower than fp32, see docs/performance.md)."""
     import hashlib
     import json
 

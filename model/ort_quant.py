@@ -24,9 +24,10 @@ def cpu_has_vnni() -> bool:
 
 
 def quantize(onnx_fp32: bytes, calibration, reduce_range: bool | None = None, batch: int = 16,
-             exclude: list[str] | None = None) -> bytes:
+             exclude: list[str] | None = None, **options) -> bytes:
     """QDQ int8 model from fp32 ONNX bytes. `calibration`: an array of inputs for 'x' (cut into batches of
-    `batch`) or a list of input arrays of any shapes. `exclude`: node names left in float."""
+    `batch`) or a list of input arrays of any shapes. `exclude`: node names left in float. `options`:
+    quantize_static arguments that replace this recipe's (benchmarks.detect_int8 tries other recipes)."""
     from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
                                           quantize_static)
     from onnxruntime.quantization.shape_inference import quant_pre_process
@@ -47,9 +48,10 @@ def quantize(onnx_fp32: bytes, calibration, reduce_range: bool | None = None, ba
         src, pre, dst = Path(tmp) / "fp32.onnx", Path(tmp) / "pre.onnx", Path(tmp) / "int8.onnx"
         src.write_bytes(onnx_fp32)
         quant_pre_process(str(src), str(pre), skip_symbolic_shape=True)
-        quantize_static(str(pre), str(dst), Reader(), quant_format=QuantFormat.QDQ, per_channel=True,
-                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8, reduce_range=reduce_range,
-                        calibrate_method=CalibrationMethod.MinMax, nodes_to_exclude=exclude or [])
+        recipe = {"quant_format": QuantFormat.QDQ, "per_channel": True, "activation_type": QuantType.QUInt8,
+                  "weight_type": QuantType.QInt8, "reduce_range": reduce_range,
+                  "calibrate_method": CalibrationMethod.MinMax, "nodes_to_exclude": exclude or []}
+        quantize_static(str(pre), str(dst), Reader(), **{**recipe, **options})
         return dst.read_bytes()
 
 

@@ -112,3 +112,22 @@ def test_quantised_embedder_is_close_to_fp32_on_real_faces(faces):
     got = int8(x[24:])
     assert torch.allclose(got.norm(dim=1), torch.ones(len(got)), atol=1e-4)
     assert (ref * got).sum(1).min() > 0.995  # faces it was not calibrated on
+
+
+def test_quantize_options_replace_the_recipe():
+    """model.ort_quant.quantize: QDQ by default; an option (here QLinear operators) replaces that part only."""
+    import onnx
+    from onnxruntime.quantization import QuantFormat
+
+    from model.ort_quant import quantize
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 8, 3), torch.nn.ReLU(), torch.nn.Conv2d(8, 4, 1)).eval()
+    buf = __import__("io").BytesIO()
+    torch.onnx.export(net, (torch.zeros(1, 3, 16, 16),), buf, input_names=["x"], dynamic_axes={"x": {0: "n"}},
+                      opset_version=17, dynamo=False)
+    calibration = np.random.default_rng(0).standard_normal((8, 3, 16, 16)).astype(np.float32)
+    ops = lambda b: {n.op_type for n in onnx.load_from_string(b).graph.node}  # noqa: E731
+    qdq = ops(quantize(buf.getvalue(), calibration, batch=4))
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= qdq and "QLinearConv" not in qdq
+    qop = ops(quantize(buf.getvalue(), calibration, batch=4, quant_format=QuantFormat.QOperator))
+    assert "QLinearConv" in qop and "Conv" not in qop
