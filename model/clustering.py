@@ -19,9 +19,11 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 
 
-def pairs_at_least(vectors: np.ndarray, threshold: float, block: int = 4096) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs (i < j) of rows whose dot product is at least `threshold` (blocked, exact)."""
+def pairs_at_least(vectors: np.ndarray, threshold: float, block: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """Index pairs (i < j) of rows whose dot product is at least `threshold` (blocked, exact; a block of scores
+    holds at most 2**25 of them)."""
     v = np.ascontiguousarray(vectors, dtype=np.float32)
+    block = block or max(16, 2**25 // max(len(v), 1))
     rows, cols = [], []
     for start in range(0, len(v), block):
         sims = v[start:start + block] @ v[start:].T

@@ -44,12 +44,12 @@ class RefineResult:
     applied: bool
 
 
-def same_person_threshold(embedder, far: float, default: float) -> float:
-    """The cosine score a different-person pair reaches with probability `far` (the checkpoint's impostor tail);
-    checkpoints without a tail: their fixed 1:1 threshold."""
-    tail = tail_of(embedder.thresholds)
+def same_person_threshold(thresholds: dict, far: float, default: float) -> float:
+    """The cosine score a different-person pair reaches with probability `far` (a checkpoint's calibration: its
+    impostor tail); checkpoints without a tail: their fixed 1:1 threshold."""
+    tail = tail_of(thresholds)
     if tail is None:
-        return float(embedder.thresholds.get("cosine", default))
+        return float((thresholds or {}).get("cosine", default))
     return float(tail.score_at(far))
 
 
@@ -61,7 +61,7 @@ class UnknownService:
         self._wake = asyncio.Event()
 
     def threshold(self, embedder) -> float:
-        return same_person_threshold(embedder, self.settings.unknown_cluster_far, self.settings.default_threshold)
+        return same_person_threshold(embedder.thresholds, self.settings.unknown_cluster_far, self.settings.default_threshold)
 
     # --- the request path -------------------------------------------------------------------------------
     async def keep(self, result, decisions) -> list[KeptFace | None]:
