@@ -194,10 +194,12 @@ class UnknownStore:
         return (rev, np.array([r[0] for r in rows]), np.array([r[1] for r in rows]),
                 np.array([bool(r[2]) for r in rows]), bytes_to_matrix([r[3] for r in rows]))
 
-    def apply(self, revision: int, face_ids: np.ndarray, old: np.ndarray, new: np.ndarray) -> bool:
+    def apply(self, revision: int, face_ids: np.ndarray, old: np.ndarray, new: np.ndarray,
+              cache: tuple[str, float, np.ndarray] | None = None) -> bool:
         """Move faces to the clusters of a refine computed on the snapshot at `revision`: each new group keeps the
         id of the old cluster it overlaps most (each id once), the others are created; emptied clusters go.
-        False (nothing changed) when the faces were written meanwhile: refine again."""
+        False (nothing changed) when the faces were written meanwhile: refine again. `cache` (version, threshold,
+        the snapshot's vectors): the online step's cached clusters are rebuilt from them, not re-read."""
         def run(s):
             now = utcnow()
             overlap: dict[tuple[int, int], int] = {}
@@ -221,14 +223,22 @@ class UnknownStore:
                 for i in range(0, len(fids), 500):
                     s.execute(update(UnknownFace).where(UnknownFace.id.in_(fids[i:i + 500])).values(cluster_id=cid))
             s.execute(delete(UnknownCluster).where(~exists().where(UnknownFace.cluster_id == UnknownCluster.id)))
-            return True
+            return target
         with self._lock:
             self._forget()
             with self.sessions() as s, s.begin() as tx:
                 if self._bump(s) != revision:
                     tx.rollback()
                     return False
-                return run(s)
+                target = run(s)
+            if cache is not None and len(new):  # every face of the version is in the snapshot: rebuild from it
+                version, threshold, vectors = cache
+                oc = OnlineClusters(threshold, vectors.shape[1])
+                for n in np.unique(new):
+                    members = new == n
+                    oc.add(target[int(n)], vectors[members].sum(axis=0), float(members.sum()))
+                self._cache = _Cache(version, threshold, revision + 1, oc)
+            return True
 
     def set_suggestions(self, suggestions: dict[int, tuple[int | None, float | None]]) -> None:
         """{cluster id: (identity id or None, score or None)}; clusters gone meanwhile are skipped."""

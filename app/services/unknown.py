@@ -57,6 +57,7 @@ class UnknownService:
     def __init__(self, settings: Settings, store: UnknownStore, serving):
         self.settings, self.store, self.serving = settings, store, serving
         self._since_refine = 0
+        self._refined_faces = 0                # faces at the last refine: the next is due after a share of them
         self._refine_lock = threading.Lock()   # one refine at a time in this process
         self._wake = asyncio.Event()
 
@@ -85,7 +86,7 @@ class UnknownService:
         for i, k in zip(picked, kept, strict=True):
             out[i] = k
         self._since_refine += len(picked)
-        if self._since_refine >= cfg.unknown_refine_every_faces:
+        if self._refine_due():
             self._wake.set()
         return out
 
@@ -102,10 +103,11 @@ class UnknownService:
                 rev, face_ids, old, dismissed, vectors = self.store.snapshot(snap.version)
                 groups = np.where(dismissed, old, -1)   # a dismissed cluster stays together; new faces may join
                 new = average_linkage(vectors, thr, groups) if len(face_ids) else np.zeros(0, np.int64)
-                if self.store.apply(rev, face_ids, old, new):
+                if self.store.apply(rev, face_ids, old, new, (snap.version, thr, vectors)):
                     break
             else:
                 return RefineResult(len(face_ids), len(set(new.tolist())), thr, time.perf_counter() - t0, False)
+            self._refined_faces = len(face_ids)
             self._suggest(snap)
             return RefineResult(len(face_ids), len(set(new.tolist())), thr, time.perf_counter() - t0, True)
 
@@ -131,6 +133,11 @@ class UnknownService:
                     out[int(c)] = (ms[0].identity_id, float(ms[0].score))
         self.store.set_suggestions(out)
 
+    def _refine_due(self) -> bool:
+        """After FACEID_UNKNOWN_REFINE_EVERY_FACES new faces, and a quarter of those at the last refine: a refine
+        costs about the square of the faces, so their total stays a small multiple of the last one's."""
+        return self._since_refine >= max(self.settings.unknown_refine_every_faces, self._refined_faces // 4)
+
     async def refine(self) -> RefineResult:
         return await run_in_threadpool(self.refine_now)
 
@@ -145,7 +152,7 @@ class UnknownService:
             self._wake.clear()
             try:
                 await run_in_threadpool(self.store.prune_expired)
-                if self._since_refine >= self.settings.unknown_refine_every_faces:
+                if self._refine_due():
                     await self.refine()
             except asyncio.CancelledError:
                 raise
