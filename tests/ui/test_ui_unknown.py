@@ -6,7 +6,7 @@ import httpx
 import pytest
 
 from harness import Server
-from tests.ui.test_ui import expect, photos
+from tests.ui.test_ui import expect, no_horizontal_scroll, photos
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 
@@ -34,17 +34,27 @@ def keep(api, paths):
 
 def test_unknown_people_are_named_dismissed_and_cleaned(server, new_page, console, faces, shots):
     with httpx.Client(base_url=server.url, timeout=120) as api:
-        keep(api, photos(faces, "Scarlett_Johansson", 4) + photos(faces, "Matt_Damon", 3) + photos(faces, "Angelina_Jolie", 3))
+        page = new_page(server.url)
+        page.goto("/#identify")  # Identify's "Remember unknown faces" keeps them
+        page.check("#identify-remember")
+        page.set_input_files("#identify-file", str(photos(faces, "Scarlett_Johansson", 1)[0]))
+        expect(page.locator("#identify-faces .face")).to_have_count(1)
+        assert api.get("/unknown", params={"min_faces": 1}).json()["total"] == 1
+        keep(api, photos(faces, "Scarlett_Johansson", 3, skip=1) + photos(faces, "Matt_Damon", 3)
+             + photos(faces, "Angelina_Jolie", 3))
         assert api.post("/unknown/refine").json()["applied"]
         clusters = api.get("/unknown").json()["items"]
         assert len(clusters) >= 2
-        page = new_page(server.url)
         page.goto("/#unknown")
         cards = page.locator("#unknown-cards .card")
         expect(cards).to_have_count(len(clusters))
         expect(cards.first.locator(".crops img[src^='blob:']").first).to_be_visible()
         expect(page.locator("#unknown-cards .crops img:not([src])")).to_have_count(0)  # every crop loaded
-        page.screenshot(path=shots / "unknown-1280.png", full_page=True)
+        page.screenshot(path=shots / "unknown-1280.png", full_page=True)  # docs/ui-unknown.png
+        narrow = new_page(server.url, width=375)
+        narrow.goto("/#unknown")
+        expect(narrow.locator("#unknown-cards .card")).to_have_count(len(clusters))
+        assert no_horizontal_scroll(narrow) <= 0, "the Unknown people page scrolls sideways at 375 px"
 
         first = page.locator(f".card[data-cluster='{clusters[0]['id']}']")
         first.locator("input[type=text]").fill("First Person")
