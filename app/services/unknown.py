@@ -74,12 +74,15 @@ class UnknownService:
         if not picked:
             return out
         cfg = self.settings
-        margin = embedder.preprocessing.margin
-        rows = [(FaceCrop.of(result.faces[i], margin, result.image_sha256, embedder.version),
-                 {embedder.version: result.faces[i].embedding}) for i in picked]
+        margin, threshold = embedder.preprocessing.margin, self.threshold(embedder)
+
+        def write():  # the PNG encoding too: off the event loop
+            rows = [(FaceCrop.of(result.faces[i], margin, result.image_sha256, embedder.version),
+                     {embedder.version: result.faces[i].embedding}) for i in picked]
+            return self.store.keep(rows, embedder.version, threshold, cfg.unknown_retention_s, cfg.unknown_max_faces)
+
         try:
-            kept = await run_in_threadpool(self.store.keep, rows, embedder.version, self.threshold(embedder),
-                                           cfg.unknown_retention_s, cfg.unknown_max_faces)
+            kept = await run_in_threadpool(write)
         except SQLAlchemyError as exc:
             log.warning("unknown faces not kept: %s%s", str(exc)[:200], " (disk full)" if is_disk_full(exc) else "")
             return out
