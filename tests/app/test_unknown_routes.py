@@ -163,3 +163,18 @@ def test_deployment_wide_keeping_hides_ids_from_an_identify_key(made, store):  #
     r = c.post("/identify", headers={"X-API-Key": "door-key"}, files={"file": ("p.png", tiles_png([GREY]), "image/png")})
     assert r.status_code == 200 and r.json()["faces"][0]["cluster_id"] is None
     assert rows(store, UnknownFace) == 1  # kept (the deployment asked for it), shown to nobody with this key
+
+
+def test_a_cluster_that_resembles_an_enrolled_identity_carries_it_as_its_suggestion(made, store):  # noqa: F811
+    c, _ = made()
+    first = identify(c, [RED, GREY], remember_unknown="true")
+    assert [f["status"] for f in first] == ["unknown", "unknown"]
+    assert enroll(c, "red", [RED]).status_code == 201  # the same person enrolled since
+    assert c.post("/unknown/refine").status_code == 200
+    by_id = {i["id"]: i for i in c.get("/unknown", params={"min_faces": 1}).json()["items"]}
+    red, grey = by_id[first[0]["cluster_id"]], by_id[first[1]["cluster_id"]]
+    assert red["suggestion"]["identity"]["label"] == "red" and red["suggestion"]["score"] > 0.99
+    assert grey["suggestion"] is None
+    assert c.post(f"/unknown/{red['id']}/dismiss").json()["suggestion"] is None  # never suggested again
+    c.post("/unknown/refine")
+    assert c.get(f"/unknown/{red['id']}").json()["suggestion"] is None
