@@ -38,9 +38,10 @@ def pairs_at_least(vectors: np.ndarray, threshold: float, block: int | None = No
     return np.concatenate(rows), np.concatenate(cols)
 
 
-def _average_linkage_component(sums: np.ndarray, counts: np.ndarray, threshold: float) -> np.ndarray:
-    """Merge groups (their vector sums and sizes) by average linkage down to `threshold`; each group's final
-    cluster number (0..k-1)."""
+def _average_linkage_component(sums: np.ndarray, counts: np.ndarray, threshold: float,
+                               threshold_for=None) -> np.ndarray:
+    """Merge groups (their vector sums and sizes) by average linkage down to `threshold` (or, for two clusters of
+    sizes a and b, `threshold_for(a, b)`); each group's final cluster number (0..k-1)."""
     m = len(sums)
     owner = np.arange(m)          # group -> current cluster (a cluster keeps the index of one of its groups)
     alive = np.arange(m)          # indices of the clusters still standing
@@ -51,7 +52,8 @@ def _average_linkage_component(sums: np.ndarray, counts: np.ndarray, threshold: 
         np.fill_diagonal(sims, -np.inf)
         best = np.argmax(sims, axis=1)
         val = sims[np.arange(len(alive)), best]
-        mutual = (best[best] == np.arange(len(alive))) & (val >= threshold) & (np.arange(len(alive)) < best)
+        need = threshold if threshold_for is None else threshold_for(c[alive], c[alive][best])
+        mutual = (best[best] == np.arange(len(alive))) & (val >= need) & (np.arange(len(alive)) < best)
         if not mutual.any():
             break
         a, b = alive[np.nonzero(mutual)[0]], alive[best[mutual]]
@@ -64,10 +66,13 @@ def _average_linkage_component(sums: np.ndarray, counts: np.ndarray, threshold: 
     return labels
 
 
-def average_linkage(vectors: np.ndarray, threshold: float, groups: np.ndarray | None = None) -> np.ndarray:
+def average_linkage(vectors: np.ndarray, threshold: float, groups: np.ndarray | None = None,
+                    threshold_for=None) -> np.ndarray:
     """Cluster unit `vectors` by average linkage, stopping where the best mean pairwise similarity between
     clusters falls below `threshold`. `groups` (one integer per row, -1: none) are clusters to start from, kept
-    together (e.g. clusters a person dismissed). Returns a cluster number per row, 0..k-1."""
+    together (e.g. clusters a person dismissed). `threshold_for(sizes_a, sizes_b)` (arrays), at least `threshold`
+    everywhere, asks more of some merges (the clusters then merge in the mutual-nearest rounds as long as their mean
+    reaches it). Returns a cluster number per row, 0..k-1."""
     n = len(vectors)
     if n == 0:
         return np.zeros(0, np.int64)
@@ -90,7 +95,7 @@ def average_linkage(vectors: np.ndarray, threshold: float, groups: np.ndarray | 
             out[members] = next_label
             next_label += 1
             continue
-        local = _average_linkage_component(sums[members], counts[members], threshold)
+        local = _average_linkage_component(sums[members], counts[members], threshold, threshold_for)
         out[members] = local + next_label
         next_label += int(local.max()) + 1
     return out[start]

@@ -53,6 +53,30 @@ def same_person_threshold(thresholds: dict, far: float, default: float) -> float
     return float(tail.score_at(far))
 
 
+def merge_rule(thresholds: dict, far: float, default: float):
+    """(threshold, threshold_for): a merge of clusters of a and b faces needs their mean pair score at the impostor
+    tail's score for `far / min(a, b)`: whichever side is absorbed, each of its faces is accepted at no more than
+    `far` (a group of k faces wrongly joining another person costs k faces, so it must be k times less likely). A
+    single face joining a cluster, the online step, needs the plain `far` score."""
+    base = same_person_threshold(thresholds, far, default)
+    tail = tail_of(thresholds)
+    if tail is None:
+        return base, None
+    log_p = np.linspace(np.log(far) - np.log(1e6), np.log(far), 241)
+    scores = np.array([tail.score_at(float(np.exp(x))) for x in log_p])
+
+    def threshold_for(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+        return np.interp(np.log(far / np.maximum(np.minimum(a, b), 1.0)), log_p, scores)
+    return base, threshold_for
+
+
+def cluster(vectors: np.ndarray, thresholds: dict, far: float, default: float,
+            groups: np.ndarray | None = None) -> np.ndarray:
+    """The refine's clustering (the benchmark runs this very function): average linkage with `merge_rule`."""
+    base, threshold_for = merge_rule(thresholds, far, default)
+    return average_linkage(vectors, base, groups, threshold_for)
+
+
 class UnknownService:
     def __init__(self, settings: Settings, store: UnknownStore, serving):
         self.settings, self.store, self.serving = settings, store, serving
@@ -105,7 +129,8 @@ class UnknownService:
             for _ in range(attempts):
                 rev, face_ids, old, dismissed, vectors = self.store.snapshot(snap.version)
                 groups = np.where(dismissed, old, -1)   # a dismissed cluster stays together; new faces may join
-                new = average_linkage(vectors, thr, groups) if len(face_ids) else np.zeros(0, np.int64)
+                new = cluster(vectors, snap.embedder.thresholds, self.settings.unknown_cluster_far,
+                              self.settings.default_threshold, groups) if len(face_ids) else np.zeros(0, np.int64)
                 if self.store.apply(rev, face_ids, old, new, (snap.version, thr, vectors)):
                     break
             else:
