@@ -62,3 +62,15 @@ def test_online_joins_the_best_cluster_at_the_threshold_only():
     for i in range(200):  # past the initial capacity
         oc.add(("new", i), v[i % len(v)])
     assert len(oc) == 2 + 200
+
+
+def test_threshold_for_asks_more_of_the_merges_it_names():
+    rng = np.random.default_rng(3)
+    v, truth = people(rng, 3, 6, spread=0.2)
+    plain = average_linkage(v, 0.5)
+    assert same_partition(plain, truth)
+    same = average_linkage(v, 0.5, threshold_for=lambda a, b: np.full(len(a), 0.5))
+    assert same_partition(same, plain)
+    # only two single faces may merge: every cluster has at most 2 faces
+    pairs_only = average_linkage(v, 0.5, threshold_for=lambda a, b: np.where(np.maximum(a, b) >= 2, 1.01, 0.5))
+    assert np.bincount(pairs_only).max() == 2 and len(set(pairs_only)) < len(v)
