@@ -11,7 +11,7 @@ import torch
 from fastapi import FastAPI
 
 from app.api import docs
-from app.api.routes import admin, faces, feedback, gallery, health, transfer, ui, webhooks
+from app.api.routes import admin, faces, feedback, gallery, health, transfer, ui, unknown, webhooks
 from app.core import errors
 from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
@@ -99,22 +99,24 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     service = build_service(settings)
     app.state.service = service
-    follower = delivery = None
+    follower = delivery = refiner = None
     try:  # whatever fails from here on, the service is closed and its tasks cancelled
         serving = service.serving
         emb = serving.embedder
         added = await serving.reembed_missing(emb)  # a gallery enrolled under another model: embed it for this one
+        added += await serving.reembed_others(emb)  # kept unknown faces too
         if added:
             log.info("embedded %d stored faces for model %s", added, emb.version)
         await run_in_threadpool(serving.warm, serving.snapshot_of(emb))  # the operating point, before any request
         follower = asyncio.get_running_loop().create_task(serving.follow())
         if settings.events_worker:  # webhooks and MQTT, off the request path (app/services/events.py)
             delivery = asyncio.get_running_loop().create_task(service.events.run())
+        refiner = asyncio.get_running_loop().create_task(service.unknown.run())  # kept unknown faces' clusters
         log.info("ready: model %s (%s) on %s, %s (%s)", emb.name, emb.version, emb.device, emb.precision,
                  emb.precision_reason)
         yield
     finally:
-        for task in (follower, delivery):
+        for task in (follower, delivery, refiner):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
@@ -147,8 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestContext)
-    for router in (health.router, faces.router, transfer.router, gallery.router, feedback.router, admin.router,
-                   webhooks.router):
+    for router in (health.router, faces.router, transfer.router, gallery.router, feedback.router, unknown.router,
+                   admin.router, webhooks.router):
         app.include_router(router)
     webhooks.declare_events(app)  # OpenAPI 3.1 `webhooks`: what each event's delivery carries
     docs.install(app)

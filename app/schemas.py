@@ -76,6 +76,10 @@ class IdentifiedFace(FaceOut):
     threshold: float | None = Field(None, description="the cosine score this face needed to match: the operating "
                                     "point's, plus this face's own cohort shift where the model normalises searches "
                                     "(a face that resembles many people needs more)")
+    unknown_face_id: int | None = Field(None, description="this unknown face, kept (remember_unknown): "
+                                        "GET /unknown/faces/{id}/crop; null when not kept or for an `identify` key")
+    cluster_id: int | None = Field(None, description="the unknown person (GET /unknown/{cluster_id}) the kept face "
+                                   "joined or started")
 
 
 class OperatingPointOut(BaseModel):
@@ -349,6 +353,68 @@ class FeedbackPage(BaseModel):
     total: int
     offset: int
     limit: int
+
+
+# --- unknown faces kept and clustered ----------------------------------------------------------------------
+class UnknownSuggestion(BaseModel):
+    identity: IdentityRef
+    score: float = Field(description="cosine of the cluster's template and the identity's, at or above the "
+                         "operating point in force (the same decision as a match)")
+
+
+class UnknownClusterOut(BaseModel):
+    id: int
+    size: int = Field(description="kept faces")
+    face_ids: list[int] = Field(description="a few representative faces (GET /unknown/faces/{id}/crop)")
+    first_seen: UtcDatetime
+    last_seen: UtcDatetime
+    dismissed: bool
+    suggestion: UnknownSuggestion | None = Field(description="the enrolled identity it resembles, if any")
+
+
+class UnknownClustersPage(BaseModel):
+    items: list[UnknownClusterOut]
+    total: int
+    offset: int
+    limit: int
+
+
+class UnknownFacePublic(BaseModel):
+    model_config = ConfigDict(from_attributes=True, protected_namespaces=())
+    id: int
+    cluster_id: int
+    box: Box
+    landmarks: list[list[float]]
+    detection_score: float
+    source_sha256: str = Field(description="SHA-256 of the image the face was seen in")
+    crop_size: int
+    crop_margin: int
+    model_version: str = Field(description="the model that first saw it")
+    created_at: UtcDatetime
+    expires_at: UtcDatetime | None = Field(description="deleted then (FACEID_UNKNOWN_RETENTION_S); null: kept until "
+                                           "deleted")
+
+
+class UnknownClusterDetail(UnknownClusterOut):
+    faces: list[UnknownFacePublic]
+
+
+class UnknownEnrollRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    label: Label | None = Field(None, description="enroll as this identity (created if new)")
+    identity_id: int | None = Field(None, ge=1, description="or add the faces to this existing identity")
+
+
+class UnknownRefineOut(BaseModel):
+    faces: int
+    clusters: int
+    threshold: float = Field(description="the same-person threshold (mean cosine between clusters' faces)")
+    seconds: float
+    applied: bool = Field(description="false when faces kept meanwhile kept changing it (the next refine will)")
+
+
+class UnknownPurgeOut(BaseModel):
+    deleted_faces: int
 
 
 # --- admin ---------------------------------------------------------------------------------------------------

@@ -123,6 +123,23 @@ class Settings(BaseSettings):
                                         "without keys); past it that key's oldest are evicted first")
     feedback_max_per_key: int = Field(10_000, ge=1, description="reports kept per API key (or in all without "
                                       "keys); more are refused (409) until some are deleted")
+    # unknown faces kept and clustered (app/services/unknown.py, docs/unknown.md): off unless asked for
+    remember_unknown: bool = Field(False, description="keep every face /identify answers `unknown` (crop, "
+                                   "embedding, box, source hash, time) and cluster them into people to name; "
+                                   "without it a request asks with remember_unknown=true (write scope)")
+    unknown_retention_s: float = Field(0.0, ge=0.0, description="delete kept unknown faces this long after they "
+                                       "were seen (0: keep them until deleted, e.g. a photo library)")
+    unknown_max_faces: int = Field(50_000, ge=1, description="kept unknown faces in all; past it the oldest are "
+                                   "dropped (about 35 kB each at 160 px)")
+    unknown_cluster_far: float = Field(5e-4, gt=0.0, lt=1.0, description="pair false-accept rate of the "
+                                       "same-person threshold: a face joins a cluster when its mean cosine "
+                                       "similarity with its faces reaches the checkpoint's impostor-tail score at "
+                                       "this rate; two clusters of a and b faces at this rate / min(a, b) "
+                                       "(benchmarks/results/clustering.json, docs/unknown.md)")
+    unknown_refine_every_faces: int = Field(50, ge=1, description="re-cluster (average linkage over all kept faces) "
+                                            "in the background once this many faces were kept since the last time")
+    unknown_refine_interval_s: float = Field(30.0, gt=0.0, description="how often the background task looks for "
+                                             "expired faces and a due re-clustering")
     # training jobs (POST /admin/train)
     train_memory_bytes: int | None = Field(None, ge=2**28, description="memory a training job may use; a batch "
                                            "size whose estimate (1.35 GiB + 24 MiB per image) exceeds it is "

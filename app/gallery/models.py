@@ -1,7 +1,8 @@
 """Tables: identities, faces (aligned crop kept for re-embedding), embeddings (one per face and model version),
 templates (one per identity and model version); probes (faces of recent /identify answers) and feedback
 (reports on faces, with their crops); distinct_pairs (identities said not to be duplicates); identity_changes
-(the change log the in-memory search follows); event_outbox, subscriptions, dead_letters (events, app/gallery/events.py)."""
+(the change log the in-memory search follows); event_outbox, subscriptions, dead_letters (events, app/gallery/events.py);
+unknown_clusters, unknown_faces, unknown_embeddings (unknown faces kept by choice, app/gallery/unknown.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -114,6 +115,9 @@ class GalleryState(Base):
     # the model every process should serve (set by a hot swap), so all workers and replicas follow it
     serving_model: Mapped[str | None] = mapped_column(String(500), nullable=True)
     serving_version: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    # bumped by every write of kept unknown faces or their clusters: a process's cached clusters are current
+    # while it matches (app/gallery/unknown.py)
+    unknown_revision: Mapped[int] = mapped_column(Integer, default=0)
 
 
 class FaceCropColumns:
@@ -238,3 +242,39 @@ class DeadLetter(Base):
     last_error: Mapped[str | None] = mapped_column(String(500), nullable=True)
     replay: Mapped[bool] = mapped_column(Boolean, default=False)
     created_at: Mapped[float] = mapped_column(Float)
+
+
+class UnknownCluster(Base):
+    """A group of kept unknown faces that score as one person (app/services/unknown.py). `dismissed`: the person
+    said never to suggest it (its faces stay together, new ones still join it). The suggestion is the enrolled
+    identity the cluster's template matches at the service's operating point, refreshed with the clusters."""
+    __tablename__ = "unknown_clusters"
+    __table_args__ = NEVER_REUSED
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    dismissed: Mapped[bool] = mapped_column(Boolean, default=False)
+    suggested_identity_id: Mapped[int | None] = mapped_column(ForeignKey("identities.id", ondelete="SET NULL"),
+                                                              nullable=True)
+    suggested_score: Mapped[float | None] = mapped_column(Float, nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+
+
+class UnknownFace(FaceCropColumns, Base):
+    """A face an /identify answered `unknown`, kept by choice (remember_unknown, FACEID_REMEMBER_UNKNOWN) until
+    `expires_at` (None: until deleted); `model_version` is the model that saw it first."""
+    __tablename__ = "unknown_faces"
+    __table_args__ = NEVER_REUSED
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    cluster_id: Mapped[int] = mapped_column(ForeignKey("unknown_clusters.id", ondelete="CASCADE"), index=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
+    expires_at: Mapped[datetime | None] = mapped_column(DateTime(timezone=True), nullable=True, index=True)
+
+
+class UnknownEmbedding(Base):
+    """A kept unknown face's embedding by one model version (a hot swap adds the new model's, as for the gallery)."""
+    __tablename__ = "unknown_embeddings"
+    __table_args__ = (UniqueConstraint("face_id", "model_version", name="uq_unknown_embedding_face_version"),)
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    face_id: Mapped[int] = mapped_column(ForeignKey("unknown_faces.id", ondelete="CASCADE"), index=True)
+    model_version: Mapped[str] = mapped_column(String(64), index=True)
+    vector: Mapped[bytes] = mapped_column(UnitVector)

@@ -11,6 +11,7 @@ import io
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Callable
 
 import numpy as np
 from PIL import Image
@@ -260,11 +261,21 @@ class GalleryStore:
             s.add(Template(identity_id=iid, model_version=ver, n_faces=len(blobs),
                            vector=vector_to_bytes(template_of(bytes_to_matrix(blobs)))))
 
-    def enroll(self, label: str, faces: list[NewFace]) -> tuple[Identity, list[Face], bool]:
-        """Add faces to identity `label` (created if new) in one transaction. Returns (identity, faces, created)."""
+    def enroll(self, label: str | None, faces: list[NewFace], identity_id: int | None = None,
+               also: Callable[[Session], list[NewFace]] | None = None) -> tuple[Identity, list[Face], bool]:
+        """Add faces to identity `label` (created if new), or to the existing `identity_id` (NotFound when there is
+        none), in one transaction. `also(session)`, run first inside it, may return more faces (and do its own
+        writes: enrolling a cluster of kept unknown faces deletes it). Returns (identity, faces, created)."""
         with self.sessions() as s, s.begin():
             self._bump(s)  # takes SQLite's write lock first, so the label lookup below cannot race
-            ident = s.scalar(select(Identity).where(Identity.label == label))
+            if also is not None:
+                faces = list(faces) + also(s)
+            if identity_id is not None:
+                ident = s.get(Identity, identity_id)
+                if ident is None:
+                    raise NotFound("identity", identity_id)
+            else:
+                ident = s.scalar(select(Identity).where(Identity.label == label))
             created = ident is None
             if created:
                 ident = Identity(label=label)

@@ -22,12 +22,14 @@ from app.gallery.feedback import FeedbackStore
 from app.gallery.models import MAX_ID
 from app.gallery.search import Match, VersionSearch, cosine, make_search
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
+from app.gallery.unknown import UnknownStore
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
 from app.services.duplicates import Duplicates
 from app.services.events import Events, identify_events, wants
 from app.services.feedback import FeedbackService
 from app.services.training_job import TrainingJobs
+from app.services.unknown import UnknownService
 from app.services.operating_point import OperatingPoints
 from app.services.serving import Serving, Snapshot
 from model.decode import ImageError, decode_cost
@@ -80,6 +82,9 @@ class FaceService:
         self.serving = Serving(settings, embedder, self.search, self.changes, self.operating, store, self.executor,
                                self.probe_crops)
         self.duplicates = Duplicates(store, self.operating, distinct, self.search_of)
+        unknown_store = UnknownStore(store)
+        self.unknown = UnknownService(settings, unknown_store, self.serving)
+        self.serving.also_embedded.append(unknown_store)
         self.serving.also_retire.append(self.duplicates.forget)
         self.decode_budget = DecodeBudget(settings.max_decode_bytes, settings.max_decode_bytes_per_request,
                                           settings.decode_wait_s)

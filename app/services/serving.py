@@ -69,6 +69,9 @@ class Serving:
         self.status = SwapStatus()
         self._task: asyncio.Task | None = None
         self.also_retire: list[Callable[[set[str]], None]] = []  # other per-version caches (duplicate lists)
+        # other stores of face crops embedded per model version (kept unknown faces): faces_missing, add_embeddings,
+        # prune_versions, re-embedded by a swap after the gallery
+        self.also_embedded: list = []
 
     @property
     def current(self) -> Snapshot:
@@ -121,11 +124,13 @@ class Serving:
             await asyncio.gather(self._task, return_exceptions=True)
 
     # --- re-embedding -------------------------------------------------------------------------------------
-    async def reembed_missing(self, embedder: Embedder, status: SwapStatus | None = None, chunk: int = 64) -> int:
-        """Embed every stored crop that lacks `embedder`'s version, in chunks on the model thread (so serving
-        batches interleave). Returns how many were added."""
+    async def reembed_missing(self, embedder: Embedder, status: SwapStatus | None = None, chunk: int = 64,
+                              store=None) -> int:
+        """Embed every stored crop (of the gallery, or of `store`) that lacks `embedder`'s version, in chunks on
+        the model thread (so serving batches interleave). Returns how many were added."""
         loop = asyncio.get_running_loop()
-        gen = self.store.faces_missing(embedder.version, batch=chunk)
+        store = store or self.store
+        gen = store.faces_missing(embedder.version, batch=chunk)
         added = 0
         while True:
             rows = await run_in_threadpool(next, gen, None)
@@ -133,10 +138,14 @@ class Serving:
                 return added
             crops = fit_crops([c for _, c in rows], embedder.preprocessing.image_size)
             vectors = await loop.run_in_executor(self.executor, embedder.embed, crops)
-            added += await run_in_threadpool(self.store.add_embeddings, embedder.version,
+            added += await run_in_threadpool(store.add_embeddings, embedder.version,
                                              {fid: v for (fid, _), v in zip(rows, vectors)})
             if status is not None:
                 status.faces_done += len(rows)
+
+    async def reembed_others(self, embedder: Embedder) -> int:
+        """`reembed_missing` for the other stores (kept unknown faces)."""
+        return sum([await self.reembed_missing(embedder, store=other) for other in self.also_embedded])
 
     # --- swap -----------------------------------------------------------------------------------------
     async def swap(self, spec: str) -> SwapStatus:
@@ -184,6 +193,7 @@ class Serving:
             await self.reembed_missing(candidate, st)
             st.crops_per_s = round(st.faces_done / max(time.perf_counter() - t0, 1e-9), 1)
             await self.reembed_missing(candidate)          # faces enrolled by the old model alone meanwhile
+            await self.reembed_others(candidate)           # kept unknown faces (their clusters follow the model)
             st.state = "switching"
             dim = candidate.preprocessing.embedding_size
             snapshot = await run_in_threadpool(self.snapshot_of, candidate)
@@ -194,8 +204,11 @@ class Serving:
             old = self._switch(snapshot)
             self.candidate = None
             await self.reembed_missing(candidate)          # requests that started before the switch
+            await self.reembed_others(candidate)
             if not self.settings.keep_old_versions:
                 await run_in_threadpool(self.store.prune_versions, {candidate.version})
+                for other in self.also_embedded:
+                    await run_in_threadpool(other.prune_versions, {candidate.version})
                 await run_in_threadpool(self.search.drop_indexes, {candidate.version})
             self.retire()
             st.state, st.finished_at = "done", time.time()
@@ -240,6 +253,7 @@ class Serving:
                     failed.add(version)
                     continue
                 await self.reembed_missing(cand)
+                await self.reembed_others(cand)
                 snapshot = await run_in_threadpool(self.snapshot_of, cand)
                 await run_in_threadpool(self.warm, snapshot)
                 self._switch(snapshot)

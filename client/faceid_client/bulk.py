@@ -181,3 +181,49 @@ def _run_pool(fn, items, concurrency: int):
 
 
 _END = object()
+
+
+@dataclass
+class ScanReport:
+    scanned: list[Path] = field(default_factory=list)
+    skipped: list[Path] = field(default_factory=list)       # scanned by an earlier run (in the state file)
+    errors: list[tuple[Path, FaceIDError]] = field(default_factory=list)
+    unknown_faces: int = 0                                 # faces the server kept as unknown
+    matched_faces: int = 0
+
+
+def scan_files(client: FaceIDClient, files: list[Path], state: Path, concurrency: int = 4,
+               on_plan=None, on_done=None) -> ScanReport:
+    """Identify every file with remember_unknown (the server keeps and clusters the unknown faces). Resumable:
+    each file identified is appended to `state` (its SHA-256, one per line) at once, and files already there are
+    skipped, so an interrupted scan goes on where it stopped and a rescan sends only new photos."""
+    report = ScanReport()
+    done = set(state.read_text().split()) if state.is_file() else set()
+    todo: list[tuple[Path, str]] = []
+    for path in files:
+        try:
+            digest = file_sha256(path)
+        except OSError as exc:
+            report.errors.append((path, FaceIDError(400, "unreadable_file", f"{path}: {exc.strerror or exc}")))
+            continue
+        (report.skipped.append(path) if digest in done else todo.append((path, digest)))
+    if on_plan is not None:
+        on_plan(len(todo))
+
+    def one(item: tuple[Path, str]):
+        return client.identify(item[0].read_bytes(), remember_unknown=True)
+
+    state.parent.mkdir(parents=True, exist_ok=True)
+    with open(state, "a") as log:
+        for (path, digest), result in _run_pool(one, todo, concurrency):
+            if isinstance(result, FaceIDError):
+                report.errors.append((path, result))
+            else:
+                report.scanned.append(path)
+                report.unknown_faces += sum(1 for f in result.faces if getattr(f, "unknown_face_id", None))
+                report.matched_faces += sum(1 for f in result.faces if f.status == "match")
+                log.write(digest + "\n")
+                log.flush()
+            if on_done is not None:
+                on_done(path, result)
+    return report

@@ -280,6 +280,56 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
         raise typer.Exit(EXIT_PARTIAL)
 
 
+# --- scan: unknown people ------------------------------------------------------------------------------
+def _person_line(c: dict) -> str:
+    hint = (f", looks like {c['suggestion']['identity']['label']!r} ({c['suggestion']['score']:.3f})"
+            if c.get("suggestion") else "")
+    return f"  person #{c['id']}: {c['size']} faces, last seen {str(c['last_seen'])[:19]}{hint}"
+
+
+@app.command()
+def scan(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, or folders of images")],
+         state: Annotated[Optional[Path], typer.Option(dir_okay=False, help="file of the SHA-256 of the images "
+                                                       "scanned (default: .faceid-scan in the first folder)")] = None,
+         top: Annotated[int, typer.Option(min=0, max=500, help="largest unnamed people to print")] = 10,
+         url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+         concurrency: Concurrency = 4, progress: Progress = None, as_json: Json = False) -> None:
+    """Identify every photo, keeping the unknown faces on the server (remember_unknown, a write key), then print
+    the largest unnamed people: name them in the web UI's "Unknown people" page or with POST /unknown/{id}/enroll.
+
+    Resumable: the photos scanned are recorded in the state file, so a rerun sends only the new ones.
+
+    \b
+    Example: faceid scan photos/ --top 20
+    """
+    from faceid_client.bulk import image_files, scan_files
+
+    files = image_files(paths)
+    if state is None:
+        first = next((p for p in paths if p.is_dir()), None)
+        state = (first / ".faceid-scan") if first is not None else Path(".faceid-scan")
+    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "img", "scan") as bar:
+        report = scan_files(c, files, state, concurrency, on_plan=bar.start, on_done=lambda _p, _r: bar.update())
+        refined = c.refine_unknown() if report.scanned else None
+        people = c.unknown_people(limit=top) if top else {"items": [], "total": 0}
+    summary = {"scanned": len(report.scanned), "skipped": len(report.skipped), "errors": len(report.errors),
+               "unknown_faces": report.unknown_faces, "matched_faces": report.matched_faces,
+               "refined": refined, "state": str(state), "unnamed_people": people["total"],
+               "largest": people["items"],
+               "refusals": [{"path": str(p), "code": e.code, "message": e.message} for p, e in report.errors]}
+    lines = [f"scanned {summary['scanned']} images ({summary['skipped']} already scanned, {summary['errors']} errors):"
+             f" {report.matched_faces} faces recognised, {report.unknown_faces} unknown faces kept",
+             f"{people['total']} unnamed people" + (f"; the largest {len(people['items'])}:" if people["items"] else "")]
+    lines += [_person_line(p) for p in people["items"]]
+    lines += [f"  {p}: {e.code}: {e.message}" for p, e in report.errors]
+    if people["items"]:
+        lines.append("name them in the web UI (Unknown people) or: curl -H 'content-type: application/json' "
+                     f"-d '{{\"label\": \"NAME\"}}' {url}/unknown/ID/enroll")
+    _emit(summary, as_json, "\n".join(lines))
+    if report.errors:
+        raise typer.Exit(EXIT_PARTIAL)
+
+
 # --- verify --------------------------------------------------------------------------------------------
 @app.command()
 def verify(image: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],

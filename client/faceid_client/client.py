@@ -133,8 +133,12 @@ class FaceIDClient:
             data["face_index"] = str(face_index)
         return EnrollResponse.model_validate(self.request("POST", "/enroll", data=data, files=files).json())
 
-    def identify(self, image: Image, top_k: int | None = None, threshold: float | None = None) -> IdentifyResponse:
+    def identify(self, image: Image, top_k: int | None = None, threshold: float | None = None,
+                 remember_unknown: bool | None = None) -> IdentifyResponse:
+        """`remember_unknown`: the server keeps the faces it answers `unknown` and clusters them (write scope)."""
         params = {k: v for k, v in (("top_k", top_k), ("threshold", threshold)) if v is not None}
+        if remember_unknown is not None:
+            params["remember_unknown"] = "true" if remember_unknown else "false"
         resp = self.request("POST", "/identify", params=params,
                             files={"file": ("image", _read(image), "application/octet-stream")})
         return IdentifyResponse.model_validate(resp.json())
@@ -153,6 +157,16 @@ class FaceIDClient:
         params = {"threshold": threshold} if threshold is not None else {}
         return VerifyResponse.model_validate(self.request("POST", "/verify", params=params, data=data,
                                                           files=files).json())
+
+    # --- unknown people (kept unknown faces, clustered) -------------------------------------------------
+    def unknown_people(self, limit: int = 10, offset: int = 0, min_faces: int = 2) -> dict:
+        """GET /unknown: {"items": clusters largest first, "total", ...} (JSON as the server sends it)."""
+        return self.request("GET", "/unknown", params={"limit": limit, "offset": offset,
+                                                       "min_faces": min_faces}).json()
+
+    def refine_unknown(self) -> dict:
+        """POST /unknown/refine: re-cluster every kept unknown face now."""
+        return self.request("POST", "/unknown/refine").json()
 
     # --- gallery ------------------------------------------------------------------------------------
     def identities(self, prefix: str | None = None, page_size: int = 500) -> Iterator[IdentityPublic]:

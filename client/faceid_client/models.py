@@ -44,6 +44,8 @@ class IdentifiedFace(Answer):
     score: float | None
     matches: list[MatchOut]
     threshold: float | None = None
+    unknown_face_id: int | None = None
+    cluster_id: int | None = None
 
 
 class IdentifyResponse(Answer):

@@ -372,7 +372,9 @@ def test_openapi_lists_every_route(client):
     paths = set(client.get("/openapi.json").json()["paths"])
     assert {"/embed", "/enroll", "/identify", "/verify", "/identities", "/identities/{identity_id}",
             "/identities/{identity_id}/merge", "/faces/{face_id}", "/faces/{face_id}/crop", "/health", "/ready",
-            "/metrics", "/admin/model", "/admin/reindex"} <= paths
+            "/metrics", "/admin/model", "/admin/reindex", "/unknown", "/unknown/{cluster_id}", "/unknown/refine",
+            "/unknown/{cluster_id}/enroll", "/unknown/{cluster_id}/dismiss", "/unknown/faces/{face_id}",
+            "/unknown/faces/{face_id}/crop"} <= paths
     assert json.dumps  # noqa: B018 - keep the import honest for parametrised JSON bodies
 
 

@@ -33,7 +33,8 @@ def needed_scope(method: str, path: str) -> str:
     if path.startswith(("/admin", "/webhooks")):
         return "admin"
     if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import", "/feedback",
-                                     "/faces/{face_id}/move", "/identities/{identity_id}/not-duplicate") \
+                                     "/faces/{face_id}/move", "/identities/{identity_id}/not-duplicate",
+                                     "/unknown/refine", "/unknown/{cluster_id}/enroll", "/unknown/{cluster_id}/dismiss") \
             or method in ("patch", "delete"):
         return "write"
     if path in ("/identify", "/verify", "/metrics"):
@@ -49,7 +50,8 @@ def test_every_route_checks_key_and_scope(keyed):
             if path in OPEN:
                 continue
             url = path.replace("{identity_id}", "1").replace("{face_id}", "1").replace("{feedback_id}", "1") \
-                .replace("{other_id}", "2").replace("{webhook_id}", "1")
+                .replace("{other_id}", "2").replace("{webhook_id}", "1") \
+                .replace("{cluster_id}", "1")
             for method in ops:
                 scope = needed_scope(method, path)
                 for headers, want in (({}, 401), ({"X-API-Key": "wrong"}, 401)):
@@ -80,7 +82,8 @@ def test_keys_are_checked_before_bodies_and_details_need_a_key(keyed):
         assert c.get("/metrics", headers={"X-API-Key": KEYS["identify"]}).status_code == 200
         assert c.get("/ready").json() == {"status": "ready"}
         assert "model_version" in c.get("/ready", headers={"X-API-Key": KEYS["identify"]}).json()
-        for url in ("/identities", "/faces/1", "/faces/1/crop"):  # an identify key sees no gallery biometrics
+        for url in ("/identities", "/faces/1", "/faces/1/crop", "/unknown", "/unknown/1",
+                    "/unknown/faces/1/crop"):  # an identify key sees no gallery biometrics, nor kept unknown faces
             assert c.get(url, headers={"X-API-Key": KEYS["identify"]}).status_code == 403, url
         assert c.post("/embed", headers={"X-API-Key": KEYS["identify"]}).status_code == 403
 

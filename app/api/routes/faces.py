@@ -7,6 +7,7 @@ from app.api.deps import ServiceDep, SettingsDep
 from app.api.inputs import first_image, form_box, form_int, form_label, multipart_schema, parse_body, request_body
 from app.api.routes.gallery import face_public, identity_out
 from app.core.security import IdentifyKey, ReadKey, WriteKey, requester
+from app.core.timing import stage
 from app.schemas import (
     EmbedResponse,
     EnrollJSON,
@@ -71,17 +72,28 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
                    top_k: int | None = Query(None, ge=1, le=100, description="matches per face"),
                    threshold: float | None = Query(None, ge=-1.0, le=1.0,
                                                    description="cosine threshold; default: the operating point "
-                                                   "for FACEID_TARGET_FPIR and this gallery")) -> dict:
+                                                   "for FACEID_TARGET_FPIR and this gallery"),
+                   remember_unknown: bool | None = Query(None, description="keep the faces answered `unknown` and "
+                                                         "cluster them into people to name (GET /unknown; write "
+                                                         "scope); default: FACEID_REMEMBER_UNKNOWN")) -> dict:
+    if remember_unknown and _key is not None and "write" not in _key.granted():
+        raise AppError(403, "forbidden", "remember_unknown keeps faces: it needs a key with the 'write' scope")
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = first_image(images, "file", "image")
     r, decisions, op, probe_ids = await service.identify(data, top_k or settings.top_k, threshold,
                                                          requester(request, _key))
+    remember = settings.remember_unknown if remember_unknown is None else remember_unknown
+    with stage("unknown"):
+        kept = await service.unknown.keep(r, decisions) if remember else [None] * len(decisions)
     decision_only = _key is not None and "read" not in _key.granted()
+    if decision_only:  # an identify key learns nothing of the kept faces
+        kept = [None] * len(decisions)
     faces = [{**_face_out(f), "status": d.status, "quality_problem": d.quality_problem,
               "identity": {"id": d.identity.identity_id, "label": d.identity.label} if d.identity else None,
               **(_decision_only(d) if decision_only else {"score": d.score, "matches": [_match_out(m) for m in d.matches]}),
-              "probe_id": pid, "threshold": d.threshold}
-             for f, d, pid in zip(r.faces, decisions, probe_ids)]
+              "probe_id": pid, "threshold": d.threshold,
+              "unknown_face_id": k.face_id if k else None, "cluster_id": k.cluster_id if k else None}
+             for f, d, pid, k in zip(r.faces, decisions, probe_ids, kept)]
     return {"model_version": r.embedder.version, "threshold": op.cosine_threshold, "target_fpir": op.target_fpir,
             "operating_point": operating_point_public(op), "faces": faces}
 

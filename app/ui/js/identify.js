@@ -40,7 +40,7 @@ async function run(file) {
   say(msg, `Identifying ${file.name || 'photo'}…`);
   const form = new FormData();
   form.append('file', file, file.name || 'photo.jpg');
-  const query = { top_k: topK() };
+  const query = { top_k: topK(), remember_unknown: $('identify-remember').checked ? 'true' : undefined };
   try {
     const r = await request('POST', '/identify', { form, query });
     photo = file;

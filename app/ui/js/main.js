@@ -4,10 +4,11 @@ import { $ } from './dom.js';
 import * as identify from './identify.js';
 import * as enroll from './enroll.js';
 import * as gallery from './gallery.js';
+import * as unknown from './unknown.js';
 import * as verify from './verify.js';
 import * as model from './model.js';
 
-const pages = { identify, enroll, gallery, verify, model };
+const pages = { identify, enroll, gallery, unknown, verify, model };
 let current = null;
 
 function route() {

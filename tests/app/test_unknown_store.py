@@ -1,0 +1,82 @@
+"""UnknownStore on both databases (migration 0010 on SQLite and PostgreSQL + pgvector): the online step, the refine
+applied, enrolling a cluster in one gallery transaction, dismissed clusters kept by a refine, re-embedding."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from app.gallery.feedback import FaceCrop
+from app.gallery.store import GalleryStore, NotFound, make_engine, migrate
+from app.gallery.unknown import UnknownStore
+from harness import database_url
+from model.clustering import average_linkage
+
+pytestmark = pytest.mark.slow  # PostgreSQL
+
+
+def crop(i: int) -> FaceCrop:
+    from app.gallery.store import crop_to_png
+
+    return FaceCrop(crop_to_png(np.full((8, 8, 3), i % 250, np.uint8)), 8, 0, f"{i:064x}", [0, 0, 8, 8],
+                    [[1.0, 1.0]] * 5, 0.99, "v1")
+
+
+def person_vectors(rng, n_people, per, dim=512, noise=0.5):
+    centres = rng.normal(size=(n_people, dim))
+    v = np.repeat(centres, per, axis=0) + noise * rng.normal(size=(n_people * per, dim))
+    return (v / np.linalg.norm(v, axis=1, keepdims=True)).astype(np.float32), np.repeat(np.arange(n_people), per)
+
+
+@pytest.fixture
+def stores(gallery_db):
+    engine = make_engine(database_url(gallery_db))
+    migrate(engine)
+    gallery = GalleryStore(engine)
+    yield gallery, UnknownStore(gallery)
+    engine.dispose()
+
+
+def test_online_refine_enroll_and_reembed(stores):
+    gallery, unknown = stores
+    rng = np.random.default_rng(0)
+    v, truth = person_vectors(rng, 4, 5)
+    order = rng.permutation(len(v))
+    kept = {}
+    for i in order.tolist():
+        [k] = unknown.keep([(crop(i), {"v1": v[i]})], "v1", 0.5)
+        kept[k.face_id] = i
+    rev, face_ids, old, dismissed, vectors = unknown.snapshot("v1")
+    assert len(face_ids) == 20 and not dismissed.any()
+    assert len({(truth[kept[f]], c) for f, c in zip(face_ids.tolist(), old.tolist())}) == 4  # online: one per person
+    new = average_linkage(vectors, 0.5)
+    unknown.keep([(crop(99), {"v1": v[0]})], "v1", 0.5)  # a write meanwhile: the refine must start again
+    assert not unknown.apply(rev, face_ids, old, new)
+    rev, face_ids, old, _, vectors = unknown.snapshot("v1")
+    assert unknown.apply(rev, face_ids, old, average_linkage(vectors, 0.5))
+    page, total = unknown.list_clusters(0, 10)
+    assert total == 4 and sorted(c["size"] for c in page) == [5, 5, 5, 6]
+
+    biggest = page[0]
+    ident, faces, created = unknown.enroll(biggest["id"], "someone", None)
+    assert created and len(faces) == biggest["size"] and gallery.face_count(ident.id) == biggest["size"]
+    assert set(gallery.templates("v1")) == {ident.id}
+    assert unknown.get_cluster(biggest["id"]) is None
+    with pytest.raises(NotFound):
+        unknown.enroll(biggest["id"], "someone", None)
+    with pytest.raises(NotFound):
+        unknown.enroll(page[2]["id"], None, 10**6)
+    assert unknown.get_cluster(page[2]["id"]) is not None  # nothing changed
+
+    assert unknown.dismiss(page[1]["id"])
+    rev, face_ids, old, dismissed, vectors = unknown.snapshot("v1")
+    assert dismissed.sum() == page[1]["size"]
+    unknown.apply(rev, face_ids, old, average_linkage(vectors, 0.99, np.where(dismissed, old, -1)))
+    assert unknown.get_cluster(page[1]["id"])[0]["size"] == page[1]["size"]  # kept together at any threshold
+
+    left = unknown.counts()["faces"]
+    batches = list(unknown.faces_missing("v2", batch=7))
+    assert sum(len(b) for b in batches) == left
+    assert sum(unknown.add_embeddings("v2", {fid: v[0] for fid, _ in b}) for b in batches) == left
+    assert unknown.versions() == {"v1": left, "v2": left}
+    assert unknown.prune_versions({"v2"}) == left and unknown.versions() == {"v2": left}
+    assert unknown.purge() == left and unknown.counts() == {"faces": 0, "clusters": 0}
