@@ -83,8 +83,10 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
     r, decisions, op, probe_ids = await service.identify(data, top_k or settings.top_k, threshold,
                                                          requester(request, _key))
     remember = settings.remember_unknown if remember_unknown is None else remember_unknown
-    with stage("unknown"):
-        kept = await service.unknown.keep(r, decisions) if remember else [None] * len(decisions)
+    kept = [None] * len(decisions)
+    if remember:
+        with stage("unknown"):
+            kept = await service.unknown.keep(r, decisions)
     decision_only = _key is not None and "read" not in _key.granted()
     if decision_only:  # an identify key learns nothing of the kept faces
         kept = [None] * len(decisions)
