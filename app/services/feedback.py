@@ -9,7 +9,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
 from app.core.errors import AppError, is_disk_full
-from app.gallery.feedback import FaceCrop, FeedbackStore, QuotaExceeded, probe_face
+from app.gallery.feedback import FeedbackStore, QuotaExceeded, probe_face
 from app.gallery.models import MAX_ID, Feedback
 from app.gallery.store import NotFound
 
@@ -29,8 +29,7 @@ class FeedbackService:
         cfg = self.settings
         if cfg.probe_retention_s <= 0 or not result.faces or min(cfg.probe_max_rows, cfg.probe_max_rows_per_key) <= 0:
             return [None] * len(result.faces)
-        margin, version = result.embedder.preprocessing.margin, result.embedder.version
-        rows = [(FaceCrop.of(f, margin, result.image_sha256, version), d.status,
+        rows = [(result.stored(f), d.status,
                  d.matches[0].identity_id if d.matches else None, d.score)
                 for f, d in zip(result.faces, decisions)]
         try:
@@ -74,8 +73,7 @@ class FeedbackService:
             if probe.status == "match":  # the identity the answer named (a report against it marks a mistake)
                 answered, answered_score = probe.top_identity_id, probe.top_score
         else:
-            crop = FaceCrop.of(face, result.embedder.preprocessing.margin, result.image_sha256,
-                               result.embedder.version)
+            crop = result.stored(face)
         try:
             return await run_in_threadpool(
                 lambda: self.store.add(kind, crop, identity_id, answered_identity_id=answered,

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from PIL import Image
@@ -18,7 +18,7 @@ from app.core.errors import AppError
 from app.core.timing import stage
 from app.gallery.duplicates import DistinctPairs
 from app.gallery.events import EventStore, new_event
-from app.gallery.feedback import FeedbackStore
+from app.gallery.feedback import FaceCrop, FeedbackStore
 from app.gallery.models import MAX_ID
 from app.gallery.search import Match, VersionSearch, cosine, make_search
 from app.gallery.store import GalleryStore, NewFace, sha256_bytes
@@ -46,6 +46,16 @@ class ImageFaces:
     height: int
     faces: list[Face]
     embedder: Embedder
+    _stored: dict[int, FaceCrop] = field(default_factory=dict, init=False, repr=False, compare=False)
+
+    def stored(self, face: Face) -> FaceCrop:
+        """`face` (one of `faces`) as the gallery stores it for a probe, a report or a kept unknown face: its
+        crop PNG-encoded once (about 1.5 ms), however many of them keep it. Blocking: call it off the event loop."""
+        crop = self._stored.get(id(face))
+        if crop is None:
+            crop = self._stored[id(face)] = FaceCrop.of(face, self.embedder.preprocessing.margin, self.image_sha256,
+                                                       self.embedder.version)
+        return crop
 
 
 @dataclass

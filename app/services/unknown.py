@@ -24,7 +24,6 @@ from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
 from app.core.errors import AppError, is_disk_full
-from app.gallery.feedback import FaceCrop
 from app.gallery.models import MAX_ID
 from app.gallery.store import NotFound
 from app.gallery.unknown import KeptFace, UnknownStore
@@ -98,11 +97,10 @@ class UnknownService:
         if not picked:
             return out
         cfg = self.settings
-        margin, threshold = embedder.preprocessing.margin, self.threshold(embedder)
+        threshold = self.threshold(embedder)
 
-        def write():  # the PNG encoding too: off the event loop
-            rows = [(FaceCrop.of(result.faces[i], margin, result.image_sha256, embedder.version),
-                     {embedder.version: result.faces[i].embedding}) for i in picked]
+        def write():  # the PNG encoding too (done once per face: the probe's, when it kept one): off the event loop
+            rows = [(result.stored(result.faces[i]), {embedder.version: result.faces[i].embedding}) for i in picked]
             return self.store.keep(rows, embedder.version, threshold, cfg.unknown_retention_s, cfg.unknown_max_faces)
 
         try:
