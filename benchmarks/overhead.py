@@ -90,11 +90,15 @@ def facenet_pytorch_loop(weights: str, device: str = "cpu"):
 
 
 def matched(a: np.ndarray, b: np.ndarray, min_px: float = GATE_PX, min_iou: float = 0.5) -> tuple[int, int]:
-    """(faces of `a` at or above the gate, how many of them `b` has at IoU >= min_iou)."""
-    from app.services.recognition import _iou
+    """(faces of boxes `a` at or above the gate, how many of them boxes `b` has at IoU >= min_iou), by
+    model.mtcnn_ort.unmatched_faces, the rule of benchmarks.detect and detect_floor."""
+    from model.mtcnn import Detections
+    from model.mtcnn_ort import unmatched_faces
 
-    big = [x for x in a if min(x[2] - x[0], x[3] - x[1]) >= min_px]
-    return len(big), sum(any(_iou(x, y) >= min_iou for y in b) for x in big)
+    da, db = (Detections(np.asarray(x, np.float32).reshape(-1, 4), np.zeros(len(x), np.float32),
+                         np.zeros((len(x), 5, 2), np.float32)) for x in (a, b))
+    big = int((np.minimum(da.boxes[:, 2] - da.boxes[:, 0], da.boxes[:, 3] - da.boxes[:, 1]) >= min_px).sum())
+    return big, big - unmatched_faces(da, db, min_iou, min_px)
 
 
 def run_set(photos: list[Path], passes: int, http: httpx.Client, pipeline, reference, floor: float | None) -> dict:
