@@ -87,7 +87,7 @@ function faceItem(face, i) {
   const out = h('p', { class: 'msg', role: 'status' });
   const form = h('form', { class: 'row enroll-face' },
     label, h('button', { type: 'submit' }, 'Enroll this face as…'));
-  form.addEventListener('submit', (e) => { e.preventDefault(); enrollFace(face, label.value.trim(), out); });
+  form.addEventListener('submit', (e) => { e.preventDefault(); enrollFace(face, i, label.value.trim(), out); });
   const top = h('ol', { class: 'topk', 'aria-label': 'best matches' },
     ...(face.matches || []).map((m) => h('li', {}, h('span', { class: 'name' }, m.label),
       h('span', { class: 'score' }, fmt(m.score)))));
@@ -139,7 +139,7 @@ function draw() {
     : 'No face found in this photo.';
 }
 
-async function enrollFace(face, label, out) {
+async function enrollFace(face, i, label, out) {
   if (!label) { say(out, 'Type a name first.', 'error'); return; }
   const form = new FormData();
   form.append('label', label);
@@ -147,9 +147,12 @@ async function enrollFace(face, label, out) {
   form.append('files', photo, photo.name || 'photo.jpg');
   try {
     const r = await request('POST', '/enroll', { form });
-    say(out, `Enrolled as ${r.identity.label} (identity #${r.identity.id}, now ${r.identity.face_count} face${r.identity.face_count === 1 ? '' : 's'}).`, 'ok');
+    const text = `Enrolled as ${r.identity.label} (identity #${r.identity.id}, now ${r.identity.face_count} face${r.identity.face_count === 1 ? '' : 's'}).`;
+    say(out, text, 'ok');
     ctx.refreshServerLine();
-    await run(photo);  // the box turns green
+    await run(photo);  // the box turns green; the list is drawn anew, so the confirmation goes on the new item
+    const again = $(`face-${i}`)?.querySelector('.msg');
+    if (again) say(again, text, 'ok');
   } catch (e) {
     say(out, e instanceof ApiError ? e.text : String(e), 'error');
   }
