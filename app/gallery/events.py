@@ -45,9 +45,15 @@ def _in_commit_order(s: Session) -> None:
 def add_event(s: Session, type_: str, data: dict) -> dict:
     """Write one event in the caller's transaction."""
     event = new_event(type_, data)
-    _in_commit_order(s)
-    s.execute(insert(OutboxEvent), [_row(event)])
+    add_events(s, [event])
     return event
+
+
+def add_events(s: Session, events: list[dict]) -> None:
+    """Write events (`new_event`s) in the caller's transaction."""
+    if events:
+        _in_commit_order(s)
+        s.execute(insert(OutboxEvent), [_row(e) for e in events])
 
 
 @dataclass
@@ -89,8 +95,7 @@ class EventStore:
         """Events with no transaction of their own (identify, swaps, training): one insert."""
         if events:
             with self.sessions() as s, s.begin():
-                _in_commit_order(s)
-                s.execute(insert(OutboxEvent), [_row(e) for e in events])
+                add_events(s, events)
 
     def last_seq(self, s: Session) -> int:
         return s.scalar(select(func.max(OutboxEvent.seq))) or 0

@@ -7,11 +7,13 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session
 
 from app.gallery.models import KINDS, Feedback, Identity, Probe, utcnow
 from app.gallery.store import GalleryStore, NotFound, crop_to_png
@@ -56,14 +58,16 @@ class FeedbackStore:
     # --- probes --------------------------------------------------------------------------------------
     def keep_probes(self, faces: list[tuple[FaceCrop, str, int | None, float | None]], retention_s: float,
                     owner: str | None = None, max_rows: int | None = None,
-                    max_rows_per_owner: int | None = None) -> list[int]:
+                    max_rows_per_owner: int | None = None,
+                    also: Callable[[Session, list[int]], None] | None = None) -> list[int]:
         """Store (face, status, best identity id, its score) of one answer for `owner` (who got it), in one
         transaction, kept for `retention_s`; returns their ids. Past `max_rows_per_owner` of this owner's
         probes or `max_rows` in all, the oldest are evicted in the same transaction (a flood of many-face
         images costs its sender its own older probes first). Finding the oldest reads past the newest `cap`
         rows, so a cap is checked once per `cap // 32` rows stored (each store for a cap under 64): a table
         may exceed its cap by 1/32 (3 %) between checks, and no answer pays that read. Expired probes are
-        deleted here, at most every `prune_every_s`."""
+        deleted here, at most every `prune_every_s`. `also(session, ids)` writes what rides on the same
+        transaction (identify's events: one commit, one wait for the disk, per answer)."""
         if not faces:
             return []
         now = utcnow()
@@ -81,7 +85,10 @@ class FeedbackStore:
                 _evict_oldest(s, max_rows_per_owner, Probe.owner.is_(None) if owner is None else Probe.owner == owner)
             if evict_all:
                 _evict_oldest(s, max_rows)
-            return [r.id for r in rows]
+            ids = [r.id for r in rows]
+            if also is not None:
+                also(s, ids)
+            return ids
 
     def _check_due(self, who: str | None, added: int, cap: int) -> bool:
         """Whether this store checks `who`'s cap (None: the whole table's): once `cap // 32` rows have been

@@ -21,11 +21,13 @@ class FeedbackService:
         self.settings = settings
         self.store = store
 
-    def keep_probes(self, result, decisions, owner: str) -> list[int | None]:
+    def keep_probes(self, result, decisions, owner: str, also=None) -> list[int | None]:
         """Keep the faces of one /identify answer for FACEID_PROBE_RETENTION_S, for `owner` (who got the
         answer; only they may report on them), within FACEID_PROBE_MAX_ROWS(_PER_KEY); their ids, or None each
         when retention is off or the write failed (an answer is never lost to its probes: the failure is
-        logged). Blocking (PNG encoding, about 1.5 ms a face, and the write): call it off the event loop."""
+        logged). `also(session, ids)` writes in the same transaction (`FeedbackStore.keep_probes`); it is not
+        called when nothing is kept. Blocking (PNG encoding, about 1.5 ms a face, and the write): call it off
+        the event loop."""
         cfg = self.settings
         if cfg.probe_retention_s <= 0 or not result.faces or min(cfg.probe_max_rows, cfg.probe_max_rows_per_key) <= 0:
             return [None] * len(result.faces)
@@ -34,7 +36,7 @@ class FeedbackService:
                 for f, d in zip(result.faces, decisions)]
         try:
             return self.store.keep_probes(rows, cfg.probe_retention_s, owner, cfg.probe_max_rows,
-                                          cfg.probe_max_rows_per_key)
+                                          cfg.probe_max_rows_per_key, also)
         except SQLAlchemyError as exc:
             log.warning("probes not kept (the answer goes out without probe ids): %s", str(exc)[:200])
             if is_disk_full(exc):  # probes are the first to go: the gallery's own writes need the room

@@ -17,7 +17,7 @@ from app.core.config import Settings
 from app.core.errors import AppError
 from app.core.timing import stage
 from app.gallery.duplicates import DistinctPairs
-from app.gallery.events import EventStore, new_event
+from app.gallery.events import EventStore, add_events, new_event
 from app.gallery.feedback import FaceCrop, FeedbackStore
 from app.gallery.models import MAX_ID
 from app.gallery.search import Match, VersionSearch, cosine, make_search
@@ -370,13 +370,26 @@ class FaceService:
         def search_and_keep():
             with stage("search"):
                 decisions, op = self._search_and_decide(snap, result.faces, top_k, threshold)
+
+            def events_of(probe_ids):
+                return [e for e in identify_events(snap.embedder.version, result.image_sha256, result.faces,
+                                                   decisions, probe_ids) if wants(wanted, e["type"])]
+
+            riding: list[dict] = []
+
+            def with_probes(s, probe_ids):  # the events ride on the probes' transaction: one commit per answer
+                riding.extend(events_of(probe_ids))
+                add_events(s, riding)
+
             with stage("probes"):
-                probe_ids = self.feedback.keep_probes(result, decisions, owner)
-            events = [e for e in identify_events(snap.embedder.version, result.image_sha256, result.faces,
-                                                 decisions, probe_ids) if wants(wanted, e["type"])]
-            if events:  # no transaction of its own to ride on: written before the answer (at least once)
-                with stage("events"):
-                    self.events.record(events)
+                probe_ids = self.feedback.keep_probes(result, decisions, owner, with_probes if wanted else None)
+            if any(pid is not None for pid in probe_ids):  # committed, with the events
+                events = riding
+            else:  # no probes kept (retention off, or their write failed): the events alone, before the answer
+                events = events_of(probe_ids)
+                if events:
+                    with stage("events"):
+                        self.events.record(events)
             return decisions, op, probe_ids, bool(events)
 
         decisions, op, probe_ids, evented = await run_in_threadpool(search_and_keep)

@@ -80,6 +80,38 @@ def test_identify_and_enroll_record_events_without_embeddings(client, store):
     assert match["data"]["identity"]["label"] == "red"
 
 
+def test_identify_commits_its_probes_and_events_together(client, store):
+    """One commit per answer (one wait for the disk): the events ride on the probes' transaction."""
+    from sqlalchemy import event
+
+    assert client.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).status_code == 201
+    assert enroll(client, "red", [RED]).status_code == 201
+    commits = []
+    listener = lambda conn: commits.append(1)  # noqa: E731
+    event.listen(store.engine, "commit", listener)
+    try:
+        r = client.post("/identify", files={"file": ("a.png", tiles_png([RED, GREEN]), "image/png")})
+    finally:
+        event.remove(store.engine, "commit", listener)
+    assert r.status_code == 200, r.text
+    assert len(commits) == 1
+    ids = {f["probe_id"] for f in r.json()["faces"]}
+    assert None not in ids and {e["data"]["probe_id"] for e in outbox(store)[1:]} == ids
+
+
+def test_identify_events_are_written_when_no_probe_is_kept(store, tmp_path):
+    c, service = make_client(store, tmp_path, webhook_allowed_hosts=["127.0.0.1"], probe_retention_s=0)
+    try:
+        assert c.post("/webhooks", json={"url": "http://127.0.0.1:9/hook"}).status_code == 201
+        assert enroll(c, "red", [RED]).status_code == 201
+        r = c.post("/identify", files={"file": ("a.png", tiles_png([RED]), "image/png")})
+        assert r.status_code == 200 and r.json()["faces"][0]["probe_id"] is None, r.text
+        [match] = [e for e in outbox(store) if e["type"] == "identify.match"]
+        assert match["data"]["probe_id"] is None and match["data"]["identity"]["label"] == "red"
+    finally:
+        service.close()
+
+
 def test_identify_events_nobody_wants_are_not_written(client, store):
     """A subscription starts after the newest event: identify events written while none wants them would never be
     delivered, so they are not written (enroll's are, in its own transaction)."""
