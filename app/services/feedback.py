@@ -71,16 +71,19 @@ class FeedbackService:
                                f"(probes are kept {self.settings.probe_retention_s:g} s, the newest "
                                f"{self.settings.probe_max_rows_per_key} per key), or was another key's answer; "
                                "report with the image instead")
-            crop = probe_face(probe)
+            stored = probe_face(probe)
             if probe.status == "match":  # the identity the answer named (a report against it marks a mistake)
                 answered, answered_score = probe.top_identity_id, probe.top_score
         else:
-            crop = result.stored(face)
+            stored = None
+
+        def add():  # an uploaded face's crop is PNG-encoded here, off the event loop
+            crop = stored if stored is not None else result.stored(face)
+            return self.store.add(kind, crop, identity_id, answered_identity_id=answered,
+                                  answered_score=answered_score, probe_id=probe_id, reported_by=reported_by,
+                                  quota=self.settings.feedback_max_per_key)
         try:
-            return await run_in_threadpool(
-                lambda: self.store.add(kind, crop, identity_id, answered_identity_id=answered,
-                                       answered_score=answered_score, probe_id=probe_id, reported_by=reported_by,
-                                       quota=self.settings.feedback_max_per_key))
+            return await run_in_threadpool(add)
         except NotFound as exc:
             raise AppError(404, f"unknown_{exc.kind}", str(exc)) from None
         except QuotaExceeded as exc:
