@@ -131,7 +131,7 @@ class Settings(BaseSettings):
                                        "were seen (0: keep them until deleted, e.g. a photo library)")
     unknown_max_faces: int = Field(50_000, ge=1, description="kept unknown faces in all; past it the oldest are "
                                    "dropped (about 35 kB each at 160 px)")
-    unknown_cluster_far: float = Field(5e-4, gt=0.0, lt=1.0, description="pair false-accept rate of the "
+    unknown_cluster_far: float = Field(1e-3, gt=0.0, lt=1.0, description="pair false-accept rate of the "
                                        "same-person threshold: a face joins a cluster when its mean cosine "
                                        "similarity with its faces reaches the checkpoint's impostor-tail score at "
                                        "this rate; two clusters of a and b faces at this rate / min(a, b) "
