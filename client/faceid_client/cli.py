@@ -171,8 +171,10 @@ def status(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 30
 # --- enroll --------------------------------------------------------------------------------------------
 LabelOpt = Annotated[Optional[str], typer.Option("--label", help="enroll every image under DIR (a flat folder) as "
                                                  "this one person, instead of DIR/<label>/ folders")]
-Underscores = Annotated[bool, typer.Option("--underscores-as-spaces", help="folder George_W_Bush is label "
-                                           "'George W Bush' (face_recognition's and LFW's convention)")]
+Underscores = Annotated[Optional[bool], typer.Option("--underscores-as-spaces/--keep-underscores",
+                                                     help="folder George_W_Bush is label 'George W Bush' "
+                                                          "(face_recognition's and LFW's convention), or kept as it "
+                                                          "is  [default: kept, with a note]")]
 State = Annotated[Optional[Path], typer.Option("--state", dir_okay=False, help="file of the photos the server "
                                                "refused (default: .faceid-enroll in DIR)")]
 RetryRefused = Annotated[bool, typer.Option("--retry-refused", help="send again the photos refused by an earlier "
@@ -190,7 +192,7 @@ def _cli_words(message: str) -> str:
     return message.replace("image 0", "the photo").replace(", or say which with face_index or face_box", "")
 
 
-def _enroll_plan(folder: Path, label: str | None, underscores: bool, as_json: bool, known: bool = False):
+def _enroll_plan(folder: Path, label: str | None, underscores: bool | None, as_json: bool, known: bool = False):
     """The items to enroll from `folder`, after saying on stderr what was made of its layout: a flat folder is an
     error (unless `known`: face_recognition's known/<Name>.jpg, the file name is the label); images left out
     and labels whose underscores were or could be spaces are noted."""
@@ -202,9 +204,9 @@ def _enroll_plan(folder: Path, label: str | None, underscores: bool, as_json: bo
             return scan_folder(folder, label=normalize_label(label))  # as the server stores it: resume compares
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--label") from None
-    items, loose = scan_folder(folder, underscores_as_spaces=underscores), loose_images(folder)
+    items, loose = scan_folder(folder, underscores_as_spaces=bool(underscores)), loose_images(folder)
     if known:
-        items += [EnrollItem(f, folder_label(f.stem, underscores), file_sha256(f)) for f in loose]
+        items += [EnrollItem(f, folder_label(f.stem, bool(underscores)), file_sha256(f)) for f in loose]
         loose = []
     if not items:
         _fail("no_label_folders", (f"{folder} has {len(loose)} images directly in it but no <label> folders: "
@@ -222,7 +224,7 @@ def _enroll_plan(folder: Path, label: str | None, underscores: bool, as_json: bo
         typer.echo("labels: " + ", ".join(f"{a!r} -> {b!r}" for a, b in shown[:5])
                    + (f" and {len(shown) - 5} more" if len(shown) > 5 else "") + " (--underscores-as-spaces)",
                    err=True)
-    elif renamed:
+    elif renamed and underscores is None:  # not asked either way: say that it could be done
         name = min(renamed)
         typer.echo(f"note: {len(renamed)} labels keep their underscores (e.g. {name!r}); --underscores-as-spaces "
                    f"would enroll {' '.join(name.replace('_', ' ').split())!r}", err=True)
@@ -268,7 +270,7 @@ def _enroll_run(c, folder: Path, items, state: Path | None, retry_refused: bool,
 
 @app.command()
 def enroll(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="DIR", help="DIR/<label>/<images>")],
-           label: LabelOpt = None, underscores_as_spaces: Underscores = False, state: State = None,
+           label: LabelOpt = None, underscores_as_spaces: Underscores = None, state: State = None,
            retry_refused: RetryRefused = False,
            url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
            concurrency: Concurrency = 4,
@@ -312,7 +314,8 @@ def enroll_face(photo: Annotated[Path, typer.Argument(exists=True, dir_okay=Fals
             r = c.enroll(label, [photo.read_bytes()], face_index=face - 1)
         except FaceIDError as exc:
             if exc.code != "face_index_out_of_range":
-                raise FaceIDError(exc.status, exc.code, exc.message.replace("image 0", str(photo)), exc.detail) from None
+                raise FaceIDError(exc.status, exc.code, exc.message.replace("image 0", str(photo)),
+                                  exc.detail) from None
             raise FaceIDError(exc.status, exc.code, f"{photo} has fewer than {face} faces (`faceid identify {photo}` "
                                                     "numbers them)", exc.detail) from None
     _emit(r.model_dump(mode="json"), as_json,
@@ -363,7 +366,7 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
                                                            "folder first (as `faceid enroll`, resumable; "
                                                            "known/<Name>.jpg files too), then print path,label "
                                                            "lines as face_recognition does")] = None,
-             underscores_as_spaces: Underscores = False, state: State = None, retry_refused: RetryRefused = False,
+             underscores_as_spaces: Underscores = None, state: State = None, retry_refused: RetryRefused = False,
              csv_file: Annotated[Optional[Path], typer.Option("--csv", dir_okay=False,
                                                               help="write one row per face to this CSV file")] = None,
              top_k: Annotated[Optional[int], typer.Option(min=1, max=100)] = None,
@@ -458,7 +461,8 @@ def scan(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, 
     if state is None:
         first = next((p for p in paths if p.is_dir()), None)
         state = (first / ".faceid-scan") if first is not None else Path(".faceid-scan")
-    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c, _Bar(progress, "img", "scan") as bar:
+    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c, \
+            _Bar(progress, "img", "scan") as bar:
         report = scan_files(c, files, state, concurrency, on_plan=bar.start, on_done=lambda _p, _r: bar.update())
         refined = c.refine_unknown() if report.scanned else None
         people = c.unknown_people(limit=top) if top else {"items": [], "total": 0}

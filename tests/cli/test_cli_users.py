@@ -109,6 +109,8 @@ def test_refusals_are_remembered_and_underscores_can_be_spaces(server, faces, tm
     assert "--underscores-as-spaces would enroll 'Elon Musk'" in kept.stderr
     # the photo is Elon Musk's already; under 'Elon_Musk' it would be a second identity: refused, not uploaded
     assert [r["code"] for r in json.loads(kept.stdout)["refusals"]] == ["enrolled_as_other", "ambiguous_face"]
+    said = faceid(server.url, "enroll", people, "--state", tmp_path / "other-state", "--keep-underscores")
+    assert "underscores" not in said.stderr and "skipped 1 refused before" in said.stdout, said.output
 
 
 def test_faces_are_numbered_from_1_and_one_face_of_a_group_photo_can_be_enrolled(server, faces, tmp_path):
@@ -163,7 +165,7 @@ def test_identify_known_unknown_in_one_step(server, faces, tmp_path):
 
 
 def test_ctrl_c_closes_the_bar_and_says_how_to_resume(server, faces, tmp_path):
-    for person in ("Katy_Perry", "Jennifer_Aniston"):
+    for person in ("Katy_Perry", "Jennifer_Aniston", "Mark_Zuckerberg"):  # 19 photos, one at a time
         for f in sorted((faces / "photos" / person).glob("*.jpg")):
             link(f, tmp_path / "p" / person / f.name)
     env = {**os.environ, "FACEID_URL": server.url, "FACEID_API_KEY": KEY, "PYTHONPATH": str(CLIENT_DIR)}
@@ -171,7 +173,7 @@ def test_ctrl_c_closes_the_bar_and_says_how_to_resume(server, faces, tmp_path):
                              "--concurrency", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err = b""
     deadline = time.monotonic() + 300
-    while not re.search(rb"\| *[1-9]\d*/14 ", err):  # the bar counts a first upload done: the run is under way
+    while not re.search(rb"\| *[1-9]\d*/19 ", err):  # the bar counts a first upload done: the run is under way
         assert time.monotonic() < deadline and proc.poll() is None, err
         ready, _, _ = select.select([proc.stderr], [], [], 5)
         if ready:
