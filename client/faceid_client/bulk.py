@@ -1,13 +1,15 @@
 """Client-side bulk work over the API: enroll a folder `DIR/<label>/<images>`, identify many images.
 
 Uploads run on a bounded thread pool sharing one FaceIDClient. Enrollment is resumable: every file is hashed
-(SHA-256 of its bytes, as the server records `source_sha256`) and files already enrolled are skipped. An
-answer that concerns one file (a 4xx such as no_face) refuses that file and the run goes on; anything else
-(unreachable, 401/403, 5xx after retries) stops the run at once.
+(SHA-256 of its bytes, as the server records `source_sha256`) and files already enrolled are skipped; files the
+server refused are remembered in a state file (`RefusalLog`) and not sent again unless asked. An answer that
+concerns one file (a 4xx such as no_face) refuses that file and the run goes on; anything else (unreachable,
+401/403, 5xx after retries) stops the run at once.
 """
 from __future__ import annotations
 
 import hashlib
+import json
 import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -58,6 +60,7 @@ class EnrollReport:
     enrolled: list[tuple[EnrollItem, int]] = field(default_factory=list)        # (item, face id)
     skipped: list[tuple[EnrollItem, str]] = field(default_factory=list)         # (item, why)
     refused: list[tuple[EnrollItem, str, str]] = field(default_factory=list)    # (item, code, message)
+    refused_before: list[tuple[EnrollItem, str, str]] = field(default_factory=list)  # in the RefusalLog: not sent
     not_attempted: list[EnrollItem] = field(default_factory=list)               # beyond --max-files
     # (label, other identity's label, score): the server's possible_duplicate warnings, one per label pair
     possible_duplicates: dict[tuple[str, str], float] = field(default_factory=dict)
@@ -69,19 +72,67 @@ class EnrollReport:
         return dict(sorted(out.items()))
 
 
-def scan_folder(root: Path) -> list[EnrollItem]:
-    """`root/<label>/**/<image>`, sorted by label then path; files directly in `root` are not enrolled."""
+def folder_label(name: str, underscores_as_spaces: bool = False) -> str:
+    """A folder's name as a label, by the server's rule (NFC, stripped: a decomposed "José" folder from macOS must
+    match what it stores); `underscores_as_spaces`: face_recognition's and LFW's `George_W_Bush` convention."""
+    label = unicodedata.normalize("NFC", name)
+    return (" ".join(label.replace("_", " ").split()) if underscores_as_spaces else label).strip()
+
+
+def scan_folder(root: Path, label: str | None = None, underscores_as_spaces: bool = False) -> list[EnrollItem]:
+    """`root/<label>/**/<image>`, sorted by label then path; files directly in `root` are not enrolled. With
+    `label`: every image under `root` is that one person."""
+    if label is not None:
+        return [EnrollItem(f, label, file_sha256(f)) for f in image_files([root])]
     items = []
     for label_dir in sorted(d for d in root.iterdir() if d.is_dir() and not d.name.startswith(".")):
-        # the server's label rule (NFC, stripped): a decomposed "José" folder (macOS) must match what it stores
-        label = unicodedata.normalize("NFC", label_dir.name).strip()
+        name = folder_label(label_dir.name, underscores_as_spaces)
         for f in image_files([label_dir]):
-            items.append(EnrollItem(f, label, file_sha256(f)))
+            items.append(EnrollItem(f, name, file_sha256(f)))
     return items
 
 
-def plan_enrollment(client: FaceIDClient, items: list[EnrollItem], report: EnrollReport) -> list[EnrollItem]:
-    """The items still to upload; the others go to `report` (already enrolled, or duplicates)."""
+def loose_images(root: Path) -> list[Path]:
+    """The images directly in `root`, which `scan_folder` does not enroll without a label."""
+    return [f for f in image_files([root]) if f.parent == root]
+
+
+class RefusalLog:
+    """The files a server refused to enroll, by content: one JSON line per refusal (`sha256`, `url`, `code`,
+    `message`), appended at once so an interrupted run keeps what it learnt. A refusal counts for the server
+    (URL) that answered it only; an edited file has a new hash and is tried again. A state file that cannot be
+    written is not fatal: `error` says why, and the run goes on without remembering."""
+
+    def __init__(self, path: Path, url: str):
+        self.path, self.url, self.error = path, url, None
+        self.entries: dict[str, tuple[str, str]] = {}  # sha256 -> (code, message)
+        try:
+            lines = path.read_text().splitlines() if path.is_file() else []
+        except OSError as exc:
+            lines, self.error = [], f"cannot read {path}: {exc.strerror or exc}"
+        for line in lines:
+            try:
+                e = json.loads(line)
+                if e["url"] == url:
+                    self.entries[e["sha256"]] = (e["code"], e["message"])
+            except (ValueError, KeyError, TypeError):
+                continue  # a line cut short by a crash: that refusal is simply asked again
+
+    def add(self, item: EnrollItem, code: str, message: str) -> None:
+        self.entries[item.sha256] = (code, message)
+        if self.error:
+            return
+        try:
+            with open(self.path, "a") as f:
+                f.write(json.dumps({"sha256": item.sha256, "url": self.url, "code": code, "message": message}) + "\n")
+        except OSError as exc:
+            self.error = f"cannot write {self.path}: {exc.strerror or exc}"
+
+
+def plan_enrollment(client: FaceIDClient, items: list[EnrollItem], report: EnrollReport,
+                    refused_before: dict[str, tuple[str, str]] | None = None) -> list[EnrollItem]:
+    """The items still to upload; the others go to `report` (already enrolled, duplicates, or refused by an
+    earlier run: `refused_before`, sha256 -> (code, message))."""
     enrolled_as: dict[str, set[str]] = {}
     for face in client.faces_by_source(i.sha256 for i in items):
         enrolled_as.setdefault(face.source_sha256, set()).add(face.label)
@@ -99,20 +150,24 @@ def plan_enrollment(client: FaceIDClient, items: list[EnrollItem], report: Enrol
             report.skipped.append((item, f"same content as {seen.path.name}"))
         elif seen is not item:
             report.refused.append((item, "duplicate_image", f"the same image is in {seen.label!r} ({seen.path})"))
+        elif refused_before and item.sha256 in refused_before:
+            report.refused_before.append((item, *refused_before[item.sha256]))
         else:
             todo.append(item)
     return todo
 
 
-def enroll_folder(client: FaceIDClient, root: Path, concurrency: int = 4, max_files: int | None = None,
-                  on_plan: Callable[[int], None] | None = None,
-                  on_done: Callable[[EnrollItem, str], None] | None = None) -> EnrollReport:
-    """Enroll every image of `root/<label>/` not enrolled yet, one image per request, `concurrency` at a time.
-    `max_files` uploads only the first N pending files (the rest are reported as not attempted): a
-    deterministic interruption. `on_plan(n)` is told how many uploads there will be, `on_done(item, outcome)`
-    as each one finishes (progress)."""
+def enroll_items(client: FaceIDClient, items: list[EnrollItem], concurrency: int = 4, max_files: int | None = None,
+                 refusals: RefusalLog | None = None, retry_refused: bool = False,
+                 on_plan: Callable[[int], None] | None = None,
+                 on_done: Callable[[EnrollItem, str], None] | None = None) -> EnrollReport:
+    """Enroll every item not enrolled yet (nor refused before, in `refusals`, unless `retry_refused`), one image
+    per request, `concurrency` at a time; new refusals go to `refusals`. `max_files` uploads only the first N
+    pending files (the rest are reported as not attempted): a deterministic interruption. `on_plan(n)` is told
+    how many uploads there will be, `on_done(item, outcome)` as each one finishes (progress)."""
     report = EnrollReport()
-    todo = plan_enrollment(client, scan_folder(root), report)
+    todo = plan_enrollment(client, items, report,
+                           None if refusals is None or retry_refused else refusals.entries)
     if max_files is not None:
         todo, report.not_attempted = todo[:max_files], todo[max_files:]
     if on_plan:
@@ -125,6 +180,8 @@ def enroll_folder(client: FaceIDClient, root: Path, concurrency: int = 4, max_fi
     for item, result in _run_pool(upload, todo, concurrency):
         if isinstance(result, FaceIDError):
             report.refused.append((item, result.code, result.message))
+            if refusals is not None:
+                refusals.add(item, result.code, result.message)
             outcome = "refused"
         else:
             face_id, warnings = result
@@ -156,28 +213,33 @@ def _run_pool(fn, items, concurrency: int):
     Any other error cancels what has not started and is raised."""
     pending: dict[Future, object] = {}
     it = iter(items)
-    with ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="faceid") as pool:
-        try:
-            while True:
-                while len(pending) < max(1, concurrency):  # bounded: never more queued than workers
-                    item = next(it, _END)
-                    if item is _END:
-                        break
-                    pending[pool.submit(fn, item)] = item
-                if not pending:
-                    return
-                done, _ = wait(pending, return_when=FIRST_COMPLETED)
-                for fut in done:
-                    item = pending.pop(fut)
-                    try:
-                        yield item, fut.result()
-                    except FaceIDError as exc:
-                        if not is_per_file(exc):
-                            raise
-                        yield item, exc
-        finally:
-            for fut in pending:
-                fut.cancel()
+    pool = ThreadPoolExecutor(max_workers=max(1, concurrency), thread_name_prefix="faceid")
+    interrupted = False
+    try:
+        while True:
+            while len(pending) < max(1, concurrency):  # bounded: never more queued than workers
+                item = next(it, _END)
+                if item is _END:
+                    break
+                pending[pool.submit(fn, item)] = item
+            if not pending:
+                return
+            done, _ = wait(pending, return_when=FIRST_COMPLETED)
+            for fut in done:
+                item = pending.pop(fut)
+                try:
+                    yield item, fut.result()
+                except FaceIDError as exc:
+                    if not is_per_file(exc):
+                        raise
+                    yield item, exc
+    except (KeyboardInterrupt, GeneratorExit):
+        interrupted = True
+        raise
+    finally:
+        # Ctrl-C: the caller closes its progress bar and says how to resume now, not after the uploads in
+        # flight (they finish on their own; the interpreter waits for them at exit)
+        pool.shutdown(wait=not interrupted, cancel_futures=True)
 
 
 _END = object()

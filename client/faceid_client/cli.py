@@ -2,8 +2,9 @@
 
 Human output by default, `--json` for scripts. Exit codes: 0 done; 1 error (the API's error code and message
 are printed; server unreachable; unusable archive); 2 usage error; 3 done, but not a full yes (some inputs
-were refused, or verify found two different people). `--url`/`FACEID_URL` and `--api-key`/`FACEID_API_KEY`
-say which server and key.
+were refused, or verify found two different people); 130 interrupted (Ctrl-C). `--url`/`FACEID_URL` and
+`--api-key`/`FACEID_API_KEY` say which server and key. Faces are numbered from 1, as in the web UI (the API's
+`face_index` is that number minus 1).
 
 This package imports nothing of the server (tests/test_imports.py): `serve` and `weights` run the server's
 own modules (`python -m app.serve`, `python -m model.weights`) in their process, and say so where the server
@@ -25,12 +26,12 @@ import typer
 
 from faceid_client.client import DEFAULT_URL, FaceIDClient, FaceIDError
 
-EXIT_ERROR, EXIT_PARTIAL = 1, 3
+EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
 app = typer.Typer(name="faceid", no_args_is_help=True, add_completion=False, rich_markup_mode=None,
                   help="Face identification service: serve it, and script it from the shell.\n\n"
                        "Exit codes: 0 done, 1 error, 2 usage, 3 done but some inputs refused (or verify: "
-                       "different people).")
+                       "different people), 130 interrupted.")
 weights_app = typer.Typer(no_args_is_help=True, help="Model weights in $TORCH_HOME/checkpoints.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for FACEID_API_KEYS.")
 app.add_typer(weights_app, name="weights")
@@ -61,27 +62,37 @@ def _emit(data, as_json: bool, human: str | None = None) -> None:
         typer.echo(human)
 
 
+def _fail(code: str, message: str, as_json: bool, status: int = 0, exit_code: int = EXIT_ERROR):
+    """One line on stderr (`error: code: message`), the same as JSON on stdout with --json; exit."""
+    typer.echo(f"error: {code}" + (f" ({status})" if status else "") + f": {message}", err=True)
+    if as_json:
+        _emit({"error": {"status": status, "code": code, "message": message}}, True)
+    raise typer.Exit(exit_code)
+
+
 @contextmanager
-def _errors(as_json: bool):
-    """API errors -> their code and message on stderr (and as JSON on stdout with --json), exit 1."""
+def _errors(as_json: bool, resumable: bool = False):
+    """API errors -> their code and message on stderr (and as JSON on stdout with --json), exit 1; Ctrl-C ->
+    one line (how to resume, for a `resumable` command), exit 130. Progress bars opened inside are closed first."""
+    from pydantic import ValidationError
+
     from faceid_client.archive import ArchiveError
 
     try:
         yield
     except FaceIDError as exc:
-        hint = {401: " (check --api-key / FACEID_API_KEY)", 403: " (this key's scopes do not allow it)",
+        hint = {401: " (give a valid key: --api-key KEY or FACEID_API_KEY)",
+                403: " (this key's scopes do not allow it: use a key with more scopes, --api-key / FACEID_API_KEY)",
                 0: " (is the server running? --url / FACEID_URL)"}.get(exc.status, "")
-        typer.echo(f"error: {exc.code}" + (f" ({exc.status})" if exc.status else "") + f": {exc.message}{hint}",
-                   err=True)
-        if as_json:
-            _emit({"error": {"status": exc.status, "code": exc.code, "message": exc.message}}, True)
-        raise typer.Exit(EXIT_ERROR) from None
+        _fail(exc.code, exc.message + hint, as_json, exc.status)
     except (ArchiveError, OSError) as exc:  # an unusable archive; a file that cannot be read or written
-        code = "invalid_archive" if isinstance(exc, ArchiveError) else "file_error"
-        typer.echo(f"error: {code}: {exc}", err=True)
-        if as_json:
-            _emit({"error": {"status": 0, "code": code, "message": str(exc)}}, True)
-        raise typer.Exit(EXIT_ERROR) from None
+        _fail("invalid_archive" if isinstance(exc, ArchiveError) else "file_error", str(exc), as_json)
+    except ValidationError as exc:  # an answer this client cannot read: one line, not pydantic's listing
+        _fail("unexpected_answer", f"the server's answer is not what this client expects (another version?): "
+                                   f"{exc.error_count()} problems, first: {exc.errors()[0]['msg']}", as_json)
+    except KeyboardInterrupt:
+        typer.echo("interrupted; rerun the same command to resume" if resumable else "interrupted", err=True)
+        raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
 class _Bar:
@@ -158,48 +169,158 @@ def status(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 30
 
 
 # --- enroll --------------------------------------------------------------------------------------------
+LabelOpt = Annotated[Optional[str], typer.Option("--label", help="enroll every image under DIR (a flat folder) as "
+                                                 "this one person, instead of DIR/<label>/ folders")]
+Underscores = Annotated[Optional[bool], typer.Option("--underscores-as-spaces/--keep-underscores",
+                                                     help="folder George_W_Bush is label 'George W Bush' "
+                                                          "(face_recognition's and LFW's convention), or kept as it "
+                                                          "is  [default: kept, with a note]")]
+State = Annotated[Optional[Path], typer.Option("--state", dir_okay=False, help="file of the photos the server "
+                                               "refused (default: .faceid-enroll in DIR)")]
+RetryRefused = Annotated[bool, typer.Option("--retry-refused", help="send again the photos refused by an earlier "
+                                            "run (they are skipped otherwise)")]
+# what to do about a refusal, in the CLI's words (the API's message names its own parameters)
+REFUSAL_HINTS = {"ambiguous_face": "several faces: `faceid identify PHOTO` numbers them, then "
+                                   "`faceid enroll-face PHOTO --label LABEL --face N` enrolls one",
+                 "face_not_usable": "no face large or clear enough to enroll",
+                 "no_face": "no face found"}
+
+
+def _cli_words(message: str) -> str:
+    """An enroll refusal in the CLI's words: each request carries one photo (the API's "image 0" is the file
+    named on the line), and the face is picked with enroll-face (REFUSAL_HINTS), not the API's parameters."""
+    return message.replace("image 0", "the photo").replace(", or say which with face_index or face_box", "")
+
+
+def _enroll_plan(folder: Path, label: str | None, underscores: bool | None, as_json: bool, known: bool = False):
+    """The items to enroll from `folder`, after saying on stderr what was made of its layout: a flat folder is an
+    error (unless `known`: face_recognition's known/<Name>.jpg, the file name is the label); images left out
+    and labels whose underscores were or could be spaces are noted."""
+    from faceid_client.bulk import EnrollItem, file_sha256, folder_label, loose_images, scan_folder
+    from faceid_client.labels import normalize_label
+
+    if label is not None:
+        try:
+            return scan_folder(folder, label=normalize_label(label))  # as the server stores it: resume compares
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--label") from None
+    items, loose = scan_folder(folder, underscores_as_spaces=bool(underscores)), loose_images(folder)
+    if known:
+        items += [EnrollItem(f, folder_label(f.stem, bool(underscores)), file_sha256(f)) for f in loose]
+        loose = []
+    if not items:
+        _fail("no_label_folders", (f"{folder} has {len(loose)} images directly in it but no <label> folders: "
+                                   f"enroll expects {folder}/<label>/*.jpg, one folder per person; to enroll these "
+                                   f"as one person: faceid enroll {folder} --label NAME") if loose else
+              f"no images in {folder}/<label>/ folders (enroll expects DIR/<label>/*.jpg, one folder per person)",
+              as_json, exit_code=EXIT_USAGE)
+    if loose:
+        typer.echo(f"note: {len(loose)} images directly in {folder} were left out: only {folder}/<label>/ folders "
+                   "are enrolled (--label NAME enrolls a flat folder as one person)", err=True)
+    parts = [i.path.relative_to(folder).parts for i in items]  # <label>/.../<file>, or <Name>.jpg (known)
+    renamed = {src: i.label for i, p in zip(items, parts) if "_" in (src := p[0] if len(p) > 1 else i.path.stem)}
+    if renamed and underscores:
+        shown = sorted(renamed.items())
+        typer.echo("labels: " + ", ".join(f"{a!r} -> {b!r}" for a, b in shown[:5])
+                   + (f" and {len(shown) - 5} more" if len(shown) > 5 else "") + " (--underscores-as-spaces)",
+                   err=True)
+    elif renamed and underscores is None:  # not asked either way: say that it could be done
+        name = min(renamed)
+        typer.echo(f"note: {len(renamed)} labels keep their underscores (e.g. {name!r}); --underscores-as-spaces "
+                   f"would enroll {' '.join(name.replace('_', ' ').split())!r}", err=True)
+    return items
+
+
+def _enroll_run(c, folder: Path, items, state: Path | None, retry_refused: bool, concurrency: int,
+                max_files: int | None, progress: bool | None):
+    """Enroll `items` with a progress bar, remembering refusals in `state`; (summary for --json, human lines)."""
+    from faceid_client.bulk import RefusalLog, enroll_items
+
+    refusals = RefusalLog(state or folder / ".faceid-enroll", c.url)
+    with _Bar(progress, "img", "enroll") as bar:
+        report = enroll_items(c, items, concurrency, max_files, refusals, retry_refused, on_plan=bar.start,
+                              on_done=lambda _item, _outcome: bar.update())
+    if refusals.error:
+        typer.echo(f"warning: {refusals.error}: refusals are not remembered (--state FILE to keep them)", err=True)
+    summary = {"enrolled": len(report.enrolled), "skipped": len(report.skipped), "refused": len(report.refused),
+               "refused_before": len(report.refused_before), "not_attempted": len(report.not_attempted),
+               "refusals": [{"path": str(i.path), "label": i.label, "code": code, "message": msg}
+                            for i, code, msg in report.refused],
+               "refusals_before": [{"path": str(i.path), "label": i.label, "code": code, "message": msg}
+                                   for i, code, msg in report.refused_before],
+               "skips": [{"path": str(i.path), "label": i.label, "why": why} for i, why in report.skipped],
+               "enrollments": [{"path": str(i.path), "label": i.label, "face_id": fid} for i, fid in report.enrolled],
+               "possible_duplicates": [{"label": a, "other_label": b, "score": sc}
+                                       for (a, b), sc in sorted(report.possible_duplicates.items())],
+               "state": str(refusals.path)}
+    lines = [f"enrolled {summary['enrolled']}, skipped {summary['skipped']} (already enrolled), "
+             f"refused {summary['refused']}"
+             + (f", skipped {len(report.refused_before)} refused before (--retry-refused to try them again)"
+                if report.refused_before else "")
+             + (f", not attempted {summary['not_attempted']} (--max-files)" if report.not_attempted else "")]
+    for code, refused in report.refused_by_code().items():
+        lines.append(f"  {code}: {len(refused)}" + (f" ({REFUSAL_HINTS[code]})" if code in REFUSAL_HINTS else ""))
+        lines.extend(f"    {item.path}: {_cli_words(msg)}" for item, msg in refused)
+    if report.possible_duplicates:
+        lines.append("possible duplicates (the same person under two labels? see `faceid duplicates`):")
+        lines.extend(f"  {a!r} looks like {b!r} (score {sc:.3f})"
+                     for (a, b), sc in sorted(report.possible_duplicates.items()))
+    return report, summary, lines
+
+
 @app.command()
 def enroll(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="DIR", help="DIR/<label>/<images>")],
+           label: LabelOpt = None, underscores_as_spaces: Underscores = None, state: State = None,
+           retry_refused: RetryRefused = False,
            url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
            concurrency: Concurrency = 4,
            max_files: Annotated[Optional[int], typer.Option(min=0, help="upload at most N files, then stop "
                                                             "(a later run resumes)")] = None,
            progress: Progress = None, as_json: Json = False) -> None:
-    """Enroll every image under FOLDER/<label>/ as that label; files already enrolled are skipped.
+    """Enroll every image under DIR/<label>/ as that label (or every image of DIR as --label NAME); files already
+    enrolled are skipped.
 
-    Resumable: each file's SHA-256 is looked up first, so a rerun uploads only what is missing.
+    Resumable: each file's SHA-256 is looked up first, so a rerun uploads only what is missing; photos the server
+    refused are remembered (DIR/.faceid-enroll) and not sent again unless --retry-refused (exit 3 only for new
+    refusals). Folder names are labels as they are, underscores included, unless --underscores-as-spaces.
 
     \b
     Example: faceid enroll photos/ --concurrency 4
+    Example: faceid enroll lfw/ --underscores-as-spaces   # lfw/George_W_Bush/ is 'George W Bush'
+    Example: faceid enroll ada/ --label "Ada Lovelace"    # a flat folder of one person
     """
-    from faceid_client.bulk import enroll_folder
-
-    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "img", "enroll") as bar:
-        report = enroll_folder(c, folder, concurrency, max_files, on_plan=bar.start,
-                               on_done=lambda _item, _outcome: bar.update())
-    refused = report.refused_by_code()
-    summary = {"enrolled": len(report.enrolled), "skipped": len(report.skipped), "refused": len(report.refused),
-               "not_attempted": len(report.not_attempted),
-               "refusals": [{"path": str(i.path), "label": i.label, "code": code, "message": msg}
-                            for i, code, msg in report.refused],
-               "skips": [{"path": str(i.path), "label": i.label, "why": why} for i, why in report.skipped],
-               "enrollments": [{"path": str(i.path), "label": i.label, "face_id": fid} for i, fid in report.enrolled],
-               "possible_duplicates": [{"label": a, "other_label": b, "score": sc}
-                                       for (a, b), sc in sorted(report.possible_duplicates.items())]}
-    lines = [f"enrolled {summary['enrolled']}, skipped {summary['skipped']} (already enrolled), "
-             f"refused {summary['refused']}" + (f", not attempted {summary['not_attempted']} (--max-files)"
-                                                 if report.not_attempted else "")]
-    for code, items in refused.items():
-        lines.append(f"  {code}: {len(items)}")
-        lines.extend(f"    {item.path}: {msg}" for item, msg in items)
-    if report.possible_duplicates:
-        lines.append("possible duplicates (the same person under two labels? see `faceid duplicates`):")
-        lines.extend(f"  {a!r} looks like {b!r} (score {sc:.3f})"
-                     for (a, b), sc in sorted(report.possible_duplicates.items()))
+    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c:
+        items = _enroll_plan(folder, label, underscores_as_spaces, as_json)
+        report, summary, lines = _enroll_run(c, folder, items, state, retry_refused, concurrency, max_files, progress)
     _emit(summary, as_json, "\n".join(lines))
     if report.refused:
         raise typer.Exit(EXIT_PARTIAL)
 
+
+@app.command("enroll-face")
+def enroll_face(photo: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
+                label: Annotated[str, typer.Option("--label", help="who it is (created if new)")],
+                face: Annotated[int, typer.Option("--face", min=1, help="the face's number as `faceid identify "
+                                                  "PHOTO` prints it (from 1; the API's face_index is N-1)")],
+                url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False) -> None:
+    """Enroll one face of a photo with several faces: `faceid identify PHOTO` numbers them (face 1, face 2, ...).
+
+    \b
+    Example: faceid identify group.jpg            # group.jpg: face 1: unknown, face 2: Ada Lovelace (0.810)
+    Example: faceid enroll-face group.jpg --label "Charles Babbage" --face 1
+    """
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        try:
+            r = c.enroll(label, [photo.read_bytes()], face_index=face - 1)
+        except FaceIDError as exc:
+            if exc.code != "face_index_out_of_range":
+                raise FaceIDError(exc.status, exc.code, exc.message.replace("image 0", str(photo)),
+                                  exc.detail) from None
+            raise FaceIDError(exc.status, exc.code, f"{photo} has fewer than {face} faces (`faceid identify {photo}` "
+                                                    "numbers them)", exc.detail) from None
+    _emit(r.model_dump(mode="json"), as_json,
+          f"enrolled face {face} of {photo} as {r.identity.label!r} (identity {r.identity.id}, "
+          f"{r.identity.face_count} faces)")
 
 
 # --- identify ------------------------------------------------------------------------------------------
@@ -218,7 +339,7 @@ def _identify_rows(path: Path, result) -> list[dict]:
              "score": "" if f.score is None else round(f.score, 6),
              "threshold": round(result.threshold if f.threshold is None else f.threshold, 6),
              **dict(zip(("x1", "y1", "x2", "y2"), (round(x, 1) for x in f.box))),
-             "detection_score": round(f.detection_score, 6)} for n, f in enumerate(result.faces)]
+             "detection_score": round(f.detection_score, 6)} for n, f in enumerate(result.faces, 1)]
 
 
 def _identify_human(path: Path, result) -> str:
@@ -229,11 +350,23 @@ def _identify_human(path: Path, result) -> str:
     parts = [(f"{f.identity.label} ({f.score:.3f})" if f.identity else
               "unknown" + (f" (best {f.matches[0].label} {f.score:.3f})" if f.matches else ""))
              for f in result.faces]
-    return f"{path}: " + (parts[0] if len(parts) == 1 else ", ".join(f"face {i}: {p}" for i, p in enumerate(parts)))
+    return f"{path}: " + (parts[0] if len(parts) == 1 else ", ".join(f"face {i}: {p}" for i, p in enumerate(parts, 1)))
+
+
+def _face_recognition_rows(path: Path, result) -> list[list[str]]:
+    """face_recognition's output for one image: `path,label` per face, `unknown_person`, `no_persons_found`."""
+    if not result.faces:
+        return [[str(path), "no_persons_found"]]
+    return [[str(path), f.identity.label if f.identity else "unknown_person"] for f in result.faces]
 
 
 @app.command()
 def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, or folders of images")],
+             known: Annotated[Optional[Path], typer.Option("--known", exists=True, file_okay=False, help="enroll this "
+                                                           "folder first (as `faceid enroll`, resumable; "
+                                                           "known/<Name>.jpg files too), then print path,label "
+                                                           "lines as face_recognition does")] = None,
+             underscores_as_spaces: Underscores = None, state: State = None, retry_refused: RetryRefused = False,
              csv_file: Annotated[Optional[Path], typer.Option("--csv", dir_okay=False,
                                                               help="write one row per face to this CSV file")] = None,
              top_k: Annotated[Optional[int], typer.Option(min=1, max=100)] = None,
@@ -241,11 +374,17 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
                                                                 help="cosine threshold (default: the server's)")] = None,
              url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
              concurrency: Concurrency = 4, progress: Progress = None, as_json: Json = False) -> None:
-    """Identify every face in images (folders are searched recursively).
+    """Identify every face in images (folders are searched recursively). Faces are numbered from 1 (face 1,
+    face 2, ...: the numbers `faceid enroll-face --face` takes; the CSV's `face` column), as in the web UI.
 
+    With --known DIR (face_recognition's `face_recognition known/ unknown/` in one step): DIR is enrolled first,
+    as `faceid enroll` does (DIR/<label>/ folders, and DIR/<Name>.jpg files named after the person; resumable),
+    its summary on stderr; then one `path,label` line per face, `path,unknown_person` for a face not recognised
+    and `path,no_persons_found` for an image without one.
 
     \b
     Example: faceid identify photos/ --csv results.csv
+    Example: faceid identify --known known/ unknown/
     """
     from faceid_client.bulk import identify_files, image_files
 
@@ -253,10 +392,17 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
         raise typer.BadParameter("give --csv or --json, not both")
     files = image_files(paths)
     results: dict[Path, object] = {}
-    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "img", "identify", len(files)) as bar:
-        for path, result in identify_files(c, files, concurrency, top_k, threshold):
-            results[path] = result
-            bar.update(1)
+    known_refused = 0  # --known photos the server refused this run: exit 3 as for `faceid enroll`
+    with _errors(as_json, resumable=known is not None), _client(url, api_key, timeout) as c:
+        if known is not None:
+            items = _enroll_plan(known, None, underscores_as_spaces, as_json, known=True)
+            report, _, lines = _enroll_run(c, known, items, state, retry_refused, concurrency, None, progress)
+            known_refused = len(report.refused)
+            typer.echo(f"{known}: " + "\n".join(lines), err=True)
+        with _Bar(progress, "img", "identify", len(files)) as bar:
+            for path, result in identify_files(c, files, concurrency, top_k, threshold):
+                results[path] = result
+                bar.update(1)
     ordered = [(p, results[p]) for p in files]  # input order, whatever order the answers came in
     errors = sum(isinstance(r, FaceIDError) for _, r in ordered)
     if csv_file is not None:
@@ -273,10 +419,17 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
         _emit([{"path": str(p), "error": {"status": r.status, "code": r.code, "message": r.message}}
                if isinstance(r, FaceIDError) else {"path": str(p), **r.model_dump(mode="json")}
                for p, r in ordered], True)
+    elif known is not None:
+        out = csv.writer(sys.stdout, lineterminator="\n")
+        for path, result in ordered:
+            if isinstance(result, FaceIDError):
+                typer.echo(_identify_human(path, result), err=True)
+            else:
+                out.writerows(_face_recognition_rows(path, result))
     else:
         for path, result in ordered:
             typer.echo(_identify_human(path, result))
-    if errors:
+    if errors or known_refused:
         raise typer.Exit(EXIT_PARTIAL)
 
 
@@ -308,7 +461,8 @@ def scan(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, 
     if state is None:
         first = next((p for p in paths if p.is_dir()), None)
         state = (first / ".faceid-scan") if first is not None else Path(".faceid-scan")
-    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "img", "scan") as bar:
+    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c, \
+            _Bar(progress, "img", "scan") as bar:
         report = scan_files(c, files, state, concurrency, on_plan=bar.start, on_done=lambda _p, _r: bar.update())
         refined = c.refine_unknown() if report.scanned else None
         people = c.unknown_people(limit=top) if top else {"items": [], "total": 0}
@@ -335,25 +489,57 @@ def scan(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, 
 def verify(image: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
            other: Annotated[Optional[Path], typer.Argument(exists=True, dir_okay=False,
                                                            help="second image (or give --identity)")] = None,
-           identity: Annotated[Optional[int], typer.Option("--identity", min=1,
-                                                           help="compare with this enrolled identity id")] = None,
+           identity: Annotated[Optional[str], typer.Option("--identity", help="compare with this enrolled "
+                                                           "identity: its id, or its name")] = None,
            threshold: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0)] = None,
            url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False) -> None:
     """Are two images (or an image and an enrolled identity) the same person? Exit 0 if yes, 3 if not.
 
+    --identity takes an id or a name: the exact label, else the one label equal to it ignoring case and
+    underscores (several: an error listing their ids).
 
     \b
     Example: faceid verify a.jpg b.jpg
+    Example: faceid verify a.jpg --identity "Ada Lovelace"
     """
     if (other is None) == (identity is None):
         raise typer.BadParameter("give a second image or --identity ID (one of them)")
     with _errors(as_json), _client(url, api_key, timeout) as c:
-        r = c.verify(image.read_bytes(), other.read_bytes() if other else None, identity, threshold)
+        identity_id = _identity_id(c, identity, as_json) if identity is not None else None
+        r = c.verify(image.read_bytes(), other.read_bytes() if other else None, identity_id, threshold)
     _emit(r.model_dump(mode="json"), as_json,
           f"{'same person' if r.same_person else 'different people'}: score {r.score:.3f} "
           f"{'>=' if r.same_person else '<'} threshold {r.threshold:.3f}")
     if not r.same_person:
         raise typer.Exit(EXIT_PARTIAL)
+
+
+def _folded(label: str) -> str:
+    return "".join(label.replace("_", " ").casefold().split())
+
+
+def _identity_id(c, ref: str, as_json: bool) -> int:
+    """An identity given by id or by name (the exact label; else the only one equal ignoring case, spaces and
+    underscores)."""
+    from faceid_client.labels import normalize_label
+
+    if ref.strip().isdigit():
+        return int(ref)
+    try:
+        name = normalize_label(ref)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--identity") from None
+    exact = c.find_identity(name)
+    if exact is not None:
+        return exact.id
+    alike = [i for i in c.identities() if _folded(i.label) == _folded(name)]
+    if len(alike) == 1:
+        return alike[0].id
+    if not alike:
+        _fail("unknown_identity", f"no identity is named {name!r} (`faceid duplicates` and the web UI's Gallery "
+                                  "list them; or give its id)", as_json, 404)
+    _fail("ambiguous_identity", f"{name!r} could be any of " + ", ".join(f"{i.id} {i.label!r}" for i in alike)
+          + f": give the id, e.g. --identity {alike[0].id}", as_json, exit_code=EXIT_USAGE)
 
 
 # --- duplicates ----------------------------------------------------------------------------------------
@@ -475,7 +661,8 @@ def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, he
     """
     from faceid_client.archive import import_gallery
 
-    with _errors(as_json), _client(url, api_key, timeout) as c, _Bar(progress, "face", "import") as bar:
+    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c, \
+            _Bar(progress, "face", "import") as bar:
         r = import_gallery(c, file, batch_size, concurrency, on_plan=bar.start, on_faces=bar.update)
     _emit({"identities": r.identities, "identities_created": r.identities_created, "faces": r.faces,
            "faces_added": r.faces_added, "faces_present": r.faces_present, "verified": r.verified,

@@ -75,7 +75,7 @@ class FaceIDClient:
                  retries: int = 3, max_retry_wait_s: float = 30.0, transport: httpx.BaseTransport | None = None,
                  sleep: Callable[[float], None] = time.sleep):
         headers = {"X-API-Key": api_key} if api_key else {}
-        self.url = url.rstrip("/")
+        self.url, self.has_key = url.rstrip("/"), bool(api_key)
         self.retries, self.max_retry_wait_s, self._sleep = retries, max_retry_wait_s, sleep
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, transport=transport)
 
@@ -124,7 +124,14 @@ class FaceIDClient:
 
     # --- service ------------------------------------------------------------------------------------
     def ready(self) -> Ready:
-        return Ready.model_validate(self.request("GET", "/ready").json())
+        """GET /ready. A keyed server tells only `{"status": "ready"}` to a request without a valid key: the
+        details were asked for, so that is a 401 here."""
+        body = self.request("GET", "/ready").json()
+        if isinstance(body, dict) and body.get("status") == "ready" and "model_version" not in body:
+            why = "the API key given was not accepted" if self.has_key else "no API key was given"
+            raise FaceIDError(401, "unauthorized", f"the server is ready, but shows its details only with a valid "
+                                                   f"API key: {why}")
+        return Ready.model_validate(body)
 
     def enroll(self, label: str, images: Iterable[Image], face_index: int | None = None) -> EnrollResponse:
         files = [("files", (f"image{i}", _read(im), "application/octet-stream")) for i, im in enumerate(images)]

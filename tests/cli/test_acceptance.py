@@ -72,27 +72,29 @@ def test_enroll_resume_identify_export_import(servers, faces, tmp_path):
     a, b = servers
     photos = faces / "photos"
     files = image_files([photos])
+    state = ("--state", tmp_path / "refused")  # not in the shared photos folder
 
     # an interrupted enrollment (stopped after 20 uploads), then the whole folder: nothing twice
-    first = faceid(a.url, "enroll", photos, "--max-files", 20, "--json")
+    first = faceid(a.url, "enroll", photos, "--max-files", 20, "--json", *state)
     assert first.exit_code in (0, 3), first.stderr
     s1 = json.loads(first.stdout)
     assert s1["enrolled"] + s1["refused"] == 20 and s1["not_attempted"] == len(files) - 20
-    second = faceid(a.url, "enroll", photos, "--json")
+    second = faceid(a.url, "enroll", photos, "--json", *state)
     assert second.exit_code in (0, 3), second.stderr
     s2 = json.loads(second.stdout)
     assert s2["skipped"] == s1["enrolled"] and s2["not_attempted"] == 0
-    assert s2["enrolled"] + s2["skipped"] + s2["refused"] == len(files)
-    assert s2["enrolled"] > 0 and s2["refused"] <= 5
+    assert s2["refused_before"] == s1["refused"]  # remembered, not sent again
+    assert s2["enrolled"] + s2["skipped"] + s2["refused"] + s2["refused_before"] == len(files)
+    assert s2["enrolled"] > 0 and s2["refused"] + s2["refused_before"] <= 5
     enrolled = {e["path"] for e in s1["enrollments"] + s2["enrollments"]}
-    refused = {e["path"] for e in s2["refusals"]}
+    refused = {e["path"] for e in s2["refusals"] + s2["refusals_before"]}
     assert not enrolled & refused and len(enrolled) + len(refused) == len(files)
     with FaceIDClient(a.url, api_key=READ_KEY) as c:
         stored = c.faces_by_source(file_sha256(f) for f in files)
         assert c.ready().faces == len(enrolled) == len(stored)
     assert len({f.source_sha256 for f in stored}) == len(stored)  # no duplicate
     assert all(f.label == p.parent.name for f in stored for p in files if file_sha256(p) == f.source_sha256)
-    third = faceid(a.url, "enroll", photos, "--json")
+    third = faceid(a.url, "enroll", photos, "--json", *state)
     assert json.loads(third.stdout)["enrolled"] == 0
 
     # identify the same folder into a CSV: every photo's main face gets its folder's label

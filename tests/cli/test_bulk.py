@@ -6,7 +6,7 @@ import unicodedata
 
 import httpx
 
-from faceid_client.bulk import EnrollReport, plan_enrollment, scan_folder
+from faceid_client.bulk import EnrollItem, EnrollReport, RefusalLog, loose_images, plan_enrollment, scan_folder
 from faceid_client.client import FaceIDClient
 
 
@@ -54,3 +54,26 @@ def test_plan_skips_enrolled_files_and_refuses_conflicting_duplicates(tmp_path):
                                                                   ("3.jpg", "same content as 2.jpg")]
     assert sorted((i.path.name, code) for i, code, _ in report.refused) == [("4.jpg", "duplicate_image"),
                                                                             ("5.jpg", "enrolled_as_other")]
+
+
+def test_labels_from_folders_with_underscores_and_a_flat_folder_as_one_label(tmp_path):
+    write(tmp_path / "George_W__Bush" / "a.jpg", b"1")
+    write(tmp_path / "loose.jpg", b"2")
+    assert [i.label for i in scan_folder(tmp_path)] == ["George_W__Bush"]
+    assert [i.label for i in scan_folder(tmp_path, underscores_as_spaces=True)] == ["George W Bush"]
+    assert [(i.label, i.path.name) for i in scan_folder(tmp_path, label="Ann")] == [("Ann", "a.jpg"),
+                                                                                  ("Ann", "loose.jpg")]
+    assert [p.name for p in loose_images(tmp_path)] == ["loose.jpg"]
+
+
+def test_refusals_are_remembered_by_content_for_their_server(tmp_path):
+    item = EnrollItem(tmp_path / "a.jpg", "ann", "0" * 64)
+    log = RefusalLog(tmp_path / "state", "http://a")
+    log.add(item, "no_face", "no face found")
+    with open(tmp_path / "state", "a") as f:
+        f.write('{"sha256": "1')  # a line cut short by a crash
+    assert RefusalLog(tmp_path / "state", "http://a").entries == {"0" * 64: ("no_face", "no face found")}
+    assert RefusalLog(tmp_path / "state", "http://b").entries == {}  # another server may well accept it
+    unwritable = RefusalLog(tmp_path / "no" / "dir" / "state", "http://a")
+    unwritable.add(item, "no_face", "no face found")
+    assert unwritable.error and unwritable.entries  # remembered for this run; the caller warns
