@@ -77,7 +77,7 @@ def test_a_person_page_shows_every_face_and_edits_them(server, api, new_page, fa
     expect(page.locator("#person-reports li")).to_have_count(1)
     expect(page.locator("#person-reports li")).to_contain_text("This is George W Bush")
     expect(page.locator("#person-reports img[src^='blob:']")).to_have_count(1)
-    page.screenshot(path=shots / "person-1280.png", full_page=True)  # docs/ui-person.png
+    page.screenshot(path=shots / "person-1280.png")  # the top of it: docs/ui-person.png
     page.click("#person-next")
     expect(faces_).to_have_count(2)
     expect(faces_.first.locator("img")).to_have_attribute("alt", "George W Bush, face 25")
@@ -88,6 +88,13 @@ def test_a_person_page_shows_every_face_and_edits_them(server, api, new_page, fa
     expect(page.locator("#person-msg")).to_have_text("Face 3 is now the cover of George W Bush.")
     expect(faces_.nth(2).locator(".chip")).to_have_text("cover")
     assert api.get(f"/identities/{bush['id']}").json()["cover_face_id"] == face_ids[2]
+    gallery = new_page(server.url)
+    gallery.goto("/#gallery")
+    gallery.fill("#gallery-q", "George W")
+    gallery.press("#gallery-q", "Enter")
+    first = gallery.locator(f".card[data-identity='{bush['id']}'] .crops li").first
+    expect(first).to_have_attribute("data-face", str(face_ids[2]))
+    expect(first.locator("img")).to_have_attribute("alt", "George W Bush, face 3")
 
     # move face 2 to Colin Powell
     faces_.nth(1).locator("button", has_text="Move").click()
@@ -149,7 +156,7 @@ def test_gallery_sorts_selects_merges_and_deletes_several(server, api, new_page,
     page.select_option("#gallery-sort", "faces")
     expect(titles).to_have_text(["Sel Tony Blair", "Sel Gerhard Schroeder", "Sel Blair Again"])
     expect(page.locator(".card .crops img[src^='blob:']")).to_have_count(6)  # every crop loaded
-    page.screenshot(path=shots / "gallery-1280.png", full_page=True)  # docs/ui-gallery.png
+    page.screenshot(path=shots / "gallery-selection-1280.png", full_page=True)  # docs/ui-gallery.png
 
     page.locator(f".card[data-identity='{ids['Sel Tony Blair']}'] input.pick").check()
     page.locator(f".card[data-identity='{ids['Sel Blair Again']}'] input.pick").check()
