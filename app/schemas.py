@@ -171,9 +171,8 @@ class IdentityUpdate(BaseModel):
                                       "null: none (the card shows the first face)")
 
     @model_validator(mode="after")
-    def _something(self) -> "IdentityUpdate":
-        if not self.model_fields_set & {"label", "cover_face_id"} or ("label" in self.model_fields_set
-                                                                    and self.label is None):
+    def _label_or_cover(self) -> IdentityUpdate:
+        if not self.model_fields_set or ("label" in self.model_fields_set and self.label is None):
             raise ValueError("give a new label, a cover_face_id, or both")
         return self
 
