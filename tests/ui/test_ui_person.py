@@ -37,6 +37,16 @@ def api(server):
         yield c
 
 
+HEADINGS = """(root) => [...document.querySelector(root).querySelectorAll('h1, h2, h3, h4, h5, h6')]
+    .filter((e) => e.offsetParent !== null).map((e) => [Number(e.tagName[1]), e.textContent])"""
+
+
+def heading_jumps(page, root: str) -> list:
+    """Visible headings that skip a level after the one before them (h1 then h3)."""
+    levels = page.evaluate(HEADINGS, root)
+    return [(a, b) for a, b in zip(levels, levels[1:]) if b[0] > a[0] + 1]
+
+
 def lfw_enroll(api, faces, label, person, n) -> dict:
     """`n` LFW photos of `person` enrolled as `label`, ten per request; the identity."""
     paths = sorted((faces / "lfw" / person).glob("*.jpg"))[:n]
@@ -78,6 +88,7 @@ def test_a_person_page_shows_every_face_and_edits_them(server, api, new_page, fa
     expect(page.locator("#person-reports li")).to_contain_text("This is George W Bush")
     expect(page.locator("#person-reports img[src^='blob:']")).to_have_count(1)
     page.screenshot(path=shots / "person-1280.png")  # the top of it: docs/ui-person.png
+    assert heading_jumps(page, "#page-person") == []
     page.click("#person-next")
     expect(faces_).to_have_count(2)
     expect(faces_.first.locator("img")).to_have_attribute("alt", "George W Bush, face 25")
@@ -95,6 +106,7 @@ def test_a_person_page_shows_every_face_and_edits_them(server, api, new_page, fa
     first = gallery.locator(f".card[data-identity='{bush['id']}'] .crops li").first
     expect(first).to_have_attribute("data-face", str(face_ids[2]))
     expect(first.locator("img")).to_have_attribute("alt", "George W Bush, face 3")
+    assert heading_jumps(gallery, "#page-gallery") == []  # no duplicates listed: h1, then the cards' h3 under h2
 
     # move face 2 to Colin Powell
     faces_.nth(1).locator("button", has_text="Move").click()
@@ -156,6 +168,7 @@ def test_gallery_sorts_selects_merges_and_deletes_several(server, api, new_page,
     page.select_option("#gallery-sort", "faces")
     expect(titles).to_have_text(["Sel Tony Blair", "Sel Gerhard Schroeder", "Sel Blair Again"])
     expect(page.locator(".card .crops img[src^='blob:']")).to_have_count(6)  # every crop loaded
+    assert heading_jumps(page, "#page-gallery") == []
     page.screenshot(path=shots / "gallery-selection-1280.png", full_page=True)  # docs/ui-gallery.png
 
     page.locator(f".card[data-identity='{ids['Sel Tony Blair']}'] input.pick").check()
