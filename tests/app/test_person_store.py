@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from alembic import command
+from sqlalchemy import inspect
 
 from app.gallery.store import GalleryStore, NotFound, make_engine, migrate
 from harness import database_url
-from tests.app.test_postgres import new_face, unit
+from tests.app.test_postgres import alembic, new_face, unit
 
 
 @pytest.fixture
@@ -49,3 +51,13 @@ def test_search_sort_and_cover_on_both_databases(store):
     store.enroll(None, [new_face({"m1": next(vecs)})], identity_id=a_id)
     store.delete_face(f1)
     assert store.get_identity(a_id).cover_face_id is None
+
+
+def test_migration_0011_goes_down_and_up_keeping_every_face(store):
+    ident, faces, _ = store.enroll("a", [new_face({"m1": unit(np.random.default_rng(4), 1)[0]})])
+    store.set_cover(ident.id, faces[0].id)
+    alembic(store.engine, (command.downgrade, "0010"))
+    assert "cover_face_id" not in {c["name"] for c in inspect(store.engine).get_columns("identities")}
+    assert store.face_count(ident.id) == 1  # dropping the column cascades nowhere
+    migrate(store.engine)
+    assert store.get_identity(ident.id).cover_face_id is None and store.face_count(ident.id) == 1

@@ -15,10 +15,9 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table('identities', schema=None) as batch_op:  # an ALTER TABLE ADD COLUMN on both
-        batch_op.add_column(sa.Column('cover_face_id', sa.Integer(), nullable=True))
+    op.add_column('identities', sa.Column('cover_face_id', sa.Integer(), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table('identities', schema=None) as batch_op:
-        batch_op.drop_column('cover_face_id')
+    # a plain ALTER TABLE on both (SQLite >= 3.35): a batch copy of identities would cascade-delete every face
+    op.drop_column('identities', 'cover_face_id')
