@@ -218,3 +218,19 @@ def test_history_lists_recent_identifications_newest_first(server, api, new_page
     narrow.goto("/#history")
     expect(narrow.locator("#history-list li")).to_have_count(min(len(probes), 20))
     assert no_horizontal_scroll(narrow) <= 0, "the history page scrolls sideways at 375 px"
+
+
+def test_a_face_names_the_others_enrolled_from_the_same_photo(server, api, new_page, faces):
+    couple = faces / "multi" / "couple.jpg"
+    ids = []
+    for i, label in enumerate(["Couple One", "Couple Two"]):
+        r = api.post("/enroll", data={"label": label, "face_index": str(i)},
+                     files=[("files", (couple.name, couple.read_bytes()))])
+        assert r.status_code == 201, r.text
+        ids.append(r.json()["identity"]["id"])
+    page = new_page(server.url)
+    page.goto(f"/#person/{ids[0]}")
+    expect(page.locator("#person-faces .same-photo")).to_have_text("Also from this photo: Couple Two")
+    page.locator("#person-faces .same-photo a").click()
+    expect(page.locator("#person-name")).to_have_text("Couple Two")
+    expect(page.locator("#person-faces .same-photo")).to_have_text("Also from this photo: Couple One")

@@ -1,5 +1,6 @@
 // A person's page (#person/<id>): every face, a page at a time, each with its crop, the photo it came from (its
-// SHA-256: the service keeps the aligned crop, never the photo) and when it was added; per face: set as cover,
+// SHA-256: the service keeps the aligned crop, never the photo; the other people enrolled from the same photo,
+// GET /faces?source_sha256=) and when it was added; per face: set as cover,
 // move to another person, delete; several faces selected (or all on the page) move or go together. Rename or
 // delete the person, and the reports that name them (GET /feedback?identity_id=).
 import { ApiError, imageBlob, request } from './api.js';
@@ -11,6 +12,7 @@ let id = null;
 let person = null; // GET /identities/{id}: the person and every face (without crops)
 let offset = 0;
 let seq = 0; // a newer load wins over a slower older one
+let drawn = 0; // a newer page of faces wins over a slower older one
 const urls = new UrlBag();
 const reportUrls = new UrlBag(); // the reports' crops outlive a change of face page
 const picked = new Set(); // face ids selected on this page
@@ -32,6 +34,7 @@ export function init(context) {
   });
   $('person-delete-faces').addEventListener('click', removeSelected);
   $('person-move-form').addEventListener('submit', (e) => { e.preventDefault(); moveSelected(); });
+  $('person-move-to').addEventListener('focus', suggest);
 }
 
 export function show(arg) {
@@ -79,6 +82,7 @@ function render() {
   picked.clear();
   const page = person.faces.slice(offset, offset + PAGE);
   $('person-faces').replaceChildren(...page.map((f, i) => faceItem(f, offset + i + 1)));
+  samePhoto(page, ++drawn);
   $('person-range').textContent = `faces ${offset + 1}–${offset + page.length} of ${person.faces.length}`;
   $('person-prev').disabled = offset === 0;
   $('person-next').disabled = offset + page.length >= person.faces.length;
@@ -105,6 +109,25 @@ function faceItem(f, n) {
       h('button', { type: 'button', class: 'small danger', 'aria-label': `delete face ${n}`,
         onclick: () => removeFaces([f]) }, 'Delete')),
     tools, out);
+}
+
+/** Under each face, the other enrolled faces that came from the same photo (a group photo enrolled face by face). */
+async function samePhoto(faces, mine) {
+  const query = new URLSearchParams();
+  for (const sha of new Set(faces.map((f) => f.source_sha256))) query.append('source_sha256', sha);
+  let rows;
+  try {
+    rows = (await request('GET', `/faces?${query}`)).items;
+  } catch { return; } // a hint only
+  if (mine !== drawn) return;
+  for (const f of faces) {
+    const others = rows.filter((r) => r.source_sha256 === f.source_sha256 && r.id !== f.id);
+    const li = document.querySelector(`#person-faces li[data-face="${f.id}"] .source`);
+    if (!others.length || !li) continue;
+    const links = others.flatMap((r, i) => [i ? ', ' : '', r.identity_id === id ? `${r.label} (face #${r.id})`
+      : h('a', { href: `#person/${r.identity_id}` }, r.label)]);
+    li.after(h('p', { class: 'meta same-photo' }, 'Also from this photo: ', ...links));
+  }
 }
 
 function pick(faceId, on) {
