@@ -191,6 +191,7 @@ def test_gallery_sorts_selects_merges_and_deletes_several(server, api, new_page,
     page.click("#confirm-ok")
     expect(page.locator("#gallery-msg")).to_have_text("Deleted 2 people.")
     expect(page.locator(".card")).to_have_count(0)
+    expect(page.locator("#gallery-bulk")).to_be_hidden()  # nothing to select
     assert api.get("/identities", params={"q": "sel "}).json()["total"] == 0
 
 

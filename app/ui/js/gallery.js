@@ -122,6 +122,7 @@ async function load(note = '', kind = 'ok') {
   picked.clear();
   bulkState();
   $('gallery-bulk-tools').replaceChildren();
+  $('gallery-bulk').hidden = !page.items.length;
   cards.replaceChildren(...page.items.map(card));
   cards.setAttribute('aria-busy', 'false');
   pager(page.items.length, total);
