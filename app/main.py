@@ -11,7 +11,7 @@ import torch
 from fastapi import FastAPI
 
 from app.api import docs
-from app.api.routes import admin, faces, feedback, gallery, health, transfer, ui, unknown, webhooks
+from app.api.routes import admin, faces, feedback, gallery, health, probes, transfer, ui, unknown, webhooks
 from app.core import errors
 from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
@@ -149,8 +149,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["*"],
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestContext)
-    for router in (health.router, faces.router, transfer.router, gallery.router, feedback.router, unknown.router,
-                   admin.router, webhooks.router):
+    for router in (health.router, faces.router, transfer.router, gallery.router, feedback.router, probes.router,
+                   unknown.router, admin.router, webhooks.router):
         app.include_router(router)
     webhooks.declare_events(app)  # OpenAPI 3.1 `webhooks`: what each event's delivery carries
     docs.install(app)

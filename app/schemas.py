@@ -4,7 +4,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from faceid_client.labels import MAX_LABEL_CHARS, normalize_label  # noqa: F401 (the one label rule)
 
@@ -149,6 +149,7 @@ class IdentityPublic(BaseModel):
     face_count: int
     created_at: UtcDatetime
     updated_at: UtcDatetime
+    cover_face_id: int | None = Field(None, description="the face its gallery card shows (None: the first)")
 
 
 class IdentityDetail(IdentityPublic):
@@ -163,8 +164,17 @@ class IdentitiesPage(BaseModel):
 
 
 class IdentityUpdate(BaseModel):
+    """A new label, a cover face (one of its faces; null: none), or both."""
     model_config = ConfigDict(extra="forbid")
-    label: Label
+    label: Label | None = None
+    cover_face_id: int | None = Field(None, ge=1, le=2**63 - 1, description="one of the identity's face ids; "
+                                      "null: none (the card shows the first face)")
+
+    @model_validator(mode="after")
+    def _label_or_cover(self) -> IdentityUpdate:
+        if not self.model_fields_set or ("label" in self.model_fields_set and self.label is None):
+            raise ValueError("give a new label, a cover_face_id, or both")
+        return self
 
 
 class IdentityMerge(BaseModel):
@@ -346,6 +356,28 @@ class FeedbackPublic(BaseModel):
     crop_margin: int
     reported_by: str | None = Field(description="the API key's name (null on a keyless server)")
     created_at: UtcDatetime
+
+
+class ProbePublic(BaseModel):
+    """A face of a recent /identify answer, kept for FACEID_PROBE_RETENTION_S (the crop: GET /probes/{id}/crop)."""
+    id: int
+    status: str = Field(description="the answer: match | unknown | low_quality")
+    top_identity: IdentityRef | None = Field(None, description="the best match, above the threshold or not "
+                                             "(None: no match, or deleted since)")
+    top_score: float | None = None
+    box: Box
+    detection_score: float
+    source_sha256: str = Field(description="SHA-256 of the image identified (the image itself is not kept)")
+    model_version: str
+    created_at: UtcDatetime
+    expires_at: UtcDatetime
+
+
+class ProbesPage(BaseModel):
+    items: list[ProbePublic]
+    total: int
+    offset: int
+    limit: int
 
 
 class FeedbackPage(BaseModel):

@@ -13,7 +13,7 @@ from datetime import timedelta
 
 from sqlalchemy import delete, func, select
 from sqlalchemy.exc import IntegrityError
-from sqlalchemy.orm import Session
+from sqlalchemy.orm import Session, defer
 
 from app.gallery.models import KINDS, Feedback, Identity, Probe, utcnow
 from app.gallery.store import GalleryStore, NotFound, crop_to_png
@@ -119,6 +119,13 @@ class FeedbackStore:
         with self.sessions() as s:
             return s.scalar(q)
 
+    def list_probes(self, offset: int, limit: int) -> tuple[list[Probe], int]:
+        """(probes, total) not yet expired, newest first, without their crops."""
+        live = Probe.expires_at >= utcnow()
+        with self.sessions() as s:
+            rows = s.scalars(select(Probe).where(live).options(defer(Probe.crop_png))
+                             .order_by(Probe.id.desc()).offset(offset).limit(limit)).all()
+            return list(rows), s.scalar(select(func.count(Probe.id)).where(live)) or 0
 
     # --- feedback ------------------------------------------------------------------------------------
     def add(self, kind: str, face: FaceCrop, identity_id: int | None, *, answered_identity_id: int | None = None,

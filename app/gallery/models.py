@@ -58,6 +58,9 @@ class Identity(Base):
     label: Mapped[str] = mapped_column(String(200), unique=True, index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow, onupdate=utcnow)
+    # the face its gallery card shows (None: the first); no foreign key (faces point here already): the store
+    # clears it when that face is deleted or moved to someone else (migration 0011)
+    cover_face_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     faces: Mapped[list["Face"]] = relationship(back_populates="identity", cascade="all, delete-orphan",
                                                passive_deletes=True, order_by="Face.id")
 

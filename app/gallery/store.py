@@ -346,6 +346,8 @@ class GalleryStore:
             s.delete(face)
             s.flush()
             ident = s.get(Identity, identity_id)  # exists: the write lock is ours since the first read
+            if ident.cover_face_id == face_id:
+                ident.cover_face_id = None
             if not s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)):
                 add_event(s, "identity.deleted", {"identity": _brief(ident), "last_face_id": face_id})
                 s.delete(ident)
@@ -419,6 +421,8 @@ class GalleryStore:
             if source_id == target.id:
                 return face, target, False, None
             self._log_changes(s, [source_id, target.id])
+            s.execute(update(Identity).where(Identity.id == source_id, Identity.cover_face_id == face_id)
+                      .values(cover_face_id=None))  # a cover is one of the identity's own faces
             # a bulk statement: changing face.identity through the ORM would trip the delete-orphan cascade
             s.execute(update(Face).where(Face.id == face_id).values(identity_id=target.id))
             target.updated_at = utcnow()
@@ -437,6 +441,19 @@ class GalleryStore:
                 add_event(s, "identity.updated", {"identity": _brief(s.get(Identity, source_id)),
                                                   "change": "face_moved_out", "face_id": face_id})
             return face, target, created, emptied
+
+    def set_cover(self, identity_id: int, face_id: int | None) -> Identity:
+        """Make `face_id` (one of the identity's faces; None: none) the face its card shows. One conditional
+        UPDATE, so no lock: a face moved or deleted meanwhile is simply not the identity's. Raises NotFound
+        ('identity', or 'face' when the face is not one of its faces); nothing changes then."""
+        with self.sessions() as s, s.begin():
+            q = update(Identity).where(Identity.id == identity_id)
+            if face_id is not None:
+                q = q.where(select(Face.id).where(Face.id == face_id, Face.identity_id == identity_id).exists())
+            if not s.execute(q.values(cover_face_id=face_id)).rowcount:
+                raise NotFound("identity", identity_id) if s.get(Identity, identity_id) is None \
+                    else NotFound("face", face_id)
+            return s.get(Identity, identity_id)
 
     def add_embeddings(self, version: str, vectors: dict[int, np.ndarray]) -> int:
         """Store embeddings of existing faces for `version` (faces deleted meanwhile are skipped)."""
@@ -476,15 +493,24 @@ class GalleryStore:
         with self.sessions() as s:
             return s.scalar(select(func.count(Face.id)).where(Face.identity_id == identity_id)) or 0
 
-    def list_identities(self, offset: int, limit: int, prefix: str | None = None):
-        """(rows of (identity, face count), total)."""
+    def list_identities(self, offset: int, limit: int, prefix: str | None = None, contains: str | None = None,
+                        sort: str = "id"):
+        """(rows of (identity, face count), total): labels starting with `prefix` and/or containing `contains`
+        (ignoring case), ordered by `sort`: id, label (ignoring case), faces (most first) or newest; ties by id."""
         with self.sessions() as s:
-            q = select(Identity, func.count(Face.id)).outerjoin(Face).group_by(Identity.id)
+            n_faces = func.count(Face.id)
+            q = select(Identity, n_faces).outerjoin(Face).group_by(Identity.id)
             cq = select(func.count(Identity.id))
+            where = []
             if prefix:
-                q = q.where(Identity.label.startswith(prefix, autoescape=True))
-                cq = cq.where(Identity.label.startswith(prefix, autoescape=True))
-            rows = s.execute(q.order_by(Identity.id).offset(offset).limit(limit)).all()
+                where.append(Identity.label.startswith(prefix, autoescape=True))
+            if contains:
+                where.append(Identity.label.icontains(contains, autoescape=True))
+            if where:
+                q, cq = q.where(*where), cq.where(*where)
+            order = {"id": [Identity.id], "label": [func.lower(Identity.label), Identity.id],
+                     "faces": [n_faces.desc(), Identity.id], "newest": [Identity.id.desc()]}[sort]
+            rows = s.execute(q.order_by(*order).offset(offset).limit(limit)).all()
             return [(r[0], r[1]) for r in rows], s.scalar(cq) or 0
 
     def identities_by_id(self, identity_ids) -> dict[int, tuple[Identity, int]]:

@@ -91,6 +91,18 @@ class FeedbackService:
                            "FACEID_FEEDBACK_MAX_PER_KEY") from None
 
     # --- reads and deletes (off the event loop) ---------------------------------------------------------
+    async def probes(self, offset: int, limit: int):
+        """(probes not yet expired, total), newest first, without crops."""
+        return await run_in_threadpool(self.store.list_probes, offset, limit)
+
+    async def probe(self, probe_id: int):
+        """One probe not yet expired, any key's; 404 unknown_probe."""
+        row = await run_in_threadpool(self.store.get_probe, probe_id) if probe_id <= MAX_ID else None
+        if row is None:
+            raise AppError(404, "unknown_probe", f"probe {probe_id} does not exist or has expired (probes are kept "
+                           f"{self.settings.probe_retention_s:g} s)")
+        return row
+
     async def labels(self, identity_ids) -> dict[int, str]:
         return await run_in_threadpool(self.store.labels, identity_ids)
 

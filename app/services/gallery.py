@@ -28,6 +28,30 @@ def rename(store: GalleryStore, identity_id: int, label: str) -> Identity:
     return ident
 
 
+def cover_of(store: GalleryStore, identity_id: int, face_id: int) -> Face:
+    """The face, when it is one of the identity's: 404 for a missing identity or face, 422 for another's face."""
+    f = store.get_face(face_id) if face_id <= MAX_ID else None
+    if f is None or f.identity_id != identity_id:
+        if store.get_identity(identity_id, False) is None:
+            raise missing("identity", identity_id)
+        if f is None:
+            raise missing("face", face_id)
+        raise AppError(422, "face_not_in_identity", f"face {face_id} is a face of identity {f.identity_id}, "
+                       f"not of {identity_id}: a cover is one of the identity's own faces")
+    return f
+
+
+def set_cover(store: GalleryStore, identity_id: int, face_id: int | None) -> Identity:
+    """`GalleryStore.set_cover` with `cover_of`'s errors (a face moved or deleted meanwhile: 404 / 422)."""
+    try:
+        return store.set_cover(identity_id, face_id)
+    except NotFound:
+        if face_id is None:
+            raise missing("identity", identity_id) from None
+        cover_of(store, identity_id, face_id)
+        raise missing("face", face_id) from None
+
+
 def move_face(store: GalleryStore, face_id: int, to_identity_id: int | None, to_label: str | None):
     """`GalleryStore.move_face`: (face, identity, created, emptied identity id or None); 404 for a missing face or
     identity, 409 when another request created the label at the same moment."""

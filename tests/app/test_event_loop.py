@@ -42,7 +42,9 @@ def test_no_route_queries_the_database_on_the_event_loop(watched):
     for method, url, kw in [
         ("get", "/identities", {}), ("get", f"/identities/{a}", {}), ("get", "/identities/duplicates", {}),
         ("patch", f"/identities/{a}", {"json": {"label": "Ada L."}}), ("get", f"/faces/{face}", {}),
-        ("post", "/identify", {"files": {"file": ("a.png", png, "image/png")}}),
+        ("get", "/identities", {"params": {"q": "ad", "sort": "faces"}}),
+        ("patch", f"/identities/{a}", {"json": {"cover_face_id": face}}),
+        ("post", "/identify", {"files": {"file": ("a.png", png, "image/png")}}), ("get", "/probes", {}),
         ("post", "/verify", {"data": {"identity_id": str(a)}, "files": {"file": ("a.png", png, "image/png")}}),
         ("post", f"/faces/{face}/move", {"json": {"identity_id": b}}),
         ("get", "/ready", {}),
@@ -51,6 +53,8 @@ def test_no_route_queries_the_database_on_the_event_loop(watched):
     ]:
         r = getattr(c, method)(url, **kw)
         assert r.status_code < 400, (url, r.text)
+    probe = c.get("/probes").json()["items"][0]["id"]
+    assert c.get(f"/probes/{probe}/crop").status_code == 200
     cy = enroll(c, "Cy", [BLUE]).json()["identity"]["id"]
     assert c.post(f"/identities/{b}/merge", json={"from_identity_id": cy}).status_code == 200
     assert on_loop == [], on_loop

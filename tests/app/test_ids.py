@@ -53,9 +53,13 @@ def test_a_gallery_from_before_the_migration_keeps_its_rows_and_stops_reusing_id
     store = GalleryStore(engine)
     rng = np.random.default_rng(1)
     OutboxEvent.__table__.create(engine)  # today's enroll also writes its event (0009); gone before migrating
+    with engine.begin() as conn:  # and reads identities.cover_face_id (0011); gone before migrating too
+        conn.exec_driver_sql("ALTER TABLE identities ADD COLUMN cover_face_id INTEGER")
     for label in ("ann", "bob", "cy"):
         store.enroll(label, [new_face(rng, SHA), new_face(rng, SHA)])
     OutboxEvent.__table__.drop(engine)
+    with engine.begin() as conn:
+        conn.exec_driver_sql("ALTER TABLE identities DROP COLUMN cover_face_id")
     with store.sessions() as s:
         before = [s.scalar(select(func.count()).select_from(t)) for t in (Identity, Face, Embedding, Template)]
     assert before == [3, 6, 6, 3]

@@ -2,7 +2,7 @@
 person"; get, move and delete faces."""
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Literal
 
 from fastapi import APIRouter, Path, Query, Response, status
 from starlette.concurrency import run_in_threadpool
@@ -39,7 +39,7 @@ def face_public(f: Face) -> dict:
 
 def identity_public(ident: Identity, face_count: int) -> dict:
     return {"id": ident.id, "label": ident.label, "face_count": face_count,
-            "created_at": ident.created_at, "updated_at": ident.updated_at}
+            "created_at": ident.created_at, "updated_at": ident.updated_at, "cover_face_id": ident.cover_face_id}
 
 
 async def identity_out(store: StoreDep, ident: Identity) -> dict:
@@ -52,8 +52,12 @@ _missing = edits.missing
 
 @router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
 async def list_identities(store: StoreDep, _key: ReadKey, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500),
-                          prefix: str | None = Query(None, max_length=200, description="label prefix filter")) -> dict:
-    rows, total = await run_in_threadpool(store.list_identities, offset, limit, prefix)
+                          prefix: str | None = Query(None, max_length=200, description="label prefix filter"),
+                          q: str | None = Query(None, max_length=200, description="labels containing this, any case"),
+                          sort: Literal["id", "label", "faces", "newest"] = Query(
+                              "id", description="id (oldest first), label (A to Z, any case), faces (most first), "
+                              "newest")) -> dict:
+    rows, total = await run_in_threadpool(store.list_identities, offset, limit, prefix, q, sort)
     return {"items": [identity_public(i, n) for i, n in rows], "total": total, "offset": offset, "limit": limit}
 
 
@@ -105,9 +109,17 @@ async def get_identity(identity_id: IdentityId, store: StoreDep, _key: ReadKey) 
 
 
 @router.patch("/identities/{identity_id}", response_model=IdentityPublic,
-              responses={**NOT_FOUND, 409: {"model": ErrorResponse}}, summary="Rename an identity")
-async def rename_identity(identity_id: IdentityId, body: IdentityUpdate, store: StoreDep, _key: WriteKey) -> dict:
-    ident = await run_in_threadpool(edits.rename, store, identity_id, body.label)
+              responses={**NOT_FOUND, 409: {"model": ErrorResponse}},
+              summary="Rename an identity and/or choose the face its gallery card shows")
+async def update_identity(identity_id: IdentityId, body: IdentityUpdate, store: StoreDep, _key: WriteKey) -> dict:
+    cover = "cover_face_id" in body.model_fields_set
+    if cover and body.cover_face_id is not None:  # checked before a rename, so a bad cover changes nothing
+        await run_in_threadpool(edits.cover_of, store, identity_id, body.cover_face_id)
+    ident = None
+    if body.label is not None:
+        ident = await run_in_threadpool(edits.rename, store, identity_id, body.label)
+    if cover:
+        ident = await run_in_threadpool(edits.set_cover, store, identity_id, body.cover_face_id)
     return await identity_out(store, ident)
 
 

@@ -1,5 +1,7 @@
-// Gallery: identities by label prefix, a page at a time; each card shows stored face crops and offers
-// rename, merge another identity into it, delete a face, delete the identity (after confirmation).
+// Gallery: identities whose name contains the search (any case), sorted, a page at a time; each card shows its
+// cover face first and links to the person page (all faces), and offers rename, merge another identity into it,
+// delete a face, delete the identity (after confirmation). Cards can be selected (or all on the page) to delete
+// them or merge them into one.
 // Above them, "Possible duplicates": pairs the server suspects are one person, merged in one click or
 // marked as different people (GET /identities/duplicates, POST .../merge, POST .../not-duplicate).
 import { ApiError, imageBlob, request } from './api.js';
@@ -12,12 +14,24 @@ let offset = 0;
 let total = 0;
 let seq = 0; // a newer load wins over a slower older one
 const urls = new UrlBag();
+let shown = []; // the identities on this page
+const picked = new Set(); // ids of the selected cards on this page
 
 export function init(context) {
   ctx = context;
   $('gallery-search').addEventListener('submit', (e) => { e.preventDefault(); offset = 0; load(); });
+  $('gallery-sort').addEventListener('change', () => { offset = 0; load(); });
   $('gallery-prev').addEventListener('click', () => { offset = Math.max(0, offset - PAGE); load(); });
   $('gallery-next').addEventListener('click', () => { offset += PAGE; load(); });
+  $('gallery-all').addEventListener('change', (e) => {
+    const on = e.target.checked; // read once: each pick() below redraws this box's state
+    for (const box of document.querySelectorAll('#gallery-cards input.pick')) {
+      box.checked = on;
+      pick(Number(box.value), box.checked);
+    }
+  });
+  $('gallery-delete').addEventListener('click', removeSelected);
+  $('gallery-merge').addEventListener('click', mergeSelectedForm);
 }
 
 export function show() { load(); }
@@ -83,14 +97,14 @@ async function notSame(a, b, out) {
 
 const fail = (e) => say($('gallery-msg'), e instanceof ApiError ? e.text : String(e), 'error');
 
-async function load(note = '') {
+async function load(note = '', kind = 'ok') {
   const mine = ++seq;
   const cards = $('gallery-cards');
   cards.setAttribute('aria-busy', 'true');
-  const prefix = $('gallery-prefix').value.trim();
+  const q = $('gallery-q').value.trim();
   let page;
   try {
-    page = await request('GET', '/identities', { query: { offset, limit: PAGE, prefix } });
+    page = await request('GET', '/identities', { query: { offset, limit: PAGE, q, sort: $('gallery-sort').value } });
   } catch (e) {
     if (mine === seq) { cards.replaceChildren(); pager(0, 0); fail(e); cards.setAttribute('aria-busy', 'false'); }
     return;
@@ -98,12 +112,17 @@ async function load(note = '') {
   if (mine !== seq) return;
   if (!page.items.length && offset > 0 && page.total > 0) {  // the last page emptied: step back
     offset = Math.max(0, Math.floor((page.total - 1) / PAGE) * PAGE);
-    load(note);
+    load(note, kind);
     return;
   }
   total = page.total;
   urls.clear();
-  say($('gallery-msg'), note || (total ? '' : (prefix ? 'No identity label starts with that.' : 'The gallery is empty: enroll someone first.')), note ? 'ok' : 'info');
+  say($('gallery-msg'), note || (total ? '' : (q ? 'No name contains that.' : 'The gallery is empty: enroll someone first.')), note ? kind : 'info');
+  shown = page.items;
+  picked.clear();
+  bulkState();
+  $('gallery-bulk-tools').replaceChildren();
+  $('gallery-bulk').hidden = !page.items.length;
   cards.replaceChildren(...page.items.map(card));
   cards.setAttribute('aria-busy', 'false');
   pager(page.items.length, total);
@@ -117,7 +136,9 @@ function pager(n, all) {
 }
 
 function card(ident) {
-  const title = h('h3', { class: 'label' }, ident.label);
+  const title = h('h3', { class: 'label' }, h('a', { href: `#person/${ident.id}` }, ident.label));
+  const box = h('input', { type: 'checkbox', class: 'pick', value: ident.id, 'aria-label': `select ${ident.label}` });
+  box.addEventListener('change', () => pick(ident.id, box.checked));
   const meta = h('p', { class: 'meta' }, `#${ident.id} · ${ident.face_count} face${ident.face_count === 1 ? '' : 's'}`);
   const thumbs = h('ul', { class: 'crops', 'aria-label': `faces of ${ident.label}` });
   const out = h('p', { class: 'msg', role: 'status' });
@@ -127,7 +148,8 @@ function card(ident) {
     h('button', { type: 'button', onclick: () => mergeForm(ident, tools, out) }, 'Merge…'),
     h('button', { type: 'button', class: 'danger', onclick: () => removeIdentity(ident, out) }, 'Delete'));
   faces(ident, thumbs, out);
-  return h('li', { class: 'card', 'data-identity': ident.id }, title, meta, thumbs, actions, tools, out);
+  return h('li', { class: 'card', 'data-identity': ident.id }, h('div', { class: 'card-head' }, box, title), meta, thumbs,
+    actions, tools, out);
 }
 
 async function faces(ident, list, out) {
@@ -138,14 +160,21 @@ async function faces(ident, list, out) {
     say(out, e instanceof ApiError ? e.text : String(e), 'error');
     return;
   }
-  for (const f of detail.faces.slice(0, THUMBS)) {
-    const img = h('img', { alt: `face ${f.id}`, width: 64, height: 64 });
-    list.append(h('li', {}, img,
-      h('button', { type: 'button', class: 'small x', 'aria-label': `delete face ${f.id}`, title: 'delete this face',
-        onclick: () => removeFace(ident, f, out) }, '×')));
-    imageBlob(`/faces/${f.id}/crop`).then((b) => { img.src = urls.file(b); }).catch(() => { img.alt = `face ${f.id} (crop unavailable)`; });
+  // faces are numbered as the person page numbers them (oldest first, from 1); the cover comes first
+  const numbered = detail.faces.map((f, i) => ({ f, n: i + 1 }));
+  const cover = numbered.findIndex(({ f }) => f.id === detail.cover_face_id);
+  if (cover > 0) numbered.unshift(...numbered.splice(cover, 1));
+  for (const { f, n } of numbered.slice(0, THUMBS)) {
+    const name = `${ident.label}, face ${n}`;
+    const img = h('img', { alt: name, width: 64, height: 64 });
+    list.append(h('li', { 'data-face': f.id }, img,
+      h('button', { type: 'button', class: 'small x', 'aria-label': `delete ${name}`, title: 'delete this face',
+        onclick: () => removeFace(ident, f, n, out) }, '×')));
+    imageBlob(`/faces/${f.id}/crop`).then((b) => { img.src = urls.file(b); }).catch(() => { img.alt = `${name} (crop unavailable)`; });
   }
-  if (detail.faces.length > THUMBS) list.append(h('li', { class: 'more' }, `+${detail.faces.length - THUMBS}`));
+  if (detail.faces.length > THUMBS) {
+    list.append(h('li', { class: 'more' }, h('a', { href: `#person/${ident.id}` }, `+${detail.faces.length - THUMBS} more`)));
+  }
 }
 
 function renameForm(ident, tools) {
@@ -199,10 +228,10 @@ async function mergeForm(ident, tools, out) {
   select.focus();
 }
 
-async function removeFace(ident, face, out) {
+async function removeFace(ident, face, n, out) {
   const last = ident.face_count === 1;
-  const text = last ? `Delete face #${face.id}? It is the last face of "${ident.label}", so the identity goes too.`
-    : `Delete face #${face.id} of "${ident.label}"?`;
+  const text = last ? `Delete face ${n} (#${face.id})? It is the last face of "${ident.label}", so the identity goes too.`
+    : `Delete face ${n} (#${face.id}) of "${ident.label}"?`;
   if (!await confirmDialog(text, 'Delete')) return;
   try {
     await request('DELETE', `/faces/${face.id}`);
@@ -222,4 +251,70 @@ async function removeIdentity(ident, out) {
   } catch (e) {
     say(out, e instanceof ApiError ? e.text : String(e), 'error');
   }
+}
+
+// --- selection: delete or merge several identities --------------------------------------------------------------
+const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
+
+function pick(id, on) {
+  if (on) picked.add(id); else picked.delete(id);
+  bulkState();
+}
+
+function bulkState() {
+  const n = picked.size;
+  $('gallery-picked').textContent = n ? `${n} selected` : '';
+  $('gallery-delete').disabled = n === 0;
+  $('gallery-merge').disabled = n < 2;
+  const all = $('gallery-all');
+  all.checked = n > 0 && n === shown.length;
+  all.indeterminate = n > 0 && n < shown.length;
+}
+
+const selected = () => shown.filter((i) => picked.has(i.id));
+
+/** Run `step` on each item in turn; a message saying how many went through and the first failure. */
+async function each(items, step, done) {
+  let ok = 0;
+  let failed = '';
+  for (const item of items) {
+    try {
+      await step(item);
+      ok += 1;
+    } catch (e) {
+      failed ||= `; ${item.label}: ${e instanceof ApiError ? e.text : String(e)}`;
+    }
+  }
+  load(`${done(ok)}${failed}`, failed ? 'error' : 'ok');
+  ctx.refreshServerLine();
+}
+
+async function removeSelected() {
+  const idents = selected();
+  const faces = idents.reduce((n, i) => n + i.face_count, 0);
+  const names = idents.map((i) => i.label).join(', ');
+  if (!await confirmDialog(`Delete ${plural(idents.length, 'person', 'people')} (${names}) and their ${plural(faces, 'face')}? This cannot be undone.`, 'Delete')) return;
+  await each(idents, (i) => request('DELETE', `/identities/${i.id}`), (n) => `Deleted ${plural(n, 'person', 'people')}.`);
+}
+
+function mergeSelectedForm() {
+  const idents = selected();
+  const tools = $('gallery-bulk-tools');
+  // the one with most faces keeps its name by default
+  const into = idents.reduce((a, b) => (b.face_count > a.face_count ? b : a));
+  const select = h('select', { id: 'gallery-merge-into', 'aria-label': 'keep this name' },
+    ...idents.map((i) => h('option', { value: i.id, selected: i === into }, `${i.label} (#${i.id}, ${plural(i.face_count, 'face')})`)));
+  const form = h('form', { class: 'row' }, h('label', { for: 'gallery-merge-into' }, `Merge the ${idents.length} selected into`),
+    select, h('button', { type: 'submit' }, 'Merge'),
+    h('button', { type: 'button', onclick: () => tools.replaceChildren() }, 'Cancel'));
+  form.addEventListener('submit', async (e) => {
+    e.preventDefault();
+    const target = idents.find((i) => String(i.id) === select.value);
+    const others = idents.filter((i) => i !== target);
+    if (!await confirmDialog(`Move the faces of ${others.map((i) => `"${i.label}"`).join(', ')} into "${target.label}" and delete ${others.length === 1 ? 'it' : 'them'}?`, 'Merge')) return;
+    await each(others, (i) => request('POST', `/identities/${target.id}/merge`, { json: { from_identity_id: i.id } }),
+      (n) => `Merged ${plural(n, 'person', 'people')} into ${target.label}.`);
+  });
+  tools.replaceChildren(form);
+  select.focus();
 }

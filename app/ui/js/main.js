@@ -4,25 +4,27 @@ import { $ } from './dom.js';
 import * as identify from './identify.js';
 import * as enroll from './enroll.js';
 import * as gallery from './gallery.js';
+import * as person from './person.js';
+import * as history from './history.js';
 import * as unknown from './unknown.js';
 import * as verify from './verify.js';
 import * as model from './model.js';
 
-const pages = { identify, enroll, gallery, unknown, verify, model };
+const pages = { identify, enroll, gallery, person, history, unknown, verify, model };
 let current = null;
 
 function route() {
-  const name = location.hash.slice(1);
+  const [name, arg] = location.hash.slice(1).split('/'); // #person/12: a page and its argument
   if (!pages[name] && current) return;  // an in-page anchor (the skip link): stay on this page
   const next = pages[name] ? name : 'identify';
   for (const p of Object.keys(pages)) $(`page-${p}`).hidden = p !== next;
   for (const a of document.querySelectorAll('nav a[data-page]')) {
-    if (a.dataset.page === next) a.setAttribute('aria-current', 'page');
+    if (a.dataset.page === (pages[next].navPage || next)) a.setAttribute('aria-current', 'page');
     else a.removeAttribute('aria-current');
   }
   const changed = current !== next;
   current = next;
-  pages[next].show?.();
+  pages[next].show?.(arg);
   if (changed && location.hash) $('main').focus({ preventScroll: true });
 }
 
