@@ -265,10 +265,11 @@ class FaceService:
         else:
             usable = [f for f in faces if quality(f) is None]
             if len(usable) != 1:
+                why = "" if usable else f": {quality(max(faces, key=lambda f: f.size))}"  # e.g. the face is too small
                 raise AppError(422, "ambiguous_face" if len(usable) > 1 else "face_not_usable",
-                               f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected); "
+                               f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected){why}; "
                                f"{purpose} needs exactly one, or say which with face_index or face_box",
-                               {"faces": [_face_brief(i, f) for i, f in enumerate(faces)]})
+                               {"faces": [{**_face_brief(i, f), "problem": quality(f)} for i, f in enumerate(faces)]})
             face = usable[0]
         problem = quality(face)
         if problem:

@@ -100,3 +100,14 @@ def test_checkpoints_need_the_admin_scope(store, tmp_path):  # noqa: F811
     c, service = make_client(store, tmp_path, api_keys=[ApiKey(name="read", sha256=hash_key(key), scopes=["read"])])
     error(c.get("/admin/checkpoints", headers={"X-API-Key": key}), 403, "forbidden")
     service.close()
+
+
+def test_an_enrollment_without_a_usable_face_says_why(client):
+    """A face below the enrollment gate: the message names the problem (the UI says "too small"), and each
+    detected face carries its own problem, so a picker can say which faces can be enrolled."""
+    small = client.post("/enroll", data={"label": "Tiny"}, files={"files": ("s.png", tiles_png([RED], size=20), "image/png")})
+    err = error(small, 422, "face_not_usable")
+    assert "face is 20 px, enrollment needs at least 40 px" in err["message"]
+    assert [f["problem"] for f in err["detail"]["faces"]] == ["face is 20 px, enrollment needs at least 40 px"]
+    two = error(enroll(client, "Two", [[RED, GREEN]]), 422, "ambiguous_face")
+    assert [f["problem"] for f in two["detail"]["faces"]] == [None, None]
