@@ -57,8 +57,12 @@ async function presets() {
   const list = $('model-presets');
   try {
     const c = await request('GET', '/admin/calibration');
-    list.replaceChildren(...(c.presets || []).map((p) => h('li', {},
+    const ps = c.presets || [];
+    list.replaceChildren(...ps.map((p) => h('li', {},
       h('strong', {}, WORDS[p.name] || p.name), `: ${strangers(p.target_fpir)} strangers wrongly matched, threshold ${fmt(p.threshold, 2)}`)));
+    if (ps.length > 1 && new Set(ps.map((p) => fmt(p.threshold, 2))).size === 1) {  // a small gallery: all at the floor
+      list.append(h('li', {}, 'In a gallery this small they coincide: a search is never looser than a 1:1 verification.'));
+    }
   } catch {
     list.replaceChildren();  // not an admin key: the summary above is all
   }
