@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import io
 import re
+from itertools import pairwise
 from pathlib import Path
 
 import httpx
@@ -217,9 +218,9 @@ def test_messages_in_the_users_words_and_a_large_photo_is_shrunk(server, new_pag
 
     empty = tmp_path / "empty.jpg"
     empty.write_bytes(b"")
-    lfw = sorted(p for p in (faces / "lfw").iterdir() if p.is_dir())[0]
+    lfw = min(p for p in (faces / "lfw").iterdir() if p.is_dir())
     small = Image.new("RGB", (400, 400), (90, 90, 90))
-    small.paste(Image.open(sorted(lfw.glob("*.jpg"))[0]).convert("RGB").resize((80, 80)), (160, 160))  # a ~30 px face
+    small.paste(Image.open(min(lfw.glob("*.jpg"))).convert("RGB").resize((80, 80)), (160, 160))  # a ~30 px face
     tiny = tmp_path / "far-away.jpg"
     tiny.write_bytes(jpeg(small))
     page.goto("/#enroll")
@@ -292,7 +293,7 @@ def test_layout_long_names_chips_and_heading_levels(server, api, new_page, faces
             page.goto(f"/#{name}")
             expect(page.locator(f"#page-{name}")).to_be_visible()
         levels = headings(page)
-        assert levels[0] == 1 and all(b <= a + 1 for a, b in zip(levels, levels[1:])), (name, levels)
+        assert levels[0] == 1 and all(b <= a + 1 for a, b in pairwise(levels)), (name, levels)
 
 
 def test_no_serious_accessibility_violation_on_any_page(server, angelina, new_page, faces):

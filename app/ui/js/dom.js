@@ -84,8 +84,8 @@ export function picker({ id, label, multiple = false, onFiles }) {
 const SHRINK_ABOVE_PX = 24_000_000;
 const SHRINK_ABOVE_BYTES = 8 * 1024 * 1024;
 
-export const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
-export const mp = (pixels) => `${(pixels / 1e6).toFixed(pixels < 1e7 ? 1 : 0)} MP`;
+const mb = (bytes) => `${(bytes / 1024 / 1024).toFixed(1)} MB`;
+const mp = (pixels) => `${(pixels / 1e6).toFixed(pixels < 1e7 ? 1 : 0)} MP`;
 
 /** width x height of an image file, from an <img> (no decode to a bitmap); 0 where the browser cannot read it. */
 async function pixelsOf(file) {

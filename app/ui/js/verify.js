@@ -17,8 +17,8 @@ export function init() {
   $('verify-run').addEventListener('click', run);
 }
 
-/** A pasted photo fills A first, then B. */
-export const paste = (files) => set(chosen.a && !chosen.b ? 'b' : 'a', files[0]);
+/** A pasted photo fills A first, then B (through its picker: what is not a photo is said so there). */
+export const paste = (files) => $(`verify-picker-${chosen.a && !chosen.b ? 'b' : 'a'}`).querySelector('.drop').take(files);
 
 export function show() {}
 
