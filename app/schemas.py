@@ -120,6 +120,19 @@ class IdentifyResponse(BaseModel):
     faces: list[IdentifiedFace]
 
 
+class FaceBrief(BaseModel):
+    face_index: int
+    box: list[float]
+    detection_score: float
+    size: float = Field(description="pixels, the shorter side of the box")
+
+
+class VerifiedFace(BaseModel):
+    face_index: int = Field(description="the face compared, an index into `faces`")
+    chosen_by: str = Field(description="'request' (face_index / face_box) or 'largest'")
+    faces: list[FaceBrief]
+
+
 class VerifyResponse(BaseModel):
     model_version: str
     same_person: bool
@@ -128,6 +141,8 @@ class VerifyResponse(BaseModel):
     target_far: float | None = Field(None, description="false-accept rate the threshold is derived for")
     operating_point: OperatingPointOut | None = Field(None, description="where the threshold comes from: the "
                                                       "model's 1:1 tail (prior_threshold) plus domain_rise")
+    faces: list[VerifiedFace] = Field(default_factory=list, description="per image (the second one only when "
+                                      "two are given): the face compared and every face found")
 
 
 class FacePublic(BaseModel):
@@ -242,6 +257,10 @@ class VerifyJSON(BaseModel):
     image: str = Field(min_length=1, description="base64-encoded image")
     image_b: str | None = Field(None, description="second image (base64); or give identity_id")
     identity_id: int | None = None
+    face_index: int | None = Field(None, ge=0, description="the face of `image` to compare (default: its largest)")
+    face_box: list[float] | None = Field(None, min_length=4, max_length=4)
+    face_index_b: int | None = Field(None, ge=0, description="the face of `image_b` to compare")
+    face_box_b: list[float] | None = Field(None, min_length=4, max_length=4)
 
 
 class Health(BaseModel):
@@ -464,6 +483,15 @@ class ModelState(BaseModel):
     swap: dict
     versions_in_gallery: dict[str, int]
     held_in_memory: list[str] = Field(description="model versions this process keeps searches or tails of")
+
+
+class CheckpointOut(BaseModel):
+    name: str = Field(description="what POST /admin/model takes as `checkpoint`")
+    source: str = Field(description="'file' (in FACEID_CHECKPOINTS_DIR) or 'registry' (a pretrained weight set)")
+    size_bytes: int | None
+    modified_at: float | None = Field(description="Unix time")
+    description: str | None
+    cached: bool = Field(description="on this machine already (a registry set not cached is fetched at the swap)")
 
 
 class TrainRequest(BaseModel):

@@ -15,7 +15,7 @@ from starlette.concurrency import run_in_threadpool
 from app.core.errors import AppError
 from model.pipeline import Checkpoint, Embedder, load_checkpoint
 from model.preprocessing import NORMALIZATIONS
-from model.weights import REGISTRY, Preprocessing, WeightsError
+from model.weights import REGISTRY, Preprocessing, WeightsError, checkpoint_dir
 
 log = logging.getLogger(__name__)
 
@@ -54,6 +54,23 @@ def resolve_checkpoint(spec: str, checkpoints_dir: Path) -> str:
     if not path.is_file():
         raise AppError(404, "unknown_checkpoint", f"no checkpoint named {spec!r} in the checkpoints directory")
     return str(path)
+
+
+def list_checkpoints(checkpoints_dir: Path) -> list[dict]:
+    """What a swap can name: the `.pt` files of `checkpoints_dir` (newest first), then the registry's weight sets
+    (`cached`: already on this machine, else fetched or converted at the swap)."""
+    root = Path(checkpoints_dir)
+    files = sorted((p for p in root.glob("*.pt") if p.is_file()), key=lambda p: p.stat().st_mtime, reverse=True) \
+        if root.is_dir() else []
+    out = [{"name": p.name, "source": "file", "size_bytes": p.stat().st_size, "modified_at": p.stat().st_mtime,
+            "description": None, "cached": True} for p in files]
+    cache = checkpoint_dir()
+    for name, ws in REGISTRY.items():
+        if name != "mtcnn":
+            cached = any((cache / f).is_file() for f in (ws.file_name, ws.offline_file_name))
+            out.append({"name": name, "source": "registry", "size_bytes": None, "modified_at": None,
+                        "description": ws.description, "cached": cached})
+    return out
 
 
 def metadata_problem(ckpt: Checkpoint, serving: Preprocessing | None = None) -> str | None:

@@ -38,6 +38,8 @@ GALLERY_SAMPLE_FACES = 3000
 # path, in the background, whatever the change (searches meanwhile use the tail from before it); their first
 # tail is computed when the version starts serving (`Serving.warm`), not by a request.
 SYNC_BELOW_FACES = 500
+# The operating points the UI offers by name: the false-positive identification rates users pick from.
+PRESETS = {"strict": 0.001, "balanced": 0.01, "loose": 0.05}
 # A swap needs calibration that measures the per-comparison rate of at least a gallery this large.
 MIN_SUPPORTED_GALLERY = 100
 
@@ -237,16 +239,19 @@ class OperatingPoints:
         with self._compute_lock:
             self._gallery.clear()
 
-    def for_search(self, embedder, index, requested: float | None = None) -> OperatingPoint:
+    def for_search(self, embedder, index, requested: float | None = None,
+                   target_fpir: float | None = None) -> OperatingPoint:
         """For a small gallery, FPIR / N can exceed the verification FAR: the search threshold then stays at
         the verification threshold (FPIR below target), so a 3-person door is no looser than a 1:1 check.
-        With a cohort (and no fixed threshold) the operating point is on normalised scores."""
+        With a cohort (and no fixed threshold) the operating point is on normalised scores. `target_fpir`:
+        another target than FACEID_TARGET_FPIR (the presets)."""
+        target = self.target_fpir if target_fpir is None else target_fpir
         norm = self.normalisation(embedder)
         tails = self.gallery_tails(embedder.version, index, norm.cohort, tail_of(embedder.thresholds)) \
             if norm is not None and requested is None and self.override is None else None
         check = self._normalisation_check(embedder, norm, tails)
         if norm is None or requested is not None or self.override is not None or (check and not check.cohort):
-            op = self._decide(embedder, index, self.target_fpir, index.identities, requested, self.target_far)
+            op = self._decide(embedder, index, target, index.identities, requested, self.target_far)
             broken = requested is None and self.override is None and self._norm_broken(embedder)
             return replace(op, normalisation_check=check, warnings=op.warnings + (
                 ("the serving model's cohort normalisation is malformed: searches use plain scores (see the log)",)
@@ -254,7 +259,7 @@ class OperatingPoints:
         n = index.identities
         kappa = norm.kappa if n > 1 else 1.0
         gallery = tails.normalised if tails is not None else None
-        op = operating_point(norm.tail, self.target_fpir, n, gallery, self.target_far, kappa)
+        op = operating_point(norm.tail, target, n, gallery, self.target_far, kappa)
         return replace(op, normalised=True, reference_shift=norm.cohort.reference_shift, normalisation_check=check,
                        floor=self.for_verify(embedder, index).threshold)  # never looser than 1:1 verification
 
@@ -311,7 +316,13 @@ class OperatingPoints:
                     "model_tail": norm.tail.to_dict(), "search_comparisons_factor": norm.kappa,
                     "gallery_tail": cached.normalised.to_dict() if cached and cached.normalised else None},
                 "gallery_tail_compute_s": round(cached.computed_s, 4) if cached else None,
-                "gallery_calibration": self.gallery_calibration}
+                "gallery_calibration": self.gallery_calibration,
+                "presets": [self._preset(name, fpir, embedder, index) for name, fpir in PRESETS.items()]}
+
+    def _preset(self, name: str, fpir: float, embedder, index) -> dict:
+        """A named search operating point, its threshold for this gallery (for a typical face, with a cohort)."""
+        op = self.for_search(embedder, index, target_fpir=fpir)
+        return {"name": name, "target_fpir": fpir, "threshold": round(op.cosine_threshold, 4), "source": op.source}
 
 
 def operating_point_public(op: OperatingPoint) -> dict:

@@ -265,10 +265,11 @@ class FaceService:
         else:
             usable = [f for f in faces if quality(f) is None]
             if len(usable) != 1:
+                why = "" if usable else f": {quality(max(faces, key=lambda f: f.size))}"  # e.g. the face is too small
                 raise AppError(422, "ambiguous_face" if len(usable) > 1 else "face_not_usable",
-                               f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected); "
+                               f"image {image_no} has {len(usable)} usable faces ({len(faces)} detected){why}; "
                                f"{purpose} needs exactly one, or say which with face_index or face_box",
-                               {"faces": [_face_brief(i, f) for i, f in enumerate(faces)]})
+                               {"faces": [{**_face_brief(i, f), "problem": quality(f)} for i, f in enumerate(faces)]})
             face = usable[0]
         problem = quality(face)
         if problem:
@@ -397,24 +398,22 @@ class FaceService:
             self.events.poke()
         return result, decisions, op, probe_ids
 
-    async def verify_images(self, a: bytes, b: bytes, threshold: float | None):
+    async def verify_images(self, a: bytes, b: bytes, threshold: float | None, pick_a=(None, None),
+                            pick_b=(None, None)):
+        """(score, op, embedder, used): `pick_*` is (face_index, face_box) choosing a face of an image with several;
+        without one, its largest face. `used` says, per image, which face was compared and which were found."""
         snap = self.serving.current
         embedder = snap.embedder
         ra, rb = await self.analyse_many([a, b], embedder)
-        for no, r in enumerate((ra, rb)):
-            if not r.faces:
-                raise AppError(422, "no_face", f"no face found in image {no}")
-        fa, fb = max(ra.faces, key=lambda f: f.size), max(rb.faces, key=lambda f: f.size)
+        (fa, ua), (fb, ub) = (self._verify_face(r, no, *pick) for no, (r, pick) in enumerate(((ra, pick_a), (rb, pick_b))))
         op = await run_in_threadpool(snap.for_verify, threshold)
-        return cosine(fa.embedding @ fb.embedding), op, embedder
+        return cosine(fa.embedding @ fb.embedding), op, embedder, [ua, ub]
 
-    async def verify_identity(self, data: bytes, identity_id: int, threshold: float | None):
+    async def verify_identity(self, data: bytes, identity_id: int, threshold: float | None, pick=(None, None)):
         snap = self.serving.current
         embedder = snap.embedder
         r = await self.analyse(data, embedder)
-        if not r.faces:
-            raise AppError(422, "no_face", "no face found in image 0")
-        face = max(r.faces, key=lambda f: f.size)
+        face, used = self._verify_face(r, 0, *pick)
         if not 1 <= identity_id <= MAX_ID:  # cannot exist (and PostgreSQL would refuse the comparison)
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
 
@@ -425,7 +424,19 @@ class FaceService:
         score, op = await run_in_threadpool(score_and_point)
         if score is None:
             raise AppError(404, "unknown_identity", f"identity {identity_id} does not exist")
-        return cosine(score), op, embedder
+        return cosine(score), op, embedder, [used]
+
+    def _verify_face(self, r: ImageFaces, image_no: int, face_index: int | None, face_box: list[float] | None):
+        """The face of one verify image (the one asked for, else the largest) and what the answer says of it."""
+        if not r.faces:
+            raise AppError(422, "no_face", f"no face found in image {image_no}")
+        if face_index is None and face_box is None:
+            face = max(r.faces, key=lambda f: f.size)
+        else:  # no quality gate: a verification compares the face it is shown
+            face = self.pick_enroll_face(r, image_no, face_index, face_box, quality=lambda f: None)
+        return face, {"face_index": next(i for i, f in enumerate(r.faces) if f is face),
+                      "chosen_by": "largest" if face_index is None and face_box is None else "request",
+                      "faces": [_face_brief(i, f) for i, f in enumerate(r.faces)]}
 
 
 def _worker_engine(store: GalleryStore, settings: Settings):

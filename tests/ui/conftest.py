@@ -73,12 +73,12 @@ def console() -> Console:
 
 @pytest.fixture
 def new_page(browser, console):
-    """new_page(base_url, width=1280) -> a page in a fresh context (its own sessionStorage); at the end of
+    """new_page(base_url, width=1280, **context_options) -> a page in a fresh context (its own sessionStorage); at the end of
     the test no page may have logged a console error or thrown, and no alert() may have fired."""
     contexts = []
 
-    def make(base_url: str, width: int = 1280, height: int = 900):
-        ctx = browser.new_context(base_url=base_url, viewport={"width": width, "height": height})
+    def make(base_url: str, width: int = 1280, height: int = 900, **options):
+        ctx = browser.new_context(base_url=base_url, viewport={"width": width, "height": height}, **options)
         contexts.append(ctx)
         page = ctx.new_page()
         page.set_default_timeout(120_000)  # a shared 2-core machine: identify can take a while

@@ -71,7 +71,7 @@ def test_without_a_key_the_ui_says_401_and_with_one_it_works(keyed, new_page, co
     expect(page.locator(".card .crops img[src^='blob:']")).to_have_count(2)  # crops fetched with the key
     page.goto("/#identify")
     page.set_input_files("#identify-file", str(sorted((faces / "photos" / "Matt_Damon").glob("*.jpg"))[2]))
-    expect(page.locator("#identify-boxes .box.match")).to_have_text([re.compile(r"^Matt Damon 0\.\d\d$")])
+    expect(page.locator("#identify-boxes .box.match")).to_have_text([re.compile(r"^1 Matt Damon 0\.\d\d$")])
     expect(page.locator("#identify-curl")).to_contain_text('-H "X-API-Key: $FACEID_API_KEY"')
     assert KEYS["admin"] not in page.locator("#identify-curl").text_content()  # the key is never printed
     page.goto("/#model")
@@ -81,3 +81,14 @@ def test_without_a_key_the_ui_says_401_and_with_one_it_works(keyed, new_page, co
     page.click("#key-clear")
     page.goto("/#model")
     expect(page.locator("#model-msg")).to_contain_text("401 unauthorized")
+
+
+def test_a_wrong_key_is_said_at_once(keyed, new_page, console):
+    """Pressing "Use" checks the key: a wrong one is refused there, not on the next page's request."""
+    console.allow_status(401)
+    page = new_page(keyed.url)
+    page.goto("/#identify")
+    use_key(page, "ui-wrong-" + "w" * 24)
+    expect(page.locator("#key-msg")).to_have_text("This key is not valid: the server refused it.")
+    use_key(page, KEYS["read"])
+    expect(page.locator("#key-msg")).to_have_text("Key accepted.")

@@ -9,8 +9,8 @@ from starlette.concurrency import run_in_threadpool
 from app.api.deps import ServiceDep
 from app.core.errors import AppError
 from app.core.security import AdminKey
-from app.schemas import ErrorResponse, ModelState, SwapRequest, TrainRequest
-from app.services.checkpoints import resolve_checkpoint
+from app.schemas import CheckpointOut, ErrorResponse, ModelState, SwapRequest, TrainRequest
+from app.services.checkpoints import list_checkpoints, resolve_checkpoint
 from model.inception_resnet import InceptionResnetV1
 
 router = APIRouter(prefix="/admin", tags=["admin"], responses={
@@ -35,6 +35,12 @@ async def get_model(service: ServiceDep, _key: AdminKey) -> dict:
 async def swap_model(body: SwapRequest, service: ServiceDep, _key: AdminKey) -> dict:
     await service.serving.swap(body.checkpoint)
     return await run_in_threadpool(_state, service)
+
+
+@router.get("/checkpoints", response_model=list[CheckpointOut],
+            summary="The checkpoints a hot swap can name: files in the checkpoints directory, then the registry")
+async def checkpoints(service: ServiceDep, _key: AdminKey) -> list[dict]:
+    return await run_in_threadpool(list_checkpoints, service.settings.checkpoints_dir)
 
 
 @router.get("/calibration", summary="The operating point in force: the model's and the gallery's impostor tails, "

@@ -116,8 +116,14 @@ def _match_out(m) -> dict:
 @router.post("/verify", response_model=VerifyResponse, responses={**ERRORS, 404: {"model": ErrorResponse}},
              summary="1:1 verification: two images, or an image and an enrolled identity",
              openapi_extra=request_body(multipart_schema(
-                 {"file": False, "file_b": False}, {"identity_id": {"type": "integer"}}, required=["file"]),
-                 VerifyJSON, "`file` plus either `file_b` or `identity_id` (JSON: image + image_b | identity_id)"))
+                 {"file": False, "file_b": False},
+                 {"identity_id": {"type": "integer"}, "face_index": {"type": "integer", "minimum": 0},
+                  "face_box": {"type": "string", "description": "x1,y1,x2,y2"},
+                  "face_index_b": {"type": "integer", "minimum": 0},
+                  "face_box_b": {"type": "string", "description": "x1,y1,x2,y2"}}, required=["file"]),
+                 VerifyJSON, "`file` plus either `file_b` or `identity_id` (JSON: image + image_b | identity_id); "
+                 "face_index / face_box (and face_index_b / face_box_b) pick the face of an image with several, "
+                 "else its largest face is compared (the answer's `faces` says which)"))
 async def verify(request: Request, service: ServiceDep, _key: IdentifyKey,
                  threshold: float | None = Query(None, ge=-1.0, le=1.0)) -> dict:
     images, fields = await parse_body(request, VerifyJSON, {"file": (1, 1), "file_b": (0, 1)}, 2)
@@ -127,9 +133,14 @@ async def verify(request: Request, service: ServiceDep, _key: IdentifyKey,
     if (b is None) == (identity_id is None):
         raise AppError(422, "invalid_request",
                        "give exactly one of a second image (file_b / image_b) or identity_id")
+    pick_a = (form_int(fields, "face_index", 0), form_box(fields, "face_box"))
+    pick_b = (form_int(fields, "face_index_b", 0), form_box(fields, "face_box_b"))
+    if b is None and pick_b != (None, None):
+        raise AppError(422, "invalid_request", "face_index_b and face_box_b pick a face of image_b, which is not given")
     if b is not None:
-        score, op, embedder = await service.verify_images(a, b, threshold)
+        score, op, embedder, used = await service.verify_images(a, b, threshold, pick_a, pick_b)
     else:
-        score, op, embedder = await service.verify_identity(a, identity_id, threshold)
+        score, op, embedder, used = await service.verify_identity(a, identity_id, threshold, pick_a)
     return {"model_version": embedder.version, "same_person": score >= op.threshold, "score": score,
-            "threshold": op.threshold, "target_far": op.target_far, "operating_point": operating_point_public(op)}
+            "threshold": op.threshold, "target_far": op.target_far, "operating_point": operating_point_public(op),
+            "faces": used}

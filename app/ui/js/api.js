@@ -15,16 +15,45 @@ export class ApiError extends Error {
   }
 
   /** One line for people: what went wrong and, for 401/403, what to do. */
-  get text() {
+  get text() { return this.say(); }
+
+  /**
+   * The message in the user's words: `photos` names the request's images in order ("image 1" -> "Photo B");
+   * bytes and pixels in MB and MP; the API's code stays at the end for a bug report.
+   */
+  say(photos = ['this photo']) {
     if (this.status === 401) return `401 unauthorized: ${this.message}. Enter an API key at the top of the page.`;
     if (this.status === 403) return `403 forbidden: ${this.message}. Use a key with that scope.`;
     if (this.status === 0) return this.message;
+    let m = humane(this.message, photos);
+    if (this.code === 'ambiguous_face') {
+      m = `${photos[0]} has ${this.detail?.faces?.length || 'several'} faces: pick the one you mean`;
+    }
     let extra = '';
     if (Array.isArray(this.detail) && this.detail.length && this.detail[0].msg) {
       extra = ` (${this.detail.map((d) => `${(d.loc || []).join('.')}: ${d.msg}`).join('; ')})`;
     }
-    return `${this.status} ${this.code}: ${this.message}${extra}`;
+    return `${cap(m)}${extra}. (${this.status} ${this.code})`;
   }
+}
+
+/** A sentence's capital, unless it starts with a file name ("couple.jpg has..."). */
+const cap = (s) => (/^\S+\.\w+\b/.test(s) ? s : s.charAt(0).toUpperCase() + s.slice(1));
+const MB = (n) => `${(Number(n) / 1024 / 1024).toFixed(1)} MB`;
+const MP = (n) => `${(Number(n) / 1e6).toFixed(0)} MP`;
+
+/** The API's wording ("image 0", "file 0 of field 'file'", bytes, pixels) as a person would say it. */
+function humane(message, photos) {
+  return String(message)
+    .replace(/^(?:file \d+ of )?field '\w+' is empty$/, `${photos[0]} is empty`)
+    .replace(/\bimage is (\d+)x(\d+); at most (\d+) pixels/, (_, w, hh, max) =>
+      `${photos[0]} is ${w}×${hh} (${MP(w * hh)}); the server takes at most ${MP(max)}`)
+    .replace(/larger than (\d+) bytes/, (_, n) => `larger than ${MB(n)}`)
+    .replace(/has 0 usable faces \((\d+) detected\): face is (\d+) px, (\w+) needs at least (\d+) px;.*$/,
+      (_, n, px, purpose, min) => `has ${n === '1' ? 'a face' : `${n} faces`}, but too small: ${px} px wide, ${purpose} needs at least ${min} px (a closer or larger photo)`)
+    .replace(/: face is (\d+) px, (\w+) needs at least (\d+) px/, (_, px, purpose, min) =>
+      `: the face is too small (${px} px, ${purpose} needs at least ${min} px)`)
+    .replace(/\bimage (\d+)\b/g, (_, i) => photos[Number(i)] || photos[0]);
 }
 
 const url = (path, query) => {
@@ -50,6 +79,7 @@ export async function request(method, path, { json, form, query, raw = false } =
   try {
     resp = await fetch(url(path, query), { method, headers, body });
   } catch (e) {
+    window.dispatchEvent(new CustomEvent('faceid:unreachable'));  // main.js: the status line says so
     throw new ApiError(0, 'network', `could not reach the server (${e.message})`);
   }
   if (!resp.ok) {

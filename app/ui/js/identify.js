@@ -1,21 +1,30 @@
-// Identify: one photo in, every face boxed on it. The threshold slider re-decides locally from each
-// face's top-k scores (no new request); at the server's own threshold the server's decision is shown.
+// Identify: one photo in, every face boxed and numbered on it, a card per face with its crop (cut from the photo
+// here, no request), its best matches and corrections. The threshold slider and the presets re-decide locally
+// from each face's top-k scores (no new request); at the server's own threshold the server's decision is shown.
 import { ApiError, curl, request } from './api.js';
-import { $, UrlBag, fmt, h, picker, say } from './dom.js';
+import { $, UrlBag, drawBoxes, drawCrop, fmt, h, picker, say, uploadable } from './dom.js';
 
 let ctx;
-let photo = null;    // the File identified last
+let photo = null;    // the File identified last (as uploaded: shrunk if it was large)
 let result = null;   // its /identify answer
 let stream = null;   // webcam MediaStream
 let atServer = true; // the slider shows the server's threshold (the range input rounds it to its step)
+let presets = null;  // GET /admin/calibration's presets, where the key may read them
+let people = null;   // enrolled identities for "This is…" (loaded on first use)
+let seq = 0;         // the latest run: an older answer arriving late is dropped
 const urls = new UrlBag();
+const WORDS = { strict: 'Strict', balanced: 'Balanced', loose: 'Loose' };
 
 export function init(context) {
   ctx = context;
   $('identify-picker').append(picker({ id: 'identify-file', label: 'Choose a photo', onFiles: ([f]) => run(f) }));
-  $('identify-threshold').addEventListener('input', () => { atServer = false; draw(); });
+  $('identify-threshold').addEventListener('input', () => { atServer = false; $('identify-preset').value = ''; draw(); });
+  $('identify-preset').addEventListener('change', () => {
+    const p = presets?.find((x) => x.name === $('identify-preset').value);
+    if (p) { $('identify-threshold').value = p.threshold; atServer = false; draw(); }
+  });
   $('identify-threshold-reset').addEventListener('click', () => {
-    if (result) { $('identify-threshold').value = result.threshold; atServer = true; draw(); }
+    if (result) { $('identify-threshold').value = result.threshold; atServer = true; $('identify-preset').value = ''; draw(); }
   });
   $('webcam-open').addEventListener('click', openWebcam);
   $('webcam-close').addEventListener('click', closeWebcam);
@@ -26,7 +35,7 @@ export function init(context) {
   }
 }
 
-export const paste = (files) => run(files[0]);
+export const paste = (files) => $('identify-picker').querySelector('.drop').take(files);
 
 export function show() {}
 
@@ -35,28 +44,59 @@ function topK() {
   return Number.isFinite(k) && k >= 1 && k <= 100 ? k : 5;
 }
 
-async function run(file) {
+/** Forget the last answer: a new photo's message never sits above the previous photo's boxes. */
+function clear() {
+  result = null;
+  $('identify-result').hidden = true;
+  $('identify-photo').replaceChildren();
+  $('identify-faces').replaceChildren();
+  urls.clear();
+}
+
+async function run(chosen, keep = null) {
   const msg = $('identify-msg');
-  say(msg, `Identifying ${file.name || 'photo'}…`);
+  const mine = ++seq;
+  if (!keep) clear();
+  say(msg, `Identifying ${chosen.name || 'photo'}…`);
+  const { file, note } = keep ? { file: chosen, note: '' } : await uploadable(chosen);
   const form = new FormData();
   form.append('file', file, file.name || 'photo.jpg');
   const query = { top_k: topK(), remember_unknown: $('identify-remember').checked ? 'true' : undefined };
   try {
     const r = await request('POST', '/identify', { form, query });
+    if (mine !== seq) return;
     photo = file;
     result = r;
     $('identify-json').textContent = JSON.stringify(r, null, 2);
     $('identify-curl').textContent = curl('POST', '/identify', { query, files: { file: file.name || 'photo.jpg' } });
     $('identify-threshold').value = r.threshold;
+    $('identify-preset').value = '';
     atServer = true;
-    say(msg, '');
-    render();
+    say(msg, note);
+    render(keep);
+    loadPresets();
   } catch (e) {
+    if (mine !== seq) return;
+    if (keep) clear();
     say(msg, e instanceof ApiError ? e.text : String(e), 'error');
   }
 }
 
-/** The decision for a face at threshold t: {kind: 'match'|'unknown'|other status, label, score}. */
+async function loadPresets() {
+  if (presets) return;
+  try {
+    presets = (await request('GET', '/admin/calibration')).presets || [];
+  } catch {
+    presets = [];  // a key without the admin scope: the slider alone
+  }
+  const select = $('identify-preset');
+  select.replaceChildren(h('option', { value: '' }, 'Server’s setting'),
+    ...presets.map((p) => h('option', { value: p.name },
+      `${WORDS[p.name] || p.name}: about 1 stranger in ${Math.round(1 / p.target_fpir)} wrongly matched`)));
+  $('identify-preset-label').hidden = !presets.length;
+}
+
+/** The decision for a face at threshold t: {kind: 'match'|'unknown'|'other', text, score}. */
 function decide(face, t) {
   const best = face.matches?.[0];
   const known = face.status === 'match' || face.status === 'unknown';
@@ -71,30 +111,109 @@ function decide(face, t) {
     : { kind: 'unknown', text: 'unknown', score: best?.score };
 }
 
-function render() {
+/** `keep`: {i, text}, a card's confirmation to show again after the list is drawn anew. */
+function render(keep) {
   urls.clear();
   const fig = $('identify-photo');
-  const img = h('img', { src: urls.file(photo), alt: 'the photo identified' });
+  const img = h('img', { src: urls.file(photo), alt: 'the photo identified, each face boxed and numbered' });
   fig.replaceChildren(img, h('div', { class: 'boxes', id: 'identify-boxes' }));
-  img.addEventListener('load', draw, { once: true });
-  $('identify-result').hidden = false;
   const list = $('identify-faces');
   list.replaceChildren(...result.faces.map((f, i) => faceItem(f, i)));
+  $('identify-result').hidden = false;
+  img.addEventListener('load', () => {
+    result.faces.forEach((f, i) => drawCrop($(`face-${i}`).querySelector('canvas'), img, f.box));
+    draw();
+  }, { once: true });
+  if (keep) say($(`face-${keep.i}`).querySelector('.msg'), keep.text, 'ok');
 }
 
 function faceItem(face, i) {
-  const label = h('input', { type: 'text', maxlength: 200, 'aria-label': `name for face ${i + 1}`, placeholder: 'name' });
   const out = h('p', { class: 'msg', role: 'status' });
+  const label = h('input', { type: 'text', maxlength: 200, 'aria-label': `name for face ${i + 1}`, placeholder: 'name' });
   const form = h('form', { class: 'row enroll-face' },
     label, h('button', { type: 'submit' }, 'Enroll this face as…'));
   form.addEventListener('submit', (e) => { e.preventDefault(); enrollFace(face, i, label.value.trim(), out); });
-  const top = h('ol', { class: 'topk', 'aria-label': 'best matches' },
+  const top = h('ol', { class: 'topk', 'aria-label': `best matches for face ${i + 1}` },
     ...(face.matches || []).map((m) => h('li', {}, h('span', { class: 'name' }, m.label),
       h('span', { class: 'score' }, fmt(m.score)))));
   if (!face.matches?.length) top.append(h('li', { class: 'none' }, 'no enrolled identities to compare with'));
   return h('li', { class: 'face', id: `face-${i}`, tabindex: -1 },
-    h('h3', {}, `Face ${i + 1} `, h('span', { class: 'chip' })),
-    top, form, out);
+    h('div', { class: 'face-head' },
+      h('canvas', { class: 'crop', width: 96, height: 96, role: 'img', 'aria-label': `face ${i + 1}, cut from the photo` }),
+      h('div', {}, h('h3', {}, `Face ${i + 1}`), h('span', { class: 'chip' }))),
+    top, corrections(face, i, out), form, out);
+}
+
+/** "Not X" / "This is…" / "Nobody I know": POST /feedback on the face's probe (or the photo and its box). */
+function corrections(face, i, out) {
+  const box = h('div', { class: 'row feedback', role: 'group', 'aria-label': `corrections for face ${i + 1}` });
+  if (face.status !== 'match' && face.status !== 'unknown') return box;
+  if (face.status === 'match' && face.identity) {
+    box.append(h('button', { type: 'button', class: 'small',
+      onclick: () => report(face, i, 'is_not', face.identity, out) }, `Not ${face.identity.label}`));
+  }
+  const choose = h('select', { 'aria-label': `who face ${i + 1} is`, hidden: true });
+  const isBtn = h('button', { type: 'button', class: 'small' }, 'This is…');
+  isBtn.addEventListener('click', async () => {
+    if (choose.hidden) {
+      await fillPeople(choose, face);
+      choose.hidden = false;
+      choose.focus();
+      isBtn.textContent = 'Report';
+      return;
+    }
+    const id = Number(choose.value);
+    if (!id) { say(out, 'Choose who it is first.', 'error'); return; }
+    report(face, i, 'is', { id, label: choose.selectedOptions[0].textContent }, out);
+  });
+  box.append(isBtn, choose, h('button', { type: 'button', class: 'small',
+    onclick: () => report(face, i, 'nobody', null, out) }, 'Nobody I know'));
+  return box;
+}
+
+async function fillPeople(select, face) {
+  if (!people) {
+    try {
+      people = (await request('GET', '/identities', { query: { limit: 500 } })).items;
+    } catch {
+      people = [];  // a key that cannot list: the face's own matches remain
+    }
+  }
+  const seen = new Map();
+  for (const m of face.matches || []) seen.set(m.identity_id, m.label);
+  for (const p of people) if (!seen.has(p.id)) seen.set(p.id, p.label);
+  select.replaceChildren(h('option', { value: '' }, 'choose a person…'),
+    ...[...seen].map(([id, label]) => h('option', { value: id }, label)));
+}
+
+async function report(face, i, kind, identity, out) {
+  const form = new FormData();
+  form.append('kind', kind);
+  if (identity) form.append('identity_id', identity.id);
+  if (face.probe_id) form.append('probe_id', face.probe_id);
+  else {  // the server kept no probe: the photo and this face's box
+    form.append('face_box', face.box.map((x) => x.toFixed(1)).join(','));
+    form.append('file', photo, photo.name || 'photo.jpg');
+  }
+  const what = { is: `is ${identity?.label}`, is_not: `is not ${identity?.label}`, nobody: 'is nobody enrolled' }[kind];
+  try {
+    const r = await request('POST', '/feedback', { form });
+    say(out, `Thanks: recorded that face ${i + 1} ${what} (report #${r.id}).`, 'ok');
+  } catch (e) {
+    say(out, e instanceof ApiError ? e.text : String(e), 'error');
+  }
+}
+
+/** The operating point in words: how often a stranger is wrongly matched, and where the threshold is. */
+function pointText(t) {
+  const fpir = result.target_fpir;
+  const preset = presets?.find((p) => p.name === $('identify-preset').value);
+  if (preset) return `${WORDS[preset.name] || preset.name}: about 1 stranger in ${Math.round(1 / preset.target_fpir)} wrongly matched (threshold ${fmt(t, 2)})`;
+  if (!atServer) return `your threshold ${fmt(t, 2)} (${t > result.threshold ? 'stricter' : 'looser'} than the server’s ${fmt(result.threshold, 2)})`;
+  const per = result.operating_point?.normalisation ? ', adjusted per face' : '';
+  return fpir
+    ? `server’s setting: about 1 stranger in ${Math.round(1 / fpir)} wrongly matched (threshold ${fmt(t, 2)}${per})`
+    : `server’s threshold ${fmt(t, 2)}`;
 }
 
 function draw() {
@@ -102,40 +221,29 @@ function draw() {
   const t = atServer ? result.threshold : parseFloat($('identify-threshold').value);
   $('identify-threshold-value').textContent = fmt(t, 2);
   const img = $('identify-photo').querySelector('img');
-  const boxes = $('identify-boxes');
-  const w = img.naturalWidth, hgt = img.naturalHeight;
-  let matched = 0;
-  boxes.replaceChildren();
-  result.faces.forEach((face, i) => {
-    const d = decide(face, t);
-    if (d.kind === 'match') matched += 1;
-    const [x1, y1, x2, y2] = face.box;
-    const text = d.kind === 'match' ? `${d.text} ${fmt(d.score, 2)}` : d.text;
-    const box = h('button', { type: 'button', class: `box ${d.kind}`, 'aria-label': `face ${i + 1}: ${text}` },
-      h('span', { class: 'tag' }, text));
-    if (w && hgt) {
-      box.style.left = `${(100 * Math.max(0, x1)) / w}%`;
-      box.style.top = `${(100 * Math.max(0, y1)) / hgt}%`;
-      box.style.width = `${(100 * (Math.min(w, x2) - Math.max(0, x1))) / w}%`;
-      box.style.height = `${(100 * (Math.min(hgt, y2) - Math.max(0, y1))) / hgt}%`;
-    }
-    box.addEventListener('click', () => {
+  const decisions = result.faces.map((face) => decide(face, t));
+  drawBoxes($('identify-boxes'), img, result.faces, {
+    look: (i) => {
+      const d = decisions[i];
+      return { kind: d.kind, text: d.kind === 'match' ? `${d.text} ${fmt(d.score, 2)}` : d.text };
+    },
+    onPick: (i) => {
       const item = $(`face-${i}`);
       item.scrollIntoView({ block: 'nearest' });
       item.focus({ preventScroll: true });
-    });
-    boxes.append(box);
+    },
+  });
+  decisions.forEach((d, i) => {
     const chip = $(`face-${i}`)?.querySelector('.chip');
-    if (chip) {
-      chip.className = `chip ${d.kind}`;
-      chip.textContent = d.kind === 'match' ? `${d.text} · ${fmt(d.score)}` : d.text;
-      chip.title = atServer && face.threshold != null ? `this face needed ${fmt(face.threshold)}` : '';
-    }
+    if (!chip) return;
+    chip.className = `chip ${d.kind}`;
+    chip.textContent = d.kind === 'match' ? `${d.text} · ${fmt(d.score)}` : d.text;
+    chip.title = atServer && result.faces[i].threshold != null ? `this face needed ${fmt(result.faces[i].threshold)}` : '';
   });
   const n = result.faces.length;
+  const matched = decisions.filter((d) => d.kind === 'match').length;
   $('identify-summary').textContent = n
-    ? `${n} face${n === 1 ? '' : 's'}, ${matched} matched at threshold ${fmt(t, 2)} (server: ${fmt(result.threshold)}${
-      result.operating_point?.normalisation ? ' for a typical face; each face its own' : ''}, model ${result.model_version})`
+    ? `${n} face${n === 1 ? '' : 's'}, ${matched} matched · ${pointText(t)} · model ${result.model_version}`
     : 'No face found in this photo.';
 }
 
@@ -150,9 +258,8 @@ async function enrollFace(face, i, label, out) {
     const text = `Enrolled as ${r.identity.label} (identity #${r.identity.id}, now ${r.identity.face_count} face${r.identity.face_count === 1 ? '' : 's'}).`;
     say(out, text, 'ok');
     ctx.refreshServerLine();
-    await run(photo);  // the box turns green; the list is drawn anew, so the confirmation goes on the new item
-    const again = $(`face-${i}`)?.querySelector('.msg');
-    if (again) say(again, text, 'ok');
+    people = null;
+    await run(photo, { i, text });  // the box turns green; the list is drawn anew, the confirmation kept
   } catch (e) {
     say(out, e instanceof ApiError ? e.text : String(e), 'error');
   }

@@ -1,6 +1,6 @@
 // Page router (location.hash), the API key field, the server line, paste routing, copy buttons.
 import { apiKey, request } from './api.js';
-import { $ } from './dom.js';
+import { $, say } from './dom.js';
 import * as identify from './identify.js';
 import * as enroll from './enroll.js';
 import * as gallery from './gallery.js';
@@ -28,6 +28,13 @@ function route() {
   if (changed && location.hash) $('main').focus({ preventScroll: true });
 }
 
+// The status line follows the server: a failed request (or the poll) says it is unreachable, and it is
+// polled every few seconds until it answers again.
+const POLL_UP_MS = 30_000;
+const POLL_DOWN_MS = 3_000;
+let down = false;
+let poll = null;
+
 async function serverLine() {
   const line = $('server-line');
   try {
@@ -36,8 +43,36 @@ async function serverLine() {
     line.textContent = r.model_name
       ? `${r.model_name} (${r.model_version}) on ${r.device} · ${r.identities} identities, ${r.faces} faces`
       : 'server ready (an API key shows the model and gallery size)';
+    line.classList.remove('down');
+    down = false;
   } catch (e) {
-    line.textContent = `server not ready: ${e.text}`;
+    line.textContent = e.status === 0
+      ? 'The server cannot be reached: it may be down or restarting. Checking again every few seconds…'
+      : `server not ready: ${e.text}`;
+    line.classList.toggle('down', e.status === 0);
+    down = e.status === 0;
+  }
+  clearTimeout(poll);
+  poll = setTimeout(serverLine, down ? POLL_DOWN_MS : POLL_UP_MS);
+}
+
+window.addEventListener('faceid:unreachable', () => {
+  if (down) return;  // already said and polled (the poll's own failures land here too)
+  down = true;
+  serverLine();
+});
+
+/** Whether the server takes the key: a read of one identity (401: not a valid key; 403: valid, other scopes). */
+async function checkKey() {
+  const msg = $('key-msg');
+  if (!apiKey.get()) { say(msg, ''); return; }
+  try {
+    await request('GET', '/identities', { query: { limit: 1 } });
+    say(msg, 'Key accepted.', 'ok');
+  } catch (e) {
+    if (e.status === 401) say(msg, 'This key is not valid: the server refused it.', 'error');
+    else if (e.status === 403) say(msg, 'Key accepted (it cannot read the gallery).', 'ok');
+    else say(msg, e.text, 'error');
   }
 }
 
@@ -47,12 +82,14 @@ function keyField() {
   $('key-form').addEventListener('submit', (e) => {
     e.preventDefault();
     apiKey.set(input.value.trim());
+    checkKey();
     route();
     serverLine();
   });
   $('key-clear').addEventListener('click', () => {
     input.value = '';
     apiKey.set('');
+    say($('key-msg'), '');
     route();
     serverLine();
   });

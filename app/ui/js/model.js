@@ -1,10 +1,13 @@
-// Model: what /ready says, and a hot swap by checkpoint name with the re-embedding progress.
+// Model: what is serving and how it decides, in words (from /ready and /admin/calibration), and a hot swap to
+// one of the checkpoints the server has (/admin/checkpoints) with the re-embedding progress.
 import { ApiError, request } from './api.js';
-import { $, h, say } from './dom.js';
+import { $, fmt, h, say } from './dom.js';
 
 let ctx;
 let polling = null;
+let serving = null;  // the serving model's name, marked in the checkpoint list
 const RUNNING = new Set(['reembedding', 'switching']);
+const WORDS = { strict: 'Strict', balanced: 'Balanced', loose: 'Loose' };
 
 export function init(context) {
   ctx = context;
@@ -13,23 +16,55 @@ export function init(context) {
 
 export function show() {
   ready();
-  state();
+  state().then(checkpoints);
 }
 
 const text = (e) => (e instanceof ApiError ? e.text : String(e));
+const strangers = (rate) => (rate ? `about 1 in ${Math.round(1 / rate).toLocaleString('en')}` : '–');
 
-function kv(dl, obj) {
-  dl.replaceChildren(...Object.entries(obj).flatMap(([k, v]) => [
-    h('dt', {}, k.replace(/_/g, ' ')),
-    h('dd', {}, v !== null && typeof v === 'object' ? JSON.stringify(v) : String(v ?? '–'))]));
+function kv(dl, rows) {
+  dl.replaceChildren(...rows.filter(([, v]) => v !== undefined).flatMap(([k, v]) => [
+    h('dt', {}, k), h('dd', {}, v === null || v === '' ? '–' : String(v))]));
 }
 
 async function ready() {
+  let r;
   try {
-    kv($('model-ready'), await request('GET', '/ready'));
+    r = await request('GET', '/ready');
     say($('model-ready-msg'), '');
   } catch (e) {
     say($('model-ready-msg'), text(e), 'error');
+    return;
+  }
+  if (!r.model_name) {
+    kv($('model-ready'), [['Status', 'ready (an API key shows the details)']]);
+    return;
+  }
+  const op = r.operating_point || {};
+  kv($('model-ready'), [
+    ['Model', `${r.model_name} (version ${r.model_version})`],
+    ['Runs on', `${r.device}, ${r.precision}${r.batching ? ', requests batched' : ''}`],
+    ['Gallery', `${r.identities} people, ${r.faces} faces`],
+    ['Decides', `a face matches from a similarity of ${fmt(r.threshold, 2)}${op.normalisation ? ' (adjusted per face)' : ''}`],
+    ['Strangers matched', r.operating_point?.target_fpir
+      ? `${strangers(op.target_fpir)} searches for someone not enrolled returns a wrong match` : `fixed threshold (${op.source || 'set'})`],
+    ...(op.warnings || []).map((w) => ['Warning', w]),
+  ]);
+  presets();
+}
+
+async function presets() {
+  const list = $('model-presets');
+  try {
+    const c = await request('GET', '/admin/calibration');
+    const ps = c.presets || [];
+    list.replaceChildren(...ps.map((p) => h('li', {},
+      h('strong', {}, WORDS[p.name] || p.name), `: ${strangers(p.target_fpir)} strangers wrongly matched, threshold ${fmt(p.threshold, 2)}`)));
+    if (ps.length > 1 && new Set(ps.map((p) => fmt(p.threshold, 2))).size === 1) {  // a small gallery: all at the floor
+      list.append(h('li', {}, 'In a gallery this small they coincide: a search is never looser than a 1:1 verification.'));
+    }
+  } catch {
+    list.replaceChildren();  // not an admin key: the summary above is all
   }
 }
 
@@ -43,12 +78,33 @@ async function state() {
     $('model-progress-box').hidden = true;
     return null;
   }
-  const swapState = s.swap || {};
-  kv($('model-state'), { serving_name: s.serving_name, serving_version: s.serving_version,
-    previous_version: s.previous_version, swap_state: swapState.state, candidate: swapState.candidate_name,
-    error: swapState.error, versions_in_gallery: s.versions_in_gallery });
-  progress(swapState);
-  return swapState;
+  const st = s.swap || {};
+  serving = s.serving_name;
+  kv($('model-state'), [
+    ['Serving', `${s.serving_name} (${s.serving_version})`],
+    ['Before it', s.previous_version],
+    ['Last swap', st.state === 'idle' ? 'none since start' : `${st.state}${st.candidate_name ? ` (${st.candidate_name})` : ''}`],
+    ['Error', st.error || undefined],
+    ['Faces stored per version', Object.entries(s.versions_in_gallery || {}).map(([v, n]) => `${v}: ${n}`).join(', ')],
+  ]);
+  progress(st);
+  return st;
+}
+
+async function checkpoints() {
+  const select = $('model-checkpoint');
+  let items;
+  try {
+    items = await request('GET', '/admin/checkpoints');
+  } catch {
+    return;  // state() said why (401 / 403)
+  }
+  const size = (c) => (c.size_bytes ? `, ${(c.size_bytes / 1024 / 1024).toFixed(0)} MB` : '');
+  select.replaceChildren(...items.map((c) => h('option', { value: c.name },
+    c.source === 'file'
+      ? `${c.name} (file${size(c)}, ${new Date(c.modified_at * 1000).toLocaleString()})`
+      : `${c.name} (pretrained${c.cached ? '' : ', fetched at the swap'})${c.name === serving ? ' · serving now' : ''}`)));
+  $('model-swap').disabled = !items.length;
 }
 
 function progress(st) {
@@ -66,10 +122,10 @@ function progress(st) {
 }
 
 async function swap() {
-  const checkpoint = $('model-checkpoint').value.trim();
+  const checkpoint = $('model-checkpoint').value;
   if (!checkpoint) return;
   const msg = $('model-msg');
-  say(msg, `Validating ${checkpoint}…`);
+  say(msg, `Checking ${checkpoint}…`);
   try {
     const s = await request('POST', '/admin/model', { json: { checkpoint } });
     say(msg, `Accepted: ${s.swap.candidate_name} (${s.swap.candidate_version}).`, 'ok');
@@ -88,6 +144,7 @@ function poll() {
     if (st?.state === 'done') say($('model-msg'), `Swapped: now serving ${st.candidate_name}.`, 'ok');
     if (st?.state === 'failed') say($('model-msg'), `Swap failed: ${st.error}`, 'error');
     ready();
+    checkpoints();
     ctx.refreshServerLine();
   }, 500);
 }
