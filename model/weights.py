@@ -80,6 +80,21 @@ def _calibration(name: str) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
+def measured_fnir(version: str, fpir: float) -> tuple[float, str] | None:
+    """(FNIR, what it was measured on) at `fpir` for the model version `version` (its state dict's hash; a
+    "+flip" suffix is ignored), from `model/measured/*.json` (written by `python -m benchmarks.openset
+    --measured`); None when that version or rate was not measured (a fine-tuned checkpoint: its own has not been)."""
+    import json
+
+    base = version.split("+", 1)[0]
+    for path in sorted((Path(__file__).resolve().parent / "measured").glob("*.json")):
+        got = json.loads(path.read_text())
+        if got.get("model_version") == base:
+            value = got.get("fnir_at_fpir", {}).get(f"{fpir:g}")
+            return (float(value), got.get("measured_on", "")) if value is not None else None
+    return None
+
+
 _RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"
 REGISTRY: dict[str, WeightSet] = {
     "vggface2": WeightSet(

@@ -27,6 +27,7 @@ from model.duplicates import duplicate_threshold
 from model.gallery_tail import VERIFY_DOMAIN_MIN_IDENTITIES, VERIFY_MAX_DOMAIN_RISE  # noqa: F401 - re-exported
 from model.gallery_tail import NormalisationChoice, measure_gallery, normalisation_choice, verification_point
 from model.selfcheck import SelfCheck
+from model.weights import measured_fnir
 
 log = logging.getLogger(__name__)
 
@@ -322,7 +323,9 @@ class OperatingPoints:
     def _preset(self, name: str, fpir: float, embedder, index) -> dict:
         """A named search operating point, its threshold for this gallery (for a typical face, with a cohort)."""
         op = self.for_search(embedder, index, target_fpir=fpir)
-        return {"name": name, "target_fpir": fpir, "threshold": round(op.cosine_threshold, 4), "source": op.source}
+        measured = measured_fnir(embedder.version, fpir)
+        return {"name": name, "target_fpir": fpir, "threshold": round(op.cosine_threshold, 4), "source": op.source,
+                "measured_fnir": measured[0] if measured else None, "measured_on": measured[1] if measured else None}
 
 
 def operating_point_public(op: OperatingPoint) -> dict:

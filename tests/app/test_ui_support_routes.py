@@ -74,7 +74,26 @@ def test_calibration_names_the_presets_strict_balanced_loose(store, tmp_path):  
     assert [p["target_fpir"] for p in presets.values()] == [0.001, 0.01, 0.05]
     assert presets["strict"]["threshold"] > presets["balanced"]["threshold"] > presets["loose"]["threshold"]
     assert presets["balanced"]["threshold"] == pytest.approx(body["search"]["threshold"], abs=1e-4)  # the one in force
+    assert all(p["measured_fnir"] is None and p["measured_on"] is None for p in presets.values())  # never measured
     service.close()
+
+
+def test_the_shipped_miss_rates_are_openset_s_for_the_shipped_model():
+    """model/measured/casia-webface.json is what `benchmarks.openset --measured` writes from the recorded run: the
+    shipped scoring, 1,000 people with 3 photos; a rate or a model not measured has none."""
+    import json
+    from pathlib import Path
+
+    from model.weights import measured_fnir
+
+    run = json.loads((Path(__file__).resolve().parents[2] / "benchmarks/results/openset.json").read_text())
+    row = next(r for r in run["results"] if r["gallery"] == "1000" and r["enrolled_per_person"] == 3
+               and r["scoring"] == "template+cohort")
+    for fpir in (0.001, 0.01, 0.05):
+        fnir, on = measured_fnir(run["model_version"], fpir)
+        assert fnir == row[f"fnir_at_fpir_{fpir:g}"]["fnir"] and "1,000 people" in on
+        assert measured_fnir(run["model_version"] + "+flip", fpir)[0] == fnir
+    assert measured_fnir(run["model_version"], 0.2) is None and measured_fnir("0" * 16, 0.01) is None
 
 
 def test_checkpoints_lists_the_files_a_swap_can_name_then_the_registry(client, tmp_path):

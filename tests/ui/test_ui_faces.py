@@ -250,10 +250,12 @@ def test_the_operating_point_in_plain_words(server, api, angelina, new_page, fac
     assert (slider.get_attribute("min"), slider.get_attribute("max")) == ("0.1", "0.9")
     expect(page.locator("#identify-summary")).to_contain_text("server’s setting: about 1 stranger in 100 wrongly matched")
     presets = {p["name"]: p for p in api.get("/admin/calibration").json()["presets"]}
+    assert all(p["measured_fnir"] is not None for p in presets.values())  # the shipped model's were measured
+    missed = {n: f", about {round(100 * p['measured_fnir'])} in 100 enrolled people missed" for n, p in presets.items()}
     options = page.locator("#identify-preset option")
-    expect(options).to_have_text(["Server’s setting", "Strict: about 1 stranger in 1000 wrongly matched",
-                                  "Balanced: about 1 stranger in 100 wrongly matched",
-                                  "Loose: about 1 stranger in 20 wrongly matched"])
+    expect(options).to_have_text(["Server’s setting", "Strict: about 1 stranger in 1000 wrongly matched" + missed["strict"],
+                                  "Balanced: about 1 stranger in 100 wrongly matched" + missed["balanced"],
+                                  "Loose: about 1 stranger in 20 wrongly matched" + missed["loose"]])
     page.select_option("#identify-preset", "strict")
     expect(page.locator("#identify-threshold-value")).to_have_text(f"{presets['strict']['threshold']:.2f}")
     expect(page.locator("#identify-summary")).to_contain_text("Strict: about 1 stranger in 1000 wrongly matched")
@@ -264,6 +266,8 @@ def test_the_operating_point_in_plain_words(server, api, angelina, new_page, fac
     expect(ready).to_contain_text("about 1 in 100 searches for someone not enrolled returns a wrong match")
     assert not re.search(r"\d\.\d{5,}", ready.text_content())  # no 15 decimals
     expect(page.locator("#model-presets li strong")).to_have_text(["Strict", "Balanced", "Loose"])
+    expect(page.locator("#model-presets")).to_contain_text(missed["balanced"] + ", threshold")
+    expect(page.locator("#model-presets")).to_contain_text("Miss rates measured for this model on LFW")
     expect(page.locator("#model-checkpoint option", has_text="casia-webface")).to_have_text(
         re.compile(r"casia-webface \(pretrained.*\) · serving now"))
     page.screenshot(path=shots / "model-1280.png", full_page=True)

@@ -91,9 +91,14 @@ async function loadPresets() {
   }
   const select = $('identify-preset');
   select.replaceChildren(h('option', { value: '' }, 'Server’s setting'),
-    ...presets.map((p) => h('option', { value: p.name },
-      `${WORDS[p.name] || p.name}: about 1 stranger in ${Math.round(1 / p.target_fpir)} wrongly matched`)));
+    ...presets.map((p) => h('option', { value: p.name, title: p.measured_on || '' },
+      `${WORDS[p.name] || p.name}: about 1 stranger in ${Math.round(1 / p.target_fpir)} wrongly matched${missed(p)}`)));
   $('identify-preset-label').hidden = !presets.length;
+}
+
+/** A preset's measured miss rate in words (where the serving model was measured), else nothing. */
+function missed(p) {
+  return p.measured_fnir == null ? '' : `, about ${Math.round(100 * p.measured_fnir)} in 100 enrolled people missed`;
 }
 
 /** The decision for a face at threshold t: {kind: 'match'|'unknown'|'other', text, score}. */

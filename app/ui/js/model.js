@@ -59,7 +59,11 @@ async function presets() {
     const c = await request('GET', '/admin/calibration');
     const ps = c.presets || [];
     list.replaceChildren(...ps.map((p) => h('li', {},
-      h('strong', {}, WORDS[p.name] || p.name), `: ${strangers(p.target_fpir)} strangers wrongly matched, threshold ${fmt(p.threshold, 2)}`)));
+      h('strong', {}, WORDS[p.name] || p.name), `: ${strangers(p.target_fpir)} strangers wrongly matched${
+        p.measured_fnir == null ? '' : `, about ${Math.round(100 * p.measured_fnir)} in 100 enrolled people missed`
+      }, threshold ${fmt(p.threshold, 2)}`)));
+    const on = ps.find((p) => p.measured_on)?.measured_on;
+    if (on) list.append(h('li', { class: 'meta' }, `Miss rates measured for this model on ${on}.`));
     if (ps.length > 1 && new Set(ps.map((p) => fmt(p.threshold, 2))).size === 1) {  // a small gallery: all at the floor
       list.append(h('li', {}, 'In a gallery this small they coincide: a search is never looser than a 1:1 verification.'));
     }
