@@ -43,6 +43,7 @@ class UnknownStore:
         self.sessions = store.sessions
         self._lock = threading.Lock()
         self._cache: _Cache | None = None
+        self._since_cap_check = 0  # faces kept by this process since `keep` last looked for its cap
 
     # --- revision and the cached clusters ------------------------------------------------------------------
     @staticmethod
@@ -93,7 +94,9 @@ class UnknownStore:
         """Store faces (crop, embeddings by model version) in one transaction; each joins the cluster its
         `version` embedding scores highest with on average when that reaches `threshold`, else starts its own.
         Expired faces go first; past `max_faces` the oldest are dropped (and clusters left empty: None for a face
-        of this call dropped at once)."""
+        of this call dropped at once). Finding the oldest reads past the newest `max_faces` rows, so the cap is
+        looked at once per `max_faces // 32` faces kept (each keep for a cap under 64), as for probes: the table
+        may exceed it by 1/32 (3 %) between looks, and no request pays a 50,000-row read."""
         if not faces:
             return []
         now = utcnow()
@@ -124,7 +127,7 @@ class UnknownStore:
                             s.add(UnknownEmbedding(face_id=row.id, model_version=ver, vector=vector_to_bytes(vec)))
                         oc.add(cid, v)
                         out.append(KeptFace(row.id, cid, joined))
-                    if max_faces is not None:
+                    if max_faces is not None and self._cap_due(len(faces), max_faces):
                         cutoff = s.scalar(select(UnknownFace.id).order_by(UnknownFace.id.desc())
                                           .offset(max_faces).limit(1))
                         if cutoff is not None:
@@ -135,6 +138,15 @@ class UnknownStore:
             except BaseException:
                 self._forget()
                 raise
+
+    def _cap_due(self, added: int, cap: int) -> bool:
+        """Whether this keep looks for the cap (call under `_lock`): once `cap // 32` faces were kept since the last
+        look."""
+        self._since_cap_check += added
+        if self._since_cap_check >= max(1, cap // 32):
+            self._since_cap_check = 0
+            return True
+        return False
 
     @staticmethod
     def _drop(s: Session, oc: OnlineClusters | None, version: str, where) -> int:

@@ -80,3 +80,20 @@ def test_online_refine_enroll_and_reembed(stores):
     assert unknown.versions() == {"v1": left, "v2": left}
     assert unknown.prune_versions({"v2"}) == left and unknown.versions() == {"v2": left}
     assert unknown.purge() == left and unknown.counts() == {"faces": 0, "clusters": 0}
+
+
+def test_the_cap_is_looked_at_every_32nd_of_it_and_holds_within_that(stores):
+    """FACEID_UNKNOWN_MAX_FACES: the oldest go, looked for once per cap // 32 faces kept (a 50,000-row read per
+    keep otherwise); the table never holds more than the cap plus that share."""
+    gallery, unknown = stores
+    rng = np.random.default_rng(1)
+    v, _ = person_vectors(rng, 40, 5)
+    cap, held = 64, []
+    for i in range(len(v)):
+        unknown.keep([(crop(i), {"v1": v[i]})], "v1", 0.5, max_faces=cap)
+        held.append(len(unknown.snapshot("v1")[1]))
+    assert max(held) <= cap + cap // 32 and held[-1] >= cap
+    assert cap + 1 in held  # not looked at on every keep: past the cap by one between two looks
+    assert held.count(cap) >= (len(v) - cap) // (cap // 32) - 1  # looked at, and cut back to the cap, every 2 faces
+    _, face_ids, *_ = unknown.snapshot("v1")
+    assert face_ids.min() > len(v) - cap - cap // 32  # the oldest went
