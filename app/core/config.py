@@ -130,7 +130,7 @@ class Settings(BaseSettings):
     unknown_retention_s: float = Field(0.0, ge=0.0, description="delete kept unknown faces this long after they "
                                        "were seen (0: keep them until deleted, e.g. a photo library)")
     unknown_max_faces: int = Field(50_000, ge=1, description="kept unknown faces in all; past it the oldest are "
-                                   "dropped (about 35 kB each at 160 px)")
+                                   "dropped (about 35 kB each at 160 px; looked at every 1/32 of it, so up to 3 % over)")
     unknown_cluster_far: float = Field(1e-3, gt=0.0, lt=1.0, description="pair false-accept rate of the "
                                        "same-person threshold: a face joins a cluster when its mean cosine "
                                        "similarity with its faces reaches the checkpoint's impostor-tail score at "
