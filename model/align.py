@@ -19,6 +19,15 @@ def crop(image: Image.Image, box, image_size: int = 160, margin: int = 0) -> np.
     return np.asarray(image.crop(region).resize((image_size, image_size), Image.BILINEAR), dtype=np.uint8)
 
 
+def box_iou(a, b) -> float:
+    """Intersection over union of two boxes (x1, y1, x2, y2)."""
+    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
+    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
+    inter = ix * iy
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 def centre_box(width: int, height: int, fraction: float = 0.5) -> np.ndarray:
     """A centred square box covering `fraction` of the shorter side (used when no face is detected)."""
     side = min(width, height) * fraction

@@ -9,8 +9,8 @@ from datetime import datetime, timezone
 
 import numpy as np
 from pgvector.sqlalchemy import VECTOR
-from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Integer, LargeBinary, String, Text,
-                        UniqueConstraint)
+from sqlalchemy import (JSON, Boolean, CheckConstraint, DateTime, Float, ForeignKey, Index, Integer, LargeBinary, String,
+                        Text, UniqueConstraint)
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
 from sqlalchemy.types import TypeDecorator
 
@@ -264,9 +264,10 @@ class UnknownCluster(Base):
 
 class UnknownFace(FaceCropColumns, Base):
     """A face an /identify answered `unknown`, kept by choice (remember_unknown, FACEID_REMEMBER_UNKNOWN) until
-    `expires_at` (None: until deleted); `model_version` is the model that saw it first."""
+    `expires_at` (None: until deleted); `model_version` is the model that saw it first. A photo's face is kept once
+    (found again by `source_sha256` and its box, however often the photo is identified)."""
     __tablename__ = "unknown_faces"
-    __table_args__ = NEVER_REUSED
+    __table_args__ = (Index("ix_unknown_faces_source_sha256", "source_sha256"), NEVER_REUSED)
     id: Mapped[int] = mapped_column(Integer, primary_key=True)
     cluster_id: Mapped[int] = mapped_column(ForeignKey("unknown_clusters.id", ondelete="CASCADE"), index=True)
     created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

@@ -19,14 +19,18 @@ from sqlalchemy.orm import Session
 from app.gallery.feedback import FaceCrop
 from app.gallery.models import GalleryState, Identity, UnknownCluster, UnknownEmbedding, UnknownFace, utcnow
 from app.gallery.store import GalleryStore, NewFace, NotFound, bytes_to_matrix, png_to_crop, vector_to_bytes
+from model.align import box_iou
 from model.clustering import OnlineClusters
 
+
+SAME_BOX_IOU = 0.8  # a face of a photo kept already: the same photo (sha256) and about the same box
 
 @dataclass
 class KeptFace:
     face_id: int
     cluster_id: int
     joined: bool      # joined an existing cluster (False: started its own)
+    again: bool = False  # kept before (the same photo's face): nothing was written
 
 
 @dataclass
@@ -109,7 +113,13 @@ class UnknownStore:
                     oc = self._clusters(s, before, version, threshold, dim)
                     self._drop(s, oc, version, UnknownFace.expires_at < now)
                     out = []
+                    seen = self._seen(s, [crop for crop, _ in faces], now)
                     for crop, vectors in faces:
+                        again = next((k for box, k in seen.get(crop.source_sha256, ())
+                                      if box_iou(box, crop.box) >= SAME_BOX_IOU), None)
+                        if again is not None:  # this photo's face is kept already: once, however often it is sent
+                            out.append(again)
+                            continue
                         v = vectors[version]
                         cid = oc.assign(v)
                         joined = cid is not None
@@ -138,6 +148,17 @@ class UnknownStore:
             except BaseException:
                 self._forget()
                 raise
+
+    @staticmethod
+    def _seen(s: Session, crops: list, now) -> dict[str, list[tuple[list, KeptFace]]]:
+        """The faces kept already (and not expired) of these crops' photos: source sha256 -> [(box, KeptFace)]."""
+        rows = s.execute(select(UnknownFace.id, UnknownFace.cluster_id, UnknownFace.source_sha256, UnknownFace.box)
+                         .where(UnknownFace.source_sha256.in_({c.source_sha256 for c in crops}),
+                                (UnknownFace.expires_at.is_(None)) | (UnknownFace.expires_at >= now))).all()
+        out: dict[str, list] = {}
+        for fid, cid, sha, box in rows:
+            out.setdefault(sha, []).append((box, KeptFace(fid, cid, True, again=True)))
+        return out
 
     def _cap_due(self, added: int, cap: int) -> bool:
         """Whether this keep looks for the cap (call under `_lock`): once `cap // 32` faces were kept since the last

@@ -32,6 +32,7 @@ from app.services.training_job import TrainingJobs
 from app.services.unknown import UnknownService
 from app.services.operating_point import OperatingPoints
 from app.services.serving import Serving, Snapshot
+from model.align import box_iou
 from model.decode import ImageError, decode_cost
 from model.mtcnn import Detections
 from model.pipeline import Embedder, Face, FacePipeline
@@ -259,8 +260,8 @@ class FaceService:
                                f"image {image_no} has {len(faces)} faces; face_index {face_index} is out of range")
             face = faces[face_index]
         elif face_box is not None:
-            face = max(faces, key=lambda f: _iou(f.box, face_box))
-            if _iou(face.box, face_box) < 0.3:
+            face = max(faces, key=lambda f: box_iou(f.box, face_box))
+            if box_iou(face.box, face_box) < 0.3:
                 raise AppError(422, "face_box_no_match", f"no face in image {image_no} overlaps the given face_box")
         else:
             usable = [f for f in faces if quality(f) is None]
@@ -469,12 +470,6 @@ def _gate(face: Face, min_size: float, min_score: float, purpose: str) -> str | 
     return None
 
 
-def _iou(a, b) -> float:
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _face_brief(i: int, f: Face) -> dict:

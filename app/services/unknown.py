@@ -110,7 +110,7 @@ class UnknownService:
             return out
         for i, k in zip(picked, kept, strict=True):
             out[i] = k
-        self._since_refine += len(picked)
+        self._since_refine += sum(1 for k in kept if k is not None and not k.again)  # new faces only
         if self._refine_due():
             self._wake.set()
         return out

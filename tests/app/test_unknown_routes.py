@@ -9,7 +9,7 @@ from sqlalchemy import func, select
 
 from app.core.security import ApiKey, hash_key
 from app.gallery.models import UnknownCluster, UnknownEmbedding, UnknownFace, utcnow
-from tests.app.fakes import tiles_png
+from tests.app.fakes import TILE, tiles_png
 from tests.app.test_routes import GREEN, GREY, RED, enroll, error, make_client, store  # noqa: F401 - fixture
 
 TEAL, OLIVE = (30, 160, 160), (160, 160, 30)
@@ -28,8 +28,9 @@ def made(store, tmp_path):  # noqa: F811
         s.close()
 
 
-def identify(client, colours, **params):
-    r = client.post("/identify", params=params, files={"file": ("p.png", tiles_png(colours), "image/png")})
+def identify(client, colours, size=TILE, **params):
+    """`size`: another tile size is another photo of the same faces (a photo sent again is kept once)."""
+    r = client.post("/identify", params=params, files={"file": ("p.png", tiles_png(colours, size), "image/png")})
     assert r.status_code == 200, r.text
     return sorted(r.json()["faces"], key=lambda f: f["box"][0])
 
@@ -95,7 +96,7 @@ def test_enroll_refuses_bad_requests_and_changes_nothing(made, store):  # noqa: 
 
 def test_dismiss_delete_remove_a_face_and_purge(made, store):  # noqa: F811
     c, _ = made()
-    one, two = (identify(c, [GREY, TEAL, OLIVE], remember_unknown="true") for _ in range(2))
+    one, two = (identify(c, [GREY, TEAL, OLIVE], size, remember_unknown="true") for size in (TILE, TILE + 4))
     a = [one[0], two[0], one[1], two[1], one[2], two[2]]  # grey, grey, teal, teal, olive, olive
     grey, teal, olive = a[0]["cluster_id"], a[2]["cluster_id"], a[4]["cluster_id"]
     assert len({grey, teal, olive}) == 3 and a[1]["cluster_id"] == grey
@@ -119,10 +120,23 @@ def test_dismiss_delete_remove_a_face_and_purge(made, store):  # noqa: F811
     assert rows(store, UnknownFace) == rows(store, UnknownCluster) == rows(store, UnknownEmbedding) == 0
 
 
+def test_a_photo_identified_again_leaves_its_faces_once(made, store):  # noqa: F811
+    """A photo library scanned twice, or the same upload retried: its unknown faces are kept once."""
+    c, service = made()
+    first = identify(c, [GREY, TEAL], remember_unknown="true")
+    again = identify(c, [GREY, TEAL], remember_unknown="true")
+    assert [(f["unknown_face_id"], f["cluster_id"]) for f in again] == \
+        [(f["unknown_face_id"], f["cluster_id"]) for f in first]
+    assert rows(store, UnknownFace) == 2
+    other = identify(c, [TEAL, GREY], remember_unknown="true")  # another photo of the same two: kept, clustered
+    assert rows(store, UnknownFace) == 4 and {f["cluster_id"] for f in other} == {f["cluster_id"] for f in first}
+    assert service.unknown._since_refine == 4  # the faces kept again are not new faces for the refine
+
+
 def test_the_cap_drops_the_oldest_and_retention_expires(made, store):  # noqa: F811
     c, service = made(unknown_max_faces=3, remember_unknown=True, unknown_retention_s=3600)
     first = sorted(identify(c, [GREY, TEAL]), key=lambda f: f["unknown_face_id"])
-    later = [identify(c, [OLIVE])[0]["unknown_face_id"] for _ in range(2)]
+    later = [identify(c, [OLIVE], size)[0]["unknown_face_id"] for size in (TILE, TILE + 4)]
     with store.sessions() as s:
         kept = s.scalars(select(UnknownFace.id).order_by(UnknownFace.id)).all()
     assert kept == [first[1]["unknown_face_id"], *later]  # the oldest dropped

@@ -97,3 +97,22 @@ def test_the_cap_is_looked_at_every_32nd_of_it_and_holds_within_that(stores):
     assert held.count(cap) >= (len(v) - cap) // (cap // 32) - 1  # looked at, and cut back to the cap, every 2 faces
     _, face_ids, *_ = unknown.snapshot("v1")
     assert face_ids.min() > len(v) - cap - cap // 32  # the oldest went
+
+
+def test_a_photo_s_face_is_kept_once_and_again_after_it_expired(stores):
+    from dataclasses import replace
+    from datetime import timedelta
+
+    from app.gallery.models import utcnow
+
+    gallery, unknown = stores
+    v, _ = person_vectors(np.random.default_rng(2), 2, 1)
+    [a] = unknown.keep([(crop(7), {"v1": v[0]})], "v1", 0.5, retention_s=60)
+    [b] = unknown.keep([(crop(7), {"v1": v[0]})], "v1", 0.5, retention_s=60)
+    assert not a.again and (b.face_id, b.cluster_id, b.again) == (a.face_id, a.cluster_id, True)
+    [c] = unknown.keep([(replace(crop(7), box=[100.0, 100.0, 140.0, 140.0]), {"v1": v[1]})], "v1", 0.5)
+    assert not c.again and c.face_id != a.face_id  # another face of the same photo
+    assert len(unknown.snapshot("v1")[1]) == 2
+    assert unknown.prune_expired(now=utcnow() + timedelta(seconds=61)) == 1
+    [d] = unknown.keep([(crop(7), {"v1": v[0]})], "v1", 0.5)
+    assert not d.again and d.face_id != a.face_id
