@@ -23,6 +23,7 @@ from app.schemas import (
     IdentityPublic,
     IdentityUpdate,
     NotDuplicate,
+    SearchText,
 )
 from app.services import gallery as edits
 
@@ -52,8 +53,9 @@ _missing = edits.missing
 
 @router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
 async def list_identities(store: StoreDep, _key: ReadKey, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500),
-                          prefix: str | None = Query(None, max_length=200, description="label prefix filter"),
-                          q: str | None = Query(None, max_length=200, description="labels containing this, any case"),
+                          prefix: SearchText | None = Query(None, max_length=200, description="label prefix filter"),
+                          q: SearchText | None = Query(None, max_length=200,
+                                                       description="labels containing this, any case"),
                           sort: Literal["id", "label", "faces", "newest"] = Query(
                               "id", description="id (oldest first), label (A to Z, any case), faces (most first), "
                               "newest")) -> dict:
