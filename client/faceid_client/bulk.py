@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,6 +24,8 @@ from faceid_client.models import IdentifyResponse
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 # Answers about one input: refuse that file, go on with the others.
 PER_FILE_STATUSES = frozenset({400, 413, 415, 422})
+# a state file is opened without following a link, and without waiting on a FIFO (flags absent on Windows)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
 
 
 def is_per_file(exc: FaceIDError) -> bool:
@@ -106,10 +110,16 @@ class RefusalLog:
     def __init__(self, path: Path, url: str):
         self.path, self.url, self.error = path, url, None
         self.entries: dict[str, tuple[str, str]] = {}  # sha256 -> (code, message)
-        try:
-            lines = path.read_text().splitlines() if path.is_file() else []
+        lines = []
+        try:  # the folder may come from anyone: a link (to ~/.bashrc) or a FIFO in its place is left alone
+            if not stat.S_ISREG(path.lstat().st_mode):
+                self.error = f"{path} is not a regular file (a link is not followed)"
+            else:  # bytes that are not UTF-8 make lines that do not parse, skipped as a line cut short is
+                lines = path.read_bytes().decode("utf-8", "replace").splitlines()
+        except FileNotFoundError:
+            pass
         except OSError as exc:
-            lines, self.error = [], f"cannot read {path}: {exc.strerror or exc}"
+            self.error = f"cannot read {path}: {exc.strerror or exc}"
         for line in lines:
             try:
                 e = json.loads(line)
@@ -123,7 +133,10 @@ class RefusalLog:
         if self.error:
             return
         try:
-            with open(self.path, "a") as f:
+            fd = os.open(self.path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW, 0o666)
+            with open(fd, "a") as f:
+                if not stat.S_ISREG(os.fstat(fd).st_mode):  # made a FIFO or a link since it was read
+                    raise OSError(f"{self.path} is not a regular file")
                 f.write(json.dumps({"sha256": item.sha256, "url": self.url, "code": code, "message": message}) + "\n")
         except OSError as exc:
             self.error = f"cannot write {self.path}: {exc.strerror or exc}"
