@@ -1,8 +1,11 @@
-"""The `faceid` command's argument handling, exit codes and offline commands (Typer's CliRunner, no server)."""
+"""The `faceid` command's argument handling, exit codes and offline commands (Typer's CliRunner, no faceid server; a
+hostile stub server on loopback for what the CLI prints of an answer)."""
 from __future__ import annotations
 
 import hashlib
+import http.server
 import json
+import threading
 import zipfile
 
 import pytest
@@ -117,3 +120,52 @@ def test_duplicates_merge_follows_identities_merged_away():
 def test_duplicates_merge_without_a_terminal_needs_yes(run):
     r = run("duplicates", "--merge")
     assert r.exit_code == 2 and "--yes" in r.output
+
+
+class _Hostile(http.server.BaseHTTPRequestHandler):
+    """A server that answers every request with terminal escapes in its labels and messages."""
+    ESC = "\x1b]52;c;ZWNobyBwd25lZA==\x07\x1b[2J\u202e"  # set the clipboard, clear the screen, reverse the text
+
+    def do_POST(self):
+        self.rfile.read(int(self.headers["content-length"]))
+        face = {"box": [0, 0, 9, 9], "detection_score": 1.0, "status": "match", "score": 0.9, "matches": [],
+                "identity": {"id": 1, "label": "Ada" + self.ESC}}
+        self._answer(200, {"model_version": "v", "threshold": 0.5, "faces": [face]})
+
+    def do_GET(self):
+        self._answer(503 if self.path == "/ready" else 404, {"error": {"code": "x" + self.ESC, "message": self.ESC}})
+
+    def _answer(self, status: int, body: dict):
+        data = json.dumps(body).encode()
+        self.send_response(status)
+        self.send_header("content-type", "application/json")
+        self.send_header("content-length", str(len(data)))
+        self.end_headers()
+        self.wfile.write(data)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def hostile_url():
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), _Hostile)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.server_address[1]}"
+    server.shutdown()
+    server.server_close()
+
+
+def test_what_a_server_says_reaches_the_terminal_without_its_control_characters(tmp_path, hostile_url):
+    """Labels, codes and messages come from the server: an escape sequence in one is printed as text (\\x1b),
+    never sent to the terminal (OSC 52 sets the clipboard, others move the cursor or rewrite the screen)."""
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"not looked at")
+    runner = CliRunner(env={**OFFLINE, "FACEID_RETRIES": "0"})
+    out = runner.invoke(app, ["identify", str(image), "--url", hostile_url])
+    assert out.exit_code == 0, out.output
+    assert "Ada\\x1b]52;c;ZWNobyBwd25lZA==\\x07\\x1b[2J\\u202e (0.900)" in out.output
+    status = runner.invoke(app, ["status", "--url", hostile_url])
+    assert status.exit_code != 0 and "\\x1b]52" in status.output
+    for result in (out, status):
+        assert not any(c in result.output for c in "\x1b\x07\u202e"), result.output
