@@ -12,6 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from faceid_client.cli import app
+from faceid_client.client import FaceIDClient, FaceIDError
 from faceid_client.keys import hash_key
 
 # Nothing listens on port 9 of loopback (discard); one attempt, no waiting.
@@ -133,7 +134,26 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
         self._answer(200, {"model_version": "v", "threshold": 0.5, "faces": [face]})
 
     def do_GET(self):
-        self._answer(503 if self.path == "/ready" else 404, {"error": {"code": "x" + self.ESC, "message": self.ESC}})
+        if self.path.startswith("/huge/"):  # says 1 TiB is coming; sends a little of it
+            self.send_response(200)
+            self.send_header("content-length", str(2**40))
+            self.end_headers()
+            self._drip(lambda: b"{" * 65536, count=16)
+        elif self.path.startswith("/endless/"):  # no length: chunks until the client hangs up
+            self.send_response(200)
+            self.send_header("transfer-encoding", "chunked")
+            self.end_headers()
+            self._drip(lambda: b"10000\r\n" + b" " * 65536 + b"\r\n", count=10_000)
+        else:
+            self._answer(503 if self.path == "/ready" else 404,
+                         {"error": {"code": "x" + self.ESC, "message": self.ESC}})
+
+    def _drip(self, chunk, count: int):
+        try:
+            for _ in range(count):
+                self.wfile.write(chunk())
+        except OSError:  # the client hung up, as it should
+            pass
 
     def _answer(self, status: int, body: dict):
         data = json.dumps(body).encode()
@@ -169,3 +189,15 @@ def test_what_a_server_says_reaches_the_terminal_without_its_control_characters(
     assert status.exit_code != 0 and "\\x1b]52" in status.output
     for result in (out, status):
         assert not any(c in result.output for c in "\x1b\x07\u202e"), result.output
+
+
+def test_an_answer_larger_than_any_the_api_gives_is_refused_unread(hostile_url):
+    """A server (or whatever answers at --url) could send gigabytes: an answer declared or grown past
+    max_answer_bytes (256 MiB by default) is an error, read no further, not the client's memory filled."""
+    runner = CliRunner(env={**OFFLINE, "FACEID_RETRIES": "0"})
+    out = runner.invoke(app, ["status", "--url", f"{hostile_url}/huge"])
+    assert out.exit_code == 1 and "error: answer_too_large" in out.output, out.output
+    with FaceIDClient(f"{hostile_url}/endless", retries=0, max_answer_bytes=1_000_000) as c:
+        with pytest.raises(FaceIDError) as err:
+            c.request("GET", "/identities")
+    assert err.value.code == "answer_too_large"
