@@ -443,10 +443,12 @@ class GalleryStore:
             return face, target, created, emptied
 
     def set_cover(self, identity_id: int, face_id: int | None) -> Identity:
-        """Make `face_id` (one of the identity's faces; None: none) the face its card shows. One conditional
-        UPDATE, so no lock: a face moved or deleted meanwhile is simply not the identity's. Raises NotFound
-        ('identity', or 'face' when the face is not one of its faces); nothing changes then."""
+        """Make `face_id` (one of the identity's faces; None: none) the face its card shows: one conditional
+        UPDATE after the write lock (PostgreSQL would otherwise see a face whose delete or move is committing, and
+        keep a cover that outlives it). Raises NotFound ('identity', or 'face' when the face is not one of its
+        faces); nothing changes then."""
         with self.sessions() as s, s.begin():
+            self._bump(s)  # leaving the block on NotFound rolls the bump back
             q = update(Identity).where(Identity.id == identity_id)
             if face_id is not None:
                 q = q.where(select(Face.id).where(Face.id == face_id, Face.identity_id == identity_id).exists())
