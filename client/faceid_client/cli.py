@@ -105,6 +105,9 @@ def _errors(as_json: bool, resumable: bool = False):
     except ValidationError as exc:  # an answer this client cannot read: one line, not pydantic's listing
         _fail("unexpected_answer", f"the server's answer is not what this client expects (another version?): "
                                    f"{exc.error_count()} problems, first: {exc.errors()[0]['msg']}", as_json)
+    except json.JSONDecodeError:  # a 200 that is not JSON: a proxy's page, another service at --url
+        _fail("unexpected_answer", "the server's answer is not JSON (is --url / FACEID_URL a faceid server?)",
+              as_json)
     except KeyboardInterrupt:
         _echo("interrupted; rerun the same command to resume" if resumable else "interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None

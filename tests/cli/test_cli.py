@@ -144,6 +144,13 @@ class _Hostile(http.server.BaseHTTPRequestHandler):
             self.send_header("transfer-encoding", "chunked")
             self.end_headers()
             self._drip(lambda: b"10000\r\n" + b" " * 65536 + b"\r\n", count=10_000)
+        elif self.path.startswith("/html/"):  # a proxy's or another service's page, 200 OK
+            page = b"<html>not faceid</html>"
+            self.send_response(200)
+            self.send_header("content-type", "text/html")
+            self.send_header("content-length", str(len(page)))
+            self.end_headers()
+            self.wfile.write(page)
         else:
             self._answer(503 if self.path == "/ready" else 404,
                          {"error": {"code": "x" + self.ESC, "message": self.ESC}})
@@ -201,3 +208,8 @@ def test_an_answer_larger_than_any_the_api_gives_is_refused_unread(hostile_url):
         with pytest.raises(FaceIDError) as err:
             c.request("GET", "/identities")
     assert err.value.code == "answer_too_large"
+
+
+def test_an_answer_that_is_not_json_is_one_line_not_a_traceback(hostile_url):
+    out = CliRunner(env={**OFFLINE, "FACEID_RETRIES": "0"}).invoke(app, ["status", "--url", f"{hostile_url}/html"])
+    assert out.exit_code == 1 and "error: unexpected_answer" in out.output, out.output
