@@ -6,8 +6,17 @@ import os
 import unicodedata
 
 import httpx
+import pytest
 
-from faceid_client.bulk import EnrollItem, EnrollReport, RefusalLog, loose_images, plan_enrollment, scan_folder
+from faceid_client.bulk import (
+    EnrollItem,
+    EnrollReport,
+    RefusalLog,
+    loose_images,
+    plan_enrollment,
+    scan_files,
+    scan_folder,
+)
 from faceid_client.client import FaceIDClient
 
 
@@ -105,3 +114,17 @@ def test_a_corrupt_or_linked_refusal_state_is_never_fatal_nor_followed(tmp_path)
     fifo = RefusalLog(tmp_path / "fifo", "http://a")
     fifo.add(item, "no_face", "no face found")
     assert "not a regular file" in fifo.error
+
+
+def test_the_scan_state_is_not_followed_through_a_link_nor_fatal_when_corrupt(tmp_path):
+    """`faceid scan`'s .faceid-scan is in a folder that may come from anyone, as .faceid-enroll is."""
+    client = FaceIDClient("http://127.0.0.1:9", retries=0)  # nothing to send: no request is made
+    target = tmp_path / "bashrc"
+    target.write_text("export A=1\n")
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(OSError, match="not a regular file"):
+        scan_files(client, [], tmp_path / "link")
+    assert target.read_text() == "export A=1\n"
+    corrupt = tmp_path / "corrupt"
+    corrupt.write_bytes(b"\xff\xfe\n" + b"a" * 64 + b"\n")
+    assert scan_files(client, [], corrupt).errors == []
