@@ -117,10 +117,9 @@ async def update_identity(identity_id: IdentityId, body: IdentityUpdate, store: 
     cover = "cover_face_id" in body.model_fields_set
     if cover and body.cover_face_id is not None:  # checked before a rename, so a bad cover changes nothing
         await run_in_threadpool(edits.cover_of, store, identity_id, body.cover_face_id)
-    ident = None
-    if body.label is not None:
-        ident = await run_in_threadpool(edits.rename, store, identity_id, body.label)
-    if cover:
+    if body.label is not None:  # both in one transaction: a cover that fails meanwhile undoes the rename
+        ident = await run_in_threadpool(edits.rename, store, identity_id, body.label, cover, body.cover_face_id)
+    else:
         ident = await run_in_threadpool(edits.set_cover, store, identity_id, body.cover_face_id)
     return await identity_out(store, ident)
 
