@@ -542,7 +542,7 @@ def _identity_id(c, ref: str, as_json: bool) -> int:
     underscores)."""
     from faceid_client.labels import normalize_label
 
-    if ref.strip().isdigit():
+    if ref.strip().isdecimal():  # not isdigit: '²' is a digit that int() refuses
         return int(ref)
     try:
         name = normalize_label(ref)

@@ -213,3 +213,11 @@ def test_an_answer_larger_than_any_the_api_gives_is_refused_unread(hostile_url):
 def test_an_answer_that_is_not_json_is_one_line_not_a_traceback(hostile_url):
     out = CliRunner(env={**OFFLINE, "FACEID_RETRIES": "0"}).invoke(app, ["status", "--url", f"{hostile_url}/html"])
     assert out.exit_code == 1 and "error: unexpected_answer" in out.output, out.output
+
+
+def test_verify_identity_digits_that_are_not_a_number_are_a_name(run, tmp_path):
+    """'²' is a digit to str.isdigit but no int: it was a traceback; now a name, looked up on the server."""
+    image = tmp_path / "a.jpg"
+    image.write_bytes(b"x")
+    out = run("verify", image, "--identity", "²")
+    assert out.exit_code == 1 and "error: unreachable" in out.output, (out.output, out.exception)
