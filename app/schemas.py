@@ -1,12 +1,13 @@
 """Request and response models (pydantic), with OpenAPI examples."""
 from __future__ import annotations
 
+import unicodedata
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from faceid_client.labels import MAX_LABEL_CHARS, normalize_label  # noqa: F401 (the one label rule)
+from faceid_client.labels import _FORBIDDEN_IN_LABELS, MAX_LABEL_CHARS, normalize_label  # noqa: F401 (the one label rule)
 
 Box = list[float]
 
@@ -20,6 +21,19 @@ Label = Annotated[str, Field(min_length=1, max_length=MAX_LABEL_CHARS, examples=
                              description="NFC-normalised and stripped; no control or invisible characters"),
                   AfterValidator(normalize_label)]
 UtcDatetime = Annotated[datetime, AfterValidator(as_utc)]
+
+
+def search_text(value: str) -> str:
+    """Text to look for in labels, read as labels are stored: NFC, and no character a label cannot hold (a NUL
+    would be a 500 on PostgreSQL, which refuses it in any string, and cut the text short on SQLite)."""
+    text = unicodedata.normalize("NFC", value)
+    bad = next((c for c in text if unicodedata.category(c) in _FORBIDDEN_IN_LABELS), None)
+    if bad is not None:
+        raise ValueError(f"no label contains the control or invisible character U+{ord(bad):04X}")
+    return text
+
+
+SearchText = Annotated[str, AfterValidator(search_text)]
 
 
 class ErrorBody(BaseModel):

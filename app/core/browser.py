@@ -13,6 +13,10 @@ Two rules, checked before routing (pure ASGI middleware):
   `cross_site_request`, unless the origin is one of `FACEID_CORS_ORIGINS`. A form post needs no CORS
   preflight, so without this a page could enroll, report or delete on a keyless server. Clients that are
   not browsers (the `faceid` command, the Python client, curl) send neither header and are not affected.
+  A read that another site's page embeds (`Sec-Fetch-Mode: no-cors` with `Sec-Fetch-Site: cross-site` or
+  `same-site`: an <img>, a <script>; no CORS check applies and no Origin is sent) is refused the same way:
+  whether a face crop loads tells that page what the gallery and the recent identifications hold. A link
+  to the server (a navigation) and CORS requests (`FACEID_CORS_ORIGINS`) are not affected.
 """
 from __future__ import annotations
 
@@ -22,6 +26,7 @@ from urllib.parse import urlsplit
 from app.core.errors import error_response
 
 STATE_CHANGING = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+EMBEDDING_SITES = frozenset({"cross-site", "same-site"})  # same-site: e.g. another port of localhost
 
 
 def host_name(host_header: str) -> str:
@@ -69,6 +74,11 @@ class BrowserGuardMiddleware:
                                             f"name, not {host[:100]!r} (a DNS-rebinding page uses its own name); "
                                             "add the name to FACEID_ALLOWED_HOSTS if it is yours")
         if scope["method"] not in STATE_CHANGING:
+            if ((_header(scope, b"sec-fetch-mode") or "").lower() == "no-cors"
+                    and (_header(scope, b"sec-fetch-site") or "").lower() in EMBEDDING_SITES):
+                return "cross_site_request", (f"{scope['method']} embedded in another site's page (an <img> or a "
+                                              "<script>) is refused; read from this server's own pages, through "
+                                              "CORS (FACEID_CORS_ORIGINS) or from a client that is not a browser")
             return None
         origin = _header(scope, b"origin")
         if origin is not None and origin.rstrip("/").lower() in self.trusted_origins:

@@ -300,7 +300,10 @@ class GalleryStore:
     # Read-modify-write methods take the write lock first (`_bump`: an UPDATE of gallery_state, SQLite's
     # write lock, a row lock on PostgreSQL), then read: two concurrent deletes or a rename racing a delete
     # see each other's committed result (404) instead of a stale row (500). Nothing found: roll back.
-    def rename(self, identity_id: int, label: str) -> Identity | None:
+    def rename(self, identity_id: int, label: str, cover: bool = False, cover_face_id: int | None = None
+               ) -> Identity | None:
+        """Relabel the identity (None when it does not exist), and with `cover` set its cover in the same
+        transaction (`set_cover`: NotFound rolls the rename back too)."""
         with self.sessions() as s, s.begin() as tx:
             self._bump(s)
             ident = s.get(Identity, identity_id)
@@ -313,6 +316,9 @@ class GalleryStore:
             s.flush()
             add_event(s, "identity.updated", {"identity": _brief(ident), "previous_label": previous,
                                               "change": "renamed"})
+            if cover:
+                self._set_cover(s, identity_id, cover_face_id)
+                s.refresh(ident)
             return ident
 
     def delete_identity(self, identity_id: int) -> bool:
@@ -443,17 +449,23 @@ class GalleryStore:
             return face, target, created, emptied
 
     def set_cover(self, identity_id: int, face_id: int | None) -> Identity:
-        """Make `face_id` (one of the identity's faces; None: none) the face its card shows. One conditional
-        UPDATE, so no lock: a face moved or deleted meanwhile is simply not the identity's. Raises NotFound
-        ('identity', or 'face' when the face is not one of its faces); nothing changes then."""
+        """Make `face_id` (one of the identity's faces; None: none) the face its card shows: one conditional
+        UPDATE after the write lock (PostgreSQL would otherwise see a face whose delete or move is committing, and
+        keep a cover that outlives it). Raises NotFound ('identity', or 'face' when the face is not one of its
+        faces); nothing changes then."""
         with self.sessions() as s, s.begin():
-            q = update(Identity).where(Identity.id == identity_id)
-            if face_id is not None:
-                q = q.where(select(Face.id).where(Face.id == face_id, Face.identity_id == identity_id).exists())
-            if not s.execute(q.values(cover_face_id=face_id)).rowcount:
-                raise NotFound("identity", identity_id) if s.get(Identity, identity_id) is None \
-                    else NotFound("face", face_id)
+            self._bump(s)  # leaving the block on NotFound rolls the bump back
+            self._set_cover(s, identity_id, face_id)
             return s.get(Identity, identity_id)
+
+    @staticmethod
+    def _set_cover(s: Session, identity_id: int, face_id: int | None) -> None:
+        q = update(Identity).where(Identity.id == identity_id)
+        if face_id is not None:
+            q = q.where(select(Face.id).where(Face.id == face_id, Face.identity_id == identity_id).exists())
+        if not s.execute(q.values(cover_face_id=face_id)).rowcount:
+            raise NotFound("identity", identity_id) if s.get(Identity, identity_id) is None \
+                else NotFound("face", face_id)
 
     def add_embeddings(self, version: str, vectors: dict[int, np.ndarray]) -> int:
         """Store embeddings of existing faces for `version` (faces deleted meanwhile are skipped)."""

@@ -17,12 +17,16 @@ def face_count(store: GalleryStore, identity_id: int) -> int:
     return store.face_count(identity_id)
 
 
-def rename(store: GalleryStore, identity_id: int, label: str) -> Identity:
-    """409 label_taken when another identity has the label; 404 when this one does not exist."""
+def rename(store: GalleryStore, identity_id: int, label: str, cover: bool = False,
+           cover_face_id: int | None = None) -> Identity:
+    """409 label_taken when another identity has the label; 404 when this one does not exist; with `cover`, the
+    cover set in the same transaction (`set_cover`'s errors, and then nothing changes)."""
     try:
-        ident = store.rename(identity_id, label)
+        ident = store.rename(identity_id, label, cover, cover_face_id)
     except IntegrityError:
         raise AppError(409, "label_taken", f"another identity is already labelled {label!r}") from None
+    except NotFound:
+        raise _cover_missing(store, identity_id, cover_face_id) from None
     if ident is None:
         raise missing("identity", identity_id)
     return ident
@@ -46,10 +50,18 @@ def set_cover(store: GalleryStore, identity_id: int, face_id: int | None) -> Ide
     try:
         return store.set_cover(identity_id, face_id)
     except NotFound:
-        if face_id is None:
-            raise missing("identity", identity_id) from None
+        raise _cover_missing(store, identity_id, face_id) from None
+
+
+def _cover_missing(store: GalleryStore, identity_id: int, face_id: int | None) -> AppError:
+    """Why a cover was not set: `cover_of`'s 404 or 422."""
+    if face_id is None:
+        return missing("identity", identity_id)
+    try:
         cover_of(store, identity_id, face_id)
-        raise missing("face", face_id) from None
+    except AppError as exc:
+        return exc
+    return missing("face", face_id)
 
 
 def move_face(store: GalleryStore, face_id: int, to_identity_id: int | None, to_label: str | None):

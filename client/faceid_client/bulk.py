@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
+import stat
 import unicodedata
 from collections.abc import Callable, Iterator
 from concurrent.futures import FIRST_COMPLETED, Future, ThreadPoolExecutor, wait
@@ -22,6 +24,30 @@ from faceid_client.models import IdentifyResponse
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
 # Answers about one input: refuse that file, go on with the others.
 PER_FILE_STATUSES = frozenset({400, 413, 415, 422})
+# a state file is opened without following a link, and without waiting on a FIFO (flags absent on Windows)
+_NO_FOLLOW = getattr(os, "O_NOFOLLOW", 0) | getattr(os, "O_NONBLOCK", 0)
+
+
+def read_state(path: Path) -> list[str]:
+    """The lines of a state file kept in the folder worked on ([] when there is none). The folder may come from
+    anyone: a link (to ~/.bashrc) or a FIFO in its place is an OSError, not followed; bytes that are not UTF-8
+    make lines that match nothing, as a line cut short by a crash does."""
+    try:
+        if not stat.S_ISREG(path.lstat().st_mode):
+            raise OSError(f"{path} is not a regular file (a link is not followed)")
+    except FileNotFoundError:
+        return []
+    return path.read_bytes().decode("utf-8", "replace").splitlines()
+
+
+def append_state(path: Path):
+    """`path` opened to append to, as `read_state` reads it: never through a link, never waiting on a FIFO."""
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT | _NO_FOLLOW, 0o666)
+    f = open(fd, "a")
+    if not stat.S_ISREG(os.fstat(fd).st_mode):  # made a FIFO since it was read
+        f.close()
+        raise OSError(f"{path} is not a regular file")
+    return f
 
 
 def is_per_file(exc: FaceIDError) -> bool:
@@ -107,7 +133,7 @@ class RefusalLog:
         self.path, self.url, self.error = path, url, None
         self.entries: dict[str, tuple[str, str]] = {}  # sha256 -> (code, message)
         try:
-            lines = path.read_text().splitlines() if path.is_file() else []
+            lines = read_state(path)
         except OSError as exc:
             lines, self.error = [], f"cannot read {path}: {exc.strerror or exc}"
         for line in lines:
@@ -123,7 +149,7 @@ class RefusalLog:
         if self.error:
             return
         try:
-            with open(self.path, "a") as f:
+            with append_state(self.path) as f:
                 f.write(json.dumps({"sha256": item.sha256, "url": self.url, "code": code, "message": message}) + "\n")
         except OSError as exc:
             self.error = f"cannot write {self.path}: {exc.strerror or exc}"
@@ -260,7 +286,7 @@ def scan_files(client: FaceIDClient, files: list[Path], state: Path, concurrency
     each file identified is appended to `state` (its SHA-256, one per line) at once, and files already there are
     skipped, so an interrupted scan goes on where it stopped and a rescan sends only new photos."""
     report = ScanReport()
-    done = set(state.read_text().split()) if state.is_file() else set()
+    done = {w for line in read_state(state) for w in line.split()}
     todo: list[tuple[Path, str]] = []
     for path in files:
         try:
@@ -276,7 +302,7 @@ def scan_files(client: FaceIDClient, files: list[Path], state: Path, concurrency
         return client.identify(item[0].read_bytes(), remember_unknown=True)
 
     state.parent.mkdir(parents=True, exist_ok=True)
-    with open(state, "a") as log:
+    with append_state(state) as log:
         for (path, digest), result in _run_pool(one, todo, concurrency):
             if isinstance(result, FaceIDError):
                 report.errors.append((path, result))

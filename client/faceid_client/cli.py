@@ -18,6 +18,7 @@ import json
 import os
 import subprocess
 import sys
+import unicodedata
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, Optional
@@ -25,6 +26,7 @@ from typing import Annotated, Optional
 import typer
 
 from faceid_client.client import DEFAULT_URL, FaceIDClient, FaceIDError
+from faceid_client.labels import _FORBIDDEN_IN_LABELS
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 1, 2, 3, 130
 
@@ -36,6 +38,19 @@ weights_app = typer.Typer(no_args_is_help=True, help="Model weights in $TORCH_HO
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for FACEID_API_KEYS.")
 app.add_typer(weights_app, name="weights")
 app.add_typer(keys_app, name="keys")
+
+
+def _printable(text: str) -> str:
+    """`text` with its control and invisible characters written out (\\x1b, \\u202e), line breaks and tabs kept:
+    labels and messages come from the server, and an escape sequence in one must not reach the terminal (OSC 52
+    sets the clipboard; others move the cursor, rewrite the screen or reverse the text). No honest label has one."""
+    return "".join(c if c in "\n\t" or unicodedata.category(c) not in _FORBIDDEN_IN_LABELS
+                   else c.encode("unicode_escape").decode() for c in text)
+
+
+def _echo(text: str, err: bool = False) -> None:
+    """typer.echo of what may come from the server (`_printable`)."""
+    typer.echo(_printable(text), err=err)
 
 Url = Annotated[str, typer.Option("--url", envvar="FACEID_URL", help="server URL", show_default=True)]
 ApiKey = Annotated[Optional[str], typer.Option("--api-key", envvar="FACEID_API_KEY", show_default=False,
@@ -57,14 +72,14 @@ def _client(url: str, api_key: str | None, timeout_s: float) -> FaceIDClient:
 
 def _emit(data, as_json: bool, human: str | None = None) -> None:
     if as_json:
-        typer.echo(json.dumps(data, indent=None, default=str))
+        _echo(json.dumps(data, indent=None, default=str))
     elif human is not None:
-        typer.echo(human)
+        _echo(human)
 
 
 def _fail(code: str, message: str, as_json: bool, status: int = 0, exit_code: int = EXIT_ERROR):
     """One line on stderr (`error: code: message`), the same as JSON on stdout with --json; exit."""
-    typer.echo(f"error: {code}" + (f" ({status})" if status else "") + f": {message}", err=True)
+    _echo(f"error: {code}" + (f" ({status})" if status else "") + f": {message}", err=True)
     if as_json:
         _emit({"error": {"status": status, "code": code, "message": message}}, True)
     raise typer.Exit(exit_code)
@@ -90,8 +105,11 @@ def _errors(as_json: bool, resumable: bool = False):
     except ValidationError as exc:  # an answer this client cannot read: one line, not pydantic's listing
         _fail("unexpected_answer", f"the server's answer is not what this client expects (another version?): "
                                    f"{exc.error_count()} problems, first: {exc.errors()[0]['msg']}", as_json)
+    except json.JSONDecodeError:  # a 200 that is not JSON: a proxy's page, another service at --url
+        _fail("unexpected_answer", "the server's answer is not JSON (is --url / FACEID_URL a faceid server?)",
+              as_json)
     except KeyboardInterrupt:
-        typer.echo("interrupted; rerun the same command to resume" if resumable else "interrupted", err=True)
+        _echo("interrupted; rerun the same command to resume" if resumable else "interrupted", err=True)
         raise typer.Exit(EXIT_INTERRUPTED) from None
 
 
@@ -133,7 +151,7 @@ def _server_argv(module: str, *args: str) -> list[str]:
     in the current directory as `python -m` sees it), without importing it: the client never imports the server."""
     where = [os.getcwd(), *sys.path]
     if any(importlib.machinery.PathFinder.find_spec(pkg, where) is None for pkg in ("app", "model")):
-        typer.echo(f"error: server_not_installed: {SERVER_MISSING}", err=True)
+        _echo(f"error: server_not_installed: {SERVER_MISSING}", err=True)
         raise typer.Exit(EXIT_ERROR)
     return [sys.executable, "-m", module, *args]
 
@@ -215,18 +233,18 @@ def _enroll_plan(folder: Path, label: str | None, underscores: bool | None, as_j
               f"no images in {folder}/<label>/ folders (enroll expects DIR/<label>/*.jpg, one folder per person)",
               as_json, exit_code=EXIT_USAGE)
     if loose:
-        typer.echo(f"note: {len(loose)} images directly in {folder} were left out: only {folder}/<label>/ folders "
+        _echo(f"note: {len(loose)} images directly in {folder} were left out: only {folder}/<label>/ folders "
                    "are enrolled (--label NAME enrolls a flat folder as one person)", err=True)
     parts = [i.path.relative_to(folder).parts for i in items]  # <label>/.../<file>, or <Name>.jpg (known)
     renamed = {src: i.label for i, p in zip(items, parts) if "_" in (src := p[0] if len(p) > 1 else i.path.stem)}
     if renamed and underscores:
         shown = sorted(renamed.items())
-        typer.echo("labels: " + ", ".join(f"{a!r} -> {b!r}" for a, b in shown[:5])
+        _echo("labels: " + ", ".join(f"{a!r} -> {b!r}" for a, b in shown[:5])
                    + (f" and {len(shown) - 5} more" if len(shown) > 5 else "") + " (--underscores-as-spaces)",
                    err=True)
     elif renamed and underscores is None:  # not asked either way: say that it could be done
         name = min(renamed)
-        typer.echo(f"note: {len(renamed)} labels keep their underscores (e.g. {name!r}); --underscores-as-spaces "
+        _echo(f"note: {len(renamed)} labels keep their underscores (e.g. {name!r}); --underscores-as-spaces "
                    f"would enroll {' '.join(name.replace('_', ' ').split())!r}", err=True)
     return items
 
@@ -241,7 +259,7 @@ def _enroll_run(c, folder: Path, items, state: Path | None, retry_refused: bool,
         report = enroll_items(c, items, concurrency, max_files, refusals, retry_refused, on_plan=bar.start,
                               on_done=lambda _item, _outcome: bar.update())
     if refusals.error:
-        typer.echo(f"warning: {refusals.error}: refusals are not remembered (--state FILE to keep them)", err=True)
+        _echo(f"warning: {refusals.error}: refusals are not remembered (--state FILE to keep them)", err=True)
     summary = {"enrolled": len(report.enrolled), "skipped": len(report.skipped), "refused": len(report.refused),
                "refused_before": len(report.refused_before), "not_attempted": len(report.not_attempted),
                "refusals": [{"path": str(i.path), "label": i.label, "code": code, "message": msg}
@@ -357,7 +375,8 @@ def _face_recognition_rows(path: Path, result) -> list[list[str]]:
     """face_recognition's output for one image: `path,label` per face, `unknown_person`, `no_persons_found`."""
     if not result.faces:
         return [[str(path), "no_persons_found"]]
-    return [[str(path), f.identity.label if f.identity else "unknown_person"] for f in result.faces]
+    return [[_printable(str(path)), _printable(f.identity.label) if f.identity else "unknown_person"]
+            for f in result.faces]
 
 
 @app.command()
@@ -398,7 +417,7 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
             items = _enroll_plan(known, None, underscores_as_spaces, as_json, known=True)
             report, _, lines = _enroll_run(c, known, items, state, retry_refused, concurrency, None, progress)
             known_refused = len(report.refused)
-            typer.echo(f"{known}: " + "\n".join(lines), err=True)
+            _echo(f"{known}: " + "\n".join(lines), err=True)
         with _Bar(progress, "img", "identify", len(files)) as bar:
             for path, result in identify_files(c, files, concurrency, top_k, threshold):
                 results[path] = result
@@ -414,7 +433,7 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
                 w.writerows(_identify_rows(path, result))
         os.replace(tmp, csv_file)  # whole or not at all
         n_faces = sum(len(r.faces) for _, r in ordered if not isinstance(r, FaceIDError))
-        typer.echo(f"{len(files)} images, {n_faces} faces, {errors} errors -> {csv_file}")
+        _echo(f"{len(files)} images, {n_faces} faces, {errors} errors -> {csv_file}")
     elif as_json:
         _emit([{"path": str(p), "error": {"status": r.status, "code": r.code, "message": r.message}}
                if isinstance(r, FaceIDError) else {"path": str(p), **r.model_dump(mode="json")}
@@ -423,12 +442,12 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
         out = csv.writer(sys.stdout, lineterminator="\n")
         for path, result in ordered:
             if isinstance(result, FaceIDError):
-                typer.echo(_identify_human(path, result), err=True)
+                _echo(_identify_human(path, result), err=True)
             else:
                 out.writerows(_face_recognition_rows(path, result))
     else:
         for path, result in ordered:
-            typer.echo(_identify_human(path, result))
+            _echo(_identify_human(path, result))
     if errors or known_refused:
         raise typer.Exit(EXIT_PARTIAL)
 
@@ -523,7 +542,7 @@ def _identity_id(c, ref: str, as_json: bool) -> int:
     underscores)."""
     from faceid_client.labels import normalize_label
 
-    if ref.strip().isdigit():
+    if ref.strip().isdecimal():  # not isdigit: '²' is a digit that int() refuses
         return int(ref)
     try:
         name = normalize_label(ref)

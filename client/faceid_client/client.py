@@ -36,6 +36,7 @@ from faceid_client.models import (
 
 Image = bytes | Path
 DEFAULT_URL = "http://127.0.0.1:8000"
+MAX_ANSWER_BYTES = 256 * 2**20
 
 
 class FaceIDError(Exception):
@@ -73,9 +74,9 @@ class FaceIDClient:
 
     def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout_s: float = 120.0,
                  retries: int = 3, max_retry_wait_s: float = 30.0, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep):
+                 sleep: Callable[[float], None] = time.sleep, max_answer_bytes: int = MAX_ANSWER_BYTES):
         headers = {"X-API-Key": api_key} if api_key else {}
-        self.url, self.has_key = url.rstrip("/"), bool(api_key)
+        self.url, self.has_key, self.max_answer_bytes = url.rstrip("/"), bool(api_key), max_answer_bytes
         self.retries, self.max_retry_wait_s, self._sleep = retries, max_retry_wait_s, sleep
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, transport=transport)
 
@@ -94,7 +95,7 @@ class FaceIDClient:
         for attempt in range(self.retries + 1):
             last = attempt == self.retries
             try:
-                resp = self.http.request(method, path, **kwargs)
+                resp = self._send(method, path, **kwargs)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
                     raise FaceIDError(0, "unreachable", f"cannot reach {self.url} ({exc})") from exc
@@ -112,6 +113,28 @@ class FaceIDClient:
                 return resp
             raise self._error(resp)
         raise AssertionError("unreachable")  # the loop returns or raises
+
+    def _send(self, method: str, path: str, **kwargs) -> httpx.Response:
+        """The answer, read whole unless it is (or says it is) larger than `max_answer_bytes`: whatever answers at
+        the URL could send gigabytes, and the API's largest answers are a few megabytes."""
+        resp = self.http.send(self.http.build_request(method, path, **kwargs), stream=True)
+        try:
+            declared = resp.headers.get("content-length", "")
+            if declared.isdigit() and int(declared) > self.max_answer_bytes:
+                raise self._too_large(method, path)
+            body = bytearray()
+            for chunk in resp.iter_bytes():  # decompressed: a small gzip bomb counts at its full size
+                body += chunk
+                if len(body) > self.max_answer_bytes:
+                    raise self._too_large(method, path)
+        finally:
+            resp.close()
+        resp._content = bytes(body)  # what httpx's own read() sets
+        return resp
+
+    def _too_large(self, method: str, path: str) -> FaceIDError:
+        return FaceIDError(0, "answer_too_large", f"{method} {path}: the answer is larger than "
+                                                  f"{self.max_answer_bytes} bytes; not read")
 
     @staticmethod
     def _error(resp: httpx.Response) -> FaceIDError:

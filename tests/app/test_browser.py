@@ -78,6 +78,21 @@ def test_cross_site_writes_are_refused_and_change_nothing(keyless, store):  # no
     assert keyless.get("/identities", headers=EVIL).status_code == 200
 
 
+def test_another_sites_page_cannot_embed_what_a_keyless_server_shows(keyless):
+    """An <img> or <script> on another site's page (no-cors: no CORS check, no Origin) loaded face crops and
+    answers of a keyless server: whether /probes/N/crop loads told that page when someone was identified at the
+    door. Refused, as writes are; a link to the server (a navigation), its own pages and non-browsers still work."""
+    probe = keyless.post("/identify", files={"file": ("p.png", tiles_png([RED]), "image/png")}).json()
+    crop = f"/probes/{probe['faces'][0]['probe_id']}/crop"
+    for site in ("cross-site", "same-site"):  # same-site: another port of localhost
+        for url in (crop, "/probes", "/identities?q=a"):
+            error(keyless.get(url, headers={"Sec-Fetch-Site": site, "Sec-Fetch-Mode": "no-cors",
+                                            "Sec-Fetch-Dest": "image"}), 403, "cross_site_request")
+    assert keyless.get(crop, headers={"Sec-Fetch-Site": "same-origin", "Sec-Fetch-Mode": "no-cors"}).status_code == 200
+    assert keyless.get("/", headers={"Sec-Fetch-Site": "cross-site", "Sec-Fetch-Mode": "navigate"}).status_code == 200
+    assert keyless.get(crop).status_code == 200
+
+
 def test_keyed_servers_refuse_cross_site_writes_too_unless_the_origin_is_trusted(store, tmp_path):  # noqa: F811
     keys = [ApiKey(name="w", sha256=hash_key("write-key"), scopes=["write"])]
     c, service = make_client(store, tmp_path, api_keys=keys, cors_origins=["https://admin.example"])

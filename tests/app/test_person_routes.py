@@ -46,6 +46,16 @@ def test_identities_are_found_by_any_part_of_the_label_and_sorted(client):
     error(client.get("/identities", params={"q": "x" * 201}), 422, "invalid_request")
 
 
+def test_the_search_reads_text_as_labels_are_stored(client):
+    """Labels are NFC without control characters: a decomposed q finds the composed label, and a q or prefix with
+    a control character is refused (PostgreSQL cannot take a NUL: it was a 500 there; SQLite cut the text at it)."""
+    enroll(client, "José", [RED])
+    assert labels(client, q="jose\u0301") == labels(client, prefix="Jose\u0301") == ["José"]
+    for bad in ("a\x00b", "\x00", "Jo\x1b[2J"):
+        error(client.get("/identities", params={"q": bad}), 422, "invalid_request")
+        error(client.get("/identities", params={"prefix": bad}), 422, "invalid_request")
+
+
 def test_the_cover_face_is_set_shown_cleared_and_checked(client):
     ada = enroll(client, "Ada", [RED, RED, RED]).json()
     bob = enroll(client, "Bob", [GREEN]).json()

@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import hashlib
+import os
 import unicodedata
 
 import httpx
+import pytest
 
-from faceid_client.bulk import EnrollItem, EnrollReport, RefusalLog, loose_images, plan_enrollment, scan_folder
+from faceid_client.bulk import (
+    EnrollItem,
+    EnrollReport,
+    RefusalLog,
+    loose_images,
+    plan_enrollment,
+    scan_files,
+    scan_folder,
+)
 from faceid_client.client import FaceIDClient
 
 
@@ -77,3 +87,44 @@ def test_refusals_are_remembered_by_content_for_their_server(tmp_path):
     unwritable = RefusalLog(tmp_path / "no" / "dir" / "state", "http://a")
     unwritable.add(item, "no_face", "no face found")
     assert unwritable.error and unwritable.entries  # remembered for this run; the caller warns
+
+
+def test_a_corrupt_or_linked_refusal_state_is_never_fatal_nor_followed(tmp_path):
+    """The state file lives in the folder enrolled, which may come from anyone: bytes that are not UTF-8 are
+    lines cut short (skipped, not a traceback), and a link or a FIFO in its place is neither read nor written
+    through (a link to ~/.bashrc would have had the server's messages appended to it; a FIFO hung the run)."""
+    item = EnrollItem(tmp_path / "a.jpg", "ann", "0" * 64)
+    corrupt = tmp_path / "corrupt"
+    corrupt.write_bytes(b'\xff\xfe garbage\n{"sha256": "' + b"1" * 64 + b'", "url": "http://a", "code": "no_face", '
+                        b'"message": "m"}\n')
+    log = RefusalLog(corrupt, "http://a")
+    assert log.entries == {"1" * 64: ("no_face", "m")} and log.error is None
+    log.add(item, "no_face", "no face found")
+    assert RefusalLog(corrupt, "http://a").entries.keys() == {"0" * 64, "1" * 64}
+
+    target = tmp_path / "bashrc"
+    target.write_text("export A=1\n")
+    (tmp_path / "link").symlink_to(target)
+    linked = RefusalLog(tmp_path / "link", "http://a")
+    linked.add(item, "no_face", "no face found")
+    assert "not a regular file" in linked.error and linked.entries  # remembered for this run only
+    assert target.read_text() == "export A=1\n"
+
+    os.mkfifo(tmp_path / "fifo")
+    fifo = RefusalLog(tmp_path / "fifo", "http://a")
+    fifo.add(item, "no_face", "no face found")
+    assert "not a regular file" in fifo.error
+
+
+def test_the_scan_state_is_not_followed_through_a_link_nor_fatal_when_corrupt(tmp_path):
+    """`faceid scan`'s .faceid-scan is in a folder that may come from anyone, as .faceid-enroll is."""
+    client = FaceIDClient("http://127.0.0.1:9", retries=0)  # nothing to send: no request is made
+    target = tmp_path / "bashrc"
+    target.write_text("export A=1\n")
+    (tmp_path / "link").symlink_to(target)
+    with pytest.raises(OSError, match="not a regular file"):
+        scan_files(client, [], tmp_path / "link")
+    assert target.read_text() == "export A=1\n"
+    corrupt = tmp_path / "corrupt"
+    corrupt.write_bytes(b"\xff\xfe\n" + b"a" * 64 + b"\n")
+    assert scan_files(client, [], corrupt).errors == []

@@ -23,6 +23,7 @@ from app.schemas import (
     IdentityPublic,
     IdentityUpdate,
     NotDuplicate,
+    SearchText,
 )
 from app.services import gallery as edits
 
@@ -52,8 +53,9 @@ _missing = edits.missing
 
 @router.get("/identities", response_model=IdentitiesPage, summary="List identities (paginated)")
 async def list_identities(store: StoreDep, _key: ReadKey, offset: int = Query(0, ge=0, le=10**9), limit: int = Query(50, ge=1, le=500),
-                          prefix: str | None = Query(None, max_length=200, description="label prefix filter"),
-                          q: str | None = Query(None, max_length=200, description="labels containing this, any case"),
+                          prefix: SearchText | None = Query(None, max_length=200, description="label prefix filter"),
+                          q: SearchText | None = Query(None, max_length=200,
+                                                       description="labels containing this, any case"),
                           sort: Literal["id", "label", "faces", "newest"] = Query(
                               "id", description="id (oldest first), label (A to Z, any case), faces (most first), "
                               "newest")) -> dict:
@@ -115,10 +117,9 @@ async def update_identity(identity_id: IdentityId, body: IdentityUpdate, store: 
     cover = "cover_face_id" in body.model_fields_set
     if cover and body.cover_face_id is not None:  # checked before a rename, so a bad cover changes nothing
         await run_in_threadpool(edits.cover_of, store, identity_id, body.cover_face_id)
-    ident = None
-    if body.label is not None:
-        ident = await run_in_threadpool(edits.rename, store, identity_id, body.label)
-    if cover:
+    if body.label is not None:  # both in one transaction: a cover that fails meanwhile undoes the rename
+        ident = await run_in_threadpool(edits.rename, store, identity_id, body.label, cover, body.cover_face_id)
+    else:
         ident = await run_in_threadpool(edits.set_cover, store, identity_id, body.cover_face_id)
     return await identity_out(store, ident)
 
