@@ -11,7 +11,10 @@ import re
 import shutil
 from pathlib import Path
 
+import httpx
 import pytest
+
+from harness import Server
 
 CANDIDATES = ("chromium", "chromium-browser", "google-chrome")
 
@@ -97,3 +100,35 @@ def new_page(browser, console):
         ctx.close()
     assert console.unexpected() == []
     assert console.dialogs == []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _patient_expect():
+    """A shared 2-core machine: an identify can take a while (Playwright's `expect` waits 5 s by default)."""
+    try:
+        from playwright.sync_api import expect
+    except ImportError:
+        return  # the `browser` fixture skips these tests
+    expect.set_options(timeout=120_000)
+
+
+@pytest.fixture(scope="module")
+def ui_server(tmp_path_factory, browser):
+    """start(name, env=None) -> a real server on 127.0.0.1 with a gallery of its own, stopped after the module.
+    `browser` first: without Chromium the tests skip before any server starts."""
+    started = []
+
+    def start(name: str, env: dict | None = None) -> Server:
+        srv = Server(tmp_path_factory.mktemp(name) / "gallery.db", env=env)
+        started.append(srv)
+        return srv.start(timeout_s=600)  # a busy shared machine can take minutes to load the models
+    yield start
+    for srv in started:
+        srv.stop()
+
+
+@pytest.fixture(scope="module")
+def api(server):
+    """An HTTP client of the module's `server` (to set up what a test then does in the browser)."""
+    with httpx.Client(base_url=server.url, timeout=120) as c:
+        yield c

@@ -5,10 +5,7 @@ import base64
 import json
 import re
 
-import httpx
 import pytest
-
-from harness import Server
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 PAGES = ("identify", "enroll", "gallery", "verify", "model")
@@ -21,30 +18,14 @@ def expect(locator):
     return pw_expect(locator)
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _patient_expect():
-    from playwright.sync_api import expect as pw_expect
-
-    pw_expect.set_options(timeout=120_000)  # a shared 2-core machine: identify can take a while
-
-
 @pytest.fixture(scope="module")
 def ckdir(tmp_path_factory):
     return tmp_path_factory.mktemp("checkpoints")
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, ckdir, browser):  # `browser` first: without Chromium, skip before starting a server
-    srv = Server(tmp_path_factory.mktemp("ui") / "gallery.db", env={"FACEID_CHECKPOINTS_DIR": str(ckdir)})
-    srv.start(timeout_s=600)  # a busy shared machine can take minutes to load the models
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
+def server(ui_server, ckdir):
+    return ui_server("ui", {"FACEID_CHECKPOINTS_DIR": str(ckdir)})
 
 
 def photos(faces, name, n, skip=0):

@@ -8,42 +8,19 @@ import re
 from itertools import pairwise
 from pathlib import Path
 
-import httpx
 import pytest
 from PIL import Image
 
-from harness import Server
+from tests.ui.test_ui import expect
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 AXE = Path(__file__).parent / "vendor" / "axe.min.js"
 LONG = "Leonardo Wilhelm DiCaprio, known to his friends by a much longer name than fits"
 
 
-def expect(locator):
-    from playwright.sync_api import expect as pw_expect
-
-    return pw_expect(locator)
-
-
-@pytest.fixture(scope="module", autouse=True)
-def _patient_expect():
-    from playwright.sync_api import expect as pw_expect
-
-    pw_expect.set_options(timeout=120_000)  # a shared 2-core machine: identify can take a while
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, browser):  # `browser` first: without Chromium, skip before starting a server
-    srv = Server(tmp_path_factory.mktemp("ui-faces") / "gallery.db")
-    srv.start(timeout_s=600)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
+def server(ui_server):
+    return ui_server("ui-faces")
 
 
 @pytest.fixture(scope="module")

@@ -8,26 +8,16 @@ import re
 import pytest
 
 from app.core.security import hash_key
-from harness import Server
+from tests.ui.test_ui import expect
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 KEYS = {"read": "ui-read-" + "r" * 24, "admin": "ui-admin-" + "a" * 24}
 
 
-def expect(locator):
-    from playwright.sync_api import expect as pw_expect
-
-    pw_expect.set_options(timeout=120_000)
-    return pw_expect(locator)
-
-
 @pytest.fixture(scope="module")
-def keyed(tmp_path_factory, browser):
+def keyed(ui_server):
     entries = [{"name": f"ui-{s}", "sha256": hash_key(k), "scopes": [s]} for s, k in KEYS.items()]
-    srv = Server(tmp_path_factory.mktemp("ui-keyed") / "gallery.db", env={"FACEID_API_KEYS": json.dumps(entries)})
-    srv.start(timeout_s=600)  # a busy shared machine can take minutes to load the models
-    yield srv
-    srv.stop()
+    return ui_server("ui-keyed", {"FACEID_API_KEYS": json.dumps(entries)})
 
 
 def use_key(page, key):

@@ -6,35 +6,17 @@ from __future__ import annotations
 
 import re
 
-import httpx
 import pytest
 
-from harness import Server
 from tests.ui.test_ui import expect, no_horizontal_scroll, photos
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 LFW_CENTRE = "75,75,175,175"  # LFW's 250 px images: the face is in the middle
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _patient_expect():
-    from playwright.sync_api import expect as pw_expect
-
-    pw_expect.set_options(timeout=120_000)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, browser):  # `browser` first: without Chromium, skip before starting a server
-    srv = Server(tmp_path_factory.mktemp("ui-person") / "gallery.db")
-    srv.start(timeout_s=600)
-    yield srv
-    srv.stop()
-
-
-@pytest.fixture(scope="module")
-def api(server):
-    with httpx.Client(base_url=server.url, timeout=120) as c:
-        yield c
+def server(ui_server):
+    return ui_server("ui-person")
 
 
 HEADINGS = """(root) => [...document.querySelector(root).querySelectorAll('h1, h2, h3, h4, h5, h6')]

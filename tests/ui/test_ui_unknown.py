@@ -5,25 +5,14 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from harness import Server
 from tests.ui.test_ui import expect, no_horizontal_scroll, photos
 
 pytestmark = [pytest.mark.slow, pytest.mark.faces]
 
 
-@pytest.fixture(scope="module", autouse=True)
-def _patient_expect():
-    from playwright.sync_api import expect as pw_expect
-
-    pw_expect.set_options(timeout=120_000)
-
-
 @pytest.fixture(scope="module")
-def server(tmp_path_factory, browser):  # `browser` first: without Chromium, skip before starting a server
-    srv = Server(tmp_path_factory.mktemp("ui-unknown") / "gallery.db")
-    srv.start(timeout_s=600)
-    yield srv
-    srv.stop()
+def server(ui_server):
+    return ui_server("ui-unknown")
 
 
 def keep(api, paths):

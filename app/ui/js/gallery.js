@@ -6,6 +6,7 @@
 // marked as different people (GET /identities/duplicates, POST .../merge, POST .../not-duplicate).
 import { ApiError, imageBlob, request } from './api.js';
 import { $, UrlBag, confirmDialog, h, say } from './dom.js';
+import { renameForm, selectAll } from './people.js';
 
 const PAGE = 12;
 const THUMBS = 8;
@@ -23,13 +24,7 @@ export function init(context) {
   $('gallery-sort').addEventListener('change', () => { offset = 0; load(); });
   $('gallery-prev').addEventListener('click', () => { offset = Math.max(0, offset - PAGE); load(); });
   $('gallery-next').addEventListener('click', () => { offset += PAGE; load(); });
-  $('gallery-all').addEventListener('change', (e) => {
-    const on = e.target.checked; // read once: each pick() below redraws this box's state
-    for (const box of document.querySelectorAll('#gallery-cards input.pick')) {
-      box.checked = on;
-      pick(Number(box.value), box.checked);
-    }
-  });
+  selectAll($('gallery-all'), $('gallery-cards'), pick);
   $('gallery-delete').addEventListener('click', removeSelected);
   $('gallery-merge').addEventListener('click', mergeSelectedForm);
 }
@@ -144,7 +139,7 @@ function card(ident) {
   const out = h('p', { class: 'msg', role: 'status' });
   const tools = h('div', { class: 'tools' });
   const actions = h('div', { class: 'row actions' },
-    h('button', { type: 'button', onclick: () => renameForm(ident, tools) }, 'Rename'),
+    h('button', { type: 'button', onclick: () => renameForm(ident, tools, (r) => load(`Renamed #${r.id} to ${r.label}.`)) }, 'Rename'),
     h('button', { type: 'button', onclick: () => mergeForm(ident, tools, out) }, 'Merge…'),
     h('button', { type: 'button', class: 'danger', onclick: () => removeIdentity(ident, out) }, 'Delete'));
   faces(ident, thumbs, out);
@@ -175,27 +170,6 @@ async function faces(ident, list, out) {
   if (detail.faces.length > THUMBS) {
     list.append(h('li', { class: 'more' }, h('a', { href: `#person/${ident.id}` }, `+${detail.faces.length - THUMBS} more`)));
   }
-}
-
-function renameForm(ident, tools) {
-  const input = h('input', { type: 'text', value: ident.label, maxlength: 200, 'aria-label': `new name for ${ident.label}` });
-  const msg = h('p', { class: 'msg', role: 'status' });
-  const form = h('form', { class: 'row' }, input, h('button', { type: 'submit' }, 'Save'),
-    h('button', { type: 'button', onclick: () => tools.replaceChildren() }, 'Cancel'), msg);
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const label = input.value.trim();
-    if (!label) return;
-    try {
-      const r = await request('PATCH', `/identities/${ident.id}`, { json: { label } });
-      load(`Renamed #${r.id} to ${r.label}.`);
-    } catch (err) {
-      say(msg, err instanceof ApiError ? err.text : String(err), 'error');
-    }
-  });
-  tools.replaceChildren(form);
-  input.focus();
-  input.select();
 }
 
 async function mergeForm(ident, tools, out) {

@@ -5,6 +5,7 @@
 // delete the person, and the reports that name them (GET /feedback?identity_id=).
 import { ApiError, imageBlob, request } from './api.js';
 import { $, UrlBag, confirmDialog, h, say } from './dom.js';
+import { renameForm, selectAll } from './people.js';
 
 const PAGE = 24;
 let ctx;
@@ -23,15 +24,9 @@ export function init(context) {
   ctx = context;
   $('person-prev').addEventListener('click', () => { offset = Math.max(0, offset - PAGE); render(); });
   $('person-next').addEventListener('click', () => { offset += PAGE; render(); });
-  $('person-rename').addEventListener('click', renameForm);
+  $('person-rename').addEventListener('click', rename);
   $('person-delete').addEventListener('click', removePerson);
-  $('person-all').addEventListener('change', (e) => {
-    const on = e.target.checked; // read once: each pick() below redraws this box's state
-    for (const box of document.querySelectorAll('#person-faces input.pick')) {
-      box.checked = on;
-      pick(Number(box.value), box.checked);
-    }
-  });
+  selectAll($('person-all'), $('person-faces'), pick);
   $('person-delete-faces').addEventListener('click', removeSelected);
   $('person-move-form').addEventListener('submit', (e) => { e.preventDefault(); moveSelected(); });
   $('person-move-to').addEventListener('focus', suggest);
@@ -230,26 +225,8 @@ async function removeFaces(faces) {
   load(`Deleted ${plural(ok, 'face')}.`);
 }
 
-function renameForm() {
-  const tools = $('person-tools');
-  const input = h('input', { type: 'text', value: person.label, maxlength: 200, 'aria-label': `new name for ${person.label}` });
-  const msg = h('p', { class: 'msg', role: 'status' });
-  const form = h('form', { class: 'row' }, input, h('button', { type: 'submit' }, 'Save'),
-    h('button', { type: 'button', onclick: () => tools.replaceChildren() }, 'Cancel'), msg);
-  form.addEventListener('submit', async (e) => {
-    e.preventDefault();
-    const label = input.value.trim();
-    if (!label) return;
-    try {
-      const r = await request('PATCH', `/identities/${id}`, { json: { label } });
-      load(`Renamed to ${r.label}.`);
-    } catch (err) {
-      say(msg, text(err), 'error');
-    }
-  });
-  tools.replaceChildren(form);
-  input.focus();
-  input.select();
+function rename() {
+  renameForm({ id, label: person.label }, $('person-tools'), (r) => load(`Renamed to ${r.label}.`));
 }
 
 async function removePerson() {
