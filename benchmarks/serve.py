@@ -32,19 +32,21 @@ from benchmarks.report import emit
 from benchmarks.server import Server
 
 
-def probes() -> list[bytes]:
+def probes(n: int | None = 32) -> list[bytes]:
+    """The first image of the first `n` LFW people (None: of all 5,749)."""
     root = faces_dir() / "lfw"
-    return [p.read_bytes() for p in sorted(root.glob("*/*_0001.jpg"))[:32]]
+    return [p.read_bytes() for p in sorted(root.glob("*/*_0001.jpg"))[:n]]
 
 
-def load(url: str, images: list[bytes], clients: int, seconds: float) -> dict:
+def load(url: str, images: list[bytes], clients: int, seconds: float, start: int = 0) -> dict:
+    """`clients` threads identify `images` in turn (from `start`, wrapping around) for `seconds`."""
     lat, errors = [], []
     lock = threading.Lock()
     stop_at = time.perf_counter() + seconds
 
     def client(c: int):
         with httpx.Client(base_url=url, timeout=120) as h:
-            i = c
+            i = start + c
             while time.perf_counter() < stop_at:
                 t = time.perf_counter()
                 r = h.post("/identify", files={"file": ("p.jpg", images[i % len(images)])})
@@ -90,16 +92,20 @@ def main(argv=None) -> int:
                     help="servers to compare, 'name=FACEID_X=v,FACEID_Y=w;name2=...'; the first is the baseline")
     ap.add_argument("--passes", type=int, default=1, help="rounds of all points, the servers taking turns")
     ap.add_argument("--start-timeout-s", type=float, default=300.0, help="for a loaded machine")
+    ap.add_argument("--distinct", action="store_true", help="every request a photo no request sent before (the first "
+                    "image of each of LFW's 5,749 people, in turn): what keeping unknown faces costs when they are new, "
+                    "not the same 32 photos again (a photo's unknown faces are kept once)")
     ap.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
     if not (faces_dir() / "lfw").is_dir():
         print(json.dumps({"skipped": f"no LFW under {faces_dir()}"}))
         return 0
-    images = probes()
+    images = probes(None if args.distinct else 32)
     configs = parse_configs(args.configs)
     clients = [int(x) for x in args.clients.split(",")]
     result = {"benchmark": "serve", "seconds_per_point": args.seconds, "passes": args.passes,
-              "precision": args.precision, "configs": configs, "runs": {}}
+              "precision": args.precision, "configs": configs, "distinct_photos": args.distinct, "runs": {}}
+    sent = {}  # --distinct: per server, the next photo it has not been sent (the first 10 are its gallery)
     with tempfile.TemporaryDirectory() as tmp, ExitStack() as stack:
         servers = {}
         for name, extra in configs.items():  # all servers up at once, idle while another is measured
@@ -112,13 +118,16 @@ def main(argv=None) -> int:
                 for i, img in enumerate(images[:10]):
                     h.post("/enroll", data={"label": f"p{i}"}, files={"files": ("a.jpg", img)})
                 result.setdefault("ready", {})[name] = h.get("/ready").json()
-            load(srv.url, images, 2, 3)  # warm-up
+            warm = load(srv.url, images, 2, 3, start=10)  # warm-up
+            sent[name] = 10 + warm["requests"] + warm["errors"] + 2
             servers[name] = srv
         points: dict[str, dict[int, list[dict]]] = {n: {c: [] for c in clients} for n in configs}
         for _ in range(args.passes):
             for c in clients:
                 for name, srv in servers.items():  # taking turns: each sees the same machine state
-                    points[name][c].append(load(srv.url, images, c, args.seconds))
+                    point = load(srv.url, images, c, args.seconds, start=sent[name] if args.distinct else 0)
+                    sent[name] += point["requests"] + point["errors"] + c
+                    points[name][c].append(point)
     for name in configs:
         result["runs"][name] = {str(c): median_point(points[name][c]) for c in clients}
     base, top = next(iter(configs)), str(max(clients))
