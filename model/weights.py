@@ -8,6 +8,7 @@ Every failure is a `WeightsError` that says what to do.
 from __future__ import annotations
 
 import argparse
+import functools
 import hashlib
 import importlib.util
 import logging
@@ -84,15 +85,21 @@ def measured_fnir(version: str, fpir: float) -> tuple[float, str] | None:
     """(FNIR, what it was measured on) at `fpir` for the model version `version` (its state dict's hash; a
     "+flip" suffix is ignored), from `model/measured/*.json` (written by `python -m benchmarks.openset
     --measured`); None when that version or rate was not measured (a fine-tuned checkpoint: its own has not been)."""
+    got = _measured().get(version.split("+", 1)[0])
+    value = got.get("fnir_at_fpir", {}).get(f"{fpir:g}") if got else None
+    return (float(value), got.get("measured_on", "")) if value is not None else None
+
+
+@functools.cache
+def _measured() -> dict[str, dict]:
+    """model/measured/*.json by the model version each was measured with, read once (they ship with the code)."""
     import json
 
-    base = version.split("+", 1)[0]
+    out: dict[str, dict] = {}
     for path in sorted((Path(__file__).resolve().parent / "measured").glob("*.json")):
         got = json.loads(path.read_text())
-        if got.get("model_version") == base:
-            value = got.get("fnir_at_fpir", {}).get(f"{fpir:g}")
-            return (float(value), got.get("measured_on", "")) if value is not None else None
-    return None
+        out.setdefault(got.get("model_version"), got)
+    return out
 
 
 _RELEASE = "https://github.com/timesler/facenet-pytorch/releases/download/v2.2.9/"

@@ -302,14 +302,16 @@ class GalleryStore:
     # see each other's committed result (404) instead of a stale row (500). Nothing found: roll back.
     def rename(self, identity_id: int, label: str, cover: bool = False, cover_face_id: int | None = None
                ) -> Identity | None:
-        """Relabel the identity (None when it does not exist), and with `cover` set its cover in the same
-        transaction (`set_cover`: NotFound rolls the rename back too)."""
+        """Relabel the identity (None when it does not exist), and with `cover` set its cover first, in the same
+        transaction (`set_cover`: its NotFound comes before a taken label, and nothing changes)."""
         with self.sessions() as s, s.begin() as tx:
             self._bump(s)
             ident = s.get(Identity, identity_id)
             if ident is None:
                 tx.rollback()
                 return None
+            if cover:
+                self._set_cover(s, identity_id, cover_face_id)
             self._log_changes(s, [identity_id])
             previous = ident.label
             ident.label = label
@@ -317,8 +319,7 @@ class GalleryStore:
             add_event(s, "identity.updated", {"identity": _brief(ident), "previous_label": previous,
                                               "change": "renamed"})
             if cover:
-                self._set_cover(s, identity_id, cover_face_id)
-                s.refresh(ident)
+                s.refresh(ident)  # the cover was written by a statement, not through this object
             return ident
 
     def delete_identity(self, identity_id: int) -> bool:

@@ -22,8 +22,8 @@ from app.gallery.store import GalleryStore, NewFace, NotFound, bytes_to_matrix, 
 from model.align import box_iou
 from model.clustering import OnlineClusters
 
-
 SAME_BOX_IOU = 0.8  # a face of a photo kept already: the same photo (sha256) and about the same box
+
 
 @dataclass
 class KeptFace:

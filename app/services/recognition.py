@@ -470,8 +470,6 @@ def _gate(face: Face, min_size: float, min_score: float, purpose: str) -> str | 
     return None
 
 
-
-
 def _face_brief(i: int, f: Face) -> dict:
     return {"face_index": i, "box": [round(float(x), 1) for x in f.box], "detection_score": round(f.score, 4),
             "size": round(f.size, 1)}

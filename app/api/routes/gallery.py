@@ -115,9 +115,7 @@ async def get_identity(identity_id: IdentityId, store: StoreDep, _key: ReadKey) 
               summary="Rename an identity and/or choose the face its gallery card shows")
 async def update_identity(identity_id: IdentityId, body: IdentityUpdate, store: StoreDep, _key: WriteKey) -> dict:
     cover = "cover_face_id" in body.model_fields_set
-    if cover and body.cover_face_id is not None:  # checked before a rename, so a bad cover changes nothing
-        await run_in_threadpool(edits.cover_of, store, identity_id, body.cover_face_id)
-    if body.label is not None:  # both in one transaction: a cover that fails meanwhile undoes the rename
+    if body.label is not None:  # both in one transaction: a bad cover changes nothing, its error before a taken label
         ident = await run_in_threadpool(edits.rename, store, identity_id, body.label, cover, body.cover_face_id)
     else:
         ident = await run_in_threadpool(edits.set_cover, store, identity_id, body.cover_face_id)
