@@ -8,10 +8,11 @@ import logging
 from contextlib import asynccontextmanager
 
 import torch
-from fastapi import FastAPI
+from fastapi import Depends, FastAPI
 
 from app.api import docs
-from app.api.routes import admin, faces, feedback, gallery, health, probes, transfer, ui, unknown, webhooks
+from app.api.routes import (admin, collections, faces, feedback, gallery, health, probes, transfer, ui, unknown,
+                            webhooks)
 from app.core import errors
 from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
@@ -99,10 +100,15 @@ async def lifespan(app: FastAPI):
     settings: Settings = app.state.settings
     service = build_service(settings)
     app.state.service = service
+    from app.services.collections import Collections
+
+    app.state.collections = collections_ = Collections(service, settings.collections_max_open)
     follower = delivery = refiner = None
     try:  # whatever fails from here on, the service is closed and its tasks cancelled
         serving = service.serving
         emb = serving.embedder
+        if await run_in_threadpool(collections_.finish_deletes):  # a delete a crash interrupted
+            log.info("finished the collection deletes a restart interrupted")
         added = await serving.reembed_missing(emb)  # a gallery enrolled under another model: embed it for this one
         added += await serving.reembed_others(emb)  # kept unknown faces too
         if added:
@@ -120,8 +126,13 @@ async def lifespan(app: FastAPI):
             if task is not None:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
+        await collections_.aclose()
         await service.aclose()
         service.store.engine.dispose()
+
+
+def collection_param(collection: collections.CollectionName) -> None:
+    """The `{collection}` of the prefixed gallery routes, declared (and its pattern checked) once for all."""
 
 
 def create_app(settings: Settings | None = None) -> FastAPI:
@@ -150,8 +161,14 @@ def create_app(settings: Settings | None = None) -> FastAPI:
                            allow_headers=["X-API-Key", "Content-Type", "X-Request-ID"])
     app.add_middleware(RequestContext)
     for router in (health.router, faces.router, transfer.router, gallery.router, feedback.router, probes.router,
-                   unknown.router, admin.router, webhooks.router):
+                   unknown.router, admin.router, webhooks.router, collections.router):
         app.include_router(router)
+    # the gallery routes again under /collections/{collection}: the same routes on another collection's gallery
+    # (app/api/deps.get_service); the unprefixed ones are the collection `default`'s
+    gallery_routers = (faces.router, transfer.router, gallery.router, feedback.router, probes.router, unknown.router)
+    app.state.gallery_paths = {r.path for router in gallery_routers for r in router.routes}
+    for router in gallery_routers:
+        app.include_router(router, prefix="/collections/{collection}", dependencies=[Depends(collection_param)])
     webhooks.declare_events(app)  # OpenAPI 3.1 `webhooks`: what each event's delivery carries
     docs.install(app)
     ui.install(app)  # the web UI at / (static files, public API only)

@@ -613,3 +613,49 @@ class Event(BaseModel):
 
 class IdentifyEvent(Event):
     data: IdentifyEventData
+
+
+# --- collections ------------------------------------------------------------------------------------------------
+class CollectionSettings(BaseModel):
+    """A collection's own settings; absent or null: the service's (FACEID_...)."""
+    model_config = ConfigDict(extra="forbid")
+    target_fpir: float | None = Field(None, gt=0.0, lt=1.0, description="its operating point: the share of "
+                                      "searches for people never enrolled that may match (a door 0.001, a photo "
+                                      "library 0.05)")
+    target_far: float | None = Field(None, gt=0.0, lt=1.0, description="1:1 verification's false-accept rate")
+    match_threshold: float | None = Field(None, ge=-1.0, le=1.0, description="a fixed cosine threshold instead")
+    gallery_calibration: bool | None = None
+    top_k: int | None = Field(None, ge=1, le=100)
+    enroll_min_face_size: int | None = Field(None, ge=1)
+    enroll_min_detection_score: float | None = Field(None, ge=0.0, le=1.0)
+    probe_retention_s: float | None = Field(None, ge=0.0, le=30 * 86400)
+    remember_unknown: bool | None = None
+    unknown_retention_s: float | None = Field(None, ge=0.0)
+    unknown_max_faces: int | None = Field(None, ge=1)
+
+
+class CollectionCreate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(min_length=1, max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                      description="a-z, 0-9, '_' and '-'; `default` always exists")
+    settings: CollectionSettings = Field(default_factory=CollectionSettings)
+
+
+class CollectionUpdate(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    settings: CollectionSettings
+
+
+class CollectionOut(BaseModel):
+    name: str
+    created_at: datetime | None = None
+    settings: dict
+    counts: dict[str, int] | None = None
+
+
+class CollectionList(BaseModel):
+    collections: list[CollectionOut]
+
+
+class CollectionDeleted(BaseModel):
+    deleted: str

@@ -14,8 +14,13 @@ def get_app_settings(request: Request) -> Settings:
     return request.app.state.settings
 
 
-def get_service(request: Request) -> FaceService:
-    return request.app.state.service
+async def get_service(request: Request) -> FaceService:
+    """The gallery a route acts on: the collection its path names (`/collections/{collection}/...`), else the
+    default (404 unknown_collection for one that does not exist)."""
+    name = request.path_params.get("collection")
+    if name is None or name == "default":
+        return request.app.state.service
+    return await request.app.state.collections.get(name)
 
 
 def get_store(service: Annotated[FaceService, Depends(get_service)]) -> GalleryStore:

@@ -174,6 +174,8 @@ class Settings(BaseSettings):
     mqtt_topic_prefix: str = Field("faceid", pattern=r"^[^#+/][^#+]*$")
     mqtt_discovery_prefix: str = Field("homeassistant", pattern=r"^[^#+/][^#+]*$")
     # hot swap
+    collections_max_open: int = Field(1024, ge=1, description="collections a process keeps open at once (their "
+                                      "search index, database connections); the least recently used is closed first")
     keep_old_versions: bool = Field(True, description="keep the previous model's vectors for instant rollback")
 
     @model_validator(mode="after")

@@ -5,7 +5,9 @@ listing), `read` (adds embed and reading the gallery), `write` (adds enroll, ren
 (adds model swap, reindex). With no keys configured the service is open, and answers only requests that
 arrive on a loopback address.
 
-    python -m app.core.security new-key --name door-1 --scopes read,write
+    python -m app.core.security new-key --name door-1 --scopes read,write [--collections doors,lobby]
+
+A key may be bound to collections (`collections` in its entry): then it reaches only their gallery routes.
 """
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import argparse
 import hmac
 import ipaddress
 import json
+import re
 import secrets
 import sys
 from typing import Annotated
@@ -26,6 +29,7 @@ from pydantic import BaseModel, Field, field_validator
 from app.core.errors import AppError
 from faceid_client.keys import SCOPES, hash_key
 
+_COLLECTION_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,62}$")  # as app/services/collections.NAME_PATTERN
 _IMPLIES = {scope: set(SCOPES[:i + 1]) for i, scope in enumerate(SCOPES)}  # each includes those before it
 
 
@@ -33,6 +37,18 @@ class ApiKey(BaseModel):
     name: str = Field(min_length=1, max_length=100)
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     scopes: list[str] = Field(default_factory=lambda: ["read"])
+    # the collections it may reach (None: all of them and the service-wide routes; app/services/collections.py)
+    collections: list[str] | None = None
+
+    @field_validator("collections")
+    @classmethod
+    def _collection_names(cls, names: list[str] | None) -> list[str] | None:
+        if names is None:
+            return None
+        bad = [n for n in names if not _COLLECTION_NAME.fullmatch(n)]
+        if bad or not names:  # an empty list would be a key that reaches nothing: surely a mistake
+            raise ValueError(f"collections must be a non-empty list of collection names; got {names}")
+        return names
 
     @field_validator("scopes")
     @classmethod
@@ -110,8 +126,26 @@ def authorize(request: Request, scope: str) -> ApiKey | None:
                        headers={"WWW-Authenticate": "ApiKey"})
     if scope not in key.granted():
         raise AppError(403, "forbidden", f"this key lacks the '{scope}' scope")
+    if key.collections is not None:
+        _check_collection(request, key)
     request.state.api_key_name = key.name
     return key
+
+
+def _check_collection(request: Request, key: ApiKey) -> None:
+    """A key bound to collections reaches their gallery routes only: 403 on another collection's, and on the
+    service-wide routes (model swap, webhooks, the collections themselves)."""
+    name = request.scope.get("path_params", {}).get("collection")
+    if name is None:
+        route = request.scope.get("route")
+        if getattr(route, "path", None) in getattr(request.app.state, "gallery_paths", ()):
+            name = "default"  # an unprefixed gallery route: the default collection's
+    if name is None:
+        raise AppError(403, "collection_forbidden", f"this key is bound to the collections {key.collections}; "
+                       "service-wide routes need a key bound to none")
+    if name not in key.collections:
+        raise AppError(403, "collection_forbidden", f"this key is bound to the collections {key.collections}, "
+                       f"not {name!r}")
 
 
 def require(scope: str):
@@ -128,10 +162,17 @@ def require(scope: str):
 
 
 def _api_routes(routes):
-    """Every APIRoute, including those of included routers (FastAPI wraps them)."""
+    """(matcher, APIRoute) for every route, including those of included routers, matched with their prefixes
+    (FastAPI >= 0.16x includes routers lazily: `effective_candidates` are the routes as included)."""
     for route in routes:
         if isinstance(route, APIRoute):
-            yield route
+            yield route, route
+        elif hasattr(route, "effective_candidates"):
+            for candidate in route.effective_candidates():
+                if hasattr(candidate, "effective_candidates"):
+                    yield from _api_routes([candidate])
+                elif isinstance(getattr(candidate, "original_route", None), APIRoute):
+                    yield candidate, candidate.original_route
         elif hasattr(route, "original_router"):
             yield from _api_routes(route.original_router.routes)
 
@@ -145,22 +186,24 @@ class KeyFirstMiddleware:
         self.app, self.routes_of = app, routes_of
         self._keyed: list | None = None
 
-    def _scopes(self, scope) -> tuple[APIRoute | None, list[str]]:
+    def _scopes(self, scope) -> tuple[APIRoute | None, dict, list[str]]:
         if self._keyed is None:  # built on first use: routers are included after the middleware is added
-            self._keyed = [(r, scopes) for r in _api_routes(self.routes_of.routes)
+            self._keyed = [(m, r, scopes) for m, r in _api_routes(self.routes_of.routes)
                            if (scopes := [d.call.faceid_scope for d in r.dependant.dependencies
                                           if hasattr(d.call, "faceid_scope")])]
-        for route, scopes in self._keyed:
-            if route.matches(scope)[0] == Match.FULL:
-                return route, scopes
-        return None, []
+        for matcher, route, scopes in self._keyed:
+            match, child = matcher.matches(scope)
+            if match == Match.FULL:
+                return route, {**child, "route": route}, scopes
+        return None, {}, []
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["app"].state.settings.api_keys:
-            route, needed_scopes = self._scopes(scope)
+            route, child, needed_scopes = self._scopes(scope)
             try:
+                request = Request({**scope, **child})  # its path parameters (the collection), as the route sees them
                 for needed in needed_scopes:
-                    authorize(Request(scope), needed)
+                    authorize(request, needed)
             except AppError as exc:
                 scope["route"] = route  # metrics and the access log count the refusal under its route
                 from app.core.errors import error_response
@@ -195,9 +238,12 @@ def main(argv=None) -> int:
     new = sub.add_parser("new-key", help="make a random key; print it once and its settings entry")
     new.add_argument("--name", required=True)
     new.add_argument("--scopes", default="read", help=f"comma-separated, from {SCOPES}")
+    new.add_argument("--collections", default=None, help="comma-separated collection names the key is bound to "
+                     "(default: all, and the service-wide routes)")
     h = sub.add_parser("hash", help="hash an existing key read from stdin")
     h.add_argument("--name", required=True)
     h.add_argument("--scopes", default="read")
+    h.add_argument("--collections", default=None)
     args = ap.parse_args(argv)
     scopes = [s for s in args.scopes.split(",") if s]
     if any(s not in SCOPES for s in scopes):
@@ -205,6 +251,12 @@ def main(argv=None) -> int:
         return 2
     key = secrets.token_urlsafe(32) if args.cmd == "new-key" else sys.stdin.readline().strip()
     entry = {"name": args.name, "sha256": hash_key(key), "scopes": scopes}
+    if args.collections:
+        names = [c for c in args.collections.split(",") if c]
+        if not names or any(not _COLLECTION_NAME.fullmatch(c) for c in names):
+            print("error: --collections takes comma-separated collection names", file=sys.stderr)
+            return 2
+        entry["collections"] = names
     if args.cmd == "new-key":
         print(f"key (shown once, give it to the client): {key}")
     print("settings entry (add to the FACEID_API_KEYS JSON list):")

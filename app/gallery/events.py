@@ -20,7 +20,8 @@ from sqlalchemy.orm import Session, sessionmaker
 from app.gallery.models import DeadLetter, OutboxEvent, Subscription
 
 OUTBOX_LOCK_KEY = 0x6F757462  # PostgreSQL advisory lock held by each transaction that writes events
-COLLECTION = "default"  # the only collection for now; events and MQTT topics already name it
+COLLECTION = "default"  # what a store's events name; another collection's are renamed when relayed
+# (app/services/collections.py)
 
 
 def new_event(type_: str, data: dict) -> dict:
@@ -96,6 +97,14 @@ class EventStore:
         if events:
             with self.sessions() as s, s.begin():
                 add_events(s, events)
+
+    def append_new(self, events: list[dict]) -> None:
+        """`append`, skipping events whose id is in the outbox already (a collection's relay run twice)."""
+        if events:
+            with self.sessions() as s, s.begin():
+                have = set(s.scalars(select(OutboxEvent.event_id)
+                                     .where(OutboxEvent.event_id.in_([e["id"] for e in events]))))
+                add_events(s, [e for e in events if e["id"] not in have])
 
     def last_seq(self, s: Session) -> int:
         return s.scalar(select(func.max(OutboxEvent.seq))) or 0

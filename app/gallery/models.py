@@ -2,7 +2,9 @@
 templates (one per identity and model version); probes (faces of recent /identify answers) and feedback
 (reports on faces, with their crops); distinct_pairs (identities said not to be duplicates); identity_changes
 (the change log the in-memory search follows); event_outbox, subscriptions, dead_letters (events, app/gallery/events.py);
-unknown_clusters, unknown_faces, unknown_embeddings (unknown faces kept by choice, app/gallery/unknown.py)."""
+unknown_clusters, unknown_faces, unknown_embeddings (unknown faces kept by choice, app/gallery/unknown.py);
+collections (the registry of the other collections, in the default collection's database only:
+app/services/collections.py)."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -282,3 +284,17 @@ class UnknownEmbedding(Base):
     face_id: Mapped[int] = mapped_column(ForeignKey("unknown_faces.id", ondelete="CASCADE"), index=True)
     model_version: Mapped[str] = mapped_column(String(64), index=True)
     vector: Mapped[bytes] = mapped_column(UnitVector)
+
+
+class CollectionRow(Base):
+    """A collection other than `default`: a gallery of its own in its own database (SQLite: a file beside the
+    default one; PostgreSQL: a schema), named by `id` there, so a name deleted and made again never meets the old
+    data. `state` is `deleting` from the moment a delete is asked until its data is gone (a restart finishes it).
+    Only the default collection's database has rows here."""
+    __tablename__ = "collections"
+    __table_args__ = NEVER_REUSED
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    name: Mapped[str] = mapped_column(String(63), unique=True)
+    settings: Mapped[dict] = mapped_column(JSON, default=dict)  # per-collection overrides of the service's settings
+    state: Mapped[str] = mapped_column(String(16), default="active")
+    created_at: Mapped[datetime] = mapped_column(DateTime(timezone=True), default=utcnow)

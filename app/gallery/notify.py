@@ -81,8 +81,11 @@ class NotifyChanges:
     """PostgreSQL LISTEN/NOTIFY. `generation` is the newest committed gallery generation while listening,
     None while the connection is down (callers then ask the database); `wait` returns on the next change."""
 
-    def __init__(self, engine: Engine, reconnect_max_s: float = 5.0):
+    def __init__(self, engine: Engine, reconnect_max_s: float = 5.0, channel: str = NOTIFY_CHANNEL,
+                 schema: str | None = None):
+        """`channel`, `schema`: a collection's (GalleryStore.channel and .schema)."""
         self.conninfo = engine.url.set(drivername="postgresql").render_as_string(hide_password=False)
+        self.channel, self.options = channel, (f"-c search_path={schema},public" if schema else None)
         self.reconnect_max_s = reconnect_max_s
         self.generation: int | None = None
         self.connects = 0  # how many times the listener (re)connected; tests watch it
@@ -113,9 +116,10 @@ class NotifyChanges:
         delay = 0.2
         while not self._stop.is_set():
             try:
+                extra = {"options": self.options} if self.options else {}
                 with psycopg.connect(self.conninfo, autocommit=True, connect_timeout=5,
-                                     application_name=f"faceid-listen-{os.getpid()}") as conn:
-                    conn.execute(f"LISTEN {NOTIFY_CHANNEL}")
+                                     application_name=f"faceid-listen-{os.getpid()}", **extra) as conn:
+                    conn.execute(f"LISTEN {self.channel}")
                     row = conn.execute("SELECT generation FROM gallery_state WHERE id = 1").fetchone()
                     self.connects += 1
                     self.generation = None  # catch up: everything that happened while away counts as a change

@@ -35,9 +35,10 @@ NOTIFY_CHANNEL = "faceid_gallery"  # PostgreSQL: every committed write is announ
 _MIGRATION_LOCK_KEY = 0x66616365  # PostgreSQL advisory lock that serialises migrations of several replicas
 
 
-def make_engine(url: str, busy_timeout_s: float = 5.0) -> Engine:
+def make_engine(url: str, busy_timeout_s: float = 5.0, search_path: str | None = None, pool_size: int = 10) -> Engine:
     """`busy_timeout_s`: how long SQLite waits for another writer's lock before 'database is locked' (the
-    API answers 503 database_busy); shorter than a client's request timeout."""
+    API answers 503 database_busy); shorter than a client's request timeout. PostgreSQL: `search_path` (a
+    collection's schema, app/services/collections.py) and the pool's size."""
     if url.startswith("sqlite:///") and ":memory:" not in url:
         Path(url[len("sqlite:///"):]).parent.mkdir(parents=True, exist_ok=True)
     if url.startswith("sqlite"):
@@ -57,9 +58,11 @@ def make_engine(url: str, busy_timeout_s: float = 5.0) -> Engine:
     # a generic plan could not use the per-model-version partial HNSW indexes.
     # lock_timeout: a writer waiting on another's lock gives up after `busy_timeout_s` (503 database_busy), as
     # SQLite's busy timeout does.
-    connect_args = ({"prepare_threshold": None, "options": f"-c lock_timeout={max(1, int(busy_timeout_s * 1000))}"}
-                    if url.startswith("postgresql+psycopg") else {})
-    return create_engine(url, pool_pre_ping=True, pool_size=10, max_overflow=20, connect_args=connect_args)
+    options = f"-c lock_timeout={max(1, int(busy_timeout_s * 1000))}"
+    if search_path:
+        options += f" -c search_path={search_path}"
+    connect_args = ({"prepare_threshold": None, "options": options} if url.startswith("postgresql+psycopg") else {})
+    return create_engine(url, pool_pre_ping=True, pool_size=pool_size, max_overflow=20, connect_args=connect_args)
 
 
 def migrate(engine: Engine) -> None:
@@ -79,6 +82,9 @@ def migrate(engine: Engine) -> None:
                 if engine.dialect.name == "postgresql":  # DDL is transactional: the lock ends with the transaction
                     conn.execute(text("SET LOCAL lock_timeout = 0"))  # replicas wait their turn, however long
                     conn.execute(select(func.pg_advisory_xact_lock(_MIGRATION_LOCK_KEY)))
+                    schema = conn.scalar(text("SELECT current_schema()"))
+                    if schema != "public":  # a collection's schema: its own version table, its own tables
+                        cfg.attributes["schema"] = schema
                 cfg.attributes["connection"] = conn
                 command.upgrade(cfg, "head")
                 if sqlite and conn.exec_driver_sql("PRAGMA foreign_key_check").first() is not None:
@@ -171,10 +177,14 @@ class NotFound(LookupError):
 
 
 class GalleryStore:
-    def __init__(self, engine: Engine):
+    def __init__(self, engine: Engine, schema: str | None = None):
+        """`schema`: PostgreSQL, a collection's (its engine's search_path); its writes are announced on a channel
+        of its own."""
         self.engine = engine
         self.sessions = sessionmaker(engine, expire_on_commit=False)
         self.is_postgres = engine.dialect.name == "postgresql"
+        self.schema = schema
+        self.channel = NOTIFY_CHANNEL if schema is None else f"{NOTIFY_CHANNEL}_{schema}"
         self.reserve = StorageReserve(None, 0)  # build_service puts one beside a SQLite file (deletes on a full disk)
 
     def _bump(self, s: Session, rebuild: bool = False) -> None:
@@ -211,7 +221,7 @@ class GalleryStore:
         if self.is_postgres:
             gen = select(func.concat(GalleryState.generation, ",", GalleryState.rebuild_generation)) \
                 .where(GalleryState.id == 1).scalar_subquery()
-            s.execute(select(func.pg_notify(NOTIFY_CHANNEL, gen)))
+            s.execute(select(func.pg_notify(self.channel, gen)))
 
     def generation(self) -> tuple[int, int]:
         """(generation, rebuild_generation)."""

@@ -18,11 +18,13 @@ import time
 import uuid
 
 from prometheus_client import Counter
+from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 
 from app.core.config import Settings
 from app.core.errors import AppError
 from app.gallery.events import EventStore, Pending, new_event
+from app.gallery.models import OutboxEvent
 from app.services.webhooks import WebhookSender, new_secret, validate_subscription
 
 log = logging.getLogger(__name__)
@@ -73,6 +75,8 @@ class Events:
         self._shed_at: dict[int, float] = {}
         self._loop: asyncio.AbstractEventLoop | None = None  # the worker's
         self._wanted: tuple[float, list[str]] | None = None  # (read at, event types wanted), see wanted_types
+        # collections whose own outbox has events to relay here (app/services/collections.py), relayed each round
+        self.relays: set = set()
 
     def record(self, events: list[dict]) -> None:
         """Write events that have no transaction of their own (run it off the event loop)."""
@@ -171,6 +175,8 @@ class Events:
         s = self.settings
         if self.sender is None:
             self.sender = WebhookSender(s.webhook_timeout_s, s.webhook_allowed_hosts)
+        while self.relays:
+            await asyncio.to_thread(self.relays.pop().relay)
         kinds = ("webhook", "mqtt") if self.mqtt is not None else ("webhook",)
         subs = await asyncio.to_thread(self.store.claim, self.owner, s.events_lease_s, None, kinds)
         if subs:
@@ -264,3 +270,39 @@ class Events:
         if sub.kind == "mqtt" and self.mqtt is not None:
             return await asyncio.to_thread(self.mqtt.publish_event, item.body)
         return "no transport for this subscription in this process"
+
+
+class CollectionEvents:
+    """A collection's side of the service's events: what it records goes to the default's outbox, named by the
+    collection; what its store wrote in its own outbox is relayed there (`relay`) by the delivery worker."""
+
+    def __init__(self, name: str, shared: Events, store):
+        self.name, self.shared, self.store = name, shared, store
+        self.mqtt = shared.mqtt
+
+    def record(self, events: list[dict]) -> None:
+        for e in events:
+            e["collection"] = self.name
+        self.shared.record(events)
+
+    async def wanted_types(self) -> list[str]:
+        return await self.shared.wanted_types()
+
+    def poke(self) -> None:
+        self.shared.relays.add(self)
+        self.shared.poke()
+
+    def relay(self, batch: int = 500) -> int:
+        """Move this collection's outbox to the default's, in order, each event once (blocking)."""
+        moved = 0
+        while True:
+            with self.store.sessions() as s:
+                rows = s.execute(select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type, OutboxEvent.body)
+                                 .order_by(OutboxEvent.seq).limit(batch)).all()
+            if not rows:
+                return moved
+            events = [{**json.loads(r.body), "collection": self.name} for r in rows]
+            self.shared.store.append_new(events)  # an event already relayed (a crash after this) is skipped
+            with self.store.sessions() as s, s.begin():
+                s.execute(delete(OutboxEvent).where(OutboxEvent.seq <= rows[-1].seq))
+            moved += len(rows)

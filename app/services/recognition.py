@@ -26,7 +26,7 @@ from app.gallery.unknown import UnknownStore
 from app.services.batching import QueueFull, batch
 from app.services.budget import ByteSemaphore, DecodeBudget, TooLargeToDecode
 from app.services.duplicates import Duplicates
-from app.services.events import Events, identify_events, wants
+from app.services.events import CollectionEvents, Events, identify_events, wants
 from app.services.feedback import FeedbackService
 from app.services.training_job import TrainingJobs
 from app.services.unknown import UnknownService
@@ -71,32 +71,46 @@ class Decision:
 
 
 class FaceService:
-    def __init__(self, settings: Settings, pipeline: FacePipeline, embedder: Embedder, store: GalleryStore):
+    """One collection's gallery and the face operations on it. The default collection's FaceService also owns what
+    every collection shares (`shared` None): the model thread, the batchers, the decode budget, the events and the
+    training jobs; the others (`shared`: the default's) use those, and follow its model (app/services/collections.py)."""
+
+    def __init__(self, settings: Settings, pipeline: FacePipeline, embedder: Embedder, store: GalleryStore,
+                 shared: "FaceService | None" = None, collection: str = "default"):
         self.settings = settings
         self.pipeline = pipeline
         self.store = store
+        self.collection, self.shared = collection, shared
         self.search, self.changes = make_search(settings, store)
         self.feedback = FeedbackService(settings, FeedbackStore(store))
-        self.training = TrainingJobs(settings)
-        self.training.on_published = self._swap_to_published
-        self.training.on_finished = self._training_finished
-        mqtt = None
-        if settings.mqtt_url:
-            from app.services.mqtt import MqttPublisher
+        if shared is None:
+            self.training = TrainingJobs(settings)
+            self.training.on_published = self._swap_to_published
+            self.training.on_finished = self._training_finished
+            mqtt = None
+            if settings.mqtt_url:
+                from app.services.mqtt import MqttPublisher
 
-            mqtt = MqttPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, settings.mqtt_discovery_prefix)
-        self.events = Events(settings, EventStore(store.engine, _worker_engine(store, settings)), mqtt)
+                mqtt = MqttPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, settings.mqtt_discovery_prefix)
+            self.events = Events(settings, EventStore(store.engine, _worker_engine(store, settings)), mqtt)
+            self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
+        else:
+            self.training, self.executor = shared.training, shared.executor
+            self.events = CollectionEvents(collection, shared.events, store)
         distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
                                          settings.default_threshold, settings.gallery_calibration, distinct.all)
-        self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         self.serving = Serving(settings, embedder, self.search, self.changes, self.operating, store, self.executor,
-                               self.probe_crops)
+                               self.probe_crops, leader=shared.serving if shared is not None else None)
         self.duplicates = Duplicates(store, self.operating, distinct, self.search_of)
         unknown_store = UnknownStore(store)
         self.unknown = UnknownService(settings, unknown_store, self.serving)
         self.serving.also_embedded.append(unknown_store)
         self.serving.also_retire.append(self.duplicates.forget)
+        if shared is not None:
+            self.decode_budget, self.detect_batch, self.embed_batch = (shared.decode_budget, shared.detect_batch,
+                                                                       shared.embed_batch)
+            return
         self.decode_budget = DecodeBudget(settings.max_decode_bytes, settings.max_decode_bytes_per_request,
                                           settings.decode_wait_s)
         s = settings
@@ -122,11 +136,17 @@ class FaceService:
     async def aclose(self) -> None:
         """At shutdown: the swap and the batchers' tasks are cancelled, then everything is released."""
         await self.serving.close()
-        await self.detect_batch.close()
-        await self.embed_batch.close()
+        if self.shared is None:
+            await self.detect_batch.close()
+            await self.embed_batch.close()
         self.close()
 
     def close(self) -> None:
+        if self.shared is not None:  # a collection: its own search and database only
+            self.search.close()
+            self.changes.close()
+            self.store.engine.dispose()
+            return
         self.training.close()
         if self.events.mqtt is not None:
             self.events.mqtt.close()
@@ -383,9 +403,11 @@ class FaceService:
                 riding.extend(events_of(probe_ids))
                 add_events(s, riding)
 
+            # (another collection's probes are in its own database; the outbox is the default's)
+            ride = wanted and self.shared is None
             with stage("probes"):
-                probe_ids = self.feedback.keep_probes(result, decisions, owner, with_probes if wanted else None)
-            if any(pid is not None for pid in probe_ids):  # committed, with the events
+                probe_ids = self.feedback.keep_probes(result, decisions, owner, with_probes if ride else None)
+            if ride and any(pid is not None for pid in probe_ids):  # committed, with the events
                 events = riding
             else:  # no probes kept (retention off, or their write failed): the events alone, before the answer
                 events = events_of(probe_ids)

@@ -60,18 +60,24 @@ class Serving:
 
     def __init__(self, settings: Settings, embedder: Embedder, search: SearchBackend, changes,
                  operating: OperatingPoints, store: GalleryStore, executor: Executor,
-                 probe_crops: Callable[[Embedder], np.ndarray]):
+                 probe_crops: Callable[[Embedder], np.ndarray], leader: "Serving | None" = None):
         self.settings, self.search, self.changes, self.operating = settings, search, changes, operating
         self.store, self.executor, self.probe_crops = store, executor, probe_crops
+        # a collection other than `default` follows the default's Serving (its leader): one model for all, swapped
+        # by the leader (`adopt`); its own search, operating points and stores
+        self.leader = leader
         self._current = self.snapshot_of(embedder)
         self.previous_version: str | None = None
-        self.candidate: Embedder | None = None
+        self._candidate: Embedder | None = None
         self.status = SwapStatus()
         self._task: asyncio.Task | None = None
         self.also_retire: list[Callable[[set[str]], None]] = []  # other per-version caches (duplicate lists)
         # other stores of face crops embedded per model version (kept unknown faces): faces_missing, add_embeddings,
         # prune_versions, re-embedded by a swap after the gallery
         self.also_embedded: list = []
+        # the other collections (app/services/collections.py): re-embedded by a swap before it switches
+        # (`reembed_elsewhere(embedder)`), switched after it (`switched_elsewhere(embedder, prune)`)
+        self.elsewhere = None
 
     @property
     def current(self) -> Snapshot:
@@ -82,8 +88,36 @@ class Serving:
         return self._current.embedder
 
     @property
+    def candidate(self) -> Embedder | None:
+        return self.leader.candidate if self.leader is not None else self._candidate
+
+    @candidate.setter
+    def candidate(self, value: Embedder | None) -> None:
+        self._candidate = value
+
+    @property
     def swapping(self) -> bool:
+        if self.leader is not None:
+            return self.leader.swapping
         return self._task is not None and not self._task.done()
+
+    async def adopt(self, embedder: Embedder, prune: bool = False) -> None:
+        """A collection's Serving: switch to the model its leader switched to (what it lacks embedded first),
+        then retire the old version (and, `prune`, delete its stored embeddings)."""
+        if embedder.version == self.embedder.version:
+            return
+        await self.reembed_missing(embedder)
+        await self.reembed_others(embedder)
+        snapshot = await run_in_threadpool(self.snapshot_of, embedder)
+        await run_in_threadpool(self.warm, snapshot)
+        self._switch(snapshot)
+        await self.reembed_missing(embedder)  # enrolled meanwhile by the old model
+        if prune:
+            await run_in_threadpool(self.store.prune_versions, {embedder.version})
+            for other in self.also_embedded:
+                await run_in_threadpool(other.prune_versions, {embedder.version})
+            await run_in_threadpool(self.search.drop_indexes, {embedder.version})
+        self.retire()
 
     def snapshot_of(self, embedder: Embedder) -> Snapshot:
         """A snapshot for `embedder`: its version's search loaded (first use) and synced."""
@@ -147,9 +181,20 @@ class Serving:
         """`reembed_missing` for the other stores (kept unknown faces)."""
         return sum([await self.reembed_missing(embedder, store=other) for other in self.also_embedded])
 
+    async def _elsewhere(self, embedder: Embedder, prune: bool | None = None) -> None:
+        """The other collections: re-embedded for `embedder` (prune None), or switched to it."""
+        if self.elsewhere is None:
+            return
+        if prune is None:
+            await self.elsewhere.reembed_elsewhere(embedder)
+        else:
+            await self.elsewhere.switched_elsewhere(embedder, prune)
+
     # --- swap -----------------------------------------------------------------------------------------
     async def swap(self, spec: str) -> SwapStatus:
         """Validate synchronously (errors are the caller's 4xx), then re-embed and switch in the background."""
+        if self.leader is not None:
+            raise AppError(409, "swap_service_wide", "the model is the service's: swap it with POST /admin/model")
         if self.swapping:
             raise AppError(409, "swap_in_progress", f"a swap to {self.status.candidate_version} is running")
         path = resolve_checkpoint(spec, self.settings.checkpoints_dir)
@@ -194,6 +239,7 @@ class Serving:
             st.crops_per_s = round(st.faces_done / max(time.perf_counter() - t0, 1e-9), 1)
             await self.reembed_missing(candidate)          # faces enrolled by the old model alone meanwhile
             await self.reembed_others(candidate)           # kept unknown faces (their clusters follow the model)
+            await self._elsewhere(candidate)               # the other collections
             st.state = "switching"
             dim = candidate.preprocessing.embedding_size
             snapshot = await run_in_threadpool(self.snapshot_of, candidate)
@@ -210,6 +256,7 @@ class Serving:
                 for other in self.also_embedded:
                     await run_in_threadpool(other.prune_versions, {candidate.version})
                 await run_in_threadpool(self.search.drop_indexes, {candidate.version})
+            await self._elsewhere(candidate, prune=not self.settings.keep_old_versions)
             self.retire()
             st.state, st.finished_at = "done", time.time()
             log.info("swapped model %s -> %s (%d faces re-embedded)", old.version, candidate.version, st.faces_done)
@@ -257,6 +304,7 @@ class Serving:
                 snapshot = await run_in_threadpool(self.snapshot_of, cand)
                 await run_in_threadpool(self.warm, snapshot)
                 self._switch(snapshot)
+                await self._elsewhere(cand, prune=False)
                 self.retire()
                 log.info("followed the gallery's model swap to %s (%s)", spec, version)
             except asyncio.CancelledError:

@@ -13,7 +13,9 @@ target_metadata = Base.metadata
 def run_migrations_online() -> None:
     connectable = config.attributes.get("connection")
     if connectable is not None:
-        context.configure(connection=connectable, target_metadata=target_metadata, render_as_batch=True)
+        # a collection's PostgreSQL schema (app/services/collections.py) keeps its own alembic_version
+        context.configure(connection=connectable, target_metadata=target_metadata, render_as_batch=True,
+                          version_table_schema=config.attributes.get("schema"))
         with context.begin_transaction():
             context.run_migrations()
         return

@@ -18,7 +18,7 @@ def make_search(settings, store):
         return MemorySearch(store, settings.identity_scoring), PollingChanges()
     from app.gallery.search.pgvector import PgVectorSearch
 
-    changes = NotifyChanges(store.engine)
+    changes = NotifyChanges(store.engine, channel=store.channel, schema=store.schema)
     return PgVectorSearch(store, changes, scoring=settings.identity_scoring, ef_search=settings.pgvector_ef_search,
                           exact_below=settings.pgvector_exact_below, hnsw_m=settings.pgvector_hnsw_m,
                           hnsw_ef_construction=settings.pgvector_hnsw_ef_construction), changes

@@ -112,7 +112,8 @@ class PgVectorSearch:
         table = self.model.__tablename__
         keep_names = {index_name(v, table) for v in keep}
         with self.store.engine.begin() as conn:
-            names = conn.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = :t AND indexname LIKE :p"),
+            names = conn.scalars(text("SELECT indexname FROM pg_indexes WHERE tablename = :t AND indexname LIKE :p "
+                                      "AND schemaname = current_schema()"),
                                  {"t": table, "p": f"ix_{table}_hnsw_%"}).all()
             for name in names:
                 if name not in keep_names:

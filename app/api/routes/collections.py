@@ -1,0 +1,77 @@
+"""POST/GET /collections, GET/PATCH/DELETE /collections/{name} (admin scope, keys bound to no collection): the
+collections themselves. Their galleries are the gallery routes under `/collections/{name}` (app/main.py mounts
+them there as well as at `/`, which is the collection `default`)."""
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Request, status
+from starlette.concurrency import run_in_threadpool
+
+from app.core.security import AdminKey
+from app.schemas import CollectionCreate, CollectionDeleted, CollectionList, CollectionOut, CollectionUpdate, ErrorResponse
+from app.services.collections import DEFAULT, NAME_PATTERN, Collections, public
+
+router = APIRouter(prefix="/collections", tags=["collections"], responses={
+    400: {"model": ErrorResponse}, 401: {"model": ErrorResponse}, 403: {"model": ErrorResponse},
+    404: {"model": ErrorResponse}, 422: {"model": ErrorResponse}})
+CollectionName = Annotated[str, Path(pattern=NAME_PATTERN, max_length=63,
+                                     description="the collection (`default`: the gallery of the unprefixed routes)")]
+
+
+def _collections(request: Request) -> Collections:
+    return request.app.state.collections
+
+
+def _default(request: Request) -> dict:
+    return {"name": DEFAULT, "created_at": None, "settings": {}}
+
+
+@router.post("", response_model=CollectionOut, status_code=status.HTTP_201_CREATED,
+             responses={409: {"model": ErrorResponse}},
+             summary="Make a collection: an isolated gallery with its own operating point and keys bound to it")
+async def create_collection(body: CollectionCreate, request: Request, _key: AdminKey) -> dict:
+    c = _collections(request)
+    row = await run_in_threadpool(c.create, body.name, body.settings.model_dump(exclude_none=True))
+    return public(row, {"identities": 0, "faces": 0})
+
+
+@router.get("", response_model=CollectionList, summary="The collections (`default` first)")
+async def list_collections(request: Request, _key: AdminKey) -> dict:
+    rows = await run_in_threadpool(_collections(request).rows)
+    return {"collections": [_default(request)] + [public(r) for r in rows]}
+
+
+@router.get("/{collection}", response_model=CollectionOut, summary="One collection: its settings and counts")
+async def get_collection(collection: CollectionName, request: Request, _key: AdminKey) -> dict:
+    c = _collections(request)
+    counts = await run_in_threadpool(c.counts, collection)
+    if collection == DEFAULT:
+        return {**_default(request), "counts": counts}
+    row = await run_in_threadpool(c.row, collection)
+    return public(row, counts)
+
+
+@router.patch("/{collection}", response_model=CollectionOut, responses={409: {"model": ErrorResponse}},
+              summary="Change a collection's settings (null: back to the service's)")
+async def update_collection(collection: CollectionName, body: CollectionUpdate, request: Request,
+                            _key: AdminKey) -> dict:
+    if collection == DEFAULT:
+        from app.core.errors import AppError
+
+        raise AppError(409, "default_collection", "the default collection's settings are the service's (FACEID_...)")
+    overrides = body.settings.model_dump(exclude_unset=True)
+    row = await run_in_threadpool(_collections(request).update, collection, overrides)
+    return public(row)
+
+
+@router.delete("/{collection}", response_model=CollectionDeleted, responses={409: {"model": ErrorResponse}},
+               summary="Delete a collection and everything in it (nothing else); a crash half-way is finished at the "
+                       "next start")
+async def delete_collection(collection: CollectionName, request: Request, _key: AdminKey) -> dict:
+    if collection == DEFAULT:
+        from app.core.errors import AppError
+
+        raise AppError(409, "default_collection", "the default collection cannot be deleted")
+    await run_in_threadpool(_collections(request).delete_blocking, collection)
+    return {"deleted": collection}
