@@ -122,3 +122,24 @@ class Ready(Answer):
     threshold: float
     identities: int
     faces: int
+
+
+class CollectionSettings(Answer):
+    """A collection's own settings; None: the service's setting applies."""
+    target_fpir: float | None = None
+    match_threshold: float | None = None
+    remember_unknown: bool | None = None
+    unknown_retention_s: float | None = None
+    probe_retention_s: float | None = None
+
+
+class CollectionCounts(Answer):
+    identities: int
+    faces: int
+
+
+class CollectionPublic(Answer):
+    name: str
+    created_at: UtcDatetime
+    settings: CollectionSettings
+    counts: CollectionCounts
