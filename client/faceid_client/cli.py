@@ -807,10 +807,11 @@ def _given(**settings) -> dict:
 
 
 def _collection_line(col) -> str:
-    own = {k: v for k, v in col.settings.model_dump().items() if v is not None}
-    settings = ", ".join(f"{k} {json.dumps(v)}" for k, v in own.items()) or "the service's"
-    return (f"{col.name}: {col.counts.identities} identities, {col.counts.faces} faces, created "
-            f"{col.created_at:%Y-%m-%d %H:%M}; settings: {settings}")
+    own = ", ".join(f"{k} {json.dumps(v)}" for k, v in col.settings.items() if v is not None) or "the service's"
+    counts = col.counts or {}
+    made = f", created {col.created_at:%Y-%m-%d %H:%M}" if col.created_at else ""
+    return (f"{col.name}: {counts.get('identities', '?')} identities, {counts.get('faces', '?')} faces{made}; "
+            f"settings: {own}")
 
 
 @collections_app.command("list")
@@ -904,8 +905,9 @@ def collections_delete(name: CollectionName,
     with _errors(as_json), _client(url, api_key, timeout) as c:
         if not yes:
             col = c.collection(name)  # 404 before asking about a collection that is not there
-            if not typer.confirm(f"delete collection {name!r}: {col.counts.identities} identities, "
-                                 f"{col.counts.faces} faces?", err=True):
+            counts = col.counts or {}
+            if not typer.confirm(f"delete collection {name!r}: {counts.get('identities', '?')} identities, "
+                                 f"{counts.get('faces', '?')} faces?", err=True):
                 _echo("not deleted", err=True)
                 raise typer.Exit(EXIT_PARTIAL)
         c.delete_collection(name)

@@ -27,7 +27,7 @@ import httpx
 
 from faceid_client.collection_names import DEFAULT_COLLECTION, check_collection_name
 from faceid_client.models import (
-    CollectionPublic,
+    CollectionOut,
     DuplicatePairOut,
     EnrollResponse,
     FacesBySource,
@@ -276,26 +276,26 @@ class FaceIDClient:
         return EnrollResponse.model_validate(self.request("POST", self.gallery_path("/faces/import"), json=body).json())
 
     # --- collections (admin scope; service-wide routes, whatever this client's collection) ------------------
-    def collections(self) -> list[CollectionPublic]:
+    def collections(self) -> list[CollectionOut]:
         """GET /collections: every collection, `default` included."""
         body = self.request("GET", "/collections").json()
-        return [CollectionPublic.model_validate(c) for c in body["collections"]]
+        return [CollectionOut.model_validate(c) for c in body["collections"]]
 
-    def collection(self, name: str) -> CollectionPublic:
+    def collection(self, name: str) -> CollectionOut:
         """GET /collections/{name}: its settings and counts (404 `unknown_collection`)."""
         resp = self.request("GET", f"/collections/{check_collection_name(name)}")
-        return CollectionPublic.model_validate(resp.json())
+        return CollectionOut.model_validate(resp.json())
 
-    def create_collection(self, name: str, **settings: Any) -> CollectionPublic:
+    def create_collection(self, name: str, **settings: Any) -> CollectionOut:
         """POST /collections; `settings`: target_fpir, match_threshold, remember_unknown, unknown_retention_s,
         probe_retention_s (None: the service's setting). 409 `collection_exists` when it does."""
         resp = self.request("POST", "/collections", json={"name": check_collection_name(name), "settings": settings})
-        return CollectionPublic.model_validate(resp.json())
+        return CollectionOut.model_validate(resp.json())
 
-    def update_collection(self, name: str, **settings: Any) -> CollectionPublic:
+    def update_collection(self, name: str, **settings: Any) -> CollectionOut:
         """PATCH /collections/{name}: only the settings given change (None: back to the service's setting)."""
         resp = self.request("PATCH", f"/collections/{check_collection_name(name)}", json={"settings": settings})
-        return CollectionPublic.model_validate(resp.json())
+        return CollectionOut.model_validate(resp.json())
 
     def delete_collection(self, name: str) -> None:
         """DELETE /collections/{name}: its identities, faces and kept unknown faces go with it (`default`: 409)."""

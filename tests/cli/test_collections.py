@@ -28,6 +28,7 @@ IDENTIFIED = {"model_version": "v1", "threshold": 0.5, "faces": []}
 DOORS = {"name": "doors", "created_at": NOW, "counts": {"identities": 2, "faces": 5},
          "settings": {"target_fpir": 0.001, "match_threshold": None, "remember_unknown": True,
                       "unknown_retention_s": None, "probe_retention_s": None}}
+DEFAULT = {"name": "default", "created_at": None, "counts": {"identities": 2, "faces": 5}, "settings": {}}
 PNG = b"\x89PNG\r\n\x1a\n" + b"\0" * 4 + b"IHDR" + (160).to_bytes(4, "big") * 2
 
 
@@ -42,7 +43,7 @@ def answer(request: httpx.Request) -> httpx.Response:
     if path == "/collections":
         return httpx.Response(201 if method == "POST" else 200,
                               json={**DOORS, "name": json.loads(request.content)["name"]} if method == "POST"
-                              else {"collections": [{**DOORS, "name": "default", "settings": {}}, DOORS]})
+                              else {"collections": [{**DEFAULT}, DOORS]})
     if path.startswith("/collections/") and path.count("/") == 2:
         return httpx.Response(200, json={"deleted": "doors"} if method == "DELETE" else DOORS)
     routes = {"/enroll": ENROLLED, "/faces/import": ENROLLED, "/identify": IDENTIFIED,
@@ -134,10 +135,11 @@ def test_the_collection_admin_calls_send_what_the_api_takes_and_read_its_answer(
 
     c, _ = recording("lobby", handler=handler)  # the client's own collection does not change these routes
     made = c.create_collection("doors", target_fpir=0.001, remember_unknown=True)
-    assert made.name == "doors" and made.settings.target_fpir == 0.001 and made.counts.faces == 5
+    assert made.name == "doors" and made.settings["target_fpir"] == 0.001 and made.counts["faces"] == 5
     assert made.created_at.tzinfo is not None
     cols = c.collections()
-    assert [col.name for col in cols] == ["default", "doors"] and cols[0].settings.target_fpir is None
+    assert [col.name for col in cols] == ["default", "doors"] and cols[0].settings == {}
+    assert cols[0].created_at is None  # default was never made
     c.update_collection("doors", match_threshold=0.6, target_fpir=None)
     c.delete_collection("doors")
     assert bodies == [
@@ -295,7 +297,8 @@ def test_collections_commands(faceid):
     run, paths = faceid
     r = run("collections", "list")
     assert r.exit_code == 0 and paths == ["GET /collections"]
-    assert r.stdout.startswith("default: 2 identities, 5 faces, created 2026-12-04 10:00; settings: the service's\n")
+    assert r.stdout.startswith("default: 2 identities, 5 faces; settings: the service's\n")
+    assert "doors: 2 identities, 5 faces, created 2026-12-04 10:00; settings: " in r.stdout
     assert "doors: 2 identities, 5 faces" in r.stdout and "target_fpir 0.001, remember_unknown true" in r.stdout
     assert [c["name"] for c in json.loads(run("collections", "list", "--json").stdout)["collections"]] == \
         ["default", "doors"]
