@@ -1,6 +1,6 @@
 """A portable gallery archive, and export/import through the API.
 
-The archive is a zip: `manifest.json` (format, version, source server and model, counts, and per identity
+The archive is a zip: `manifest.json` (format, version, source server, collection and model, counts, per identity
 its label and faces with their metadata) and `crops/<n>.png`, each face's stored aligned crop (the pixels
 the embedder saw, lossless), with its SHA-256 in the manifest. Importing embeds the crops with the target's
 serving model (`POST /faces/import`), so no original photo is needed.
@@ -53,9 +53,11 @@ class ExportReport:
 
 
 def export_gallery(client: FaceIDClient, path: Path, concurrency: int = 4,
-                   on_face: Callable[[], None] | None = None) -> ExportReport:
-    """Write every identity, its faces' metadata and crops to `path` (atomically: temp file, then rename)."""
-    ready = client.ready()
+                   on_face: Callable[[], None] | None = None,
+                   on_plan: Callable[[int], None] | None = None) -> ExportReport:
+    """Write every identity of the client's collection, its faces' metadata and crops to `path` (atomically: temp
+    file, then rename). `on_plan(n)` is told how many faces there are to export, `on_face()` as each is done."""
+    source = _source(client)
     identities, n_faces, skipped = [], 0, 0
     path = Path(path)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -63,7 +65,10 @@ def export_gallery(client: FaceIDClient, path: Path, concurrency: int = 4,
     try:
         with zipfile.ZipFile(tmp, "w", compression=zipfile.ZIP_STORED) as zf, \
                 ThreadPoolExecutor(max_workers=max(1, concurrency)) as pool:
-            for ident in list(client.identities()):
+            listed = list(client.identities())
+            if on_plan:
+                on_plan(sum(i.face_count for i in listed))
+            for ident in listed:
                 try:
                     detail = client.identity(ident.id)
                 except FaceIDError as exc:
@@ -89,8 +94,7 @@ def export_gallery(client: FaceIDClient, path: Path, concurrency: int = 4,
                     identities.append({"label": detail.label, "faces": faces})
             manifest = {"format": FORMAT, "version": VERSION,
                         "created_at": datetime.now(timezone.utc).isoformat(),
-                        "source": {"url": client.url, "model_name": ready.model_name,
-                                   "model_version": ready.model_version},
+                        "source": source,
                         "counts": {"identities": len(identities), "faces": n_faces},
                         "identities": identities}
             zf.writestr(MANIFEST, json.dumps(manifest, indent=1), compress_type=zipfile.ZIP_DEFLATED)
@@ -99,6 +103,19 @@ def export_gallery(client: FaceIDClient, path: Path, concurrency: int = 4,
         Path(tmp).unlink(missing_ok=True)
         raise
     return ExportReport(path, len(identities), n_faces, skipped)
+
+
+def _source(client: FaceIDClient) -> dict:
+    """Where an archive comes from: server, collection, serving model. A key bound to collections may not read the
+    service-wide /ready (403 collection_forbidden): the model is then not recorded (an import does not need it)."""
+    try:
+        ready = client.ready()
+        model = {"model_name": ready.model_name, "model_version": ready.model_version}
+    except FaceIDError as exc:
+        if exc.code != "collection_forbidden":
+            raise
+        model = {"model_name": None, "model_version": None}
+    return {"url": client.url, "collection": client.collection_name, **model}
 
 
 def _crop_or_none(client: FaceIDClient, face_id: int) -> bytes | None:

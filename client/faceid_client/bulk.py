@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from faceid_client.client import FaceIDClient, FaceIDError
+from faceid_client.collection_names import DEFAULT_COLLECTION
 from faceid_client.models import IdentifyResponse
 
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".heic", ".heif"})
@@ -124,13 +125,14 @@ def loose_images(root: Path) -> list[Path]:
 
 
 class RefusalLog:
-    """The files a server refused to enroll, by content: one JSON line per refusal (`sha256`, `url`, `code`,
-    `message`), appended at once so an interrupted run keeps what it learnt. A refusal counts for the server
-    (URL) that answered it only; an edited file has a new hash and is tried again. A state file that cannot be
+    """The files a server refused to enroll, by content: one JSON line per refusal (`sha256`, `url`,
+    `collection`, `code`, `message`), appended at once so an interrupted run keeps what it learnt. A refusal
+    counts for the server (URL) and collection that answered it only (a line without `collection`, from before
+    collections, is `default`'s); an edited file has a new hash and is tried again. A state file that cannot be
     written is not fatal: `error` says why, and the run goes on without remembering."""
 
-    def __init__(self, path: Path, url: str):
-        self.path, self.url, self.error = path, url, None
+    def __init__(self, path: Path, url: str, collection: str = DEFAULT_COLLECTION):
+        self.path, self.url, self.collection, self.error = path, url, collection, None
         self.entries: dict[str, tuple[str, str]] = {}  # sha256 -> (code, message)
         try:
             lines = read_state(path)
@@ -139,7 +141,7 @@ class RefusalLog:
         for line in lines:
             try:
                 e = json.loads(line)
-                if e["url"] == url:
+                if e["url"] == url and e.get("collection", DEFAULT_COLLECTION) == collection:
                     self.entries[e["sha256"]] = (e["code"], e["message"])
             except (ValueError, KeyError, TypeError):
                 continue  # a line cut short by a crash: that refusal is simply asked again
@@ -150,7 +152,8 @@ class RefusalLog:
             return
         try:
             with append_state(self.path) as f:
-                f.write(json.dumps({"sha256": item.sha256, "url": self.url, "code": code, "message": message}) + "\n")
+                f.write(json.dumps({"sha256": item.sha256, "url": self.url, "collection": self.collection,
+                                    "code": code, "message": message}) + "\n")
         except OSError as exc:
             self.error = f"cannot write {self.path}: {exc.strerror or exc}"
 
@@ -282,11 +285,13 @@ class ScanReport:
 
 def scan_files(client: FaceIDClient, files: list[Path], state: Path, concurrency: int = 4,
                on_plan=None, on_done=None) -> ScanReport:
-    """Identify every file with remember_unknown (the server keeps and clusters the unknown faces). Resumable:
-    each file identified is appended to `state` (its SHA-256, one per line) at once, and files already there are
-    skipped, so an interrupted scan goes on where it stopped and a rescan sends only new photos."""
+    """Identify every file with remember_unknown (the server keeps and clusters the unknown faces) in the client's
+    collection. Resumable: each file identified is appended to `state` at once (its SHA-256, one per line, then
+    the collection's name unless it is `default`), and files already there for this collection are skipped, so
+    an interrupted scan goes on where it stopped and a rescan sends only new photos."""
     report = ScanReport()
-    done = {w for line in read_state(state) for w in line.split()}
+    done = _scanned(read_state(state), client.collection_name)
+    tag = "" if client.collection_name == DEFAULT_COLLECTION else f" {client.collection_name}"
     todo: list[tuple[Path, str]] = []
     for path in files:
         try:
@@ -310,8 +315,19 @@ def scan_files(client: FaceIDClient, files: list[Path], state: Path, concurrency
                 report.scanned.append(path)
                 report.unknown_faces += sum(1 for f in result.faces if getattr(f, "unknown_face_id", None))
                 report.matched_faces += sum(1 for f in result.faces if f.status == "match")
-                log.write(digest + "\n")
+                log.write(digest + tag + "\n")
                 log.flush()
             if on_done is not None:
                 on_done(path, result)
     return report
+
+
+def _scanned(lines: list[str], collection: str) -> set[str]:
+    """The SHA-256 recorded as scanned into `collection`: `<sha256>` lines are `default`'s (as before
+    collections), `<sha256> <collection>` lines that collection's."""
+    done = set()
+    for line in lines:
+        words = line.split()
+        if words and (words[1:] or [DEFAULT_COLLECTION])[0] == collection:
+            done.add(words[0])
+    return done

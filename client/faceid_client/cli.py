@@ -3,7 +3,9 @@
 Human output by default, `--json` for scripts. Exit codes: 0 done; 1 error (the API's error code and message
 are printed; server unreachable; unusable archive); 2 usage error; 3 done, but not a full yes (some inputs
 were refused, or verify found two different people); 130 interrupted (Ctrl-C). `--url`/`FACEID_URL` and
-`--api-key`/`FACEID_API_KEY` say which server and key. Faces are numbered from 1, as in the web UI (the API's
+`--api-key`/`FACEID_API_KEY` say which server and key; `--collection`/`FACEID_COLLECTION` which collection (an
+isolated gallery) the gallery commands work in, before the command (`faceid --collection doors identify ...`)
+or after it (`faceid identify ... --collection doors`). Faces are numbered from 1, as in the web UI (the API's
 `face_index` is that number minus 1).
 
 This package imports nothing of the server (tests/test_imports.py): `serve` and `weights` run the server's
@@ -26,6 +28,7 @@ from typing import Annotated, Optional
 import typer
 
 from faceid_client.client import DEFAULT_URL, FaceIDClient, FaceIDError
+from faceid_client.collection_names import check_collection_name
 from faceid_client.labels import _FORBIDDEN_IN_LABELS
 
 EXIT_ERROR, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 1, 2, 3, 130
@@ -36,8 +39,10 @@ app = typer.Typer(name="faceid", no_args_is_help=True, add_completion=False, ric
                        "different people), 130 interrupted.")
 weights_app = typer.Typer(no_args_is_help=True, help="Model weights in $TORCH_HOME/checkpoints.")
 keys_app = typer.Typer(no_args_is_help=True, help="API keys for FACEID_API_KEYS.")
+collections_app = typer.Typer(no_args_is_help=True, help="Collections: isolated galleries (an admin key).")
 app.add_typer(weights_app, name="weights")
 app.add_typer(keys_app, name="keys")
+app.add_typer(collections_app, name="collections")
 
 
 def _printable(text: str) -> str:
@@ -61,13 +66,42 @@ Concurrency = Annotated[int, typer.Option("--concurrency", "-c", min=1, max=64, 
 Progress = Annotated[bool, typer.Option("--progress/--no-progress", help="progress bar on stderr (default: on a terminal)")]
 
 
-def _client(url: str, api_key: str | None, timeout_s: float) -> FaceIDClient:
-    """FACEID_RETRIES (default 3): extra attempts on 503/429 and on connection failures."""
+def _collection_name(value: str | None) -> str | None:
+    """A --collection value or NAME argument checked before any request (it goes into the URL path)."""
+    if value is None:
+        return None
+    try:
+        return check_collection_name(value)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
+
+
+Collection = Annotated[Optional[str], typer.Option("--collection", metavar="NAME", callback=_collection_name,
+                                                   show_default=False,
+                                                   help="collection to work in  [default: `faceid --collection "
+                                                        "NAME`, else FACEID_COLLECTION, else default]")]
+
+
+@app.callback()
+def _global_options(ctx: typer.Context, collection: Annotated[Optional[str], typer.Option(
+        "--collection", metavar="NAME", envvar="FACEID_COLLECTION", callback=_collection_name, show_default=False,
+        help="collection (an isolated gallery) every gallery command works in  [default: default]")] = None) -> None:
+    """Options before the command name (`faceid --collection doors identify ...`): this one becomes the default
+    of the command's own --collection (click's default_map), which wins when given too."""
+    if collection is not None:
+        ctx.default_map = {**(ctx.default_map or {}),
+                           **{name: {"collection": collection} for name in ctx.command.commands}}
+
+
+def _client(url: str, api_key: str | None, timeout_s: float, collection: str | None = None) -> FaceIDClient:
+    """FACEID_RETRIES (default 3): extra attempts on 503/429 and on connection failures. `collection`: the
+    command's --collection (None: default)."""
     try:
         retries = max(0, int(os.environ.get("FACEID_RETRIES") or 3))
     except ValueError:
         raise typer.BadParameter("FACEID_RETRIES must be an integer") from None
-    return FaceIDClient(url, api_key=api_key or None, timeout_s=timeout_s, retries=retries)
+    return FaceIDClient(url, api_key=api_key or None, timeout_s=timeout_s, retries=retries,
+                        collection=collection)
 
 
 def _emit(data, as_json: bool, human: str | None = None) -> None:
@@ -85,6 +119,13 @@ def _fail(code: str, message: str, as_json: bool, status: int = 0, exit_code: in
     raise typer.Exit(exit_code)
 
 
+COLLECTION_HINTS = {
+    "collection_forbidden": " (this key is bound to other collections: name one of them with --collection NAME or "
+                            "FACEID_COLLECTION; service-wide commands need a key bound to none)",
+    "unknown_collection": " (`faceid collections list` lists them; an admin key makes one: "
+                          "`faceid collections create NAME`)"}
+
+
 @contextmanager
 def _errors(as_json: bool, resumable: bool = False):
     """API errors -> their code and message on stderr (and as JSON on stdout with --json), exit 1; Ctrl-C ->
@@ -96,9 +137,10 @@ def _errors(as_json: bool, resumable: bool = False):
     try:
         yield
     except FaceIDError as exc:
-        hint = {401: " (give a valid key: --api-key KEY or FACEID_API_KEY)",
-                403: " (this key's scopes do not allow it: use a key with more scopes, --api-key / FACEID_API_KEY)",
-                0: " (is the server running? --url / FACEID_URL)"}.get(exc.status, "")
+        hint = COLLECTION_HINTS.get(exc.code) or {
+            401: " (give a valid key: --api-key KEY or FACEID_API_KEY)",
+            403: " (this key's scopes do not allow it: use a key with more scopes, --api-key / FACEID_API_KEY)",
+            0: " (is the server running? --url / FACEID_URL)"}.get(exc.status, "")
         _fail(exc.code, exc.message + hint, as_json, exc.status)
     except (ArchiveError, OSError) as exc:  # an unusable archive; a file that cannot be read or written
         _fail("invalid_archive" if isinstance(exc, ArchiveError) else "file_error", str(exc), as_json)
@@ -254,7 +296,7 @@ def _enroll_run(c, folder: Path, items, state: Path | None, retry_refused: bool,
     """Enroll `items` with a progress bar, remembering refusals in `state`; (summary for --json, human lines)."""
     from faceid_client.bulk import RefusalLog, enroll_items
 
-    refusals = RefusalLog(state or folder / ".faceid-enroll", c.url)
+    refusals = RefusalLog(state or folder / ".faceid-enroll", c.url, c.collection_name)
     with _Bar(progress, "img", "enroll") as bar:
         report = enroll_items(c, items, concurrency, max_files, refusals, retry_refused, on_plan=bar.start,
                               on_done=lambda _item, _outcome: bar.update())
@@ -290,7 +332,7 @@ def _enroll_run(c, folder: Path, items, state: Path | None, retry_refused: bool,
 def enroll(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, metavar="DIR", help="DIR/<label>/<images>")],
            label: LabelOpt = None, underscores_as_spaces: Underscores = None, state: State = None,
            retry_refused: RetryRefused = False,
-           url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+           collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
            concurrency: Concurrency = 4,
            max_files: Annotated[Optional[int], typer.Option(min=0, help="upload at most N files, then stop "
                                                             "(a later run resumes)")] = None,
@@ -307,7 +349,7 @@ def enroll(folder: Annotated[Path, typer.Argument(exists=True, file_okay=False, 
     Example: faceid enroll lfw/ --underscores-as-spaces   # lfw/George_W_Bush/ is 'George W Bush'
     Example: faceid enroll ada/ --label "Ada Lovelace"    # a flat folder of one person
     """
-    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c:
+    with _errors(as_json, resumable=True), _client(url, api_key, timeout, collection) as c:
         items = _enroll_plan(folder, label, underscores_as_spaces, as_json)
         report, summary, lines = _enroll_run(c, folder, items, state, retry_refused, concurrency, max_files, progress)
     _emit(summary, as_json, "\n".join(lines))
@@ -320,14 +362,15 @@ def enroll_face(photo: Annotated[Path, typer.Argument(exists=True, dir_okay=Fals
                 label: Annotated[str, typer.Option("--label", help="who it is (created if new)")],
                 face: Annotated[int, typer.Option("--face", min=1, help="the face's number as `faceid identify "
                                                   "PHOTO` prints it (from 1; the API's face_index is N-1)")],
-                url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False) -> None:
+                collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None,
+                timeout: Timeout = 120.0, as_json: Json = False) -> None:
     """Enroll one face of a photo with several faces: `faceid identify PHOTO` numbers them (face 1, face 2, ...).
 
     \b
     Example: faceid identify group.jpg            # group.jpg: face 1: unknown, face 2: Ada Lovelace (0.810)
     Example: faceid enroll-face group.jpg --label "Charles Babbage" --face 1
     """
-    with _errors(as_json), _client(url, api_key, timeout) as c:
+    with _errors(as_json), _client(url, api_key, timeout, collection) as c:
         try:
             r = c.enroll(label, [photo.read_bytes()], face_index=face - 1)
         except FaceIDError as exc:
@@ -391,7 +434,7 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
              top_k: Annotated[Optional[int], typer.Option(min=1, max=100)] = None,
              threshold: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0,
                                                                 help="cosine threshold (default: the server's)")] = None,
-             url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+             collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
              concurrency: Concurrency = 4, progress: Progress = None, as_json: Json = False) -> None:
     """Identify every face in images (folders are searched recursively). Faces are numbered from 1 (face 1,
     face 2, ...: the numbers `faceid enroll-face --face` takes; the CSV's `face` column), as in the web UI.
@@ -403,6 +446,7 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
 
     \b
     Example: faceid identify photos/ --csv results.csv
+    Example: faceid --collection doors identify camera/   # the collection `doors`, not `default`
     Example: faceid identify --known known/ unknown/
     """
     from faceid_client.bulk import identify_files, image_files
@@ -412,7 +456,7 @@ def identify(paths: Annotated[list[Path], typer.Argument(exists=True, help="imag
     files = image_files(paths)
     results: dict[Path, object] = {}
     known_refused = 0  # --known photos the server refused this run: exit 3 as for `faceid enroll`
-    with _errors(as_json, resumable=known is not None), _client(url, api_key, timeout) as c:
+    with _errors(as_json, resumable=known is not None), _client(url, api_key, timeout, collection) as c:
         if known is not None:
             items = _enroll_plan(known, None, underscores_as_spaces, as_json, known=True)
             report, _, lines = _enroll_run(c, known, items, state, retry_refused, concurrency, None, progress)
@@ -464,7 +508,7 @@ def scan(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, 
          state: Annotated[Optional[Path], typer.Option(dir_okay=False, help="file of the SHA-256 of the images "
                                                        "scanned (default: .faceid-scan in the first folder)")] = None,
          top: Annotated[int, typer.Option(min=0, max=500, help="largest unnamed people to print")] = 10,
-         url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+         collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
          concurrency: Concurrency = 4, progress: Progress = None, as_json: Json = False) -> None:
     """Identify every photo, keeping the unknown faces on the server (remember_unknown, a write key), then print
     the largest unnamed people: name them in the web UI's "Unknown people" page or with POST /unknown/{id}/enroll.
@@ -480,7 +524,7 @@ def scan(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, 
     if state is None:
         first = next((p for p in paths if p.is_dir()), None)
         state = (first / ".faceid-scan") if first is not None else Path(".faceid-scan")
-    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c, \
+    with _errors(as_json, resumable=True), _client(url, api_key, timeout, collection) as c, \
             _Bar(progress, "img", "scan") as bar:
         report = scan_files(c, files, state, concurrency, on_plan=bar.start, on_done=lambda _p, _r: bar.update())
         refined = c.refine_unknown() if report.scanned else None
@@ -497,7 +541,7 @@ def scan(paths: Annotated[list[Path], typer.Argument(exists=True, help="images, 
     lines += [f"  {p}: {e.code}: {e.message}" for p, e in report.errors]
     if people["items"]:
         lines.append("name them in the web UI (Unknown people) or: curl -H 'content-type: application/json' "
-                     f"-d '{{\"label\": \"NAME\"}}' {url}/unknown/ID/enroll")
+                     f"-d '{{\"label\": \"NAME\"}}' {c.url}{c.gallery_path('/unknown/ID/enroll')}")
     _emit(summary, as_json, "\n".join(lines))
     if report.errors:
         raise typer.Exit(EXIT_PARTIAL)
@@ -511,7 +555,8 @@ def verify(image: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
            identity: Annotated[Optional[str], typer.Option("--identity", help="compare with this enrolled "
                                                            "identity: its id, or its name")] = None,
            threshold: Annotated[Optional[float], typer.Option(min=-1.0, max=1.0)] = None,
-           url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False) -> None:
+           collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+           as_json: Json = False) -> None:
     """Are two images (or an image and an enrolled identity) the same person? Exit 0 if yes, 3 if not.
 
     --identity takes an id or a name: the exact label, else the one label equal to it ignoring case and
@@ -523,7 +568,7 @@ def verify(image: Annotated[Path, typer.Argument(exists=True, dir_okay=False)],
     """
     if (other is None) == (identity is None):
         raise typer.BadParameter("give a second image or --identity ID (one of them)")
-    with _errors(as_json), _client(url, api_key, timeout) as c:
+    with _errors(as_json), _client(url, api_key, timeout, collection) as c:
         identity_id = _identity_id(c, identity, as_json) if identity is not None else None
         r = c.verify(image.read_bytes(), other.read_bytes() if other else None, identity_id, threshold)
     _emit(r.model_dump(mode="json"), as_json,
@@ -563,7 +608,8 @@ def _identity_id(c, ref: str, as_json: bool) -> int:
 
 # --- duplicates ----------------------------------------------------------------------------------------
 @app.command()
-def duplicates(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False,
+def duplicates(collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None,
+               timeout: Timeout = 120.0, as_json: Json = False,
                merge: Annotated[bool, typer.Option("--merge", help="merge every listed pair: the identity with fewer "
                                                    "faces moves into the other (asks first unless --yes)")] = False,
                yes: Annotated[bool, typer.Option("--yes", help="with --merge: do not ask")] = False) -> None:
@@ -577,7 +623,7 @@ def duplicates(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout 
     """
     if merge and not yes and not sys.stdin.isatty():
         raise typer.BadParameter("--merge without a terminal to confirm on needs --yes")
-    with _errors(as_json), _client(url, api_key, timeout) as c:
+    with _errors(as_json), _client(url, api_key, timeout, collection) as c:
         pairs = list(c.duplicates())
         if merge and pairs and not yes and not typer.confirm(f"merge {len(pairs)} pairs?", err=True):
             raise typer.Exit(EXIT_PARTIAL)
@@ -617,27 +663,28 @@ def _merge_pairs(c, pairs) -> list[list[int]]:
 @app.command("merge")
 def merge_(into: Annotated[int, typer.Argument(min=1, help="identity that keeps its label")],
            from_: Annotated[int, typer.Argument(min=1, metavar="FROM", help="identity whose faces move (deleted)")],
-           url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0, as_json: Json = False) -> None:
+           collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+           as_json: Json = False) -> None:
     """Merge identity FROM into INTO: its faces move, FROM is deleted.
 
     \b
     Example: faceid merge 3 9
     """
-    with _errors(as_json), _client(url, api_key, timeout) as c:
+    with _errors(as_json), _client(url, api_key, timeout, collection) as c:
         r = c.merge(into, from_)
     _emit(r.model_dump(mode="json"), as_json, f"merged into {r.id} {r.label!r}: {r.face_count} faces")
 
 
 @app.command("not-duplicate")
 def not_duplicate(a: Annotated[int, typer.Argument(min=1)], b: Annotated[int, typer.Argument(min=1)],
-                  url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
-                  as_json: Json = False) -> None:
+                  collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None,
+                  timeout: Timeout = 120.0, as_json: Json = False) -> None:
     """Say that identities A and B are different people: they are no longer suggested as duplicates.
 
     \b
     Example: faceid not-duplicate 3 9
     """
-    with _errors(as_json), _client(url, api_key, timeout) as c:
+    with _errors(as_json), _client(url, api_key, timeout, collection) as c:
         c.not_duplicate(a, b)
     _emit({"a": a, "b": b, "distinct": True}, as_json, f"{a} and {b}: different people (no longer suggested)")
 
@@ -645,29 +692,28 @@ def not_duplicate(a: Annotated[int, typer.Argument(min=1)], b: Annotated[int, ty
 # --- export / import -----------------------------------------------------------------------------------
 @app.command("export")
 def export_(file: Annotated[Path, typer.Argument(dir_okay=False, help="archive to write (.zip)")],
-            url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+            collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
             concurrency: Concurrency = 4, progress: Progress = None, as_json: Json = False) -> None:
     """Write the gallery (identities, labels, stored aligned crops and their metadata) to one archive.
 
-
     \b
     Example: faceid export gallery.zip
+    Example: faceid --collection doors export doors.zip
     """
     from faceid_client.archive import export_gallery
 
     if not file.parent.is_dir():  # before a long export, not after it
         raise typer.BadParameter(f"directory {file.parent} does not exist", param_hint="FILE")
-    with _errors(as_json), _client(url, api_key, timeout) as c:
-        total = c.ready().faces
-        with _Bar(progress, "face", "export", total) as bar:
-            r = export_gallery(c, file, concurrency, on_face=bar.update)
+    with _errors(as_json), _client(url, api_key, timeout, collection) as c:
+        with _Bar(progress, "face", "export") as bar:
+            r = export_gallery(c, file, concurrency, on_face=bar.update, on_plan=bar.start)
     _emit({"path": str(r.path), "identities": r.identities, "faces": r.faces, "skipped_faces": r.skipped_faces},
           as_json, f"exported {r.identities} identities, {r.faces} faces to {r.path}")
 
 
 @app.command("import")
 def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, help="archive from faceid export")],
-            url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
+            collection: Collection = None, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 120.0,
             concurrency: Concurrency = 4,
             batch_size: Annotated[int, typer.Option(min=1, max=100, help="faces per request")] = 10,
             progress: Progress = None, as_json: Json = False) -> None:
@@ -680,7 +726,7 @@ def import_(file: Annotated[Path, typer.Argument(exists=True, dir_okay=False, he
     """
     from faceid_client.archive import import_gallery
 
-    with _errors(as_json, resumable=True), _client(url, api_key, timeout) as c, \
+    with _errors(as_json, resumable=True), _client(url, api_key, timeout, collection) as c, \
             _Bar(progress, "face", "import") as bar:
         r = import_gallery(c, file, batch_size, concurrency, on_plan=bar.start, on_faces=bar.update)
     _emit({"identities": r.identities, "identities_created": r.identities_created, "faces": r.faces,
@@ -712,17 +758,160 @@ def weights_list() -> None:
 @keys_app.command("new")
 def keys_new(name: Annotated[str, typer.Option(help="who holds the key (logged, never the key)")],
              scopes: Annotated[str, typer.Option(help="comma-separated: identify, read, write, admin")] = "read",
+             collections: Annotated[Optional[str], typer.Option(
+                 help="comma-separated: bind the key to these collections (refused on the others and on "
+                      "service-wide routes)  [default: every collection]", show_default=False)] = None,
              as_json: Json = False) -> None:
-    """Make a random API key: print it once, and its settings entry (its SHA-256) for FACEID_API_KEYS."""
+    """Make a random API key: print it once, and its settings entry (its SHA-256) for FACEID_API_KEYS.
+
+    \b
+    Example: faceid keys new --name door-1 --scopes identify --collections doors,lobby
+    """
     from faceid_client.keys import new_key
 
+    bound = [c.strip() for c in (collections or "").split(",") if c.strip()]
+    if collections is not None and not bound:
+        raise typer.BadParameter("give at least one collection name", param_hint="--collections")
     try:
-        key, entry = new_key(name, [s for s in scopes.split(",") if s])
+        bound = [check_collection_name(c) for c in bound]
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--collections") from None
+    try:
+        key, entry = new_key(name, [s for s in scopes.split(",") if s], bound)
     except ValueError as exc:
         raise typer.BadParameter(str(exc), param_hint="--scopes") from None
     _emit({"key": key, "entry": entry}, as_json,
           f"key (shown once, give it to the client): {key}\n"
           f"settings entry (add to the FACEID_API_KEYS JSON list):\n{json.dumps(entry)}")
+
+
+# --- collections ---------------------------------------------------------------------------------------
+CollectionName = Annotated[str, typer.Argument(metavar="NAME", callback=_collection_name,
+                                               help="a-z, 0-9, _ and -, at most 63 characters")]
+TargetFpir = Annotated[Optional[float], typer.Option(min=0.0, max=1.0, help="share of searches for people never "
+                                                     "enrolled that may match someone (sets the threshold)")]
+MatchThreshold = Annotated[Optional[float], typer.Option(min=-1.0, max=1.0, help="cosine threshold (instead of "
+                                                         "--target-fpir's)")]
+RememberUnknown = Annotated[Optional[bool], typer.Option("--remember-unknown/--no-remember-unknown",
+                                                         help="keep the faces /identify answers unknown")]
+UnknownRetention = Annotated[Optional[float], typer.Option("--unknown-retention-s", min=0.0,
+                                                           help="delete kept unknown faces this long after")]
+ProbeRetention = Annotated[Optional[float], typer.Option("--probe-retention-s", min=0.0,
+                                                         help="keep each /identify answer's faces this long")]
+COLLECTION_SETTINGS = ("target_fpir", "match_threshold", "remember_unknown", "unknown_retention_s",
+                       "probe_retention_s")
+
+
+def _given(**settings) -> dict:
+    return {k: v for k, v in settings.items() if v is not None}
+
+
+def _collection_line(col) -> str:
+    own = ", ".join(f"{k} {json.dumps(v)}" for k, v in col.settings.items() if v is not None) or "the service's"
+    counts = col.counts or {}
+    made = f", created {col.created_at:%Y-%m-%d %H:%M}" if col.created_at else ""
+    return (f"{col.name}: {counts.get('identities', '?')} identities, {counts.get('faces', '?')} faces{made}; "
+            f"settings: {own}")
+
+
+@collections_app.command("list")
+def collections_list(url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 30.0,
+                     as_json: Json = False) -> None:
+    """List the collections (`default` included), their counts and own settings.
+
+    \b
+    Example: faceid collections list
+    """
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        cols = c.collections()
+    _emit({"collections": [col.model_dump(mode="json") for col in cols]}, as_json,
+          "\n".join(_collection_line(col) for col in cols) or "no collections")
+
+
+@collections_app.command("create")
+def collections_create(name: CollectionName, target_fpir: TargetFpir = None, match_threshold: MatchThreshold = None,
+                       remember_unknown: RememberUnknown = None, unknown_retention_s: UnknownRetention = None,
+                       probe_retention_s: ProbeRetention = None, url: Url = DEFAULT_URL, api_key: ApiKey = None,
+                       timeout: Timeout = 30.0, as_json: Json = False) -> None:
+    """Make a collection: an empty gallery of its own. Settings not given are the service's.
+
+    \b
+    Example: faceid collections create doors --target-fpir 0.001 --remember-unknown
+    Example: faceid --collection doors enroll staff/
+    """
+    settings = _given(target_fpir=target_fpir, match_threshold=match_threshold, remember_unknown=remember_unknown,
+                      unknown_retention_s=unknown_retention_s, probe_retention_s=probe_retention_s)
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        col = c.create_collection(name, **settings)
+    _emit(col.model_dump(mode="json"), as_json, "created " + _collection_line(col))
+
+
+@collections_app.command("show")
+def collections_show(name: CollectionName, url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 30.0,
+                     as_json: Json = False) -> None:
+    """Show a collection's counts and settings.
+
+    \b
+    Example: faceid collections show doors
+    """
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        col = c.collection(name)
+    _emit(col.model_dump(mode="json"), as_json, _collection_line(col))
+
+
+@collections_app.command("update")
+def collections_update(name: CollectionName, target_fpir: TargetFpir = None, match_threshold: MatchThreshold = None,
+                       remember_unknown: RememberUnknown = None, unknown_retention_s: UnknownRetention = None,
+                       probe_retention_s: ProbeRetention = None,
+                       unset: Annotated[Optional[list[str]], typer.Option(
+                           "--unset", metavar="SETTING", help="back to the service's setting (repeatable): "
+                           + ", ".join(COLLECTION_SETTINGS))] = None,
+                       url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 30.0,
+                       as_json: Json = False) -> None:
+    """Change a collection's settings: only those given change.
+
+    \b
+    Example: faceid collections update doors --match-threshold 0.55 --unset target_fpir
+    """
+    settings = _given(target_fpir=target_fpir, match_threshold=match_threshold, remember_unknown=remember_unknown,
+                      unknown_retention_s=unknown_retention_s, probe_retention_s=probe_retention_s)
+    for setting in unset or []:
+        key = setting.replace("-", "_")
+        if key not in COLLECTION_SETTINGS:
+            raise typer.BadParameter(f"{setting!r} is not among {', '.join(COLLECTION_SETTINGS)}", param_hint="--unset")
+        if key in settings:
+            raise typer.BadParameter(f"{key} is both set and unset", param_hint="--unset")
+        settings[key] = None
+    if not settings:
+        raise typer.BadParameter("nothing to change: give a setting, or --unset SETTING")
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        col = c.update_collection(name, **settings)
+    _emit(col.model_dump(mode="json"), as_json, "updated " + _collection_line(col))
+
+
+@collections_app.command("delete")
+def collections_delete(name: CollectionName,
+                       yes: Annotated[bool, typer.Option("--yes", help="do not ask")] = False,
+                       url: Url = DEFAULT_URL, api_key: ApiKey = None, timeout: Timeout = 30.0,
+                       as_json: Json = False) -> None:
+    """Delete a collection with its identities, faces and kept unknown faces (asks first unless --yes).
+    `default` cannot be deleted.
+
+    \b
+    Example: faceid collections delete doors --yes
+    """
+    if not yes and not sys.stdin.isatty():
+        raise typer.BadParameter("without a terminal to confirm on, delete needs --yes")
+    with _errors(as_json), _client(url, api_key, timeout) as c:
+        if not yes:
+            col = c.collection(name)  # 404 before asking about a collection that is not there
+            counts = col.counts or {}
+            if not typer.confirm(f"delete collection {name!r}: {counts.get('identities', '?')} identities, "
+                                 f"{counts.get('faces', '?')} faces?", err=True):
+                _echo("not deleted", err=True)
+                raise typer.Exit(EXIT_PARTIAL)
+        c.delete_collection(name)
+    _emit({"deleted": name}, as_json, f"deleted collection {name!r}")
 
 
 def main() -> None:

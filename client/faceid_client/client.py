@@ -6,6 +6,9 @@
         for face in result.faces:
             print(face.status, face.identity.label if face.identity else None, face.score)
 
+`collection="doors"` addresses that collection (an isolated gallery): every gallery call goes to
+`/collections/doors/...`; service-wide calls (`ready`) and the collection admin calls do not.
+
 Every API error is raised as `FaceIDError` with the API's `status`, `code` and `message`; a server that
 cannot be reached is a `FaceIDError` with status 0 and code `unreachable`. The client is thread-safe
 (one httpx connection pool), so one instance serves a pool of worker threads.
@@ -22,7 +25,9 @@ from typing import Any
 
 import httpx
 
+from faceid_client.collection_names import DEFAULT_COLLECTION, check_collection_name
 from faceid_client.models import (
+    CollectionOut,
     DuplicatePairOut,
     EnrollResponse,
     FacesBySource,
@@ -70,15 +75,24 @@ def _read(image: Image) -> bytes:
 class FaceIDClient:
     """Typed methods over the public API. `retries` extra attempts on 503 (overloaded, database down) and 429
     (rate limited), waiting what `Retry-After` says (else exponential back-off), at most `max_retry_wait_s`
-    per wait; connection failures are retried the same way (the request never reached the server)."""
+    per wait; connection failures are retried the same way (the request never reached the server).
+    `collection`: the gallery its gallery calls address (None or "default": the routes without a prefix); a name
+    that is not a collection name is a ValueError here, before it reaches a URL path."""
 
     def __init__(self, url: str = DEFAULT_URL, api_key: str | None = None, timeout_s: float = 120.0,
                  retries: int = 3, max_retry_wait_s: float = 30.0, transport: httpx.BaseTransport | None = None,
-                 sleep: Callable[[float], None] = time.sleep, max_answer_bytes: int = MAX_ANSWER_BYTES):
+                 sleep: Callable[[float], None] = time.sleep, max_answer_bytes: int = MAX_ANSWER_BYTES,
+                 collection: str | None = None):
         headers = {"X-API-Key": api_key} if api_key else {}
         self.url, self.has_key, self.max_answer_bytes = url.rstrip("/"), bool(api_key), max_answer_bytes
+        self.collection_name = check_collection_name(DEFAULT_COLLECTION if collection is None else collection)
+        self.prefix = "" if self.collection_name == DEFAULT_COLLECTION else f"/collections/{self.collection_name}"
         self.retries, self.max_retry_wait_s, self._sleep = retries, max_retry_wait_s, sleep
         self.http = httpx.Client(base_url=self.url, headers=headers, timeout=timeout_s, transport=transport)
+
+    def gallery_path(self, path: str) -> str:
+        """`path` of a gallery route (`/identify`) in this client's collection (`/collections/doors/identify`)."""
+        return self.prefix + path
 
     def close(self) -> None:
         self.http.close()
@@ -161,7 +175,8 @@ class FaceIDClient:
         data: dict[str, str] = {"label": label}
         if face_index is not None:
             data["face_index"] = str(face_index)
-        return EnrollResponse.model_validate(self.request("POST", "/enroll", data=data, files=files).json())
+        resp = self.request("POST", self.gallery_path("/enroll"), data=data, files=files)
+        return EnrollResponse.model_validate(resp.json())
 
     def identify(self, image: Image, top_k: int | None = None, threshold: float | None = None,
                  remember_unknown: bool | None = None) -> IdentifyResponse:
@@ -169,7 +184,7 @@ class FaceIDClient:
         params = {k: v for k, v in (("top_k", top_k), ("threshold", threshold)) if v is not None}
         if remember_unknown is not None:
             params["remember_unknown"] = "true" if remember_unknown else "false"
-        resp = self.request("POST", "/identify", params=params,
+        resp = self.request("POST", self.gallery_path("/identify"), params=params,
                             files={"file": ("image", _read(image), "application/octet-stream")})
         return IdentifyResponse.model_validate(resp.json())
 
@@ -185,18 +200,18 @@ class FaceIDClient:
         else:
             data["identity_id"] = str(identity_id)
         params = {"threshold": threshold} if threshold is not None else {}
-        return VerifyResponse.model_validate(self.request("POST", "/verify", params=params, data=data,
-                                                          files=files).json())
+        resp = self.request("POST", self.gallery_path("/verify"), params=params, data=data, files=files)
+        return VerifyResponse.model_validate(resp.json())
 
     # --- unknown people (kept unknown faces, clustered) -------------------------------------------------
     def unknown_people(self, limit: int = 10, offset: int = 0, min_faces: int = 2) -> dict:
         """GET /unknown: {"items": clusters largest first, "total", ...} (JSON as the server sends it)."""
-        return self.request("GET", "/unknown", params={"limit": limit, "offset": offset,
-                                                       "min_faces": min_faces}).json()
+        return self.request("GET", self.gallery_path("/unknown"),
+                            params={"limit": limit, "offset": offset, "min_faces": min_faces}).json()
 
     def refine_unknown(self) -> dict:
         """POST /unknown/refine: re-cluster every kept unknown face now."""
-        return self.request("POST", "/unknown/refine").json()
+        return self.request("POST", self.gallery_path("/unknown/refine")).json()
 
     # --- gallery ------------------------------------------------------------------------------------
     def identities(self, prefix: str | None = None, page_size: int = 500) -> Iterator[IdentityPublic]:
@@ -206,7 +221,7 @@ class FaceIDClient:
             params: dict[str, Any] = {"offset": offset, "limit": page_size}
             if prefix:
                 params["prefix"] = prefix
-            page = self.request("GET", "/identities", params=params).json()
+            page = self.request("GET", self.gallery_path("/identities"), params=params).json()
             for item in page["items"]:
                 yield IdentityPublic.model_validate(item)
             offset += len(page["items"])
@@ -217,7 +232,8 @@ class FaceIDClient:
         """Every suspected duplicate pair (all pages), strongest first."""
         offset = 0
         while True:
-            page = self.request("GET", "/identities/duplicates", params={"offset": offset, "limit": page_size}).json()
+            page = self.request("GET", self.gallery_path("/identities/duplicates"),
+                                params={"offset": offset, "limit": page_size}).json()
             for item in page["items"]:
                 yield DuplicatePairOut.model_validate(item)
             offset += page_size  # a page can come back short (an identity deleted meanwhile): go by the total
@@ -227,28 +243,29 @@ class FaceIDClient:
     def merge(self, into_id: int, from_id: int) -> IdentityPublic:
         """Move every face of `from_id` into `into_id`; `from_id` is deleted."""
         return IdentityPublic.model_validate(self.request(
-            "POST", f"/identities/{into_id}/merge", json={"from_identity_id": from_id}).json())
+            "POST", self.gallery_path(f"/identities/{into_id}/merge"), json={"from_identity_id": from_id}).json())
 
     def not_duplicate(self, a: int, b: int) -> None:
         """Say that identities `a` and `b` are different people (no longer suggested as duplicates)."""
-        self.request("POST", f"/identities/{a}/not-duplicate", json={"identity_id": b})
+        self.request("POST", self.gallery_path(f"/identities/{a}/not-duplicate"), json={"identity_id": b})
 
     def identity(self, identity_id: int) -> IdentityDetail:
-        return IdentityDetail.model_validate(self.request("GET", f"/identities/{identity_id}").json())
+        resp = self.request("GET", self.gallery_path(f"/identities/{identity_id}"))
+        return IdentityDetail.model_validate(resp.json())
 
     def find_identity(self, label: str) -> IdentityPublic | None:
         """The identity with exactly this label, if any."""
         return next((i for i in self.identities(prefix=label) if i.label == label), None)
 
     def face_crop(self, face_id: int) -> bytes:
-        return self.request("GET", f"/faces/{face_id}/crop").content
+        return self.request("GET", self.gallery_path(f"/faces/{face_id}/crop")).content
 
     def faces_by_source(self, hashes: Iterable[str], chunk: int = 100) -> list[FaceWithLabel]:
         """Stored faces whose source image SHA-256 is among `hashes` (asked `chunk` at a time)."""
         hashes = sorted(set(hashes))
         out: list[FaceWithLabel] = []
         for i in range(0, len(hashes), chunk):
-            resp = self.request("GET", "/faces", params={"source_sha256": hashes[i:i + chunk]})
+            resp = self.request("GET", self.gallery_path("/faces"), params={"source_sha256": hashes[i:i + chunk]})
             out.extend(FacesBySource.model_validate(resp.json()).items)
         return out
 
@@ -256,4 +273,30 @@ class FaceIDClient:
         """Add stored aligned crops to `label`. Each face: crop (PNG bytes), source_sha256, box, landmarks,
         detection_score, crop_margin."""
         body = {"label": label, "faces": [{**f, "crop": base64.b64encode(f["crop"]).decode()} for f in faces]}
-        return EnrollResponse.model_validate(self.request("POST", "/faces/import", json=body).json())
+        return EnrollResponse.model_validate(self.request("POST", self.gallery_path("/faces/import"), json=body).json())
+
+    # --- collections (admin scope; service-wide routes, whatever this client's collection) ------------------
+    def collections(self) -> list[CollectionOut]:
+        """GET /collections: every collection, `default` included."""
+        body = self.request("GET", "/collections").json()
+        return [CollectionOut.model_validate(c) for c in body["collections"]]
+
+    def collection(self, name: str) -> CollectionOut:
+        """GET /collections/{name}: its settings and counts (404 `unknown_collection`)."""
+        resp = self.request("GET", f"/collections/{check_collection_name(name)}")
+        return CollectionOut.model_validate(resp.json())
+
+    def create_collection(self, name: str, **settings: Any) -> CollectionOut:
+        """POST /collections; `settings`: target_fpir, match_threshold, remember_unknown, unknown_retention_s,
+        probe_retention_s (None: the service's setting). 409 `collection_exists` when it does."""
+        resp = self.request("POST", "/collections", json={"name": check_collection_name(name), "settings": settings})
+        return CollectionOut.model_validate(resp.json())
+
+    def update_collection(self, name: str, **settings: Any) -> CollectionOut:
+        """PATCH /collections/{name}: only the settings given change (None: back to the service's setting)."""
+        resp = self.request("PATCH", f"/collections/{check_collection_name(name)}", json={"settings": settings})
+        return CollectionOut.model_validate(resp.json())
+
+    def delete_collection(self, name: str) -> None:
+        """DELETE /collections/{name}: its identities, faces and kept unknown faces go with it (`default`: 409)."""
+        self.request("DELETE", f"/collections/{check_collection_name(name)}")

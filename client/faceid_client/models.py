@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict
+from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
 
 
 def as_utc(value: datetime) -> datetime:
@@ -122,3 +122,18 @@ class Ready(Answer):
     threshold: float
     identities: int
     faces: int
+
+
+
+class CollectionOut(Answer):
+    """A collection as GET /collections/{name} answers: `settings` its own (the others are the service's),
+    `counts` {"identities", "faces"}; `created_at` None for `default`, which was never made."""
+    name: str
+    created_at: datetime | None = None
+    settings: dict
+    counts: dict[str, int] | None = None
+
+    @field_validator("created_at")
+    @classmethod
+    def _utc(cls, value: datetime | None) -> datetime | None:
+        return None if value is None else as_utc(value)
