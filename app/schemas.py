@@ -655,6 +655,9 @@ class CollectionOut(BaseModel):
 
 class CollectionList(BaseModel):
     collections: list[CollectionOut]
+    total: int
+    offset: int
+    limit: int
 
 
 class CollectionDeleted(BaseModel):

@@ -156,7 +156,7 @@ class Collections:
         return row
 
     def counts(self, name: str) -> dict:
-        svc = self.default if name == DEFAULT else None
+        svc = self.default if name == DEFAULT else (self._open.get(name) or (None, None, None))[2]
         if svc is not None:
             return svc.store.counts()
         row = self.row(name)

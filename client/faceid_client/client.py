@@ -161,11 +161,12 @@ class FaceIDClient:
 
     # --- service ------------------------------------------------------------------------------------
     def ready(self) -> Ready:
-        """GET /ready. A keyed server tells only `{"status": "ready"}` to a request without a valid key: the
+        """GET /ready (GET /collections/{name}/ready: that collection's). A keyed server tells only `{"status": "ready"}` to a request without a valid key: the
         details were asked for, so that is a 401 here."""
-        body = self.request("GET", "/ready").json()
+        body = self.request("GET", self.gallery_path("/ready")).json()
         if isinstance(body, dict) and body.get("status") == "ready" and "model_version" not in body:
-            why = "the API key given was not accepted" if self.has_key else "no API key was given"
+            why = ("the API key given was not accepted, or is bound to collections (then name one: "
+                   "--collection NAME)") if self.has_key else "no API key was given"
             raise FaceIDError(401, "unauthorized", f"the server is ready, but shows its details only with a valid "
                                                    f"API key: {why}")
         return Ready.model_validate(body)

@@ -25,14 +25,8 @@ def test_the_checker_normalises_module_paths():
     assert _type(list[float]) == "list[float]"
 
 
-# the server side of collections (issue 29) is written alongside the client's: until it lands, these are skipped
-SERVER_PENDING = {"CollectionOut"}
-
-
 @pytest.mark.parametrize("model", CLIENT_MODELS, ids=lambda m: m.__name__)
 def test_every_declared_field_is_the_servers(model):
-    if model.__name__ in SERVER_PENDING and not hasattr(schemas, model.__name__):
-        pytest.skip(f"app.schemas has no {model.__name__} yet (collections, issue 29: the server's side)")
     server = getattr(schemas, model.__name__)
     for name, field in model.model_fields.items():
         assert name in server.model_fields, f"{model.__name__}.{name} is not in the server's answer"

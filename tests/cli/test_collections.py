@@ -51,7 +51,7 @@ def answer(request: httpx.Request) -> httpx.Response:
               "/identities": {"items": [IDENTITY], "total": 1}, "/identities/duplicates": {"items": [], "total": 0},
               "/identities/1": {**IDENTITY, "faces": [FACE]}, "/identities/1/merge": IDENTITY,
               "/faces": {"items": [{**FACE, "label": "ann"}]}, "/unknown": {"items": [], "total": 0},
-              "/unknown/refine": {"applied": True}}
+              "/unknown/refine": {"applied": True}, "/ready": READY}
     if tail == "/faces/7/crop":
         return httpx.Response(200, content=PNG)
     if tail == "/identities/1/not-duplicate":
@@ -92,14 +92,14 @@ GALLERY_PATHS = ["POST /enroll", "POST /identify", "POST /verify", "GET /identit
                  "GET /faces/7/crop", "GET /faces", "POST /faces/import", "GET /unknown", "POST /unknown/refine"]
 
 
-def test_a_collection_prefixes_every_gallery_call_and_no_service_wide_one():
+def test_a_collection_prefixes_every_gallery_call_and_no_service_wide_one():  # (its /ready is its own)
     c, paths = recording("doors")
     every_gallery_call(c)
     c.ready()
     c.collections()
     c.collection("lobby")
     assert paths == [f"{m} /collections/doors{p}" for m, p in (g.split() for g in GALLERY_PATHS)] + \
-        ["GET /ready", "GET /collections", "GET /collections/lobby"]
+        ["GET /collections/doors/ready", "GET /collections", "GET /collections/lobby"]  # the collection's readiness
     assert c.collection_name == "doors" and c.gallery_path("/identify") == "/collections/doors/identify"
 
 
@@ -188,11 +188,10 @@ def test_scanned_photos_are_remembered_per_collection(tmp_path):
     assert [len(line.split()) for line in lines if line] == [2, 2, 1, 1]  # default's lines as before collections
 
 
-def test_export_follows_the_clients_collection_and_a_bound_key_may_not_read_ready(tmp_path):
-    def bound(request):
-        if request.url.path == "/ready":
+def test_export_follows_the_clients_collection_and_records_its_model(tmp_path):
+    def bound(request):  # a key bound to doors: its routes only (its own /ready too)
+        if not request.url.path.startswith("/collections/doors/"):
             return httpx.Response(403, json={"error": {"code": "collection_forbidden", "message": "bound key"}})
-        assert request.url.path.startswith("/collections/doors/")
         return answer(request)
 
     c, paths = recording("doors", handler=bound)
@@ -201,7 +200,7 @@ def test_export_follows_the_clients_collection_and_a_bound_key_may_not_read_read
     assert (r.identities, r.faces, planned) == (1, 1, [1])
     with zipfile.ZipFile(tmp_path / "doors.zip") as zf:
         source = json.loads(zf.read("manifest.json"))["source"]
-    assert source == {"url": "http://faceid.test", "collection": "doors", "model_name": None, "model_version": None}
+    assert source == {"url": "http://faceid.test", "collection": "doors", "model_name": "m", "model_version": "v1"}
 
 
 # --- the command ---------------------------------------------------------------------------------------------

@@ -5,11 +5,15 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Request, status
+from fastapi import APIRouter, Path, Query, Request, status
 from starlette.concurrency import run_in_threadpool
 
-from app.core.security import AdminKey
-from app.schemas import CollectionCreate, CollectionDeleted, CollectionList, CollectionOut, CollectionUpdate, ErrorResponse
+from app.core.errors import AppError
+from app.core.security import AdminKey, IdentifyKey
+from app.api.deps import ServiceDep
+from app.gallery.models import MAX_ID
+from app.schemas import (CollectionCreate, CollectionDeleted, CollectionList, CollectionOut, CollectionUpdate,
+                         ErrorResponse, Ready)
 from app.services.collections import DEFAULT, NAME_PATTERN, Collections, public
 
 router = APIRouter(prefix="/collections", tags=["collections"], responses={
@@ -36,10 +40,26 @@ async def create_collection(body: CollectionCreate, request: Request, _key: Admi
     return public(row, {"identities": 0, "faces": 0})
 
 
-@router.get("", response_model=CollectionList, summary="The collections (`default` first)")
-async def list_collections(request: Request, _key: AdminKey) -> dict:
-    rows = await run_in_threadpool(_collections(request).rows)
-    return {"collections": [_default(request)] + [public(r) for r in rows]}
+@router.get("", response_model=CollectionList, summary="The collections (`default` first, then by name), with their "
+            "counts (paginated)")
+async def list_collections(request: Request, _key: AdminKey, offset: int = Query(0, ge=0, le=MAX_ID),
+                           limit: int = Query(100, ge=1, le=1000)) -> dict:
+    c = _collections(request)
+
+    def page():
+        rows = c.rows()
+        names = [DEFAULT] + [r.name for r in rows]
+        by_name = {r.name: r for r in rows}
+        out = []
+        for name in names[offset:offset + limit]:
+            try:
+                counts = c.counts(name)
+            except AppError:  # deleted meanwhile
+                continue
+            out.append({**_default(request), "counts": counts} if name == DEFAULT else public(by_name[name], counts))
+        return {"collections": out, "total": len(names), "offset": offset, "limit": limit}
+
+    return await run_in_threadpool(page)
 
 
 @router.get("/{collection}", response_model=CollectionOut, summary="One collection: its settings and counts")
@@ -57,8 +77,6 @@ async def get_collection(collection: CollectionName, request: Request, _key: Adm
 async def update_collection(collection: CollectionName, body: CollectionUpdate, request: Request,
                             _key: AdminKey) -> dict:
     if collection == DEFAULT:
-        from app.core.errors import AppError
-
         raise AppError(409, "default_collection", "the default collection's settings are the service's (FACEID_...)")
     overrides = body.settings.model_dump(exclude_unset=True)
     row = await run_in_threadpool(_collections(request).update, collection, overrides)
@@ -70,8 +88,14 @@ async def update_collection(collection: CollectionName, body: CollectionUpdate, 
                        "next start")
 async def delete_collection(collection: CollectionName, request: Request, _key: AdminKey) -> dict:
     if collection == DEFAULT:
-        from app.core.errors import AppError
-
         raise AppError(409, "default_collection", "the default collection cannot be deleted")
     await run_in_threadpool(_collections(request).delete_blocking, collection)
     return {"deleted": collection}
+
+
+@router.get("/{collection}/ready", response_model=Ready, responses={404: {"model": ErrorResponse}},
+            summary="Readiness of one collection: the model, its operating point, its size (any key that reaches it)")
+async def collection_ready(collection: CollectionName, service: ServiceDep, _key: IdentifyKey) -> dict:
+    from app.api.routes.health import ready_details
+
+    return await ready_details(service)

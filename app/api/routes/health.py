@@ -16,10 +16,13 @@ router = APIRouter(tags=["health"])
 
 
 def _details_allowed(request: Request) -> bool:
-    """Gallery size, model version and threshold are for keyed clients on a keyed server, unless
+    """Gallery size, model version and threshold are for keyed clients (bound to no collection) on a keyed server, unless
     FACEID_PUBLIC_METRICS says otherwise (a keyless server answers on loopback only)."""
     settings = request.app.state.settings
-    return not settings.api_keys or settings.public_metrics or presented_key(request) is not None
+    if not settings.api_keys or settings.public_metrics:
+        return True
+    key = presented_key(request)  # a key bound to collections: not the default gallery's size, nor the service's
+    return key is not None and key.collections is None
 
 
 @router.get("/health", response_model=Health, summary="Liveness: the process answers")
@@ -41,6 +44,11 @@ async def metrics(request: Request, service: ServiceDep) -> Response:
 async def ready(request: Request, service: ServiceDep) -> dict:
     if not _details_allowed(request):
         return {"status": "ready"}
+    return await ready_details(service)
+
+
+async def ready_details(service) -> dict:
+    """/ready's details of one collection's gallery (the default's at /ready; GET /collections/{name}/ready)."""
     snap = service.serving.current
     emb, idx = snap.embedder, snap.search
     counts = await run_in_threadpool(service.store.counts)
