@@ -276,3 +276,39 @@ def test_a_delete_a_crash_interrupted_is_finished_at_the_next_start(backend, req
             engine.dispose()
     finally:
         srv.stop()
+
+
+def test_a_hot_swap_re_embeds_every_collection(tmp_path, faces, gallery_db):
+    """One model for all: a swap re-embeds the open collections and the closed ones (FACEID_COLLECTIONS_MAX_OPEN 1:
+    one of the two is closed when the swap starts), and each then answers with the new model, finding its own."""
+    import time
+
+    from training.perturb import perturbed_checkpoint
+
+    ckdir = tmp_path / "checkpoints"
+    new_version = perturbed_checkpoint(ckdir / "second.pt")
+    env = {"FACEID_CHECKPOINTS_DIR": str(ckdir), "FACEID_COLLECTIONS_MAX_OPEN": "1"}
+    people = {"doors": "Matt_Damon", "lobby": "Katy_Perry"}
+    srv = Server(gallery_db, env=env).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120) as c:
+            for name, person in people.items():
+                assert c.post("/collections", json={"name": name}).status_code == 201
+                enroll(c, f"/collections/{name}", person, photos(faces, person), n=2)
+            old = c.get("/ready").json()["model_version"]
+            assert c.post("/admin/model", json={"checkpoint": "second.pt"}).status_code == 202
+            deadline = time.monotonic() + 300
+            while (state := c.get("/admin/model").json())["swap"]["state"] not in ("done", "failed"):
+                assert time.monotonic() < deadline, state
+                time.sleep(0.2)
+            assert state["swap"]["state"] == "done", state
+            assert new_version != old
+            for name, person in people.items():
+                ready = c.get(f"/collections/{name}/ready").json()
+                assert ready["model_version"] == new_version and ready["indexed_vectors"] == 2, ready
+                r = c.post(f"/collections/{name}/identify",
+                           files={"file": ("p.jpg", photos(faces, person)[-1].read_bytes())}).json()
+                assert r["model_version"] == new_version
+                assert [f["identity"]["label"] for f in r["faces"] if f["identity"]] == [person], r
+    finally:
+        srv.stop()
