@@ -529,6 +529,9 @@ class TrainRequest(BaseModel):
     start_from: str | None = Field(None, min_length=1, max_length=255, description="registry name or checkpoint "
                                    "file to start from (default: the serving model); the gate still compares "
                                    "with the serving model")
+    collection: str | None = Field(None, max_length=63, pattern=r"^[a-z0-9][a-z0-9_-]{0,62}$",
+                                   description="train on this collection's faces and corrections (default: "
+                                   "`default`); the model it publishes serves every collection")
 
 
 # --- events and webhooks (app/services/events.py, docs/events.md) ---------------------------------------

@@ -24,7 +24,7 @@ from model.pipeline import build_network, load_checkpoint
 from training.data import cached_crops, make_loader
 from training.distributed import DistributedPKSampler, cleanup, setup
 from training.evaluate import calibrate
-from training.gallery import GallerySettings, load_gallery, serving_model, split_identities
+from training.gallery import GallerySettings, collection_url, load_gallery, serving_model, split_identities
 from training.gate import decide, identification_report, lfw_accuracy, lfw_pairs
 from training.loss import TripletLoss
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
@@ -117,7 +117,7 @@ def _run(args, rank: int, world_size: int) -> int:
     serving = load_checkpoint(serving_spec(url, settings))
     ckpt = load_checkpoint(args.weights) if args.weights else serving  # where training starts
     pre = ckpt.preprocessing
-    data = load_gallery(url, pre.image_size)
+    data = load_gallery(collection_url(url, args.collection), pre.image_size)  # the serving model: the service's
     train, val = split_identities(data, args.val_identities, seed=args.seed)
     progress.update(phase="evaluating the serving model", base=serving.name, data=data.counts,
                     train_crops=int(train.sum()), validation_crops=int(val.sum()))

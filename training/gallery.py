@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 from pydantic_settings import BaseSettings, SettingsConfigDict
-from sqlalchemy import MetaData, create_engine, select
+from sqlalchemy import MetaData, create_engine, inspect, select
 
 
 class GallerySettings(BaseSettings):
@@ -39,6 +39,32 @@ def _tables(engine, names: list[str]) -> dict:
 
 def _png_to_crop(data: bytes) -> np.ndarray:
     return np.asarray(Image.open(io.BytesIO(data)).convert("RGB"), dtype=np.uint8)
+
+
+def collection_url(database_url: str, name: str | None) -> str:
+    """The database URL of collection `name` of the service whose default gallery is `database_url` (the same
+    layout as app/services/collections.py: SQLite, `<db>.collections/c<id>.db`; PostgreSQL, the schema
+    `faceid_c<id>` through the connection's search_path). `default` or None: `database_url` itself."""
+    from sqlalchemy.engine import make_url
+
+    if not name or name == "default":
+        return database_url
+    engine = create_engine(database_url)
+    try:
+        if not inspect(engine).has_table("collections"):
+            raise SystemExit(f"the gallery at {make_url(database_url).render_as_string()} has no collections "
+                             "(a release before them)")
+        t = _tables(engine, ["collections"])["collections"]
+        with engine.connect() as conn:
+            cid = conn.scalar(select(t.c.id).where(t.c.name == name, t.c.state == "active"))
+    finally:
+        engine.dispose()
+    if cid is None:
+        raise SystemExit(f"collection {name!r} does not exist")
+    url = make_url(database_url)
+    if url.get_backend_name() == "sqlite":
+        return url.set(database=str(Path(f"{url.database}.collections") / f"c{cid}.db")).render_as_string(False)
+    return url.update_query_dict({"options": f"-csearch_path=faceid_c{cid},public"}).render_as_string(False)
 
 
 def serving_model(database_url: str) -> str | None:

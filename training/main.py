@@ -120,6 +120,8 @@ def build_parser() -> argparse.ArgumentParser:
     ap.add_argument("--seed", type=int, default=0)
     g = ap.add_argument_group("--from-gallery")
     g.add_argument("--database-url", default=None, help="default: FACEID_DATABASE_URL")
+    g.add_argument("--collection", default=None, help="train on this collection's faces and corrections (default: "
+                   "the collection `default`); the model is the service's, shared by every collection")
     g.add_argument("--lfw-pairs", type=int, default=None, help="LFW View 2 pairs the gate checks (an equal share "
                    "of each fold; default all 6000; 0 skips LFW, and then nothing is published)")
     g.add_argument("--max-lfw-drop", type=float, default=0.5, help="LFW 10-fold accuracy may fall this many points")

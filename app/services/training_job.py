@@ -89,7 +89,7 @@ def training_command(options: dict, progress: Path, settings) -> list[str]:
     flags = {"epochs": "--epochs", "max_minutes": "--max-minutes", "max_steps": "--max-steps", "lr": "--lrin",
              "batch_size": "--bs", "k": "--k", "val_identities": "--val-identities", "lfw_pairs": "--lfw-pairs",
              "mining": "--mining", "train_from": "--train-from", "validate_every": "--validate-every",
-             "margin": "--margin", "seed": "--seed", "start_from": "--weights"}
+             "margin": "--margin", "seed": "--seed", "start_from": "--weights", "collection": "--collection"}
     for key, flag in flags.items():
         if options.get(key) is not None:
             cmd += [flag, str(options[key])]

@@ -170,3 +170,39 @@ def test_a_candidate_better_than_a_degraded_serving_model_is_published(gallery, 
     assert report["base"]["checkpoint"] == "degraded" and report["started_from"] == "casia-webface"
     assert rc == 0 and report["published"] is True and out.is_file(), report
     assert load_checkpoint(str(out)).version == report["candidate"]["version"]
+
+
+@pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
+def test_training_reads_the_collection_it_is_given(backend, request, tmp_path):
+    """`--collection doors` trains on doors' faces only (the layout of app/services/collections.py, read without the
+    app), and a name that is not a collection is an error, not the default gallery."""
+    from app.gallery.models import CollectionRow
+    from app.services.collections import collection_engine
+    from harness import database_url
+    from tests.app.test_transfer_routes import new_face
+    from tests.conftest import new_gallery
+    from training.gallery import collection_url
+
+    url = database_url(new_gallery(backend, request, tmp_path))
+    default = GalleryStore(make_engine(url))
+    migrate(default.engine)
+    rng = np.random.default_rng(0)
+    default.enroll("in default", [new_face(rng, "0" * 64)])
+    with default.sessions() as s, s.begin():
+        s.add(CollectionRow(id=7, name="doors", settings={}, state="active"))
+    if backend == "postgres":
+        from sqlalchemy import text
+
+        with default.engine.begin() as conn:
+            conn.execute(text('CREATE SCHEMA "faceid_c7"'))
+    doors = GalleryStore(collection_engine(url, 7, 5.0))
+    migrate(doors.engine)
+    doors.enroll("at the door", [new_face(rng, "1" * 64), new_face(rng, "2" * 64)])
+    size = int(new_face(rng, "3" * 64).crop.shape[0])
+    assert list(load_gallery(collection_url(url, "doors"), size).classes) == ["at the door"]
+    assert list(load_gallery(collection_url(url, None), size).classes) == ["in default"]
+    assert collection_url(url, "default") == url
+    with pytest.raises(SystemExit, match="does not exist"):
+        collection_url(url, "lobby")
+    doors.engine.dispose()
+    default.engine.dispose()

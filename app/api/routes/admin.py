@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import asyncio
 
-from fastapi import APIRouter, status
+from fastapi import APIRouter, Request, status
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import ServiceDep
@@ -61,10 +61,12 @@ async def reindex(service: ServiceDep, _key: AdminKey) -> dict:
 @router.post("/train", status_code=status.HTTP_202_ACCEPTED,
              responses={404: {"model": ErrorResponse}, 409: {"model": ErrorResponse}},
              summary="Fine-tune on the gallery and its corrections in a separate process (one at a time)")
-async def start_training(body: TrainRequest, service: ServiceDep, _key: AdminKey) -> dict:
+async def start_training(body: TrainRequest, request: Request, service: ServiceDep, _key: AdminKey) -> dict:
     if body.train_from is not None and body.train_from not in InceptionResnetV1.FEATURE_LAYERS:
         raise AppError(422, "invalid_request", f"train_from must be one of {list(InceptionResnetV1.FEATURE_LAYERS)}")
     options = body.model_dump()
+    if body.collection not in (None, "default"):
+        await request.app.state.collections.get(body.collection)  # 404 unknown_collection before a job starts
     if body.start_from is not None:  # a registry name or a file inside the checkpoints folder (404/422 otherwise)
         options["start_from"] = resolve_checkpoint(body.start_from, service.settings.checkpoints_dir)
     loop = asyncio.get_running_loop()
