@@ -21,7 +21,11 @@ LATENCY = Histogram("faceid_request_seconds", "HTTP request latency", ["method",
                     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30))
 BATCH_SIZE = Histogram("faceid_batch_size", "items per model batch", ["stage"], buckets=(1, 2, 4, 8, 16, 32, 64, 128))
 QUEUE_DEPTH = Gauge("faceid_queue_depth", "requests waiting for the model", ["stage"])
-GALLERY = Gauge("faceid_gallery_size", "gallery rows", ["kind"])
+GALLERY = Gauge("faceid_gallery_size", "gallery rows (the default collection's)", ["kind"])
+# collections are not a label of any metric (their number is unbounded); a collection's requests count under their
+# route's template, as the default's do
+COLLECTIONS = Gauge("faceid_collections", "collections besides default: registered, and open in this process",
+                    ["state"])
 MODEL = Info("faceid_model", "serving model")
 
 access_log = logging.getLogger("faceid.access")
@@ -107,12 +111,15 @@ class RequestContext:
                                               "api_key": scope["state"].get("api_key_name")})
 
 
-def metrics_response(service) -> Response:
+def metrics_response(service, collections=None) -> Response:
     emb = service.serving.embedder
     MODEL.info({"version": emb.version, "name": emb.name, "precision": emb.precision, "device": str(emb.device)})
     counts = service.store.counts()
     GALLERY.labels("identities").set(counts["identities"])
     GALLERY.labels("faces").set(counts["faces"])
+    if collections is not None:
+        COLLECTIONS.labels("registered").set(len(collections.rows()))
+        COLLECTIONS.labels("open").set(len(collections.open_names()))
     for stage, depth in service.queue_depths().items():
         QUEUE_DEPTH.labels(stage).set(depth)
     return Response(generate_latest(), media_type=CONTENT_TYPE_LATEST)

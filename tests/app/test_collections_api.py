@@ -232,6 +232,9 @@ def test_collection_names_and_the_default(world):
     assert c.get("/collections/nothere/identities").json()["error"]["code"] == "unknown_collection"
     names = [x["name"] for x in c.get("/collections").json()["collections"]]
     assert names[0] == "default" and {"doors", "secret"} <= set(names)
+    metrics = c.get("/metrics").text  # collections are counted, never a label (their number is unbounded)
+    assert f'faceid_collections{{state="registered"}} {float(len(names) - 1)}' in metrics, metrics[-2000:]
+    assert 'collection="' not in metrics
 
 
 @pytest.mark.parametrize("backend", BACKENDS)

@@ -36,7 +36,7 @@ async def health() -> dict:
 async def metrics(request: Request, service: ServiceDep) -> Response:
     if not _details_allowed(request):
         raise AppError(401, "unauthorized", "a valid X-API-Key header is required (FACEID_PUBLIC_METRICS is off)")
-    return await run_in_threadpool(metrics_response, service)
+    return await run_in_threadpool(metrics_response, service, getattr(request.app.state, "collections", None))
 
 
 @router.get("/ready", response_model=Ready | ReadyBrief, summary="Readiness: model loaded, gallery open "
