@@ -315,3 +315,59 @@ def test_a_hot_swap_re_embeds_every_collection(tmp_path, faces, gallery_db):
                 assert [f["identity"]["label"] for f in r["faces"] if f["identity"]] == [person], r
     finally:
         srv.stop()
+
+
+def test_deleting_a_collection_of_10000_faces_while_another_serves(tmp_path, faces, gallery_db):
+    """The others' requests see no error while a large collection is deleted, and nothing of theirs is touched."""
+    import numpy as np
+
+    from app.gallery.store import GalleryStore
+    from app.services.collections import collection_engine
+    from harness import database_url
+    from tests.app.test_transfer_routes import new_face
+
+    srv = Server(gallery_db).start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=120) as c:
+            assert c.post("/collections", json={"name": "big"}).status_code == 201
+            assert c.post("/collections", json={"name": "other"}).status_code == 201
+            enroll(c, "/collections/other", "Matt Damon", photos(faces, A_PERSON))
+        from sqlalchemy import create_engine, text
+
+        engine = create_engine(database_url(gallery_db))
+        with engine.connect() as conn:
+            cid = conn.execute(text("SELECT id FROM collections WHERE name = 'big'")).scalar()
+        engine.dispose()
+        store = GalleryStore(collection_engine(database_url(gallery_db), cid, 5.0))
+        rng = np.random.default_rng(0)
+        for i in range(100):  # 10,000 faces written straight into big's own database (as 10,000 enrollments would)
+            store.enroll(f"person {i}", [new_face(rng, f"{i:064x}") for _ in range(100)])
+        store.engine.dispose()
+        with httpx.Client(base_url=srv.url, timeout=120) as c:
+            assert c.get("/collections/big").json()["counts"] == {"identities": 100, "faces": 10_000}
+            probe = photos(faces, A_PERSON)[1].read_bytes()
+            stop, answers = threading.Event(), []
+
+            def serve_other():
+                with httpx.Client(base_url=srv.url, timeout=120) as h:
+                    while not stop.is_set() or len(answers) < 3:
+                        r = h.post("/collections/other/identify", files={"file": ("p.jpg", probe)})
+                        answers.append((r.status_code, [f["identity"] for f in r.json().get("faces", [])]))
+
+            t = threading.Thread(target=serve_other)
+            t.start()
+            try:
+                while not answers:  # the other collection is being served when the delete starts
+                    t.join(0.01)
+                r = c.delete("/collections/big")
+            finally:
+                stop.set()
+                t.join()
+            assert r.status_code == 200, r.text
+            assert {a for a, _ in answers} == {200}, answers
+            assert all(ids == [{"id": 1, "label": "Matt Damon"}] for _, ids in answers), answers
+            assert c.get("/collections/big/identities").status_code == 404
+            assert [x["name"] for x in c.get("/collections").json()["collections"]] == ["default", "other"]
+            assert c.get("/collections/other").json()["counts"] == {"identities": 1, "faces": 1}
+    finally:
+        srv.stop()
