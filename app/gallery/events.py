@@ -55,6 +55,7 @@ def add_events(s: Session, events: list[dict]) -> None:
     if events:
         _in_commit_order(s)
         s.execute(insert(OutboxEvent), [_row(e) for e in events])
+        s.info["faceid_events_added"] = True  # a collection's store relays them after the commit (CollectionEvents)
 
 
 @dataclass

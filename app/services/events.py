@@ -176,7 +176,12 @@ class Events:
         if self.sender is None:
             self.sender = WebhookSender(s.webhook_timeout_s, s.webhook_allowed_hosts)
         while self.relays:
-            await asyncio.to_thread(self.relays.pop().relay)
+            source = self.relays.pop()
+            try:
+                await asyncio.to_thread(source.relay)
+            except BaseException:
+                self.relays.add(source)  # the next round tries again
+                raise
         kinds = ("webhook", "mqtt") if self.mqtt is not None else ("webhook",)
         subs = await asyncio.to_thread(self.store.claim, self.owner, s.events_lease_s, None, kinds)
         if subs:
@@ -277,8 +282,15 @@ class CollectionEvents:
     collection; what its store wrote in its own outbox is relayed there (`relay`) by the delivery worker."""
 
     def __init__(self, name: str, shared: Events, store):
+        from sqlalchemy import event
+
         self.name, self.shared, self.store = name, shared, store
         self.mqtt = shared.mqtt
+        event.listen(store.sessions, "after_commit", self._after_commit)  # whatever wrote them, relayed soon
+
+    def _after_commit(self, session) -> None:
+        if session.info.pop("faceid_events_added", False):
+            self.poke()
 
     def record(self, events: list[dict]) -> None:
         for e in events:

@@ -371,3 +371,40 @@ def test_deleting_a_collection_of_10000_faces_while_another_serves(tmp_path, fac
             assert c.get("/collections/other").json()["counts"] == {"identities": 1, "faces": 1}
     finally:
         srv.stop()
+
+
+def test_events_name_their_collection_and_arrive_once(tmp_path, faces):
+    """A collection's enrollments (written in its own database's outbox, relayed to the service's) and its
+    identifications reach the service's webhooks once each, signed, naming the collection."""
+    import time
+
+    from harness.receiver import Receiver
+
+    with Receiver() as rx:
+        env = {"FACEID_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]', "FACEID_EVENTS_POLL_INTERVAL_S": "0.2"}
+        srv = Server(tmp_path / "g.db", env=env).start()
+        try:
+            with httpx.Client(base_url=srv.url, timeout=120) as c:
+                hook = c.post("/webhooks", json={"url": rx.url("/hook"), "events": ["*"]}).json()
+                rx.secrets["/hook"] = hook["secret"]
+                assert c.post("/collections", json={"name": "doors"}).status_code == 201
+                ident = enroll(c, "/collections/doors", "Matt Damon", photos(faces, A_PERSON))[0]["identity"]
+                r = c.post("/collections/doors/identify",
+                           files={"file": ("p.jpg", photos(faces, A_PERSON)[1].read_bytes())})
+                assert r.json()["faces"][0]["status"] == "match"
+                assert c.patch(f"/collections/doors/identities/{ident['id']}", json={"label": "Matt D"}).status_code == 200
+                enroll(c, "", "Katy Perry", photos(faces, "Katy_Perry"))
+                want = {("doors", "enroll"), ("doors", "identify.match"), ("doors", "identity.updated"),
+                        ("default", "enroll")}
+                deadline = time.monotonic() + 60
+                while {(g["event"]["collection"], g["type"]) for g in rx.deliveries()} < want:
+                    assert time.monotonic() < deadline, [(g["event"]["collection"], g["type"]) for g in rx.deliveries()]
+                    time.sleep(0.05)
+        finally:
+            srv.stop()
+    got = rx.deliveries()
+    assert all(g["valid"] for g in got)
+    assert len({g["id"] for g in got}) == len(got), "an event arrived twice"
+    doors = [g["event"] for g in got if g["event"]["collection"] == "doors"]
+    assert [e["type"] for e in doors] == ["enroll", "identify.match", "identity.updated"], doors  # in order
+    assert doors[1]["data"]["identity"] == {"id": ident["id"], "label": "Matt Damon"}
