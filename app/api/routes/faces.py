@@ -80,9 +80,9 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
         raise AppError(403, "forbidden", "remember_unknown keeps faces: it needs a key with the 'write' scope")
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = first_image(images, "file", "image")
-    r, decisions, op, probe_ids = await service.identify(data, top_k or settings.top_k, threshold,
+    r, decisions, op, probe_ids = await service.identify(data, top_k or service.settings.top_k, threshold,
                                                          requester(request, _key))
-    remember = settings.remember_unknown if remember_unknown is None else remember_unknown
+    remember = service.settings.remember_unknown if remember_unknown is None else remember_unknown  # its collection's
     kept = [None] * len(decisions)
     if remember:
         with stage("unknown"):
