@@ -218,6 +218,15 @@ def test_each_collection_has_its_own_operating_point(world, faces):
     assert "target_fpir" not in r.json()["settings"]
     assert c.post("/collections/doors/identify", files={"file": ("g.jpg", group)}).json()["operating_point"][
         "target_fpir"] == 0.01
+    r = c.patch("/collections/doors", json={"settings": {"remember_unknown": True, "top_k": 1}})
+    assert r.status_code == 200, r.text
+    faces_ = c.post("/collections/doors/identify", files={"file": ("g.jpg", group)}).json()["faces"]
+    assert any(f["cluster_id"] for f in faces_) and all(len(f["matches"]) <= 1 for f in faces_)  # its own settings
+    assert c.get("/collections/doors/unknown", params={"min_faces": 1}).json()["total"] > 0
+    assert c.get("/unknown", params={"min_faces": 1}).json()["total"] == 0  # the default keeps none (the service's setting)
+    faces_ = c.post("/identify", files={"file": ("g.jpg", group)}).json()["faces"]
+    assert not any(f["cluster_id"] for f in faces_)
+    c.patch("/collections/doors", json={"settings": {"remember_unknown": None, "top_k": None}})
     assert c.patch("/collections/doors", json={"settings": {"target_fpir": 2}}).status_code == 422
     assert c.patch("/collections/doors", json={"settings": {"database_url": "x"}}).status_code == 422
 
