@@ -224,16 +224,16 @@ class Collections:
             if got is not None:
                 await self._aclose(name)
             raise _unknown(name)
-        if got is not None and got[0] == row.id:
+        if got is not None and got[0] == row.id and got[2].collection_settings == (row.settings or {}):
             self._open[name] = (row.id, now, got[2])
             self._open.move_to_end(name)
             return got[2]
-        if got is not None:  # deleted and made again elsewhere: another collection by the same name
+        if got is not None:  # deleted and made again, or its settings changed, by another process: open it again
             await self._aclose(name)
         lock = self._opening.setdefault(name, asyncio.Lock())
         async with lock:
             got = self._open.get(name)
-            if got is not None and got[0] == row.id:
+            if got is not None and got[0] == row.id and got[2].collection_settings == (row.settings or {}):
                 return got[2]
             svc = await self._open_service(row)
             self._open[name] = (row.id, time.monotonic(), svc)
@@ -251,8 +251,10 @@ class Collections:
             engine = self._engine(row.id)
             store = GalleryStore(engine, collection_url(self.settings.database_url, row.id)[1])
             store.reserve = default.store.reserve
-            return FaceService(self.effective(row.settings), default.pipeline, default.serving.embedder, store,
-                               shared=default, collection=row.name)
+            svc = FaceService(self.effective(row.settings), default.pipeline, default.serving.embedder, store,
+                              shared=default, collection=row.name)
+            svc.collection_settings = dict(row.settings or {})  # what it was opened with (get() compares)
+            return svc
 
         svc = await run_in_threadpool(build)
         emb = default.serving.embedder
@@ -299,10 +301,12 @@ class Collections:
         for row in await run_in_threadpool(self.rows):
             try:
                 svc = await self.get(row.name)
-            except AppError:
-                continue  # deleted meanwhile
-            await svc.serving.reembed_missing(embedder)
-            await svc.serving.reembed_others(embedder)
+                await svc.serving.reembed_missing(embedder)
+                await svc.serving.reembed_others(embedder)
+            except Exception:
+                if await run_in_threadpool(self.row, row.name) is None:
+                    continue  # deleted meanwhile: nothing of it to embed
+                raise
 
     async def switched_elsewhere(self, embedder, prune: bool) -> None:
         """After the default switched: every open collection switches too (a closed one opens on the new model)."""

@@ -39,7 +39,7 @@ def needed_scope(method: str, path: str) -> str:
                                      "/unknown/refine", "/unknown/{cluster_id}/enroll", "/unknown/{cluster_id}/dismiss") \
             or method in ("patch", "delete"):
         return "write"
-    if path in ("/identify", "/verify", "/metrics"):
+    if path in ("/identify", "/verify", "/metrics", "/ready"):  # (/ready: a collection's, /collections/{c}/ready)
         return "identify"
     return "read"
 
