@@ -1,11 +1,13 @@
 // Enroll: a label and several photos. /enroll is all-or-nothing per request, so each photo is sent
 // on its own and gets its own result: the face used, or the service's reason for refusing it. A photo with
-// several faces shows them numbered: a click enrolls that face (face_index).
-import { ApiError, imageBlob, request } from './api.js';
+// several faces shows them numbered: a click enrolls that face (face_index). A batch goes to the collection it
+// started in; switching collection stops it after the photo on its way.
+import { ApiError, collection, imageBlob, request } from './api.js';
 import { $, UrlBag, drawBoxes, fmt, h, picker, say, uploadable } from './dom.js';
 
 let ctx;
 let files = [];
+let batches = 0;  // the batch running; a switch of collection makes it stale
 const urls = new UrlBag();     // previews of the selected photos
 const shown = new UrlBag();    // thumbnails in the results
 
@@ -18,6 +20,14 @@ export function init(context) {
 export const paste = (pasted) => $('enroll-picker').querySelector('.drop').take(pasted);
 
 export function show() {}
+
+/** Another collection: the results were the other gallery's (the name and the photos chosen stay). */
+export function switched() {
+  batches += 1;
+  shown.clear();
+  $('enroll-results').replaceChildren();
+  say($('enroll-msg'), '');
+}
 
 const same = (a, b) => a.name === b.name && a.size === b.size && a.lastModified === b.lastModified;
 
@@ -44,13 +54,13 @@ function renderSelected() {
   $('enroll-submit').textContent = n ? `Enroll ${n} photo${n === 1 ? '' : 's'}` : 'Enroll';
 }
 
-/** POST /enroll for one photo (`face_index`: which of its faces). */
-function enrollOne(label, file, name, faceIndex) {
+/** POST /enroll for one photo into collection `where` (`face_index`: which of its faces). */
+function enrollOne(where, label, file, name, faceIndex) {
   const form = new FormData();
   form.append('label', label);
   if (faceIndex !== undefined) form.append('face_index', faceIndex);
   form.append('files', file, name);
-  return request('POST', '/enroll', { form });
+  return request('POST', '/enroll', { form, collection: where });
 }
 
 function showEnrolled(item, name, r) {
@@ -68,7 +78,7 @@ function showEnrolled(item, name, r) {
 }
 
 /** A photo with several faces: the photo, its faces numbered; clicking one enrolls that face. */
-function facePicker(item, label, file, name, faces) {
+function facePicker(item, where, label, file, name, faces) {
   const img = h('img', { src: shown.file(file), alt: `${name}, its faces numbered` });
   const layer = h('div', { class: 'boxes' });
   const out = h('p', { class: 'msg', role: 'status' });
@@ -77,7 +87,7 @@ function facePicker(item, label, file, name, faces) {
   const pick = async (i) => {
     say(out, `Enrolling face ${i + 1} as ${label}…`);
     try {
-      const r = await enrollOne(label, file, name, faces[i].face_index);
+      const r = await enrollOne(where, label, file, name, faces[i].face_index);
       showEnrolled(item, name, r);
       ctx.refreshServerLine();
     } catch (e) {
@@ -99,6 +109,8 @@ async function submit() {
   if (!label) { say(msg, 'Type a name first.', 'error'); $('enroll-label').focus(); return; }
   if (!files.length) { say(msg, 'Choose at least one photo.', 'error'); return; }
   const batch = files;
+  const mine = ++batches;
+  const where = collection.get();
   $('enroll-submit').disabled = true;
   shown.clear();
   const list = $('enroll-results');
@@ -108,22 +120,25 @@ async function submit() {
   for (const [i, chosen] of batch.entries()) {
     say(msg, `Enrolling photo ${i + 1} of ${batch.length}…`);
     const { file, note } = await uploadable(chosen);
+    if (mine !== batches) { stopped(where, batch, i, ok); return; }
     const name = chosen.name || `photo ${i + 1}`;
     const item = h('li', { class: 'result' }, h('img', { src: shown.file(file), alt: '' }));
     list.append(item);
     try {
-      const r = await enrollOne(label, file, name);
+      const r = await enrollOne(where, label, file, name);
+      if (mine !== batches) { stopped(where, batch, i + 1, ok + 1); return; }
       ok += 1;
       identity = r.identity;
       showEnrolled(item, name, r);
       if (note) item.querySelector('div').append(h('p', {}, note));
     } catch (e) {
+      if (mine !== batches) { stopped(where, batch, i + 1, ok); return; }
       item.classList.add('refused');
       const text = e instanceof ApiError ? e.say([name]) : String(e);
       item.append(h('div', {}, h('strong', {}, `✗ ${name}`), h('p', {}, text)));
       if (e instanceof ApiError && e.code === 'ambiguous_face' && e.detail?.faces?.length) {
         item.classList.add('several');
-        item.append(facePicker(item, label, file, name, e.detail.faces));
+        item.append(facePicker(item, where, label, file, name, e.detail.faces));
       }
       if (e instanceof ApiError && (e.status === 401 || e.status === 403 || e.status === 0)) break;
     }
@@ -135,5 +150,14 @@ async function submit() {
   if (identity) $('enroll-label').value = '';  // the next person's photos must not land in this identity
   files = [];
   renderSelected();
+  ctx.refreshServerLine();
+}
+
+/** The collection was switched during a batch into `where`: the photos not sent yet stay chosen. */
+function stopped(where, batch, sent, ok) {
+  files = batch.slice(sent);
+  renderSelected();
+  say($('enroll-msg'), `Stopped when the collection changed: ${ok} of ${batch.length} photo${batch.length === 1 ? '' : 's'} `
+    + `went into ${where}; the ${files.length} not sent are still chosen, for ${collection.get()}.`, 'info');
   ctx.refreshServerLine();
 }

@@ -31,6 +31,24 @@ export function init(context) {
 
 export function show() { load(); }
 
+/** Another collection: no card of this one may stay on screen while the other's page loads. */
+export function switched() {
+  seq += 1;
+  dupSeq += 1;
+  offset = 0;
+  urls.clear();
+  shown = [];
+  picked.clear();
+  bulkState();
+  $('gallery-cards').replaceChildren();
+  $('gallery-bulk-tools').replaceChildren();
+  $('gallery-bulk').hidden = true;
+  $('dups').hidden = true;
+  $('dups-list').replaceChildren();
+  say($('gallery-msg'), '');
+  pager(0, 0);
+}
+
 const DUPS = 20;
 
 let dupSeq = 0; // a newer list wins over a slower older one
@@ -54,7 +72,8 @@ async function duplicates() {
 
 function dupFace(ident) {
   const img = h('img', { alt: `a face of ${ident.label}`, width: 48, height: 48 });
-  request('GET', `/identities/${ident.id}`).then((d) => d.faces[0] && imageBlob(`/faces/${d.faces[0].id}/crop`))
+  const mine = dupSeq;  // a crop asked for after a switch would be another collection's face
+  request('GET', `/identities/${ident.id}`).then((d) => mine === dupSeq && d.faces[0] && imageBlob(`/faces/${d.faces[0].id}/crop`))
     .then((b) => { if (b) img.src = urls.file(b); }).catch(() => {});
   return h('span', { class: 'dup-side' }, img,
     h('span', {}, `${ident.label} (#${ident.id}, ${ident.face_count} face${ident.face_count === 1 ? '' : 's'})`));
@@ -148,6 +167,7 @@ function card(ident) {
 }
 
 async function faces(ident, list, out) {
+  const mine = seq;
   let detail;
   try {
     detail = await request('GET', `/identities/${ident.id}`);
@@ -155,6 +175,7 @@ async function faces(ident, list, out) {
     say(out, e instanceof ApiError ? e.text : String(e), 'error');
     return;
   }
+  if (mine !== seq) return;  // redrawn meanwhile, or another collection: these ids may be someone else's there
   // faces are numbered as the person page numbers them (oldest first, from 1); the cover comes first
   const numbered = detail.faces.map((f, i) => ({ f, n: i + 1 }));
   const cover = numbered.findIndex(({ f }) => f.id === detail.cover_face_id);

@@ -17,6 +17,16 @@ export function init() {
 
 export function show() { load(); }
 
+/** Another collection: its history is not this one's. */
+export function switched() {
+  seq += 1;
+  offset = 0;
+  urls.clear();
+  $('history-list').replaceChildren();
+  say($('history-msg'), '');
+  pager(0, 0);
+}
+
 async function load() {
   const mine = ++seq;
   const list = $('history-list');

@@ -39,6 +39,14 @@ export const paste = (files) => $('identify-picker').querySelector('.drop').take
 
 export function show() {}
 
+/** Another collection: this photo's answer (and the people to correct it with) were the other gallery's. */
+export function switched() {
+  seq += 1;  // an answer still on its way is dropped
+  clear();
+  people = null;
+  say($('identify-msg'), '');
+}
+
 function topK() {
   const k = parseInt($('identify-topk').value, 10);
   return Number.isFinite(k) && k >= 1 && k <= 100 ? k : 5;
@@ -258,8 +266,10 @@ async function enrollFace(face, i, label, out) {
   form.append('label', label);
   form.append('face_box', face.box.map((x) => x.toFixed(1)).join(','));
   form.append('files', photo, photo.name || 'photo.jpg');
+  const mine = seq;
   try {
     const r = await request('POST', '/enroll', { form });
+    if (mine !== seq) return;  // another photo, or another collection, since
     const text = `Enrolled as ${r.identity.label} (identity #${r.identity.id}, now ${r.identity.face_count} face${r.identity.face_count === 1 ? '' : 's'}).`;
     say(out, text, 'ok');
     ctx.refreshServerLine();

@@ -1,5 +1,7 @@
-// Page router (location.hash), the API key field, the server line, paste routing, copy buttons.
-import { apiKey, request } from './api.js';
+// Page router (location.hash), the API key field, the collection switcher, the server line, paste routing, copy
+// buttons.
+import { DEFAULT, apiKey, collection, readyPath, request } from './api.js';
+import * as collections from './collections.js';
 import { $, say } from './dom.js';
 import * as identify from './identify.js';
 import * as enroll from './enroll.js';
@@ -38,11 +40,23 @@ let poll = null;
 async function serverLine() {
   const line = $('server-line');
   try {
-    const r = await request('GET', '/ready');
-    // a keyed server shows the details to keyed clients only (FACEID_PUBLIC_METRICS)
-    line.textContent = r.model_name
-      ? `${r.model_name} (${r.model_version}) on ${r.device} · ${r.identities} identities, ${r.faces} faces`
-      : 'server ready (an API key shows the model and gallery size)';
+    const name = collection.get();
+    let r = await request('GET', '/ready');  // service-wide: whether it is up
+    // a keyed server shows the details to keyed clients only (FACEID_PUBLIC_METRICS); another collection's (and
+    // the default's for a key bound to collections) come from /collections/{name}/ready
+    let why = '';
+    if (name !== DEFAULT || (!r.model_name && apiKey.get())) {
+      try {
+        r = await request('GET', readyPath(name));
+      } catch (e) {
+        if (e.status === 0) throw e;
+        r = {};
+        why = e.text;
+      }
+    }
+    line.textContent = `Collection ${name} · ${r.model_name
+      ? `${r.identities} identities, ${r.faces} faces · ${r.model_name} (${r.model_version}) on ${r.device}`
+      : why || 'server ready (an API key shows the model and gallery size)'}`;
     line.classList.remove('down');
     down = false;
   } catch (e) {
@@ -71,6 +85,7 @@ async function checkKey() {
     say(msg, 'Key accepted.', 'ok');
   } catch (e) {
     if (e.status === 401) say(msg, 'This key is not valid: the server refused it.', 'error');
+    else if (e.code === 'collection_forbidden') say(msg, `Key accepted (it cannot reach ${collection.get()}: choose one of its collections).`, 'ok');
     else if (e.status === 403) say(msg, 'Key accepted (it cannot read the gallery).', 'ok');
     else say(msg, e.text, 'error');
   }
@@ -85,6 +100,7 @@ function keyField() {
     checkKey();
     route();
     serverLine();
+    collections.refresh();
   });
   $('key-clear').addEventListener('click', () => {
     input.value = '';
@@ -92,6 +108,7 @@ function keyField() {
     say($('key-msg'), '');
     route();
     serverLine();
+    collections.refresh();
   });
 }
 
@@ -116,7 +133,20 @@ document.addEventListener('click', async (e) => {
   }
 });
 
+/**
+ * Another collection: every page forgets what it showed of the previous one at once (no card of A stays on
+ * screen while B's load), then the page shown loads again; a person's page goes back to the gallery (its id
+ * is the other collection's).
+ */
+function switched() {
+  for (const p of Object.values(pages)) p.switched?.();
+  serverLine();
+  if (current === 'person') location.hash = '#gallery';
+  else route();
+}
+
 for (const p of Object.values(pages)) p.init?.({ refreshServerLine: serverLine });
+collections.init({ switched });
 keyField();
 window.addEventListener('hashchange', route);
 route();

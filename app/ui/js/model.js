@@ -1,6 +1,8 @@
 // Model: what is serving and how it decides, in words (from /ready and /admin/calibration), and a hot swap to
-// one of the checkpoints the server has (/admin/checkpoints) with the re-embedding progress.
-import { ApiError, request } from './api.js';
+// one of the checkpoints the server has (/admin/checkpoints) with the re-embedding progress. The gallery and its
+// operating point are the chosen collection's; the Collections section is collections.js's.
+import { ApiError, DEFAULT, apiKey, collection, readyPath, request } from './api.js';
+import * as collections from './collections.js';
 import { $, fmt, h, say } from './dom.js';
 
 let ctx;
@@ -17,6 +19,13 @@ export function init(context) {
 export function show() {
   ready();
   state().then(checkpoints);
+  collections.show();
+}
+
+/** Another collection: its gallery and operating point are not this one's. */
+export function switched() {
+  $('model-ready').replaceChildren();
+  say($('model-ready-msg'), '');
 }
 
 const text = (e) => (e instanceof ApiError ? e.text : String(e));
@@ -29,8 +38,12 @@ function kv(dl, rows) {
 
 async function ready() {
   let r;
+  const name = collection.get();
   try {
-    r = await request('GET', '/ready');
+    r = name === DEFAULT ? await request('GET', '/ready') : null;
+    // another collection's, or the default's for a key bound to collections (/ready answers it briefly)
+    if (!r || (!r.model_name && apiKey.get())) r = await request('GET', readyPath(name));
+    if (name !== collection.get()) return;  // switched meanwhile
     say($('model-ready-msg'), '');
   } catch (e) {
     say($('model-ready-msg'), text(e), 'error');
@@ -44,7 +57,7 @@ async function ready() {
   kv($('model-ready'), [
     ['Model', `${r.model_name} (version ${r.model_version})`],
     ['Runs on', `${r.device}, ${r.precision}${r.batching ? ', requests batched' : ''}`],
-    ['Gallery', `${r.identities} people, ${r.faces} faces`],
+    ['Gallery', `collection ${name}: ${r.identities} people, ${r.faces} faces`],
     ['Decides', `a face matches from a similarity of ${fmt(r.threshold, 2)}${op.normalisation ? ' (adjusted per face)' : ''}`],
     ['Strangers matched', r.operating_point?.target_fpir
       ? `${strangers(op.target_fpir)} searches for someone not enrolled returns a wrong match` : `fixed threshold (${op.source || 'set'})`],

@@ -38,6 +38,19 @@ export function show(arg) {
   load();
 }
 
+/** Another collection: person #id there is someone else (main.js goes back to the gallery). */
+export function switched() {
+  seq += 1;
+  drawn += 1;
+  id = null;
+  urls.clear();
+  reportUrls.clear();
+  picked.clear();
+  $('person-faces').replaceChildren();
+  $('person-reports').replaceChildren();
+  gone('');
+}
+
 const plural = (n, one, many = `${one}s`) => `${n} ${n === 1 ? one : many}`;
 const text = (e) => (e instanceof ApiError ? e.text : String(e));
 const when = (iso) => new Date(iso).toLocaleString();

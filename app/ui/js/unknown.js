@@ -20,6 +20,16 @@ export function init(context) {
 
 export function show() { load(); }
 
+/** Another collection: its unknown people are not this one's. */
+export function switched() {
+  seq += 1;
+  offset = 0;
+  urls.clear();
+  $('unknown-cards').replaceChildren();
+  say($('unknown-msg'), '');
+  pager(0, 0);
+}
+
 const fail = (e) => say($('unknown-msg'), e instanceof ApiError ? e.text : String(e), 'error');
 const plural = (n, word) => `${n} ${word}${n === 1 ? '' : 's'}`;
 
@@ -114,6 +124,7 @@ async function remove(cluster, out) {
 }
 
 async function open(cluster, tools, out) {
+  const mine = seq;
   let detail;
   try {
     detail = await request('GET', `/unknown/${cluster.id}`);
@@ -121,6 +132,7 @@ async function open(cluster, tools, out) {
     say(out, e instanceof ApiError ? e.text : String(e), 'error');
     return;
   }
+  if (mine !== seq) return;  // redrawn meanwhile, or another collection
   const list = h('ul', { class: 'crops', 'aria-label': `every face of person ${cluster.id}` });
   for (const f of detail.faces.slice(0, 200)) {
     list.append(h('li', { 'data-face': f.id }, crop(f.id),

@@ -22,6 +22,13 @@ export const paste = (files) => $(`verify-picker-${chosen.a && !chosen.b ? 'b' :
 
 export function show() {}
 
+/** Another collection (its own operating point): the photos stay, the decision goes. */
+export function switched() {
+  $('verify-result').hidden = true;
+  for (const side of SIDES) $(`verify-boxes-${side}`)?.replaceChildren();
+  say($('verify-msg'), '');
+}
+
 async function set(side, file) {
   $('verify-result').hidden = true;
   $('verify-run').disabled = true;  // until this photo is ready
