@@ -32,7 +32,7 @@ def keyed(tmp_path_factory):
 def needed_scope(method: str, path: str) -> str:
     if path.startswith("/collections/{collection}/"):  # another collection's gallery: the same scopes
         path = path.removeprefix("/collections/{collection}")
-    if path.startswith(("/admin", "/webhooks", "/collections")):
+    if path.startswith(("/admin", "/webhooks", "/collections")) or path == "/calibration":
         return "admin"
     if method == "post" and path in ("/enroll", "/identities/{identity_id}/merge", "/faces/import", "/feedback",
                                      "/faces/{face_id}/move", "/identities/{identity_id}/not-duplicate",

@@ -99,3 +99,10 @@ async def collection_ready(collection: CollectionName, service: ServiceDep, _key
     from app.api.routes.health import ready_details
 
     return await ready_details(service)
+
+
+@router.get("/{collection}/calibration", responses={404: {"model": ErrorResponse}},
+            summary="One collection's operating point in force (as GET /admin/calibration for `default`)")
+async def collection_calibration(collection: CollectionName, service: ServiceDep, _key: AdminKey) -> dict:
+    snap = service.serving.current
+    return await run_in_threadpool(lambda: service.operating.report(snap.embedder, snap.synced().search))

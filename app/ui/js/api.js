@@ -58,6 +58,7 @@ export function galleryPath(path, name = current) {
 
 /** The readiness of collection `name`: its model, operating point and counts (any key that reaches it). */
 export const readyPath = (name = current) => `/collections/${encodeURIComponent(name)}/ready`;
+export const calibrationPath = (name = current) => `/collections/${encodeURIComponent(name)}/calibration`;
 
 export class ApiError extends Error {
   constructor(status, code, message, detail) {

@@ -1,7 +1,7 @@
 // Identify: one photo in, every face boxed and numbered on it, a card per face with its crop (cut from the photo
 // here, no request), its best matches and corrections. The threshold slider and the presets re-decide locally
 // from each face's top-k scores (no new request); at the server's own threshold the server's decision is shown.
-import { ApiError, curl, request } from './api.js';
+import { ApiError, calibrationPath, curl, request } from './api.js';
 import { $, UrlBag, drawBoxes, drawCrop, fmt, h, picker, say, uploadable } from './dom.js';
 
 let ctx;
@@ -93,7 +93,7 @@ async function run(chosen, keep = null) {
 async function loadPresets() {
   if (presets) return;
   try {
-    presets = (await request('GET', '/admin/calibration')).presets || [];
+    presets = (await request('GET', calibrationPath())).presets || [];
   } catch {
     presets = [];  // a key without the admin scope: the slider alone
   }

@@ -1,7 +1,7 @@
 // Model: what is serving and how it decides, in words (from /ready and /admin/calibration), and a hot swap to
 // one of the checkpoints the server has (/admin/checkpoints) with the re-embedding progress. The gallery and its
 // operating point are the chosen collection's; the Collections section is collections.js's.
-import { ApiError, DEFAULT, apiKey, collection, readyPath, request } from './api.js';
+import { ApiError, DEFAULT, apiKey, calibrationPath, collection, readyPath, request } from './api.js';
 import * as collections from './collections.js';
 import { $, fmt, h, say } from './dom.js';
 
@@ -69,7 +69,7 @@ async function ready() {
 async function presets() {
   const list = $('model-presets');
   try {
-    const c = await request('GET', '/admin/calibration');
+    const c = await request('GET', calibrationPath());
     const ps = c.presets || [];
     list.replaceChildren(...ps.map((p) => h('li', {},
       h('strong', {}, WORDS[p.name] || p.name), `: ${strangers(p.target_fpir)} strangers wrongly matched${
