@@ -106,18 +106,26 @@ class Serving:
         then retire the old version (and, `prune`, delete its stored embeddings)."""
         if embedder.version == self.embedder.version:
             return
+        await self._embed_and_switch(embedder)
+        await self.reembed_missing(embedder)  # enrolled meanwhile by the old model
+        if prune:
+            await self._prune_all_but(embedder.version)
+        self.retire()
+
+    async def _embed_and_switch(self, embedder: Embedder) -> Snapshot:
+        """Embed what the stores lack for `embedder`, warm its snapshot, switch to it; the old snapshot."""
         await self.reembed_missing(embedder)
         await self.reembed_others(embedder)
         snapshot = await run_in_threadpool(self.snapshot_of, embedder)
         await run_in_threadpool(self.warm, snapshot)
-        self._switch(snapshot)
-        await self.reembed_missing(embedder)  # enrolled meanwhile by the old model
-        if prune:
-            await run_in_threadpool(self.store.prune_versions, {embedder.version})
-            for other in self.also_embedded:
-                await run_in_threadpool(other.prune_versions, {embedder.version})
-            await run_in_threadpool(self.search.drop_indexes, {embedder.version})
-        self.retire()
+        return self._switch(snapshot)
+
+    async def _prune_all_but(self, version: str) -> None:
+        """Delete the stored embeddings (gallery, kept unknown faces) and indexes of every other version."""
+        await run_in_threadpool(self.store.prune_versions, {version})
+        for other in self.also_embedded:
+            await run_in_threadpool(other.prune_versions, {version})
+        await run_in_threadpool(self.search.drop_indexes, {version})
 
     def snapshot_of(self, embedder: Embedder) -> Snapshot:
         """A snapshot for `embedder`: its version's search loaded (first use) and synced."""
@@ -252,10 +260,7 @@ class Serving:
             await self.reembed_missing(candidate)          # requests that started before the switch
             await self.reembed_others(candidate)
             if not self.settings.keep_old_versions:
-                await run_in_threadpool(self.store.prune_versions, {candidate.version})
-                for other in self.also_embedded:
-                    await run_in_threadpool(other.prune_versions, {candidate.version})
-                await run_in_threadpool(self.search.drop_indexes, {candidate.version})
+                await self._prune_all_but(candidate.version)
             await self._elsewhere(candidate, prune=not self.settings.keep_old_versions)
             self.retire()
             st.state, st.finished_at = "done", time.time()
@@ -299,11 +304,7 @@ class Serving:
                                 spec, version, cand.version)
                     failed.add(version)
                     continue
-                await self.reembed_missing(cand)
-                await self.reembed_others(cand)
-                snapshot = await run_in_threadpool(self.snapshot_of, cand)
-                await run_in_threadpool(self.warm, snapshot)
-                self._switch(snapshot)
+                await self._embed_and_switch(cand)
                 await self._elsewhere(cand, prune=False)
                 self.retire()
                 log.info("followed the gallery's model swap to %s (%s)", spec, version)
