@@ -141,6 +141,8 @@ def _check_collection(request: Request, key: ApiKey) -> None:
         if getattr(route, "path", None) in getattr(request.app.state, "gallery_paths", ()):
             name = "default"  # an unprefixed gallery route: the default collection's
     if name is None:
+        if request.method == "GET" and getattr(request.scope.get("route"), "path", None) == "/collections":
+            return  # the list: a bound key is shown its own collections (app/api/routes/collections.py)
         raise AppError(403, "collection_forbidden", f"this key is bound to the collections {key.collections}; "
                        "service-wide routes need a key bound to none")
     if name not in key.collections:

@@ -160,8 +160,8 @@ def test_switching_leaves_no_card_of_the_other_collection_on_screen(server, api,
     expect(page.locator("#person-name")).to_have_text("Person")
 
 
-def test_a_key_bound_to_doors_types_its_collection_and_works_there(keyed, new_page, console, faces):
-    console.allow_status(401, 403)  # the list of collections and the default gallery are refused to this key
+def test_a_key_bound_to_doors_is_offered_its_collection_and_works_there(keyed, new_page, console, faces):
+    console.allow_status(401, 403)  # the default gallery is refused to this key (the list shows it its own)
     page = new_page(keyed.url)
     page.goto("/#gallery")
     page.fill("#api-key", DOORS)
@@ -169,7 +169,7 @@ def test_a_key_bound_to_doors_types_its_collection_and_works_there(keyed, new_pa
     expect(page.locator("#key-msg")).to_have_text("Key accepted (it cannot reach default: choose one of its collections).")
     expect(page.locator("#gallery-msg")).to_contain_text(
         "403 forbidden: this key is bound to the collections ['doors'], not 'default'. Choose one of its collections")
-    expect(page.locator("#collection-select option")).to_have_text(["default", "Type a name…"])
+    expect(page.locator("#collection-select option")).to_have_text(["doors", "default", "Other name…"])
 
     switch(page, "lobby")  # not this key's
     expect(page.locator("#collection-msg")).to_contain_text('This key cannot reach "lobby"')
@@ -189,10 +189,10 @@ def test_a_key_bound_to_doors_types_its_collection_and_works_there(keyed, new_pa
 
     page.reload()  # the key is the tab's; the collection and the name typed are remembered
     expect(page.locator("#collection-select")).to_have_value("doors")
-    expect(page.locator("#collection-select option")).to_have_text(["default", "doors", "Type a name…"])
+    expect(page.locator("#collection-select option")).to_have_text(["doors", "Other name…"])
     page.goto("/#model")
-    expect(page.locator("#collections-list-msg")).to_have_text(  # a write key: the scope is what it lacks first
-        "403 forbidden: this key lacks the 'admin' scope. Use a key with that scope.")
+    expect(page.locator("#collections-rows tr[data-collection=doors]")).to_be_visible()  # its own, listed
+    expect(page.locator("#collections-rows tr")).to_have_count(1)
     expect(page.locator("#model-ready")).to_contain_text("collection doors: 1 people, 1 faces")
     r = httpx.get(f"{keyed.url}/collections/doors", headers={"X-API-Key": ADMIN}).json()
     assert r["counts"] == {"identities": 1, "faces": 1}

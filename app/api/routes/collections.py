@@ -41,14 +41,18 @@ async def create_collection(body: CollectionCreate, request: Request, _key: Admi
 
 
 @router.get("", response_model=CollectionList, summary="The collections (`default` first, then by name), with their "
-            "counts (paginated)")
-async def list_collections(request: Request, _key: AdminKey, offset: int = Query(0, ge=0, le=MAX_ID),
+            "counts (paginated): all of them for an admin key bound to none; a key bound to collections is shown "
+            "those of its collections that exist, whatever its scope")
+async def list_collections(request: Request, key: IdentifyKey, offset: int = Query(0, ge=0, le=MAX_ID),
                            limit: int = Query(100, ge=1, le=1000)) -> dict:
     c = _collections(request)
+    if key is not None and key.collections is None and "admin" not in key.granted():
+        raise AppError(403, "forbidden", "this key lacks the 'admin' scope")
+    mine = None if key is None or key.collections is None else set(key.collections)
 
     def page():
-        rows = c.rows()
-        names = [DEFAULT] + [r.name for r in rows]
+        rows = [r for r in c.rows() if mine is None or r.name in mine]
+        names = ([DEFAULT] if mine is None or DEFAULT in mine else []) + [r.name for r in rows]
         by_name = {r.name: r for r in rows}
         out = []
         for name in names[offset:offset + limit]:
