@@ -44,6 +44,7 @@ DEFAULT = "default"
 NAME_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,62}$"
 _NAME = re.compile(NAME_PATTERN)
 REVALIDATE_S = 1.0
+CREATING_S = 600.0  # a collection still `creating` after this long was left by a crash
 # the settings a collection may set for itself (None or absent: the service's)
 OVERRIDABLE = ("target_fpir", "target_far", "match_threshold", "gallery_calibration", "top_k",
                "enroll_min_face_size", "enroll_min_detection_score", "probe_retention_s", "remember_unknown",
@@ -199,9 +200,17 @@ class Collections:
             s.execute(delete(CollectionRow).where(CollectionRow.id == cid))
 
     def finish_deletes(self) -> int:
-        """At start-up: deletes (and creations) a crash interrupted are finished (their data removed)."""
+        """At start-up: deletes (and creations) a crash interrupted are finished (their data removed). A creation
+        is left alone for CREATING_S (another process may be making it now: it takes a fraction of a second)."""
+        from datetime import timedelta
+
+        from app.gallery.models import utcnow
+
+        stale = utcnow() - timedelta(seconds=CREATING_S)
         with self.registry.sessions() as s:
-            left = list(s.scalars(select(CollectionRow.id).where(CollectionRow.state != "active")))
+            left = list(s.scalars(select(CollectionRow.id).where(
+                (CollectionRow.state == "deleting")
+                | ((CollectionRow.state == "creating") & (CollectionRow.created_at < stale)))))
         for cid in left:
             self._drop_data(cid)
             with self.registry.sessions() as s, s.begin():
@@ -217,7 +226,9 @@ class Collections:
         got = self._open.get(name)
         now = time.monotonic()
         if got is not None and now - got[1] < REVALIDATE_S:
-            self._open.move_to_end(name)
+            with self._lock:  # (_close pops from threads)
+                if name in self._open:
+                    self._open.move_to_end(name)
             return got[2]
         row = await run_in_threadpool(self.row, name)
         if row is None:
@@ -225,8 +236,9 @@ class Collections:
                 await self._aclose(name)
             raise _unknown(name)
         if got is not None and got[0] == row.id and got[2].collection_settings == (row.settings or {}):
-            self._open[name] = (row.id, now, got[2])
-            self._open.move_to_end(name)
+            with self._lock:
+                self._open[name] = (row.id, now, got[2])
+                self._open.move_to_end(name)
             return got[2]
         if got is not None:  # deleted and made again, or its settings changed, by another process: open it again
             await self._aclose(name)
@@ -236,10 +248,11 @@ class Collections:
             if got is not None and got[0] == row.id and got[2].collection_settings == (row.settings or {}):
                 return got[2]
             svc = await self._open_service(row)
-            self._open[name] = (row.id, time.monotonic(), svc)
+            with self._lock:
+                self._open[name] = (row.id, time.monotonic(), svc)
             self._tasks[name] = asyncio.get_running_loop().create_task(svc.unknown.run())
-        while len(self._open) > self.max_open:
-            await self._aclose(next(iter(self._open)))
+        while len(self._open) > self.max_open:  # the least recently used first
+            await self._aclose(self.open_names()[0])
         return svc
 
     async def _open_service(self, row: CollectionRow) -> "FaceService":
@@ -270,7 +283,8 @@ class Collections:
 
     def _close(self, name: str) -> None:
         """Forget an open collection (from any thread): its requests in flight finish on what they hold."""
-        got = self._open.pop(name, None)
+        with self._lock:
+            got = self._open.pop(name, None)
         task = self._tasks.pop(name, None)
         if task is not None:
             task.get_loop().call_soon_threadsafe(task.cancel)
@@ -285,10 +299,12 @@ class Collections:
         await run_in_threadpool(self._close, name)
 
     def open_names(self) -> list[str]:
-        return list(self._open)
+        """The open collections, least recently used first."""
+        with self._lock:
+            return list(self._open)
 
     async def aclose(self) -> None:
-        for name in list(self._open):
+        for name in self.open_names():
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
@@ -310,7 +326,7 @@ class Collections:
 
     async def switched_elsewhere(self, embedder, prune: bool) -> None:
         """After the default switched: every open collection switches too (a closed one opens on the new model)."""
-        for name in list(self._open):
+        for name in self.open_names():
             got = self._open.get(name)
             if got is not None:
                 await got[2].serving.adopt(embedder, prune=prune)
