@@ -116,9 +116,10 @@ class OperatingPoints:
     """Thresholds for searches and verifications, with the gallery's own impostor tail cached per model."""
 
     def __init__(self, target_fpir: float, target_far: float, override: float | None, default: float,
-                 gallery_calibration: bool = True, distinct_pairs=None):
+                 gallery_calibration: bool = True, distinct_pairs=None, norms: dict | None = None):
         """`distinct_pairs()`: the identity-id pairs people have said are not the same person (never left out
-        of the gallery's tail as duplicates)."""
+        of the gallery's tail as duplicates). `norms`: the decoded normalisations of another OperatingPoints to
+        share (the model's, the same for every collection)."""
         self.target_fpir, self.target_far = target_fpir, target_far
         self.distinct_pairs = distinct_pairs or (lambda: set())
         self.override, self.default = override, default
@@ -127,21 +128,21 @@ class OperatingPoints:
         self._lock = threading.Lock()             # guards _refreshing (held for microseconds)
         self._compute_lock = threading.Lock()     # one tail computation at a time
         self._refreshing: set[str] = set()
-        self._norms: dict[str, Normalisation | None] = {}   # per model version (decoded once)
+        self.norms: dict[str, Normalisation | None] = {} if norms is None else norms  # per version, decoded once
 
     def normalisation(self, embedder) -> Normalisation | None:
         """The serving model's normalisation, decoded once per version. A malformed one (refused by a swap's
         check, but a model can also be served from start-up or an override) leaves searches on plain scores,
         with a warning in every operating point (`_norm_broken`)."""
         v = embedder.version
-        if v not in self._norms:
+        if v not in self.norms:
             try:
-                self._norms[v] = normalisation_of(embedder.thresholds,
+                self.norms[v] = normalisation_of(embedder.thresholds,
                                                   getattr(embedder.preprocessing, "embedding_size", None))
             except CalibrationError:
                 log.warning("model %s: malformed normalisation; searches use plain scores", v, exc_info=True)
-                self._norms[v] = None
-        return self._norms[v]
+                self.norms[v] = None
+        return self.norms[v]
 
     def _norm_broken(self, embedder) -> bool:
         return self.normalisation(embedder) is None and "normalised" in (embedder.thresholds or {})
@@ -224,16 +225,16 @@ class OperatingPoints:
 
     def held(self) -> set[str]:
         """The model versions whose tails or normalisation this process keeps."""
-        return set(self._gallery) | set(self._norms)
+        return set(self._gallery) | set(self.norms)
 
     def forget(self, keep: set[str]) -> None:
         """Drop the tails and normalisations of versions not in `keep` (retired by a swap)."""
         for v in list(self._gallery):
             if v not in keep:
                 self._gallery.pop(v, None)
-        for v in list(self._norms):
+        for v in list(self.norms):
             if v not in keep:
-                self._norms.pop(v, None)
+                self.norms.pop(v, None)
 
     def forget_gallery(self) -> None:
         """Drop the cached gallery tails (a pair was said to be two people): the next search recomputes."""

@@ -99,7 +99,8 @@ class FaceService:
             self.events = CollectionEvents(collection, shared.events, store)
         distinct = DistinctPairs(store)
         self.operating = OperatingPoints(settings.target_fpir, settings.target_far, settings.match_threshold,
-                                         settings.default_threshold, settings.gallery_calibration, distinct.all)
+                                         settings.default_threshold, settings.gallery_calibration, distinct.all,
+                                         norms=shared.operating.norms if shared is not None else None)
         self.serving = Serving(settings, embedder, self.search, self.changes, self.operating, store, self.executor,
                                self.probe_crops, leader=shared.serving if shared is not None else None)
         self.duplicates = Duplicates(store, self.operating, distinct, self.search_of)
