@@ -29,6 +29,7 @@ from typing import TYPE_CHECKING
 
 from sqlalchemy import delete, select, text
 from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
 
 from app.core.errors import AppError
@@ -126,11 +127,15 @@ class Collections:
         if name == DEFAULT:
             raise AppError(409, "collection_exists", "the collection 'default' always exists")
         overrides = self.check_settings(overrides)
-        with self.registry.sessions() as s, s.begin():
-            if s.scalar(select(CollectionRow.id).where(CollectionRow.name == name)) is not None:
-                raise AppError(409, "collection_exists", f"a collection named {name!r} exists (or is being deleted)")
-            row = CollectionRow(name=name, settings=overrides, state="creating")
-            s.add(row)
+        taken = AppError(409, "collection_exists", f"a collection named {name!r} exists (or is being deleted)")
+        try:
+            with self.registry.sessions() as s, s.begin():
+                if s.scalar(select(CollectionRow.id).where(CollectionRow.name == name)) is not None:
+                    raise taken
+                row = CollectionRow(name=name, settings=overrides, state="creating")
+                s.add(row)
+        except IntegrityError:  # made by a concurrent request between the check and the insert
+            raise taken from None
         try:
             engine = self._engine(row.id, create=True)
             migrate(engine)

@@ -421,3 +421,18 @@ def test_events_name_their_collection_and_arrive_once(tmp_path, faces):
     doors = [g["event"] for g in got if g["event"]["collection"] == "doors"]
     assert [e["type"] for e in doors] == ["enroll", "identify.match", "identity.updated"], doors  # in order
     assert doors[1]["data"]["identity"] == {"id": ident["id"], "label": "Matt Damon"}
+
+
+def test_the_same_name_made_at_once_by_many_is_made_once(world):
+    """Concurrent POST /collections of one name: one 201, the others 409 (never a 500)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    srv, *_ = world
+
+    def make(_):
+        with httpx.Client(base_url=srv.url, timeout=120, headers={"X-API-Key": ADMIN}) as h:
+            return h.post("/collections", json={"name": "race"}).status_code
+
+    with ThreadPoolExecutor(8) as pool:
+        codes = sorted(pool.map(make, range(8)))
+    assert codes == [201] + [409] * 7, codes
