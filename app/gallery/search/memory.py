@@ -30,6 +30,8 @@ log = logging.getLogger(__name__)
 
 DEAD = -1  # identity id of a tombstoned row
 COMPACT_MIN_DEAD = 1024  # compact once this many rows (and a quarter of them) are dead
+HEADROOM = 64  # rows kept free past a load or a growth (and an eighth, or half, more): a 20-face collection holds
+# 0.2 MB, not the 3.2 MB that 1,024 rows of face and template vectors take (benchmarks/collections.py)
 
 
 class _State:
@@ -132,7 +134,7 @@ class MemoryVersionSearch:
 
     def _load_all(self, rows: IndexRows) -> None:
         n, t = len(rows.emb_ids), len(set(rows.ident_ids.tolist()))  # room to grow: the next writes append in place
-        st = _State(self.dim, n + n // 8 + 1024, t + t // 8 + 1024)
+        st = _State(self.dim, n + n // 8 + HEADROOM, t + t // 8 + HEADROOM)
         self._fill(st, rows)
         self._state = st  # searches switch to the new arrays in one assignment
         self.last_embedding_id = int(rows.emb_ids.max()) if len(rows.emb_ids) else 0
@@ -185,13 +187,13 @@ class MemoryVersionSearch:
         st = self._state
         if st.n + n_rows <= len(st.emb_ids) and st.t_n + n_templates <= len(st.t_ids):
             return st
-        return self._copy(st, max(st.n + n_rows, int(len(st.emb_ids) * 1.5) + 1024),
-                          max(st.t_n + n_templates, int(len(st.t_ids) * 1.5) + 1024), compact=False)
+        return self._copy(st, max(st.n + n_rows, int(len(st.emb_ids) * 1.5) + HEADROOM),
+                          max(st.t_n + n_templates, int(len(st.t_ids) * 1.5) + HEADROOM), compact=False)
 
     def _maybe_compact(self) -> None:
         st = self._state
         if st.dead > max(COMPACT_MIN_DEAD, st.n // 4) or st.t_dead > max(COMPACT_MIN_DEAD, st.t_n // 4):
-            self._copy(st, max(st.n - st.dead, 1) + 1024, max(st.t_n - st.t_dead, 1) + 1024, compact=True)
+            self._copy(st, max(st.n - st.dead, 1) + HEADROOM, max(st.t_n - st.t_dead, 1) + HEADROOM, compact=True)
 
     def _copy(self, st: _State, cap: int, t_cap: int, compact: bool) -> _State:
         new = _State(self.dim, cap, t_cap)
