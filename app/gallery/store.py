@@ -185,6 +185,7 @@ class GalleryStore:
         self.is_postgres = engine.dialect.name == "postgresql"
         self.schema = schema
         self.channel = NOTIFY_CHANNEL if schema is None else f"{NOTIFY_CHANNEL}_{schema}"
+        self.owns_engine = True  # False: an engine shared with other collections (not disposed with this store)
         self.reserve = StorageReserve(None, 0)  # build_service puts one beside a SQLite file (deletes on a full disk)
 
     def _bump(self, s: Session, rebuild: bool = False) -> None:

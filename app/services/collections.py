@@ -27,7 +27,7 @@ from collections import OrderedDict
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import delete, select, text
+from sqlalchemy import delete, event, select, text
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import IntegrityError
 from starlette.concurrency import run_in_threadpool
@@ -70,7 +70,17 @@ def collection_url(default_url: str, cid: int) -> tuple[str, str | None]:
     return default_url, f"faceid_c{cid}"
 
 
+def _search_path(conn) -> None:
+    """The engine_connect hook of the collections' shared PostgreSQL engine: each connection taken from the shared
+    pool is pointed at the schema of the collection that takes it (committed: session-level, before any begin)."""
+    schema = conn.get_execution_options().get("faceid_schema")
+    if schema:
+        conn.exec_driver_sql(f'SET search_path TO "{schema}", public')
+        conn.commit()
+
+
 def collection_engine(default_url: str, cid: int, busy_timeout_s: float) -> Engine:
+    """A standalone engine of collection `cid` (tools, tests; the service shares one pool among its collections)."""
     url, schema = collection_url(default_url, cid)
     if schema is None:
         return make_engine(url, busy_timeout_s)
@@ -89,6 +99,7 @@ class Collections:
         self._opening: dict[str, asyncio.Lock] = {}
         self._tasks: dict[str, asyncio.Task] = {}
         self._lock = threading.Lock()
+        self._pg: Engine | None = None  # PostgreSQL: the engine (and pool) every collection shares
         default.serving.elsewhere = self
         self.is_postgres = default.store.is_postgres
 
@@ -139,7 +150,8 @@ class Collections:
         try:
             engine = self._engine(row.id, create=True)
             migrate(engine)
-            engine.dispose()
+            if self._owns(engine):
+                engine.dispose()
         except Exception:
             self._drop_data(row.id)
             with self.registry.sessions() as s, s.begin():
@@ -172,14 +184,27 @@ class Collections:
         try:
             return GalleryStore(engine).counts()
         finally:
-            engine.dispose()
+            if self._owns(engine):
+                engine.dispose()
 
     def _engine(self, cid: int, create: bool = False) -> Engine:
+        """SQLite: the collection's own engine (dispose it after use). PostgreSQL: a view of one engine all
+        collections share (its pool: the connections do not grow with the collections open), each connection
+        pointed at the collection's schema as it is taken; never disposed but at shutdown (`_owns`)."""
         url, schema = collection_url(self.settings.database_url, cid)
-        if schema is not None and create:
+        if schema is None:
+            return make_engine(url, self.settings.db_busy_timeout_s)
+        if create:
             with self.registry.engine.begin() as conn:
                 conn.execute(text(f'CREATE SCHEMA IF NOT EXISTS "{schema}"'))
-        return collection_engine(self.settings.database_url, cid, self.settings.db_busy_timeout_s)
+        with self._lock:
+            if self._pg is None:
+                self._pg = make_engine(self.settings.database_url, self.settings.db_busy_timeout_s)
+                event.listen(self._pg, "engine_connect", _search_path)
+        return self._pg.execution_options(faceid_schema=schema)
+
+    def _owns(self, engine: Engine) -> bool:
+        return self._pg is None or engine.pool is not self._pg.pool
 
     def _drop_data(self, cid: int) -> None:
         """Delete collection `cid`'s data (idempotent: what is already gone is skipped)."""
@@ -268,6 +293,7 @@ class Collections:
         def build():
             engine = self._engine(row.id)
             store = GalleryStore(engine, collection_url(self.settings.database_url, row.id)[1])
+            store.owns_engine = self._owns(engine)
             store.reserve = default.store.reserve
             svc = FaceService(self.effective(row.settings), default.pipeline, default.serving.embedder, store,
                               shared=default, collection=row.name)
@@ -315,6 +341,8 @@ class Collections:
                 task.cancel()
                 await asyncio.gather(task, return_exceptions=True)
             await self._aclose(name)
+        if self._pg is not None:
+            self._pg.dispose()
 
     # --- model swaps (called by the default's Serving) --------------------------------------------------------
     async def reembed_elsewhere(self, embedder) -> None:

@@ -81,7 +81,8 @@ class FaceService:
         self.pipeline = pipeline
         self.store = store
         self.collection, self.shared = collection, shared
-        self.search, self.changes = make_search(settings, store)
+        self._hub = None  # the default's: the collections' shared PostgreSQL listener (notify_hub)
+        self.search, self.changes = make_search(settings, store, shared.notify_hub() if shared is not None else None)
         self.feedback = FeedbackService(settings, FeedbackStore(store))
         if shared is None:
             self.training = TrainingJobs(settings)
@@ -125,6 +126,14 @@ class FaceService:
                                  executor=self.executor, key=lambda item: id(item[0]), size=lambda item: len(item[1]),
                                  on_batch=BATCH_SIZE.labels("embed").observe)
 
+    def notify_hub(self):
+        """The default's: one LISTEN connection for every collection's changes (PostgreSQL; None on SQLite)."""
+        if self._hub is None and self.store.is_postgres:
+            from app.gallery.notify import NotifyHub
+
+            self._hub = NotifyHub(self.store.engine)
+        return self._hub
+
     async def _swap_to_published(self, name: str) -> dict:
         """A training job published `name` (it passed the gate): hot-swap to it."""
         return (await self.serving.swap(name)).public()
@@ -146,7 +155,8 @@ class FaceService:
         if self.shared is not None:  # a collection: its own search and database only
             self.search.close()
             self.changes.close()
-            self.store.engine.dispose()
+            if self.store.owns_engine:
+                self.store.engine.dispose()
             return
         self.training.close()
         if self.events.mqtt is not None:
@@ -156,6 +166,8 @@ class FaceService:
         self.executor.shutdown(wait=False, cancel_futures=True)
         self.search.close()
         self.changes.close()
+        if self._hub is not None:
+            self._hub.close()
 
     def queue_depths(self) -> dict[str, int]:
         """Requests waiting for the model thread, per batcher (for /metrics)."""

@@ -7,9 +7,9 @@ from app.gallery.search.base import Match, SearchBackend, VersionSearch, cosine
 __all__ = ["Match", "SearchBackend", "VersionSearch", "cosine", "make_search"]
 
 
-def make_search(settings, store):
+def make_search(settings, store, hub=None):
     """(search backend, change feed) for this database: in memory + polling on SQLite, pgvector +
-    LISTEN/NOTIFY on PostgreSQL."""
+    LISTEN/NOTIFY on PostgreSQL (a collection's through `hub`, the NotifyHub all collections share)."""
     from app.gallery.notify import NotifyChanges, PollingChanges
 
     if not store.is_postgres:
@@ -18,7 +18,8 @@ def make_search(settings, store):
         return MemorySearch(store, settings.identity_scoring), PollingChanges()
     from app.gallery.search.pgvector import PgVectorSearch
 
-    changes = NotifyChanges(store.engine, channel=store.channel, schema=store.schema)
+    changes = (hub.subscribe(store.channel, store.schema) if hub is not None and store.schema
+               else NotifyChanges(store.engine, channel=store.channel, schema=store.schema))
     return PgVectorSearch(store, changes, scoring=settings.identity_scoring, ef_search=settings.pgvector_ef_search,
                           exact_below=settings.pgvector_exact_below, hnsw_m=settings.pgvector_hnsw_m,
                           hnsw_ef_construction=settings.pgvector_hnsw_ef_construction), changes
