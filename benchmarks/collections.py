@@ -264,7 +264,7 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
     fill_s = time.perf_counter() - t0
 
     env = {"FACEID_PRECISION": args.precision, "FACEID_WEIGHTS": args.weights, "FACEID_LOG_JSON": "true",
-           "FACEID_COLLECTIONS_MAX_OPEN": str(args.collections + 16)}
+           "FACEID_COLLECTIONS_MAX_OPEN": str(args.max_open or args.collections + 16)}
     servers = {}
     for name in ("all", "small", "big"):
         db = urls[name] if backend == "postgres" else tmp / f"{name}.db"
@@ -282,6 +282,7 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
     warm_s = time.perf_counter() - t
     pid = servers["all"].proc.pid
     rss_before = rss_mb(pid)
+    pg_pss_before = pg_pss_mb(pg) if backend == "postgres" else None
     t = time.perf_counter()
     for name in made:
         if name not in (SMALL, "big"):
@@ -289,6 +290,8 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
     open_s = time.perf_counter() - t
     opened = len(made) - 2
     rss_after = rss_mb(pid)
+    connections = pg_connections(pg, "all") if backend == "postgres" else None
+    pg_pss = pg_pss_mb(pg) if backend == "postgres" else None
     for cfg, (srv, path) in configs.items():
         time_identify(clients[srv], path, images, 5)  # warm-up
     lat: dict[str, list[float]] = {c: [] for c in configs}
@@ -301,6 +304,7 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
         "faces_big": args.faces_big, "faces_per_identity_big": args.faces_per_identity,
         "embeddings": f"{PROBE_PEOPLE} real LFW people (cache {cache}) in {SMALL} and big; every other face a "
                       "distractor (real LFW embedding plus noise, cosine 0.25-0.55 with it)",
+        "max_open": args.max_open or args.collections + 16,
         "requests_per_config": args.requests * args.passes, "passes": args.passes,
         "identify_ms": {c: {"p50": p50[c], "p90": pct(v, 90), "n": len(v)} for c, v in lat.items()},
         "ratio_small_a_over_b": round(p50["a_all_in_small"] / p50["b_small_only"], 3),
@@ -311,7 +315,11 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
                    "per_collection_kb": round(1024 * (rss_after - rss_before) / max(opened, 1), 1),
                    "open_s_per_collection": round(open_s / max(opened, 1), 4),
                    "rss_small_only_mb": round(rss_mb(servers["small"].proc.pid), 1),
-                   "rss_big_only_mb": round(rss_mb(servers["big"].proc.pid), 1)},
+                   "rss_big_only_mb": round(rss_mb(servers["big"].proc.pid), 1),
+                   **({"postgres_connections_of_all": connections,
+                       "postgres_pss_mb_before_opening": pg_pss_before, "postgres_pss_mb_after_opening": pg_pss,
+                       "postgres_per_collection_kb": round(1024 * (pg_pss - pg_pss_before) / max(opened, 1), 1)}
+                      if connections is not None else {})},
         "disk_per_empty_collection": disk,
         "seconds": {"create_collections": round(create_s, 1), "fill_small": round(small_fill_s, 1),
                     "fill_big": round(big_fill_s, 1), "fill_total": round(fill_s, 1),
@@ -325,6 +333,33 @@ def pg_connect(pg):
     return psycopg.connect(pg._server.get_uri(), autocommit=True)
 
 
+def pg_pss_mb(pg) -> float:
+    """Proportional memory of the whole PostgreSQL server (postmaster and every backend; shared buffers counted
+    once, split among the processes that touched them)."""
+    postmaster = int((pg.pgdata / "postmaster.pid").read_text().split()[0])
+    total, todo = 0, [postmaster]
+    while todo:
+        p = todo.pop()
+        try:
+            for line in Path(f"/proc/{p}/smaps_rollup").read_text().splitlines():
+                if line.startswith("Pss:"):
+                    total += int(line.split()[1])
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return round(total / 1024, 1)
+
+
+def pg_connections(pg, database: str) -> dict:
+    """The connections a database has, by what they are doing (a LISTEN connection idles)."""
+    with pg_connect(pg) as conn:
+        rows = conn.execute("SELECT state, count(*) FROM pg_stat_activity WHERE datname = %s GROUP BY state",
+                            (database,)).fetchall()
+        limit = conn.execute("SHOW max_connections").fetchone()[0]
+    return {"total": sum(n for _, n in rows), "by_state": {str(k): n for k, n in rows}, "max_connections": int(limit)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--backend", default="both", choices=["sqlite", "postgres", "both"])
@@ -334,6 +369,8 @@ def main(argv=None) -> int:
     ap.add_argument("--faces-per-identity", type=int, default=5, help="in the big collection")
     ap.add_argument("--requests", type=int, default=20, help="per configuration and pass")
     ap.add_argument("--passes", type=int, default=3)
+    ap.add_argument("--max-open", type=int, default=None, help="FACEID_COLLECTIONS_MAX_OPEN of the servers "
+                    "(default: every collection stays open)")
     ap.add_argument("--weights", default="casia-webface")
     ap.add_argument("--precision", default="fast")
     ap.add_argument("--out-dir", default="benchmarks/results", help="writes collections-<backend>.json there")
