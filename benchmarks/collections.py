@@ -27,12 +27,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sqlite3
 import sys
 import tempfile
 import time
 import types
 from contextlib import ExitStack
+from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
@@ -165,6 +167,28 @@ def rss_mb(pid: int) -> float:
     return total / 1024
 
 
+def cpu_s(pid: int) -> float:
+    """CPU seconds (user + system) process `pid` and its descendants have used."""
+    total, todo = 0, [pid]
+    while todo:
+        p = todo.pop()
+        try:
+            fields = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()
+            total += int(fields[11]) + int(fields[12])  # utime, stime (fields 14 and 15 of stat)
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except OSError:
+            continue
+    return total / os.sysconf("SC_CLK_TCK")
+
+
+def idle_cpu_percent(pids: dict[str, int], seconds: float = 10.0) -> dict[str, float]:
+    """Each server's CPU use while no request comes (its background work: listeners, pollers, tasks)."""
+    before = {k: cpu_s(p) for k, p in pids.items()}
+    time.sleep(seconds)
+    return {k: round(100 * (cpu_s(p) - before[k]) / seconds, 1) for k, p in pids.items()}
+
+
 def time_identify(h: httpx.Client, path: str, images: list[bytes], n: int) -> list[float]:
     out = []
     for i in range(n):
@@ -207,7 +231,20 @@ def copy_sqlite(src_url: str, dst: Path) -> str:
     return f"sqlite:///{dst}"
 
 
-def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
+@dataclass
+class Galleries:
+    """What `build` made: database URLs of the services `all`, `small`, `big`; the collections of `all` (name -> id);
+    the probe photos; the embeddings' cache file; one empty collection's disk; seconds taken; PostgreSQL or None."""
+    urls: dict[str, str]
+    made: dict[str, int]
+    images: list[bytes]
+    cache: str
+    disk: dict
+    seconds: dict[str, float]
+    pg: object | None
+
+
+def build(backend: str, args, tmp: Path, stack: ExitStack) -> Galleries:
     from model.pipeline import load_checkpoint
 
     t0 = time.perf_counter()
@@ -262,8 +299,16 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
     else:
         filler.enroll(default_store(urls["small"]), small_content(probe_emb))
         filler.enroll(default_store(urls["big"]), big)
-    fill_s = time.perf_counter() - t0
+    seconds = {"create_collections": round(create_s, 1), "fill_small": round(small_fill_s, 1),
+               "fill_big": round(big_fill_s, 1), "fill_total": round(time.perf_counter() - t0, 1)}
+    return Galleries(urls, made, images, cache, disk, seconds, pg if backend == "postgres" else None)
 
+
+def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
+    """Builds the galleries, starts the three servers, opens every collection, times the four configurations."""
+    t0 = time.perf_counter()
+    g = build(backend, args, tmp, stack)
+    urls, made, images, pg = g.urls, g.made, g.images, g.pg
     env = {"FACEID_PRECISION": args.precision, "FACEID_WEIGHTS": args.weights, "FACEID_LOG_JSON": "true",
            "FACEID_COLLECTIONS_MAX_OPEN": str(args.max_open or args.collections + 16)}
     servers = {}
@@ -292,6 +337,7 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
     rss_after = rss_mb(pid)
     connections = pg_connections(pg, "all") if backend == "postgres" else None
     pg_pss = pg_pss_mb(pg) if backend == "postgres" else None
+    idle = idle_cpu_percent({name: srv.proc.pid for name, srv in servers.items()})
     for cfg, (srv, path) in configs.items():
         time_identify(clients[srv], path, images, 5)  # warm-up
     lat: dict[str, list[float]] = {c: [] for c in configs}
@@ -302,7 +348,7 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
     return {
         "backend": backend, "collections": args.collections, "identities_per_collection": args.identities,
         "faces_big": args.faces_big, "faces_per_identity_big": args.faces_per_identity,
-        "embeddings": f"{PROBE_PEOPLE} real LFW people (cache {cache}) in {SMALL} and big; every other face a "
+        "embeddings": f"{PROBE_PEOPLE} real LFW people (cache {g.cache}) in {SMALL} and big; every other face a "
                       "distractor (real LFW embedding plus noise, cosine 0.25-0.55 with it)",
         "max_open": args.max_open or args.collections + 16,
         "requests_per_config": args.requests * args.passes, "passes": args.passes,
@@ -310,6 +356,7 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
         "ratio_small_a_over_b": round(p50["a_all_in_small"] / p50["b_small_only"], 3),
         "ratio_big_c_over_d": round(p50["c_all_in_big"] / p50["d_big_only"], 3),
         "first_answers": answers,
+        "idle_cpu_percent_of_a_core": idle,
         "memory": {"rss_before_mb": round(rss_before, 1), "rss_after_mb": round(rss_after, 1),
                    "collections_opened": opened,
                    "per_collection_kb": round(1024 * (rss_after - rss_before) / max(opened, 1), 1),
@@ -320,10 +367,8 @@ def run_backend(backend: str, args, tmp: Path, stack: ExitStack) -> dict:
                        "postgres_pss_mb_before_opening": pg_pss_before, "postgres_pss_mb_after_opening": pg_pss,
                        "postgres_per_collection_kb": round(1024 * (pg_pss - pg_pss_before) / max(opened, 1), 1)}
                       if connections is not None else {})},
-        "disk_per_empty_collection": disk,
-        "seconds": {"create_collections": round(create_s, 1), "fill_small": round(small_fill_s, 1),
-                    "fill_big": round(big_fill_s, 1), "fill_total": round(fill_s, 1),
-                    "first_search_warm": round(warm_s, 1), "open_all": round(open_s, 1),
+        "disk_per_empty_collection": g.disk,
+        "seconds": {**g.seconds, "first_search_warm": round(warm_s, 1), "open_all": round(open_s, 1),
                     "total": round(time.perf_counter() - t0, 1)}}
 
 

@@ -78,7 +78,7 @@ def split(names: list[str], n_collections: int, per: int, enroll: int, mated_per
             truth += [gi] * len(rows[k:k + mated_per_person])
         out.append({"people": enrolled[c * per:(c + 1) * per], "gallery_rows": gallery,
                     "mated_rows": np.array(mated), "mated_truth": np.array(truth)})
-    strangers = [by[n][0] for n, r in by.items() if len(r) == 1 and n not in exclude]
+    strangers = [r[0] for n, r in by.items() if len(r) == 1 and n not in exclude]
     strangers += [r for n in held_out for r in rng.permutation(by[n])[:per_stranger]]
     return out, np.array(strangers)
 
@@ -96,9 +96,9 @@ def largest_face(answer: dict) -> dict:
 
 def run(args) -> dict:
     """One real server per seed (split); per collection and seed the figures, and per target pooled over seeds."""
+    from app.services.operating_point import normalisation_of
     from benchmarks.lfw_all import lfw_embeddings
     from model.pipeline import load_checkpoint
-    from app.services.operating_point import normalisation_of
 
     t0 = time.perf_counter()
     targets = [float(x) for x in args.targets.split(",")][:args.collections]
@@ -156,7 +156,7 @@ def run_split(args, d: dict, norm, exclude: set[str], targets: list[float], seed
                     checks.append(results[-1].pop("server_check"))
         finally:
             server.stop()
-    return {"seed": seed, "strangers": {"searches": int(len(strangers)), "people": len({names[r] for r in strangers})},
+    return {"seed": seed, "strangers": {"searches": len(strangers), "people": len({names[r] for r in strangers})},
             "results": results, "server_check": checks,
             "within_2x": sum(r["fpir_within_2x"] for r in results)}
 
@@ -194,11 +194,11 @@ def evaluate(h: httpx.Client, col: dict, target: float, emb, paths, strangers, s
         thr_diff = max(thr_diff, abs(f["threshold"] - float(thr)))
     return {"collection": name, "target_fpir": target, "identities": len(templates),
             "enrolled_faces": int(sum(len(g) for g in col["gallery_rows"])),
-            "fpir": round(fpir, 5), "false_positives": false_pos, "nonmated_searches": int(len(s_best)),
+            "fpir": round(fpir, 5), "false_positives": false_pos, "nonmated_searches": len(s_best),
             "fpir_95ci": [round(lo, 5), round(hi, 5)], "fpir_over_target": round(fpir / target, 2),
             "fpir_within_2x": target / 2 <= fpir <= 2 * target,
             "ci_within_2x_band": target / 2 <= lo and hi <= 2 * target,
-            "fnir": round(1 - float(hits.mean()), 4), "mated_searches": int(len(hits)),
+            "fnir": round(1 - float(hits.mean()), 4), "mated_searches": len(hits),
             "operating_point": {k: op.get(k) for k in ("threshold", "normalisation", "normalised_threshold", "floor",
                                                         "compared_identities", "per_comparison_rate", "source",
                                                         "prior_threshold", "gallery_threshold", "warnings")},
