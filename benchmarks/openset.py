@@ -16,6 +16,7 @@ searches); and FPIR/FNIR at the operating point the service ships, beside main's
 `--domain degraded` runs the same on grayscale 24-px crops (as `benchmarks.domain_adapt` degrades them).
 
     python -m benchmarks.openset [--sizes 100,1000,all] [--domain lfw|degraded] [--out benchmarks/results/openset.json]
+    python -m benchmarks.openset --collections 10 [--targets 0.001,...,0.1]   # per-collection operating points
 """
 from __future__ import annotations
 
@@ -243,7 +244,16 @@ def main(argv=None) -> int:
     ap.add_argument("--measured", default=None, help="also write the miss rates the web UI's presets show (FNIR at "
                     "each FPIR, 1,000 people enrolled with 3 photos, the shipped scoring) to this file, e.g. "
                     "model/measured/casia-webface.json (what model.weights.measured_fnir reads)")
+    ap.add_argument("--collections", type=int, default=0, help="instead: this many disjoint collections of one real "
+                    "server, each with its own target FPIR (--targets), searched separately "
+                    "(benchmarks.collections_openset; --enroll is then one number, default 3)")
+    from benchmarks import collections_openset
+
+    collections_openset.parser(ap)
     args = ap.parse_args(argv)
+    if args.collections:
+        args.enroll = 3 if args.enroll == "1,3" else int(args.enroll)
+        return emit(collections_openset.run(args), args.out)
     t0 = time.perf_counter()
     from model.pipeline import load_checkpoint
     from app.services.operating_point import tail_of
