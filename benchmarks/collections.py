@@ -259,8 +259,7 @@ def build(backend: str, args, tmp: Path, stack: ExitStack) -> Galleries:
 
         pg = EmbeddedPostgres(tmp / "pg").start()
         stack.callback(pg.close)
-        with pg_connect(pg) as conn:  # a LISTEN connection and a pooled one per open collection, by the service
-            conn.execute(f"ALTER SYSTEM SET max_connections = {max(100, 3 * args.collections + 100)}")
+        with pg_connect(pg) as conn:  # max_connections stays at its default (100): the collections share a pool
             conn.execute("ALTER SYSTEM SET shared_buffers = '512MB'")
         pg.stop()
         pg.start()
