@@ -95,3 +95,31 @@ def test_detect_floor_script(faces):
     row = got["sets"]["lfw"]
     assert row["images"] == 3 and row["floor_24"]["missed_iou_0.9"] == 0 and row["floor_24"]["extra_iou_0.9"] == 0
     assert row["floor_24"]["faces_at_or_above"] >= 3 and row["floor_24"]["speedup_median"] > 0
+
+
+@pytest.mark.slow  # real servers, both backends
+def test_collections_script(faces, tmp_path):
+    out = subprocess.run([sys.executable, "-m", "benchmarks.collections", "--backend", "both", "--collections", "3",
+                          "--faces-big", "300", "--requests", "2", "--passes", "1", "--out-dir", str(tmp_path)],
+                         cwd=REPO, capture_output=True, text=True, timeout=900)
+    assert out.returncode == 0, out.stderr[-2000:]  # (one JSON document per backend on stdout)
+    for backend in ("sqlite", "postgres"):
+        r = json.loads((tmp_path / f"collections-{backend}.json").read_text())
+        assert r["collections"] == 3 and r["faces_big"] == 300
+        assert r["ratio_small_a_over_b"] > 0 and r["ratio_big_c_over_d"] > 0
+        assert {a["status"] for a in r["first_answers"].values()} == {"match"}  # the same person found in each
+
+
+@pytest.mark.slow  # embedded PostgreSQL
+def test_collections_pgvector_script():
+    got = run("benchmarks.collections_pgvector", "--small", "5", "--medium", "200", "--big", "600", "--queries", "5")
+    designs = got["designs"]
+    assert len(designs) == 3
+    assert all(d[group]["recall_at_1"] == 1.0 for d in designs.values() for group in ("small", "medium", "big"))
+
+
+@pytest.mark.slow  # a real server with collections
+def test_openset_collections_script(faces, tmp_path):
+    got = run("benchmarks.openset", "--collections", "2", "--people", "10", "--targets", "0.01,0.1", "--check", "1",
+              "--out", str(tmp_path / "o.json"))
+    assert json.loads((tmp_path / "o.json").read_text()) == got
