@@ -18,6 +18,7 @@ from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
 from app.core.security import KeyFirstMiddleware
 from app.core.errors import AppError
+from app.schemas import ErrorResponse
 from app.core.observability import RequestContext, configure_logging
 
 log = logging.getLogger("faceid")
@@ -168,7 +169,9 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     gallery_routers = (faces.router, transfer.router, gallery.router, feedback.router, probes.router, unknown.router)
     app.state.gallery_paths = {r.path for router in gallery_routers for r in router.routes}
     for router in gallery_routers:
-        app.include_router(router, prefix="/collections/{collection}", dependencies=[Depends(collection_param)])
+        app.include_router(router, prefix="/collections/{collection}", dependencies=[Depends(collection_param)],
+                           responses={404: {"model": ErrorResponse, "description": "no such collection "
+                                            "(unknown_collection), or no such resource in it"}})
     webhooks.declare_events(app)  # OpenAPI 3.1 `webhooks`: what each event's delivery carries
     docs.install(app)
     ui.install(app)  # the web UI at / (static files, public API only)

@@ -651,7 +651,7 @@ class CollectionUpdate(BaseModel):
 
 class CollectionOut(BaseModel):
     name: str
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     settings: dict
     counts: dict[str, int] | None = None
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime, timezone
 from typing import Annotated, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, field_validator
+from pydantic import AfterValidator, BaseModel, ConfigDict
 
 
 def as_utc(value: datetime) -> datetime:
@@ -129,11 +129,6 @@ class CollectionOut(Answer):
     """A collection as GET /collections/{name} answers: `settings` its own (the others are the service's),
     `counts` {"identities", "faces"}; `created_at` None for `default`, which was never made."""
     name: str
-    created_at: datetime | None = None
+    created_at: UtcDatetime | None = None
     settings: dict
     counts: dict[str, int] | None = None
-
-    @field_validator("created_at")
-    @classmethod
-    def _utc(cls, value: datetime | None) -> datetime | None:
-        return None if value is None else as_utc(value)
