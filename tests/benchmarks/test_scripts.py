@@ -102,6 +102,8 @@ def test_collections_script(faces, tmp_path):
     out = subprocess.run([sys.executable, "-m", "benchmarks.collections", "--backend", "both", "--collections", "3",
                           "--faces-big", "300", "--requests", "2", "--passes", "1", "--out-dir", str(tmp_path)],
                          cwd=REPO, capture_output=True, text=True, timeout=900)
+    if out.returncode != 0 and "no LFW embeddings of model" in out.stderr:  # a clean clone: the cache is not there
+        pytest.skip("benchmarks.collections needs the cached LFW embeddings (python -m benchmarks.lfw_all)")
     assert out.returncode == 0, out.stderr[-2000:]  # (one JSON document per backend on stdout)
     for backend in ("sqlite", "postgres"):
         r = json.loads((tmp_path / f"collections-{backend}.json").read_text())
