@@ -46,6 +46,11 @@ async def checkpoints(service: ServiceDep, _key: AdminKey) -> list[dict]:
 @router.get("/calibration", summary="The operating point in force: the model's and the gallery's impostor tails, "
             "the pairs behind each quantile, the thresholds for search and verification")
 async def calibration(service: ServiceDep, _key: AdminKey) -> dict:
+    return await calibration_report(service)
+
+
+async def calibration_report(service) -> dict:
+    """The operating point report of one collection's gallery (the default's here; GET /collections/{c}/calibration)."""
     snap = service.serving.current
     return await run_in_threadpool(lambda: service.operating.report(snap.embedder, snap.synced().search))
 

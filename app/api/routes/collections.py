@@ -108,5 +108,6 @@ async def collection_ready(collection: CollectionName, service: ServiceDep, _key
 @router.get("/{collection}/calibration", responses={404: {"model": ErrorResponse}},
             summary="One collection's operating point in force (as GET /admin/calibration for `default`)")
 async def collection_calibration(collection: CollectionName, service: ServiceDep, _key: AdminKey) -> dict:
-    snap = service.serving.current
-    return await run_in_threadpool(lambda: service.operating.report(snap.embedder, snap.synced().search))
+    from app.api.routes.admin import calibration_report
+
+    return await calibration_report(service)
