@@ -14,6 +14,8 @@ from app.api import docs
 from app.api.routes import (admin, collections, faces, feedback, gallery, health, probes, transfer, ui, unknown,
                             webhooks)
 from app.core import errors
+from app.core.background import Background
+from app.services.delivery import DeliveryProcess
 from app.core.browser import BrowserGuardMiddleware
 from app.core.config import Settings, get_settings
 from app.core.security import KeyFirstMiddleware
@@ -103,8 +105,9 @@ async def lifespan(app: FastAPI):
     app.state.service = service
     from app.services.collections import Collections
 
-    app.state.collections = collections_ = Collections(service, settings.collections_max_open)
-    follower = delivery = refiner = None
+    background = Background(settings.background_nice).start()  # event delivery and refines: app/core/background.py
+    app.state.collections = collections_ = Collections(service, settings.collections_max_open, background)
+    follower = worker = None
     try:  # whatever fails from here on, the service is closed and its tasks cancelled
         serving = service.serving
         emb = serving.embedder
@@ -117,16 +120,25 @@ async def lifespan(app: FastAPI):
         await run_in_threadpool(serving.warm, serving.snapshot_of(emb))  # the operating point, before any request
         follower = asyncio.get_running_loop().create_task(serving.follow())
         if settings.events_worker:  # webhooks and MQTT, off the request path (app/services/events.py)
-            delivery = asyncio.get_running_loop().create_task(service.events.run())
-        refiner = asyncio.get_running_loop().create_task(service.unknown.run())  # kept unknown faces' clusters
+            url = service.store.engine.url.render_as_string(hide_password=False)
+            if settings.events_worker_process and ":memory:" not in url:  # app/services/delivery.py
+                worker = DeliveryProcess(settings, url).start()
+                service.events.forward = worker.poke
+                background.spawn(service.events.relay_forever())  # the collections' events, to the worker's outbox
+            else:
+                background.spawn(service.events.run())
+        background.spawn(service.unknown.run())  # kept unknown faces' clusters
         log.info("ready: model %s (%s) on %s, %s (%s)", emb.name, emb.version, emb.device, emb.precision,
                  emb.precision_reason)
         yield
     finally:
-        for task in (follower, delivery, refiner):
-            if task is not None:
-                task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+        if follower is not None:
+            follower.cancel()
+            await asyncio.gather(follower, return_exceptions=True)
+        await background.stop()  # a delivery worker there gives back its leases
+        if worker is not None:
+            service.events.forward = None
+            await run_in_threadpool(worker.stop)  # the worker's process does, and exits
         await collections_.aclose()
         await service.aclose()
         service.store.engine.dispose()

@@ -12,6 +12,7 @@ were all signatures valid.
     python -m benchmarks.events delivery --requests 1000 --fail-share 0.3
     python -m benchmarks.events delivery --requests 400 --postgres --replicas 2 --subscriptions 3
     python -m benchmarks.events latency --seconds 20 --passes 3 --mosquitto   (or --mqtt-url mqtt://host:1883)
+                                         [--compare: also the worker as a thread, and at nice 0]
 """
 from __future__ import annotations
 
@@ -28,7 +29,7 @@ from benchmarks.faces import faces_dir
 from benchmarks.report import emit
 from benchmarks.serve import load, probes
 from harness import Server
-from harness.receiver import Receiver
+from harness.receiver import Receiver, ReceiverProcess
 
 FAST_RETRY = {"FACEID_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]', "FACEID_EVENTS_RETRY_BASE_S": "0.05",
               "FACEID_EVENTS_RETRY_MAX_S": "0.5", "FACEID_EVENTS_MAX_ATTEMPTS": "100",
@@ -125,14 +126,21 @@ def delivery(requests: int, fail_share: float, subscriptions: int, db: Path | st
 
 
 def latency(seconds: float, passes: int, clients: int, tmp: Path, mqtt_url: str | None,
-            start_timeout_s: float = 300) -> dict:
+            start_timeout_s: float = 300, compare: bool = False) -> dict:
+    """`compare`: two more servers with events on, to show what the shipped worker is worth: one delivering from a
+    thread of the server's process (FACEID_EVENTS_WORKER_PROCESS=false), one from its own process at the
+    requests' CPU priority (FACEID_BACKGROUND_NICE=0)."""
     images = probes()
-    receiver = Receiver().start()
+    receiver = ReceiverProcess().start()  # another program, as a real receiver is
     # the shipped delivery settings (FAST_RETRY's 0.1 s poll and quick retries are for the failure runs above)
     env_on = {"FACEID_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]', "FACEID_PRECISION": "fast",
               **({"FACEID_MQTT_URL": mqtt_url} if mqtt_url else {})}
     servers = {"events_off": Server(tmp / "off.db", env={"FACEID_PRECISION": "fast"}),
                "events_on": Server(tmp / "on.db", env=env_on)}
+    if compare:
+        servers["events_on_worker_thread"] = Server(tmp / "on_thread.db",
+                                                    env={**env_on, "FACEID_EVENTS_WORKER_PROCESS": "false"})
+        servers["events_on_same_priority"] = Server(tmp / "on_nice0.db", env={**env_on, "FACEID_BACKGROUND_NICE": "0"})
     points: dict[str, list[dict]] = {n: [] for n in servers}
     try:
         for name, srv in servers.items():
@@ -140,7 +148,7 @@ def latency(seconds: float, passes: int, clients: int, tmp: Path, mqtt_url: str 
             with httpx.Client(base_url=srv.url, timeout=120) as h:
                 for i, img in enumerate(images[:10]):
                     h.post("/enroll", data={"label": f"p{i}"}, files={"files": ("a.jpg", img)})
-            if name == "events_on":
+            if name != "events_off":
                 subscribe(srv.url, receiver, 3)
             load(srv.url, images, 1, 3)  # warm-up
         for _ in range(passes):
@@ -149,13 +157,15 @@ def latency(seconds: float, passes: int, clients: int, tmp: Path, mqtt_url: str 
     finally:
         for srv in servers.values():
             srv.stop()
-        receiver.stop()
+        delivered = receiver.stop()
     runs = {n: {"requests": sum(p["requests"] for p in ps), "errors": sum(p["errors"] for p in ps),
                 "p50_ms": round(float(np.median([p["p50_ms"] for p in ps])), 1),
                 "p95_ms": round(float(np.median([p["p95_ms"] for p in ps])), 1)} for n, ps in points.items()}
     return {"seconds_per_pass": seconds, "passes": passes, "clients": clients, "mqtt": bool(mqtt_url),
-            "webhook_subscriptions": 3, "runs": runs, "events_delivered": len(receiver.deliveries()),
-            "p50_ratio_on_vs_off": round(runs["events_on"]["p50_ms"] / runs["events_off"]["p50_ms"], 3)}
+            "webhook_subscriptions": 3, "runs": runs, "events_delivered": delivered,
+            "p50_ratio_on_vs_off": round(runs["events_on"]["p50_ms"] / runs["events_off"]["p50_ms"], 3),
+            **({f"p50_ratio_{n[len('events_'):]}_vs_off": round(runs[n]["p50_ms"] / runs["events_off"]["p50_ms"], 3)
+                for n in runs if n not in ("events_off", "events_on")})}
 
 
 def main(argv=None) -> int:
@@ -173,6 +183,8 @@ def main(argv=None) -> int:
     lat.add_argument("--clients", type=int, default=1)
     lat.add_argument("--mqtt-url", default=None, help="a broker to publish to (see --mosquitto)")
     lat.add_argument("--mosquitto", action="store_true", help="start Debian's mosquitto for the run and publish there")
+    lat.add_argument("--compare", action="store_true", help="two more servers with events on: the worker in a "
+                     "thread of the server's process; in its own process at the requests' CPU priority")
     for p in (d, lat):
         p.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
@@ -196,11 +208,13 @@ def main(argv=None) -> int:
 
             broker = Mosquitto(Path(tmp) / "mqtt").start()
             try:
-                result = latency(args.seconds, args.passes, args.clients, Path(tmp), broker.url)
+                result = latency(args.seconds, args.passes, args.clients, Path(tmp), broker.url,
+                                 compare=args.compare)
             finally:
                 broker.stop()
         else:
-            result = latency(args.seconds, args.passes, args.clients, Path(tmp), args.mqtt_url)
+            result = latency(args.seconds, args.passes, args.clients, Path(tmp), args.mqtt_url,
+                             compare=args.compare)
     return emit({"benchmark": f"events.{args.mode}", **result}, args.out)
 
 

@@ -73,3 +73,44 @@ class Receiver:
 
     def __exit__(self, *exc) -> None:
         self.stop()
+
+
+class ReceiverProcess:
+    """A Receiver in a process of its own that answers every delivery 204 and counts them (the latency benchmark:
+    a receiver is another program, so its threads must not take the load generator's GIL)."""
+
+    def __init__(self, port: int | None = None):
+        self.port = port or free_port()
+        self.secrets: dict[str, str] = {}  # set by subscribe(); this receiver counts and does not check them
+        self._proc = None
+
+    def url(self, path: str = "/hook") -> str:
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def start(self) -> "ReceiverProcess":
+        import subprocess
+        import sys
+
+        self._proc = subprocess.Popen([sys.executable, "-m", "harness.receiver", str(self.port)],
+                                      stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        if self._proc.stdout.readline().strip() != "ready":
+            raise RuntimeError("the receiver process did not start")
+        return self
+
+    def stop(self) -> int:
+        """Stop it; how many deliveries it accepted."""
+        if self._proc is None:
+            return 0
+        out, _ = self._proc.communicate("", timeout=30)
+        self._proc = None
+        return int(json.loads(out)["deliveries"])
+
+
+if __name__ == "__main__":  # python -m harness.receiver PORT: serve until stdin closes, then print the count
+    import sys
+
+    r = Receiver(port=int(sys.argv[1])).start()
+    print("ready", flush=True)
+    sys.stdin.read()
+    r.stop()
+    print(json.dumps({"deliveries": len(r.deliveries())}), flush=True)

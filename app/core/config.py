@@ -147,8 +147,14 @@ class Settings(BaseSettings):
     train_keep_candidates: int = Field(3, ge=0, le=1000, description="unpublished candidate checkpoints kept "
                                        "(newest first, ~94 MB each); older ones are deleted when a job ends")
     # events: webhooks and MQTT (app/services/events.py, docs/events.md)
+    background_nice: int = Field(10, ge=0, le=19, description="how much lower the CPU priority of background "
+                                 "work (event delivery, re-clustering unknown faces) is than the requests' "
+                                 "(Linux nice steps; 0: the same): it uses the time requests leave")
     events_worker: bool = Field(True, description="deliver events from this process (several may: each "
                                 "subscription is leased to one at a time)")
+    events_worker_process: bool = Field(True, description="the worker in a process of its own (app/services/"
+                                        "delivery.py), at FACEID_BACKGROUND_NICE: its Python work then never "
+                                        "holds up a request; off: a thread of the server's process")
     webhook_allowed_hosts: list[str] = Field(default_factory=list, description="webhook destinations allowed "
                                              "although not public: host names, addresses or networks (CIDR), e.g. "
                                              "[\"127.0.0.1\", \"10.0.0.0/8\"]; loopback and private addresses "

@@ -19,6 +19,7 @@ delete: a crash in between relays them again and the outbox's unique event id dr
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import logging
 import re
 import threading
@@ -37,6 +38,7 @@ from app.gallery.models import CollectionRow
 from app.gallery.store import GalleryStore, make_engine, migrate
 
 if TYPE_CHECKING:
+    from app.core.background import Background
     from app.services.recognition import FaceService
 
 log = logging.getLogger(__name__)
@@ -91,13 +93,14 @@ def collection_engine(default_url: str, cid: int, busy_timeout_s: float) -> Engi
 class Collections:
     """The registry and the open collections of this process (the default's FaceService is `default`)."""
 
-    def __init__(self, default: "FaceService", max_open: int = 1024):
-        self.default, self.max_open = default, max_open
+    def __init__(self, default: "FaceService", max_open: int = 1024, background: "Background | None" = None):
+        """`background`: where each open collection's refiner runs (app/core/background.py; None: this loop)."""
+        self.default, self.max_open, self.background = default, max_open, background
         self.settings = default.settings
         self.registry = default.store
         self._open: OrderedDict[str, tuple[int, float, FaceService]] = OrderedDict()  # name -> (id, checked, svc)
         self._opening: dict[str, asyncio.Lock] = {}
-        self._tasks: dict[str, asyncio.Task] = {}
+        self._tasks: dict[str, asyncio.Task | concurrent.futures.Future] = {}
         self._lock = threading.Lock()
         self._pg: Engine | None = None  # PostgreSQL: the engine (and pool) every collection shares
         default.serving.elsewhere = self
@@ -280,7 +283,8 @@ class Collections:
             svc = await self._open_service(row)
             with self._lock:
                 self._open[name] = (row.id, time.monotonic(), svc)
-            self._tasks[name] = asyncio.get_running_loop().create_task(svc.unknown.run())
+            self._tasks[name] = (self.background.spawn(svc.unknown.run()) if self.background is not None
+                                 else asyncio.get_running_loop().create_task(svc.unknown.run()))
         while len(self._open) > self.max_open:  # the least recently used first
             await self._aclose(self.open_names()[0])
         return svc
@@ -317,8 +321,10 @@ class Collections:
         with self._lock:
             got = self._open.pop(name, None)
         task = self._tasks.pop(name, None)
-        if task is not None:
+        if isinstance(task, asyncio.Task):
             task.get_loop().call_soon_threadsafe(task.cancel)
+        elif task is not None:
+            task.cancel()  # a background future: cancels its task there, from any thread
         if got is not None:
             self.default.events.relays.discard(got[2].events)
             try:
@@ -339,7 +345,8 @@ class Collections:
             task = self._tasks.pop(name, None)
             if task is not None:
                 task.cancel()
-                await asyncio.gather(task, return_exceptions=True)
+                if isinstance(task, asyncio.Task):
+                    await asyncio.gather(task, return_exceptions=True)
             await self._aclose(name)
         if self._pg is not None:
             self._pg.dispose()

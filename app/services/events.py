@@ -16,6 +16,7 @@ import random
 import socket
 import time
 import uuid
+from collections.abc import Callable
 
 from prometheus_client import Counter
 from sqlalchemy import delete, select
@@ -67,7 +68,7 @@ class Events:
     def __init__(self, settings: Settings, store: EventStore, mqtt=None):
         self.settings = settings
         self.store = store
-        self.mqtt = mqtt  # app.services.mqtt.MqttPublisher, when FACEID_MQTT_URL is set
+        self.mqtt = mqtt  # app.services.mqtt.MqttPublisher when FACEID_MQTT_URL is set: made by the worker (run)
         self.owner = f"{socket.gethostname()[:30]}-{os.getpid()}-{uuid.uuid4().hex[:8]}"
         self.wake = asyncio.Event()
         self.sender: WebhookSender | None = None  # made in the worker's loop (tests put a fake one first)
@@ -77,6 +78,8 @@ class Events:
         self._wanted: tuple[float, list[str]] | None = None  # (read at, event types wanted), see wanted_types
         # collections whose own outbox has events to relay here (app/services/collections.py), relayed each round
         self.relays: set = set()
+        # a worker in another process (app/services/delivery.py): poke() wakes it too
+        self.forward: Callable[[], None] | None = None
 
     def record(self, events: list[dict]) -> None:
         """Write events that have no transaction of their own (run it off the event loop)."""
@@ -90,7 +93,7 @@ class Events:
         now = time.monotonic()
         if self._wanted is None or now - self._wanted[0] > WANTED_CACHE_S:
             subs = await asyncio.to_thread(self.store.list)
-            self._wanted = (now, sorted({t for s in subs for t in (s.events or [])} | ({"*"} if self.mqtt else set())))
+            self._wanted = (now, sorted({t for s in subs for t in (s.events or [])} | ({"*"} if self.settings.mqtt_url else set())))
         return self._wanted[1]
 
     def subscriptions_changed(self) -> None:
@@ -102,6 +105,8 @@ class Events:
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.wake.set)
+        if self.forward is not None:
+            self.forward()
 
     # --- webhooks, for the routes (run off the event loop) --------------------------------------------------
     def create_webhook(self, url: str, events: list[str], secret: str | None) -> dict:
@@ -148,6 +153,10 @@ class Events:
         `events_poll_interval_s` (events other processes wrote)."""
         s = self.settings
         self._loop = asyncio.get_running_loop()
+        if s.mqtt_url and self.mqtt is None:
+            from app.services.mqtt import MqttPublisher
+
+            self.mqtt = MqttPublisher(s.mqtt_url, s.mqtt_topic_prefix, s.mqtt_discovery_prefix)
         if self.mqtt is not None:
             await asyncio.to_thread(self.store.ensure, "mqtt", "mqtt", ["*"])
         try:
@@ -170,18 +179,42 @@ class Events:
         finally:
             await self.aclose()
 
+    async def relay_collections(self) -> int:
+        """Move the collections' outboxes that have events into this one (app/services/collections.py)."""
+        moved = 0
+        while self.relays:
+            source = self.relays.pop()
+            try:
+                moved += await asyncio.to_thread(source.relay)
+            except BaseException:
+                self.relays.add(source)  # the next round tries again
+                raise
+        return moved
+
+    async def relay_forever(self) -> None:
+        """What this process does when another one delivers (app/services/delivery.py): the collections' events
+        relayed to the outbox the worker reads, and the worker poked after each relay."""
+        self._loop = asyncio.get_running_loop()
+        while True:
+            self.wake.clear()
+            try:
+                if await self.relay_collections() and self.forward is not None:
+                    self.forward()
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # noqa: BLE001 - the next poke or poll tries again
+                log.warning("relaying the collections' events failed", exc_info=True)
+            try:
+                await asyncio.wait_for(self.wake.wait(), self.settings.events_poll_interval_s)
+            except TimeoutError:
+                pass
+
     async def round(self) -> int:
         """Lease every due subscription no other worker holds and deliver what it has; returns how many."""
         s = self.settings
         if self.sender is None:
             self.sender = WebhookSender(s.webhook_timeout_s, s.webhook_allowed_hosts)
-        while self.relays:
-            source = self.relays.pop()
-            try:
-                await asyncio.to_thread(source.relay)
-            except BaseException:
-                self.relays.add(source)  # the next round tries again
-                raise
+        await self.relay_collections()
         kinds = ("webhook", "mqtt") if self.mqtt is not None else ("webhook",)
         subs = await asyncio.to_thread(self.store.claim, self.owner, s.events_lease_s, None, kinds)
         if subs:
@@ -285,7 +318,6 @@ class CollectionEvents:
         from sqlalchemy import event
 
         self.name, self.shared, self.store = name, shared, store
-        self.mqtt = shared.mqtt
         event.listen(store.sessions, "after_commit", self._after_commit)  # whatever wrote them, relayed soon
 
     def _after_commit(self, session) -> None:

@@ -88,12 +88,8 @@ class FaceService:
             self.training = TrainingJobs(settings)
             self.training.on_published = self._swap_to_published
             self.training.on_finished = self._training_finished
-            mqtt = None
-            if settings.mqtt_url:
-                from app.services.mqtt import MqttPublisher
-
-                mqtt = MqttPublisher(settings.mqtt_url, settings.mqtt_topic_prefix, settings.mqtt_discovery_prefix)
-            self.events = Events(settings, EventStore(store.engine, _worker_engine(store, settings)), mqtt)
+            # its MQTT connection is made by the delivery worker (Events.run), in this process or its own
+            self.events = Events(settings, EventStore(store.engine, _worker_engine(store, settings)))
             self.executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model")
         else:
             self.training, self.executor = shared.training, shared.executor

@@ -83,6 +83,7 @@ class UnknownService:
         self._refined_faces = 0                # faces at the last refine: the next is due after a share of them
         self._refine_lock = threading.Lock()   # one refine at a time in this process
         self._wake = asyncio.Event()
+        self._loop: asyncio.AbstractEventLoop | None = None  # run()'s, which may be another thread's
 
     def threshold(self, embedder) -> float:
         return same_person_threshold(embedder.thresholds, self.settings.unknown_cluster_far, self.settings.default_threshold)
@@ -112,8 +113,16 @@ class UnknownService:
             out[i] = k
         self._since_refine += sum(1 for k in kept if k is not None and not k.again)  # new faces only
         if self._refine_due():
-            self._wake.set()
+            self._poke()
         return out
+
+    def _poke(self) -> None:
+        """Wake run() now, from any thread (it runs on the background loop: app/core/background.py)."""
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self._wake.set)
+        else:
+            self._wake.set()
 
     # --- the refine ---------------------------------------------------------------------------------------
     def refine_now(self, attempts: int = 3) -> RefineResult:
@@ -170,6 +179,7 @@ class UnknownService:
     async def run(self) -> None:
         """Background task: expired faces deleted and a due refine run, every FACEID_UNKNOWN_REFINE_INTERVAL_S or
         when enough new faces wake it."""
+        self._loop = asyncio.get_running_loop()
         while True:
             try:
                 await asyncio.wait_for(self._wake.wait(), self.settings.unknown_refine_interval_s)
