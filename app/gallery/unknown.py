@@ -9,6 +9,7 @@ enrolling a cluster, which is a gallery write (`GalleryStore.enroll`).
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
@@ -41,6 +42,21 @@ class _Cache:
     clusters: OnlineClusters
 
 
+class _Ride:
+    """One `UnknownStore.riding()`: the keep done inside another transaction, and whether that committed."""
+
+    def __init__(self, store: "UnknownStore"):
+        self.store = store
+        self.before: int | None = None
+        self.out: list[KeptFace | None] | None = None
+        self.committed = False
+
+    def keep(self, s: Session, faces, version: str, threshold: float, retention_s: float = 0.0,
+             max_faces: int | None = None) -> None:
+        if faces:
+            self.before, self.out = self.store._keep(s, faces, version, threshold, retention_s, max_faces)
+
+
 class UnknownStore:
     def __init__(self, store: GalleryStore):
         self.gallery = store
@@ -53,9 +69,10 @@ class UnknownStore:
     @staticmethod
     def _bump(s: Session) -> int:
         """Take the write lock; the revision before this write."""
-        s.execute(update(GalleryState).where(GalleryState.id == 1)
-                  .values(unknown_revision=GalleryState.unknown_revision + 1))
-        return (s.scalar(select(GalleryState.unknown_revision).where(GalleryState.id == 1)) or 1) - 1
+        after = s.scalar(update(GalleryState).where(GalleryState.id == 1)
+                         .values(unknown_revision=GalleryState.unknown_revision + 1)
+                         .returning(GalleryState.unknown_revision).execution_options(synchronize_session=False))
+        return (after or 1) - 1
 
     def _clusters(self, s: Session, before: int, version: str, threshold: float, dim: int) -> OnlineClusters:
         c = self._cache
@@ -103,51 +120,75 @@ class UnknownStore:
         may exceed it by 1/32 (3 %) between looks, and no request pays a 50,000-row read."""
         if not faces:
             return []
-        now = utcnow()
-        expires = now + timedelta(seconds=retention_s) if retention_s > 0 else None
-        dim = len(next(iter(faces[0][1].values())))
         with self._lock:
             try:
                 with self.sessions() as s, s.begin():
-                    before = self._bump(s)
-                    oc = self._clusters(s, before, version, threshold, dim)
-                    self._drop(s, oc, version, UnknownFace.expires_at < now)
-                    out = []
-                    seen = self._seen(s, [crop for crop, _ in faces], now)
-                    for crop, vectors in faces:
-                        again = next((k for box, k in seen.get(crop.source_sha256, ())
-                                      if box_iou(box, crop.box) >= SAME_BOX_IOU), None)
-                        if again is not None:  # this photo's face is kept already: once, however often it is sent
-                            out.append(again)
-                            continue
-                        v = vectors[version]
-                        cid = oc.assign(v)
-                        joined = cid is not None
-                        if cid is None:
-                            cluster = UnknownCluster(dismissed=False, created_at=now, updated_at=now)
-                            s.add(cluster)
-                            s.flush()
-                            cid = cluster.id
-                        else:
-                            s.execute(update(UnknownCluster).where(UnknownCluster.id == cid).values(updated_at=now))
-                        row = UnknownFace(cluster_id=cid, created_at=now, expires_at=expires, **crop.columns())
-                        s.add(row)
-                        s.flush()
-                        for ver, vec in vectors.items():
-                            s.add(UnknownEmbedding(face_id=row.id, model_version=ver, vector=vector_to_bytes(vec)))
-                        oc.add(cid, v)
-                        out.append(KeptFace(row.id, cid, joined))
-                    if max_faces is not None and self._cap_due(len(faces), max_faces):
-                        cutoff = s.scalar(select(UnknownFace.id).order_by(UnknownFace.id.desc())
-                                          .offset(max_faces).limit(1))
-                        if cutoff is not None:
-                            self._drop(s, oc, version, UnknownFace.id <= cutoff)
-                            out = [k if k is not None and k.face_id > cutoff else None for k in out]
+                    before, out = self._keep(s, faces, version, threshold, retention_s, max_faces)
                 self._written(before)
                 return out
             except BaseException:
                 self._forget()
                 raise
+
+    @contextmanager
+    def riding(self):
+        """`keep` inside another transaction of the same database (identify's probes: one commit per answer).
+        Hold this around that transaction; its `also` calls `ride.keep(session, ...)`; set `ride.committed` once
+        it committed. The keep lock is held until then, and the cached clusters follow the commit (or are
+        dropped)."""
+        ride = _Ride(self)
+        with self._lock:
+            try:
+                yield ride
+            except BaseException:
+                self._forget()
+                raise
+            if ride.before is not None:
+                if ride.committed:
+                    self._written(ride.before)
+                else:
+                    self._forget()
+
+    def _keep(self, s: Session, faces, version: str, threshold: float, retention_s: float,
+              max_faces: int | None) -> tuple[int, list[KeptFace | None]]:
+        """`keep`'s writes in `s` (under `_lock`): (the revision before them, the kept faces)."""
+        now = utcnow()
+        expires = now + timedelta(seconds=retention_s) if retention_s > 0 else None
+        dim = len(next(iter(faces[0][1].values())))
+        before = self._bump(s)
+        oc = self._clusters(s, before, version, threshold, dim)
+        self._drop(s, oc, version, UnknownFace.expires_at < now)
+        out = []
+        seen = self._seen(s, [crop for crop, _ in faces], now)
+        for crop, vectors in faces:
+            again = next((k for box, k in seen.get(crop.source_sha256, ())
+                          if box_iou(box, crop.box) >= SAME_BOX_IOU), None)
+            if again is not None:  # this photo's face is kept already: once, however often it is sent
+                out.append(again)
+                continue
+            v = vectors[version]
+            cid = oc.assign(v)
+            joined = cid is not None
+            if cid is None:
+                cluster = UnknownCluster(dismissed=False, created_at=now, updated_at=now)
+                s.add(cluster)
+                s.flush()
+                cid = cluster.id
+            else:
+                s.execute(update(UnknownCluster).where(UnknownCluster.id == cid).values(updated_at=now))
+            row = UnknownFace(cluster_id=cid, created_at=now, expires_at=expires, **crop.columns())
+            s.add(row)
+            s.flush()
+            for ver, vec in vectors.items():
+                s.add(UnknownEmbedding(face_id=row.id, model_version=ver, vector=vector_to_bytes(vec)))
+            oc.add(cid, v)
+            out.append(KeptFace(row.id, cid, joined))
+        if max_faces is not None and self._cap_due(len(faces), max_faces):
+            cutoff = s.scalar(select(UnknownFace.id).order_by(UnknownFace.id.desc()).offset(max_faces).limit(1))
+            if cutoff is not None:
+                self._drop(s, oc, version, UnknownFace.id <= cutoff)
+                out = [k if k is not None and k.face_id > cutoff else None for k in out]
+        return before, out
 
     @staticmethod
     def _seen(s: Session, crops: list, now) -> dict[str, list[tuple[list, KeptFace]]]:

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from contextlib import nullcontext
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
@@ -390,10 +391,13 @@ class FaceService:
                                       ms, problem, thr))
         return decisions, op
 
-    async def identify(self, data: bytes, top_k: int, threshold: float | None, owner: str | None):
+    async def identify(self, data: bytes, top_k: int, threshold: float | None, owner: str | None,
+                       remember: bool = False):
         """Every face of the image: its top-k identities and the decision at the operating point in force; the
-        faces kept as probes for `owner` (their ids), and the `identify.*` events some subscription wants.
-        What follows the embedding (search, probes, events) is one trip off the event loop."""
+        faces kept as probes for `owner` (their ids), the `identify.*` events some subscription wants, and with
+        `remember` its unknown faces kept (app/services/unknown.py). What follows the embedding (search, probes,
+        events, unknown faces) is one trip off the event loop and one commit. Returns (result, decisions, op,
+        probe ids, kept unknown faces: None when they could not ride on the probes' commit, see UnknownService.keep)."""
         snap = self.serving.current
         result = await self.analyse(data, snap.embedder)
         wanted = await self.events.wanted_types()  # cached
@@ -407,28 +411,40 @@ class FaceService:
                                                    decisions, probe_ids) if wants(wanted, e["type"])]
 
             riding: list[dict] = []
-
-            def with_probes(s, probe_ids):  # the events ride on the probes' transaction: one commit per answer
-                riding.extend(events_of(probe_ids))
-                add_events(s, riding)
-
             # (another collection's probes are in its own database; the outbox is the default's)
             ride = wanted and self.shared is None
-            with stage("probes"):
-                probe_ids = self.feedback.keep_probes(result, decisions, owner, with_probes if ride else None)
-            if ride and any(pid is not None for pid in probe_ids):  # committed, with the events
+            unknown = self.unknown.ride(result, decisions) if remember else None  # its faces: the probes' database
+            context, keep_unknown, picked = unknown if unknown is not None else (nullcontext(), None, None)
+
+            def with_probes(s, probe_ids):  # events and unknown faces ride on the probes' transaction
+                if ride:
+                    riding.extend(events_of(probe_ids))
+                    add_events(s, riding)
+                if keep_unknown is not None:
+                    keep_unknown(unknown_ride, s)
+
+            with stage("probes"), context as unknown_ride:
+                probe_ids = self.feedback.keep_probes(result, decisions, owner,
+                                                      with_probes if ride or unknown is not None else None)
+                committed = any(pid is not None for pid in probe_ids)
+                if unknown is not None:
+                    unknown_ride.committed = committed
+            kept = None
+            if unknown is not None and committed and unknown_ride.out is not None:
+                kept = self.unknown.kept(decisions, picked, unknown_ride.out)
+            if ride and committed:  # committed, with the events
                 events = riding
             else:  # no probes kept (retention off, or their write failed): the events alone, before the answer
                 events = events_of(probe_ids)
                 if events:
                     with stage("events"):
                         self.events.record(events)
-            return decisions, op, probe_ids, bool(events)
+            return decisions, op, probe_ids, bool(events), kept
 
-        decisions, op, probe_ids, evented = await run_in_threadpool(search_and_keep)
+        decisions, op, probe_ids, evented, kept = await run_in_threadpool(search_and_keep)
         if evented:
             self.events.poke()
-        return result, decisions, op, probe_ids
+        return result, decisions, op, probe_ids, kept
 
     async def verify_images(self, a: bytes, b: bytes, threshold: float | None, pick_a=(None, None),
                             pick_b=(None, None)):

@@ -91,24 +91,39 @@ class UnknownService:
     # --- the request path -------------------------------------------------------------------------------
     async def keep(self, result, decisions) -> list[KeptFace | None]:
         """Keep the `unknown` faces of one /identify answer (one transaction); per face its KeptFace or None (not
-        unknown, or the write failed: the answer never fails for it, the failure is logged)."""
-        embedder = result.embedder
+        unknown, or the write failed: the answer never fails for it, the failure is logged). FaceService.identify
+        keeps them in its probes' transaction instead (`ride`) when it keeps probes: this is the way without."""
         picked = [i for i, d in enumerate(decisions) if d.status == "unknown"]
-        out: list[KeptFace | None] = [None] * len(decisions)
         if not picked:
-            return out
-        cfg = self.settings
-        threshold = self.threshold(embedder)
+            return [None] * len(decisions)
 
         def write():  # the PNG encoding too (done once per face: the probe's, when it kept one): off the event loop
-            rows = [(result.stored(result.faces[i]), {embedder.version: result.faces[i].embedding}) for i in picked]
-            return self.store.keep(rows, embedder.version, threshold, cfg.unknown_retention_s, cfg.unknown_max_faces)
+            return self.store.keep(*self._keep_args(result, picked))
 
         try:
             kept = await run_in_threadpool(write)
         except SQLAlchemyError as exc:
             log.warning("unknown faces not kept: %s%s", str(exc)[:200], " (disk full)" if is_disk_full(exc) else "")
-            return out
+            return [None] * len(decisions)
+        return self.kept(decisions, picked, kept)
+
+    def ride(self, result, decisions):
+        """For FaceService.identify: (the store's `riding()` context, `also(session)` that keeps this answer's
+        unknown faces in the caller's transaction, the picked faces); None when no face is unknown."""
+        picked = [i for i, d in enumerate(decisions) if d.status == "unknown"]
+        if not picked:
+            return None
+        args = self._keep_args(result, picked)
+        return self.store.riding(), (lambda ride, s: ride.keep(s, *args)), picked
+
+    def _keep_args(self, result, picked: list[int]) -> tuple:
+        embedder, cfg = result.embedder, self.settings
+        rows = [(result.stored(result.faces[i]), {embedder.version: result.faces[i].embedding}) for i in picked]
+        return rows, embedder.version, self.threshold(embedder), cfg.unknown_retention_s, cfg.unknown_max_faces
+
+    def kept(self, decisions, picked: list[int], kept: list) -> list[KeptFace | None]:
+        """Per face of the answer its KeptFace (or None); counts the new ones toward the next refine."""
+        out: list[KeptFace | None] = [None] * len(decisions)
         for i, k in zip(picked, kept, strict=True):
             out[i] = k
         self._since_refine += sum(1 for k in kept if k is not None and not k.again)  # new faces only

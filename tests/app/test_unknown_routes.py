@@ -192,3 +192,28 @@ def test_a_cluster_that_resembles_an_enrolled_identity_carries_it_as_its_suggest
     assert c.post(f"/unknown/{red['id']}/dismiss").json()["suggestion"] is None  # never suggested again
     c.post("/unknown/refine")
     assert c.get(f"/unknown/{red['id']}").json()["suggestion"] is None
+
+
+@pytest.mark.parametrize("probes", [True, False], ids=["probes kept", "probes off"])
+def test_unknown_faces_ride_on_the_probes_commit(made, store, probes):  # noqa: F811
+    """With probes kept, an answer's unknown faces are written in their transaction: one commit per answer, not
+    two; with probes off they are kept on their own."""
+    from sqlalchemy import event
+
+    c, _ = made(**({} if probes else {"probe_retention_s": 0}))
+    assert enroll(c, "red", [RED]).status_code == 201
+    commits = []
+    listener = lambda conn: commits.append(1)  # noqa: E731
+    event.listen(store.engine, "commit", listener)
+    try:
+        faces = identify(c, [RED, GREY, TEAL], remember_unknown="true")
+    finally:
+        event.remove(store.engine, "commit", listener)
+    assert [f["status"] for f in faces] == ["match", "unknown", "unknown"]
+    assert faces[0]["unknown_face_id"] is None and all(f["unknown_face_id"] and f["cluster_id"] for f in faces[1:])
+    assert rows(store, UnknownFace) == 2
+    assert len(commits) == 1  # probes kept: theirs, with the unknown faces (it was 2); off: the unknown faces' own
+    assert (None in {f["probe_id"] for f in faces}) is (not probes)
+    again = identify(c, [RED, GREY, TEAL], remember_unknown="true")  # the same photo: its faces kept once
+    assert [f["unknown_face_id"] for f in again] == [f["unknown_face_id"] for f in faces]
+    assert rows(store, UnknownFace) == 2

@@ -80,13 +80,14 @@ async def identify(request: Request, service: ServiceDep, settings: SettingsDep,
         raise AppError(403, "forbidden", "remember_unknown keeps faces: it needs a key with the 'write' scope")
     images, _ = await parse_body(request, ImageJSON, {"file": (1, 1)}, 1)
     data = first_image(images, "file", "image")
-    r, decisions, op, probe_ids = await service.identify(data, top_k or service.settings.top_k, threshold,
-                                                         requester(request, _key))
     remember = service.settings.remember_unknown if remember_unknown is None else remember_unknown  # its collection's
-    kept = [None] * len(decisions)
-    if remember:
-        with stage("unknown"):
-            kept = await service.unknown.keep(r, decisions)
+    r, decisions, op, probe_ids, kept = await service.identify(data, top_k or service.settings.top_k, threshold,
+                                                               requester(request, _key), remember)
+    if kept is None:  # not kept with the probes (no probe kept): on their own
+        kept = [None] * len(decisions)
+        if remember:
+            with stage("unknown"):
+                kept = await service.unknown.keep(r, decisions)
     decision_only = _key is not None and "read" not in _key.granted()
     if decision_only:  # an identify key learns nothing of the kept faces
         kept = [None] * len(decisions)
