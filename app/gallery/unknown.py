@@ -81,12 +81,12 @@ class UnknownStore:
             rows = s.execute(select(UnknownFace.cluster_id, UnknownEmbedding.vector)
                              .join(UnknownEmbedding, UnknownEmbedding.face_id == UnknownFace.id)
                              .where(UnknownEmbedding.model_version == version)).all()
-            if rows:
-                cids = np.array([r[0] for r in rows])
-                mat = bytes_to_matrix([r[1] for r in rows])
-                for cid in np.unique(cids):
-                    members = cids == cid
-                    oc.add(int(cid), mat[members].sum(axis=0), float(members.sum()))
+            if rows:  # per cluster the sum of its vectors and its size, in one pass over the faces
+                keys, inv = np.unique(np.array([r[0] for r in rows]), return_inverse=True)
+                sums = np.zeros((len(keys), dim), np.float32)
+                np.add.at(sums, inv, bytes_to_matrix([r[1] for r in rows]))
+                for cid, total, size in zip(keys.tolist(), sums, np.bincount(inv).tolist(), strict=True):
+                    oc.add(cid, total, float(size))
             self._cache = c = _Cache(version, threshold, before, oc)
         return c.clusters
 
