@@ -122,9 +122,9 @@ async def lifespan(app: FastAPI):
         if settings.events_worker:  # webhooks and MQTT, off the request path (app/services/events.py)
             url = service.store.engine.url.render_as_string(hide_password=False)
             if settings.events_worker_process and ":memory:" not in url:  # app/services/delivery.py
-                worker = DeliveryProcess(settings, url).start()
+                worker = DeliveryProcess(settings, url)  # started once there is a subscription or MQTT
                 service.events.forward = worker.poke
-                background.spawn(service.events.relay_forever())  # the collections' events, to the worker's outbox
+                background.spawn(service.events.relay_forever(worker.start))  # and the collections' events
             else:
                 background.spawn(service.events.run())
         background.spawn(service.unknown.run())  # kept unknown faces' clusters

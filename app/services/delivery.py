@@ -12,7 +12,9 @@ and the database URL on stdin, and keeps two pipes:
   exit, so a worker never outlives its server;
 - the worker writes its delivery counters to METRICS_FD about every second; the server adds them to its own
   /metrics (`faceid_event_deliveries_total`, `faceid_event_dead_letters_total`, `faceid_events_dropped_total`).
-A worker that exits on its own is started again after RESTART_S. An in-memory SQLite database cannot be shared
+The server starts it once there is something to deliver to (MQTT, or a webhook subscription: `Events.
+relay_forever`): a server nobody subscribed to runs none. A worker that exits on its own is started again after
+RESTART_S. An in-memory SQLite database cannot be shared
 with another process: there the worker stays a task of the server (app/core/background.py).
 """
 from __future__ import annotations
@@ -73,9 +75,10 @@ class DeliveryProcess:
             proc = subprocess.Popen([sys.executable, "-m", "app.services.delivery", str(poke_r), str(metrics_w)],
                                     pass_fds=(poke_r, metrics_w), stdin=subprocess.PIPE, env=env)
             if self.settings.background_nice and hasattr(os, "setpriority"):
-                # before it reads its settings (it starts no thread until then): its threads inherit this
+                # before it reads its settings (it starts no thread until then): its threads inherit this. The
+                # server's main thread's priority plus the setting (the caller may be the background thread)
                 os.setpriority(os.PRIO_PROCESS, proc.pid,
-                               min(19, os.getpriority(os.PRIO_PROCESS, 0) + self.settings.background_nice))
+                               min(19, os.getpriority(os.PRIO_PROCESS, os.getpid()) + self.settings.background_nice))
             proc.stdin.write(pickle.dumps((self.settings, self.database_url)))
             proc.stdin.close()
         except BaseException:

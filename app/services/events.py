@@ -80,6 +80,7 @@ class Events:
         self.relays: set = set()
         # a worker in another process (app/services/delivery.py): poke() wakes it too
         self.forward: Callable[[], None] | None = None
+        self._subscribed = False  # this process added a subscription since relay_forever last looked
 
     def record(self, events: list[dict]) -> None:
         """Write events that have no transaction of their own (run it off the event loop)."""
@@ -97,8 +98,13 @@ class Events:
         return self._wanted[1]
 
     def subscriptions_changed(self) -> None:
-        """This process added or removed a subscription: read them again before the next identify."""
+        """This process added or removed a subscription: read them again before the next identify (and wake
+        `relay_forever`, which starts the worker process for a first subscription)."""
         self._wanted = None
+        self._subscribed = True
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            loop.call_soon_threadsafe(self.wake.set)
 
     def poke(self) -> None:
         """Wake this process's worker now (from any thread or loop) rather than at its next poll."""
@@ -191,13 +197,21 @@ class Events:
                 raise
         return moved
 
-    async def relay_forever(self) -> None:
+    async def relay_forever(self, start_worker: Callable[[], None] | None = None) -> None:
         """What this process does when another one delivers (app/services/delivery.py): the collections' events
-        relayed to the outbox the worker reads, and the worker poked after each relay."""
+        relayed to the outbox the worker reads, and the worker poked after each relay. `start_worker` is called
+        (in a thread) once there is something to deliver to: MQTT, or a subscription (looked for every
+        WANTED_CACHE_S until then, and when this process adds one); a server nobody subscribed to runs no worker."""
         self._loop = asyncio.get_running_loop()
+        looked = float("-inf")
         while True:
             self.wake.clear()
             try:
+                if start_worker is not None and (self._subscribed or time.monotonic() - looked > WANTED_CACHE_S):
+                    looked, self._subscribed = time.monotonic(), False
+                    if self.settings.mqtt_url or await asyncio.to_thread(self.store.list):
+                        await asyncio.to_thread(start_worker)
+                        start_worker = None
                 if await self.relay_collections() and self.forward is not None:
                     self.forward()
             except asyncio.CancelledError:

@@ -50,8 +50,7 @@ def delivered_ok(url: str) -> float:
 
 
 def worker_of(srv: Server) -> int:
-    return wait_for(lambda: [c for c in children(srv.proc.pid) if "app.services.delivery" in
-                             Path(f"/proc/{c}/cmdline").read_text()], what="the delivery worker")[0]
+    return wait_for(lambda: workers(srv), what="the delivery worker")[0]
 
 
 @pytest.fixture
@@ -89,10 +88,17 @@ def test_the_worker_delivers_from_its_own_lower_priority_process_and_is_replaced
             srv.stop()
 
 
-def test_a_server_killed_with_9_leaves_no_worker_behind(tmp_path):
-    srv = Server(tmp_path / "g.db").start()
+def workers(srv: Server) -> list[int]:
+    return [c for c in children(srv.proc.pid) if "app.services.delivery" in Path(f"/proc/{c}/cmdline").read_text()]
+
+
+def test_no_worker_until_a_subscription_and_a_server_killed_with_9_leaves_none_behind(tmp_path):
+    srv = Server(tmp_path / "g.db", env={"FACEID_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]'}).start()
     try:
-        worker = worker_of(srv)
+        assert httpx.get(f"{srv.url}/ready").status_code == 200 and workers(srv) == []  # nothing to deliver to
+        r = httpx.post(f"{srv.url}/webhooks", json={"url": "http://127.0.0.1:9/hook"})
+        assert r.status_code == 201, r.text
+        worker = worker_of(srv)  # the first subscription starts it
         os.kill(srv.proc.pid, signal.SIGKILL)  # the server alone, not its process group
         srv.proc.wait()
         wait_for(lambda: not alive(worker), timeout_s=30, what="the orphaned worker to leave")
