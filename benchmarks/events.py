@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -126,12 +127,16 @@ def delivery(requests: int, fail_share: float, subscriptions: int, db: Path | st
 
 
 def latency(seconds: float, passes: int, clients: int, tmp: Path, mqtt_url: str | None,
-            start_timeout_s: float = 300, compare: bool = False) -> dict:
+            start_timeout_s: float = 300, compare: bool = False, apparatus_nice: int = 0,
+            broker_pid: int | None = None) -> dict:
     """`compare`: two more servers with events on, to show what the shipped worker is worth: one delivering from a
     thread of the server's process (FACEID_EVENTS_WORKER_PROCESS=false), one from its own process at the
     requests' CPU priority (FACEID_BACKGROUND_NICE=0)."""
     images = probes()
     receiver = ReceiverProcess().start()  # another program, as a real receiver is
+    if apparatus_nice:  # the receiver and the broker stand for other machines: their CPU after the server's
+        for pid in filter(None, (receiver._proc.pid, broker_pid)):
+            os.setpriority(os.PRIO_PROCESS, pid, apparatus_nice)
     # the shipped delivery settings (FAST_RETRY's 0.1 s poll and quick retries are for the failure runs above)
     env_on = {"FACEID_WEBHOOK_ALLOWED_HOSTS": '["127.0.0.1"]', "FACEID_PRECISION": "fast",
               **({"FACEID_MQTT_URL": mqtt_url} if mqtt_url else {})}
@@ -162,6 +167,7 @@ def latency(seconds: float, passes: int, clients: int, tmp: Path, mqtt_url: str 
                 "p50_ms": round(float(np.median([p["p50_ms"] for p in ps])), 1),
                 "p95_ms": round(float(np.median([p["p95_ms"] for p in ps])), 1)} for n, ps in points.items()}
     return {"seconds_per_pass": seconds, "passes": passes, "clients": clients, "mqtt": bool(mqtt_url),
+            "receiver_and_broker_nice": apparatus_nice,
             "webhook_subscriptions": 3, "runs": runs, "events_delivered": delivered,
             "p50_ratio_on_vs_off": round(runs["events_on"]["p50_ms"] / runs["events_off"]["p50_ms"], 3),
             **({f"p50_ratio_{n[len('events_'):]}_vs_off": round(runs[n]["p50_ms"] / runs["events_off"]["p50_ms"], 3)
@@ -183,6 +189,8 @@ def main(argv=None) -> int:
     lat.add_argument("--clients", type=int, default=1)
     lat.add_argument("--mqtt-url", default=None, help="a broker to publish to (see --mosquitto)")
     lat.add_argument("--mosquitto", action="store_true", help="start Debian's mosquitto for the run and publish there")
+    lat.add_argument("--apparatus-nice", type=int, default=0, help="run the receiver and the broker at this nice "
+                     "value: on one machine they stand for other machines, whose CPU is not the server's")
     lat.add_argument("--compare", action="store_true", help="two more servers with events on: the worker in a "
                      "thread of the server's process; in its own process at the requests' CPU priority")
     for p in (d, lat):
@@ -209,12 +217,12 @@ def main(argv=None) -> int:
             broker = Mosquitto(Path(tmp) / "mqtt").start()
             try:
                 result = latency(args.seconds, args.passes, args.clients, Path(tmp), broker.url,
-                                 compare=args.compare)
+                                 compare=args.compare, apparatus_nice=args.apparatus_nice, broker_pid=broker.proc.pid)
             finally:
                 broker.stop()
         else:
             result = latency(args.seconds, args.passes, args.clients, Path(tmp), args.mqtt_url,
-                             compare=args.compare)
+                             compare=args.compare, apparatus_nice=args.apparatus_nice)
     return emit({"benchmark": f"events.{args.mode}", **result}, args.out)
 
 
