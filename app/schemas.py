@@ -531,8 +531,8 @@ class TrainRequest(BaseModel):
     keep: Literal["best", "last"] = Field("best", description="best: the evaluated step the gate rates best, "
                                           "stopping early; last: the last step")
     patience: int = Field(3, ge=0, le=1000, description="evaluations without a better one before stopping (0: never)")
-    select_lfw_pairs: int = Field(200, ge=0, le=6000, description="LFW pairs checked at each evaluation during "
-                                  "training (0: the gate's)")
+    select_lfw_pairs: int = Field(600, ge=0, le=6000, description="LFW pairs checked at each evaluation during "
+                                  "training (0 or at least `lfw_pairs`: the gate's own)")
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning rate over the steps")
     warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps that warm the learning rate up")
     l2sp: float = Field(0.01, ge=0, le=100, description="L2-SP weight: pull toward the weights training starts from")

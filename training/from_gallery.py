@@ -137,7 +137,9 @@ def _run(args, rank: int, world_size: int) -> int:
 
     lfw = lfw_set(args.lfw_pairs) if args.lfw_pairs != 0 and main_rank else None
     # during training: the same evaluation on fewer LFW pairs (the full gate runs once, at the end)
-    lfw_select = lfw_set(args.select_lfw_pairs) if lfw is not None and args.select_lfw_pairs else lfw
+    # (as many pairs as the gate's, or more: the gate's own, and a step kept is a step the gate passes)
+    fewer = lfw is not None and args.select_lfw_pairs and args.select_lfw_pairs < len(lfw[1])
+    lfw_select = lfw_set(args.select_lfw_pairs) if fewer else lfw
 
     def evaluate(n, pairs=None) -> tuple[dict, float | None, np.ndarray | None]:
         """(held-out identification, LFW accuracy, LFW embeddings) of network `n` on the LFW `pairs` (default

@@ -132,8 +132,10 @@ def build_parser() -> argparse.ArgumentParser:
                    "the gate rates best (rank-1 minus FNIR among those that pass) and stop early; last: the last step")
     g.add_argument("--patience", type=int, default=3, help="--keep best: stop after this many evaluations in a "
                    "row without a better one (0: never stop early)")
-    g.add_argument("--select-lfw-pairs", type=int, default=200, help="LFW pairs checked at each evaluation "
-                   "during training (the gate's --lfw-pairs are checked once, at the end); 0: the gate's")
+    g.add_argument("--select-lfw-pairs", type=int, default=600, help="LFW pairs checked at each evaluation "
+                   "during training (the gate's --lfw-pairs are checked once more, at the end); 0 or at least "
+                   "the gate's: the gate's own (200 chose a step that 600 refused: benchmarks/results/"
+                   "feedback_loop_gray24_select200.json)")
     g.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning rate over the steps: "
                    "warm-up, then decay to 0 at the last step (--max-steps, else the epochs' steps)")
     g.add_argument("--warmup", type=float, default=0.1, help="share of the steps that warm the learning rate up")
