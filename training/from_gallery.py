@@ -177,8 +177,10 @@ def _run(args, rank: int, world_size: int) -> int:
     every = args.validate_every or (max(5, total // 6) if select else None)
     keeper = None
     if select:
-        progress.update(phase="evaluating the serving model (selection)")
-        base_sel, base_sel_lfw, _ = evaluate(build_network(serving) if ckpt is not serving else net, lfw_select)
+        base_sel, base_sel_lfw = base, base_lfw  # the gate's pairs: the serving model's figures are those
+        if lfw_select is not lfw:
+            progress.update(phase="evaluating the serving model (selection)")
+            base_sel, base_sel_lfw, _ = evaluate(build_network(serving) if ckpt is not serving else net, lfw_select)
         keeper = KeepBest(base_sel, base_sel_lfw, args.max_lfw_drop, args.patience)
     recipe = {"steps": total, "schedule": args.schedule, "warmup_steps": warmup, "lr": args.lrin,
               "l2sp": args.l2sp, "train_from": args.train_from, "keep": args.keep, "evaluate_every": every,
