@@ -207,7 +207,7 @@ def _run(args, rank: int, world_size: int) -> int:
         return 0
     net = net.cpu()
     if keeper:
-        kept = keeper.restore(net)
+        kept = keeper.restore(net, history["stopped_early"])
     else:
         kept = {"step": history["steps"], "reason": "the last step (--keep last)"}
     writer.add_text("kept", f"step {kept['step']}: {kept['reason']}", history["steps"])

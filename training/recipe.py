@@ -102,9 +102,9 @@ class KeepBest:
     def stop(self) -> bool:
         return self.patience > 0 and self.since_best >= self.patience
 
-    def restore(self, net: nn.Module) -> dict:
+    def restore(self, net: nn.Module, stopped_early: bool = False) -> dict:
         """Load the kept weights into `net`; returns {step, reason}. When no evaluation passed, `net` stays as
-        trained (the last step) and the final gate will refuse it."""
+        trained (the last step) and the final gate will refuse it. `stopped_early`: training ended on `stop`."""
         if self.best_state is None:
             return {"step": self.last_step, "reason": "no evaluation passed the gate against the serving model; "
                     "the last step is the candidate"}
@@ -113,7 +113,7 @@ class KeepBest:
         reason = (f"best held-out rank-1 minus FNIR among the {sum(p['passes_gate'] for p in self.curve)} of "
                   f"{len(self.curve)} evaluations that passed the gate (rank-1 {entry['rank1']:.4f}, "
                   f"FNIR {entry['fnir']:.4f}")
-        reason += f", LFW subset {entry['lfw_accuracy']:.4f})" if entry["lfw_accuracy"] is not None else ")"
-        if self.stop:
+        reason += f", LFW {entry['lfw_accuracy']:.4f})" if entry["lfw_accuracy"] is not None else ")"
+        if stopped_early:
             reason += f"; stopped early: {self.since_best} evaluations without a better one"
         return {"step": self.best_step, "reason": reason}

@@ -121,7 +121,8 @@ def test_the_kept_weights_are_the_best_evaluation_that_passes_and_training_stops
     if history["stopped_early"]:
         assert history["steps"] < 60 and not any(p["best"] for p in curve[-3:])
     assert passing and len(passing) < len(curve), curve  # this seed's curve rises, then falls back
-    kept = keeper.restore(net)
+    kept = keeper.restore(net, history["stopped_early"])
+    assert ("stopped early" in kept["reason"]) == history["stopped_early"]
     best = max(passing, key=lambda p: (p["score"], -p["step"]))
     assert kept["step"] == best["step"] and [p["step"] for p in curve if p["best"]][-1] == best["step"]
     again = figures(net, val_crops, val_labels)
