@@ -512,9 +512,11 @@ class TrainRequest(BaseModel):
     """A fine-tuning job on the gallery's crops and corrections (`python -m training.main --from-gallery`);
     its checkpoint is swapped in only if it passes the gate (better on held-out identities, LFW kept)."""
     model_config = ConfigDict(extra="forbid")
-    max_minutes: float = Field(10.0, gt=0, le=24 * 60, description="training time limit")
+    max_minutes: float = Field(10.0, gt=0, le=24 * 60, description="training time limit (a cap: the learning "
+                               "rate schedule follows the steps)")
     epochs: int = Field(1, ge=1, le=1000)
-    max_steps: int | None = Field(None, ge=1, le=10**7)
+    max_steps: int | None = Field(None, ge=1, le=10**7, description="optimiser steps; the learning rate warms up "
+                                  "and decays over them (default: the epochs' steps)")
     lr: float = Field(1e-5, gt=0, le=1.0, description="learning rate of the network body")
     batch_size: int = Field(32, ge=4, le=1024, description="P identities x K faces")
     k: int = Field(4, ge=2, le=64)
@@ -524,7 +526,16 @@ class TrainRequest(BaseModel):
     margin: float = Field(0.2, gt=0, le=2)
     train_from: str | None = Field(None, max_length=40, pattern=r"^[a-z0-9_]+$",
                                    description="freeze the layers before this one (e.g. mixed_6a)")
-    validate_every: int | None = Field(None, ge=1, le=10**6, description="held-out figures every N steps")
+    validate_every: int | None = Field(None, ge=1, le=10**6, description="evaluate on the held-out identities "
+                                       "every N steps (default with keep `best`: a sixth of the steps, 5 at least)")
+    keep: Literal["best", "last"] = Field("best", description="best: the evaluated step the gate rates best, "
+                                          "stopping early; last: the last step")
+    patience: int = Field(3, ge=0, le=1000, description="evaluations without a better one before stopping (0: never)")
+    select_lfw_pairs: int = Field(600, ge=0, le=6000, description="LFW pairs checked at each evaluation during "
+                                  "training (0 or at least `lfw_pairs`: the gate's own)")
+    schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning rate over the steps")
+    warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps that warm the learning rate up")
+    l2sp: float = Field(0.01, ge=0, le=100, description="L2-SP weight: pull toward the weights training starts from")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     start_from: str | None = Field(None, min_length=1, max_length=255, description="registry name or checkpoint "
                                    "file to start from (default: the serving model); the gate still compares "

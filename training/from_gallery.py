@@ -28,6 +28,7 @@ from training.gallery import GallerySettings, collection_url, load_gallery, serv
 from training.gate import decide, identification_report, lfw_accuracy, lfw_pairs
 from training.loss import TripletLoss
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
+from training.recipe import L2SP, KeepBest, step_schedule
 from training.train_inception import embed_for_training, train_inception
 from training.triplet_selection import TripletSelection
 
@@ -125,21 +126,29 @@ def _run(args, rank: int, world_size: int) -> int:
     net = build_network(serving)
     val_crops, val_labels = data.crops[val], data.labels[val]
 
-    lfw = None
-    if args.lfw_pairs != 0 and main_rank:
-        paths, idx, issame, folds = lfw_pairs(args.lfw_pairs)
-        lfw_crops = cached_crops(paths, ".cache/training", pre)
-        names = [p.parent.name for p in paths]
-        gallery_names = set(data.classes[:int(data.is_identity.sum())])
-        lfw = (lfw_crops, idx, issame, folds, names, np.array([n not in gallery_names for n in names], bool))
+    gallery_names = set(data.classes[:int(data.is_identity.sum())])
 
-    def evaluate(n) -> tuple[dict, float | None, np.ndarray | None]:
-        """(held-out identification, LFW accuracy, LFW embeddings) of network `n`; the LFW gate's people who
-        are not in the gallery are the held-out searches' strangers too."""
-        emb_lfw = embed(n, lfw[0], pre.normalization) if lfw else None
+    def lfw_set(max_pairs):
+        """(crops, pair index, issame, folds, names, not-in-the-gallery mask) of `max_pairs` LFW View 2 pairs."""
+        paths, idx, issame, folds = lfw_pairs(max_pairs)
+        names = [p.parent.name for p in paths]
+        return (cached_crops(paths, ".cache/training", pre), idx, issame, folds, names,
+                np.array([n not in gallery_names for n in names], bool))
+
+    lfw = lfw_set(args.lfw_pairs) if args.lfw_pairs != 0 and main_rank else None
+    # during training: the same evaluation on fewer LFW pairs (the full gate runs once, at the end)
+    # (as many pairs as the gate's, or more: the gate's own, and a step kept is a step the gate passes)
+    fewer = lfw is not None and args.select_lfw_pairs and args.select_lfw_pairs < len(lfw[1])
+    lfw_select = lfw_set(args.select_lfw_pairs) if fewer else lfw
+
+    def evaluate(n, pairs=None) -> tuple[dict, float | None, np.ndarray | None]:
+        """(held-out identification, LFW accuracy, LFW embeddings) of network `n` on the LFW `pairs` (default
+        the gate's); the LFW people who are not in the gallery are the held-out searches' strangers too."""
+        pairs = lfw if pairs is None else pairs
+        emb_lfw = embed(n, pairs[0], pre.normalization) if pairs else None
         figures = identification_report(embed(n, val_crops, pre.normalization), val_labels, data.is_identity,
-                                        settings.target_fpir, strangers=emb_lfw[lfw[5]] if lfw else None)
-        return figures, (lfw_accuracy(emb_lfw, *lfw[1:4]) if lfw else None), emb_lfw
+                                        settings.target_fpir, strangers=emb_lfw[pairs[5]] if pairs else None)
+        return figures, (lfw_accuracy(emb_lfw, *pairs[1:4]) if pairs else None), emb_lfw
 
     base, base_lfw, _ = evaluate(net) if main_rank else (None, None, None)
     if ckpt is not serving:
@@ -160,31 +169,58 @@ def _run(args, rank: int, world_size: int) -> int:
     progress.update(total_steps=total, max_seconds=args.max_minutes * 60 if args.max_minutes else None)
     params = [p for n, p in net.named_parameters() if not n.startswith("logits.")]
     use_gpu = args.device in ("auto", "cuda") and torch.cuda.is_available()
+    optimizer = torch.optim.Adam(params, args.lrin)
+    warmup = int(round(args.warmup * total))
+    scheduler = step_schedule(optimizer, total, warmup, args.schedule)
+    regularizer = L2SP(net, args.l2sp) if args.l2sp > 0 else None  # toward the weights training starts from
+    select = args.keep == "best" and main_rank
+    every = args.validate_every or (max(5, total // 6) if select else None)
+    keeper = None
+    if select:
+        base_sel, base_sel_lfw = base, base_lfw  # the gate's pairs: the serving model's figures are those
+        if lfw_select is not lfw:
+            progress.update(phase="evaluating the serving model (selection)")
+            base_sel, base_sel_lfw, _ = evaluate(build_network(serving) if ckpt is not serving else net, lfw_select)
+        keeper = KeepBest(base_sel, base_sel_lfw, args.max_lfw_drop, args.patience)
+    recipe = {"steps": total, "schedule": args.schedule, "warmup_steps": warmup, "lr": args.lrin,
+              "l2sp": args.l2sp, "train_from": args.train_from, "keep": args.keep, "evaluate_every": every,
+              "patience": args.patience, "selection_lfw_pairs": len(lfw_select[1]) if lfw_select else 0}
+    progress.update(phase="training", recipe=recipe)
 
-    def validate(n) -> dict:
-        figures, lfw_acc, _ = evaluate(n)
-        figures = {**figures, "lfw_accuracy": lfw_acc}
-        progress.update(validation=progress.state["validation"] + [{"step": progress.state["step"], **figures}])
-        return {k: v for k, v in figures.items() if isinstance(v, float)}
+    def validate(n, step) -> dict:
+        figures, lfw_acc, _ = evaluate(n, lfw_select)
+        point = keeper.offer(step, n, figures, lfw_acc) if keeper else {
+            "step": step, **{k: figures[k] for k in ("rank1", "fnir")}, "lfw_accuracy": lfw_acc}
+        progress.update(validation=progress.state["validation"] + [point], phase="training")
+        return {k: v for k, v in point.items() if isinstance(v, float) and k != "score"}
 
     from torch.utils.tensorboard import SummaryWriter
 
     writer = SummaryWriter(args.logdir) if main_rank else None
-    history = train_inception(loader, args.bs, net, TripletLoss(args.margin), torch.optim.Adam(params, args.lrin),
+    history = train_inception(loader, args.bs, net, TripletLoss(args.margin), optimizer,
                               use_gpu, args.epochs, selector=TripletSelection(args.mining, args.margin),
                               writer=writer, max_minutes=args.max_minutes, max_steps=args.max_steps,
-                              train_from=args.train_from, validate=validate if args.validate_every else None,
-                              validate_every=args.validate_every, on_step=progress.step)
+                              train_from=args.train_from, validate=validate if every else None,
+                              validate_every=every, on_step=progress.step, scheduler=scheduler,
+                              regularizer=regularizer, should_stop=(lambda: keeper.stop) if keeper else None)
     if not main_rank:
         return 0
-    writer.close()
     net = net.cpu()
-    progress.update(phase="evaluating the candidate")
+    if keeper:
+        kept = keeper.restore(net, history["stopped_early"])
+    else:
+        kept = {"step": history["steps"], "reason": "the last step (--keep last)"}
+    writer.add_text("kept", f"step {kept['step']}: {kept['reason']}", history["steps"])
+    writer.close()
+    progress.update(phase="evaluating the candidate", kept=kept)
     new, new_lfw, new_emb_lfw = evaluate(net)
     ok, reasons = decide(base, new, base_lfw, new_lfw, args.max_lfw_drop)
     if lfw is None:
         ok, reasons = False, reasons + ["LFW not checked (--lfw-pairs 0): the gate cannot pass without it"]
     result.update({"candidate": {"held_out": new, "lfw_accuracy": new_lfw}, "steps": history["steps"],
+                   "kept": kept, "recipe": recipe, "stopped_early": history["stopped_early"],
+                   "curve": progress.state["validation"],
+                   "l2sp_distance": round(regularizer.distance(net).item(), 6) if regularizer else None,
                    "loss": {"first": history["loss"][:1], "last": history["loss"][-1:]},
                    "train_minutes": history["train_minutes"], "published": ok, "gate": reasons or ["passed"]})
 

@@ -27,6 +27,7 @@ from training.evaluate import calibrate, plot_roc, verification_report
 from training.loss import TripletLoss
 from model.preprocessing import normalize
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
+from training.recipe import SCHEDULES
 from training.train_inception import FEATURE_LAYERS, embed_for_training, train_inception
 from training.tiny import TinyEmbedder
 from training.triplet_selection import MINING, TripletSelection
@@ -125,7 +126,21 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--lfw-pairs", type=int, default=None, help="LFW View 2 pairs the gate checks (an equal share "
                    "of each fold; default all 6000; 0 skips LFW, and then nothing is published)")
     g.add_argument("--max-lfw-drop", type=float, default=0.5, help="LFW 10-fold accuracy may fall this many points")
-    g.add_argument("--validate-every", type=int, default=None, help="held-out figures every N steps (progress)")
+    g.add_argument("--validate-every", type=int, default=None, help="evaluate on the held-out identities every N "
+                   "steps (default with --keep best: a sixth of the steps, at least 5)")
+    g.add_argument("--keep", choices=("best", "last"), default="best", help="best: keep the evaluated step that "
+                   "the gate rates best (rank-1 minus FNIR among those that pass) and stop early; last: the last step")
+    g.add_argument("--patience", type=int, default=3, help="--keep best: stop after this many evaluations in a "
+                   "row without a better one (0: never stop early)")
+    g.add_argument("--select-lfw-pairs", type=int, default=600, help="LFW pairs checked at each evaluation "
+                   "during training (the gate's --lfw-pairs are checked once more, at the end); 0 or at least "
+                   "the gate's: the gate's own (200 chose a step that 600 refused: benchmarks/results/"
+                   "feedback_loop_gray24_select200.json)")
+    g.add_argument("--schedule", choices=SCHEDULES, default="cosine", help="learning rate over the steps: "
+                   "warm-up, then decay to 0 at the last step (--max-steps, else the epochs' steps)")
+    g.add_argument("--warmup", type=float, default=0.1, help="share of the steps that warm the learning rate up")
+    g.add_argument("--l2sp", type=float, default=0.01, help="L2-SP: alpha/2 * ||w - w0||^2 over the trained "
+                   "weights, w0 the weights training starts from (0: off)")
     g.add_argument("--progress", default=None, help="write the job's progress here as JSON (POST /admin/train)")
     ap.add_argument("--publish-url", default=None, help="tell this faceid server to swap to the checkpoint")
     ap.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"),

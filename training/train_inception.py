@@ -70,8 +70,11 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
                     classification_weight: float = 0.0, writer=None, max_steps: int | None = None,
                     max_minutes: float | None = None, freeze_bn: bool = True, train_from: str | None = None,
                     amp: bool | None = None, resume_path: Path | None = None, save_every: int = 50,
-                    validate=None, validate_every: int | None = None, on_step=None) -> dict:
-    """Train in place; returns the history. `validate(net) -> dict` is logged to TensorBoard when given;
+                    validate=None, validate_every: int | None = None, on_step=None, scheduler=None,
+                    regularizer=None, should_stop=None) -> dict:
+    """Train in place; returns the history. `validate(net, step) -> dict` is logged to TensorBoard when given
+    (every `validate_every` steps and after the last); `should_stop()` is asked after each of those (early
+    stop). `scheduler` steps once per optimiser step; `regularizer(net)` is added to the loss (L2-SP).
     `on_step(step, loss)` is called after every optimiser step (progress reports)."""
     device = torch.device("cuda" if use_gpu and torch.cuda.is_available() else "cpu")
     net.to(device)
@@ -85,9 +88,12 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
         state = torch.load(resume_path, map_location=device, weights_only=True)
         net.load_state_dict(state["model"])
         optimizer.load_state_dict(state["optimizer"])
+        if scheduler is not None and "scheduler" in state:
+            scheduler.load_state_dict(state["scheduler"])
         step, start_epoch = state["step"], state["epoch"]
         log.info("resumed from %s at step %d", resume_path, step)
-    history = {"loss": [], "active_fraction": [], "triplets": [], "validation": []}
+    history = {"loss": [], "active_fraction": [], "triplets": [], "validation": [], "penalty": [],
+               "stopped_early": False}
     rank, world_size = world()
     step_fn = _Embed(net, train_from)
     if world_size > 1:  # torchrun: gradients averaged by DDP, mining over the gathered global batch
@@ -117,8 +123,14 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
             if classification_weight > 0 and hasattr(net, "logits"):
                 loss = loss + classification_weight * F.cross_entropy(net.logits(head.float()), y_local)
             optimizer.zero_grad(set_to_none=True)
+            if regularizer is not None:
+                penalty = regularizer(net)
+                history["penalty"].append(float(penalty.detach()))
+                loss = loss + penalty
             loss.backward()
             optimizer.step()
+            if scheduler is not None:
+                scheduler.step()
             step += 1
             loss = loss.detach()
             history["loss"].append(float(loss))
@@ -131,13 +143,19 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
                 writer.add_scalar("train/loss", float(loss), step)
                 writer.add_scalar("train/active_triplet_fraction", active, step)
                 writer.add_scalar("train/triplets", int(a.numel()), step)
+                writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
+            early = False
             if validate is not None and validate_every and step % validate_every == 0 and main:
                 _validate(net, validate, writer, step, history)
+                early = bool(should_stop and should_stop())
+                history["stopped_early"] = early
             if resume_path is not None and step % save_every == 0 and main:
-                atomic_save({"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step,
-                             "epoch": epoch}, Path(resume_path))
+                state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch}
+                if scheduler is not None:
+                    state["scheduler"] = scheduler.state_dict()
+                atomic_save(state, Path(resume_path))
             elapsed_min = (time.perf_counter() - t0) / 60
-            stop = bool((max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes))
+            stop = bool((max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes) or early)
             if world_size > 1:  # every rank stops at the same step (clocks differ), or the others would hang
                 flag = torch.tensor([float(stop)], device=device)
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)
@@ -150,14 +168,14 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
     net.eval()
     history["steps"] = step
     history["train_minutes"] = (time.perf_counter() - t0) / 60
-    if validate is not None and main:
+    if validate is not None and main and not (history["validation"] and history["validation"][-1]["step"] == step):
         _validate(net, validate, writer, step, history)
     return history
 
 
 def _validate(net, validate, writer, step, history) -> None:
     net.eval()
-    metrics = validate(net)
+    metrics = validate(net, step)
     history["validation"].append({"step": step, **metrics})
     if writer is not None:
         for k, v in metrics.items():

@@ -89,7 +89,9 @@ def training_command(options: dict, progress: Path, settings) -> list[str]:
     flags = {"epochs": "--epochs", "max_minutes": "--max-minutes", "max_steps": "--max-steps", "lr": "--lrin",
              "batch_size": "--bs", "k": "--k", "val_identities": "--val-identities", "lfw_pairs": "--lfw-pairs",
              "mining": "--mining", "train_from": "--train-from", "validate_every": "--validate-every",
-             "margin": "--margin", "seed": "--seed", "start_from": "--weights", "collection": "--collection"}
+             "margin": "--margin", "seed": "--seed", "start_from": "--weights", "collection": "--collection",
+             "keep": "--keep", "patience": "--patience", "select_lfw_pairs": "--select-lfw-pairs",
+             "schedule": "--schedule", "warmup": "--warmup", "l2sp": "--l2sp"}
     for key, flag in flags.items():
         if options.get(key) is not None:
             cmd += [flag, str(options[key])]
@@ -211,7 +213,7 @@ class TrainingJobs:
                "started_at": job.get("started_at"), "finished_at": job.get("finished_at"),
                "returncode": job.get("returncode"), "swap": job.get("swap"),
                **{k: progress.get(k) for k in ("phase", "step", "total_steps", "loss", "eta_s", "elapsed_s",
-                                               "validation", "base_figures", "result")}}
+                                               "validation", "base_figures", "recipe", "kept", "result")}}
         if state == "failed":
             out["log_tail"] = redact(_tail(folder / "train.log"))
         return out

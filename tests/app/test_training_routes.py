@@ -28,7 +28,8 @@ if outcome == "crash":
     sys.exit("boom")
 result = {"published": outcome == "published", "checkpoint": "checkpoints/candidate.pt"}
 write({"phase": "published" if outcome == "published" else "not published", "step": 2, "total_steps": 2,
-       "loss": 0.4, "eta_s": 0, "validation": [], "result": result})
+       "loss": 0.4, "eta_s": 0, "validation": [{"step": 1, "rank1": 0.9}, {"step": 2, "rank1": 0.8}],
+       "kept": {"step": 1, "reason": "best"}, "recipe": {"steps": 2}, "result": result})
 '''
 
 
@@ -84,6 +85,8 @@ def test_start_progress_one_at_a_time_cancel_and_restart(admin, standin, tmp_pat
     go.touch()
     done = wait_for(lambda: (s := c.get("/admin/train").json())["state"] == "not_published" and s)
     assert done["result"]["published"] is False and done["swap"] is None
+    assert [p["step"] for p in done["validation"]] == [1, 2]  # the curve, the kept step and why, the recipe
+    assert done["kept"] == {"step": 1, "reason": "best"} and done["recipe"] == {"steps": 2}
 
 
 def test_a_crashed_job_is_failed_with_its_log(admin, standin, tmp_path):
@@ -100,7 +103,10 @@ def test_a_crashed_job_is_failed_with_its_log(admin, standin, tmp_path):
 @pytest.mark.parametrize("body", [{"lr": 0}, {"lr": 2}, {"max_minutes": 0}, {"batch_size": 2}, {"k": 1},
                                   {"val_identities": 1}, {"mining": "random"}, {"train_from": "nope"},
                                   {"train_from": "../x"}, {"lfw_pairs": 5}, {"epochs": "many"}, {"surprise": 1},
-                                  {"start_from": ""}])
+                                  {"start_from": ""}, {"max_steps": 0}, {"max_steps": -5}, {"max_steps": 1.5},
+                                  {"max_steps": "many"}, {"max_steps": 10**8}, {"keep": "worst"},
+                                  {"schedule": "step"}, {"warmup": 1}, {"warmup": -0.1}, {"l2sp": -1},
+                                  {"patience": -1}, {"select_lfw_pairs": 7000}])
 def test_bad_training_requests_start_nothing(admin, body):
     c, service = admin
     error(c.post("/admin/train", json=body), 422, "invalid_request")
@@ -150,6 +156,21 @@ def test_the_training_command_carries_the_options_and_no_database_url(tmp_path):
     assert "--database-url" not in cmd and not any("s3cret" in a for a in cmd)  # `ps` shows every argument
     assert cmd[cmd.index("--lrin") + 1] == "1e-06" and cmd[cmd.index("--mining") + 1] == "semi_hard"
     assert "--max-steps" not in cmd
+
+
+def test_every_option_reaches_the_training_command_line_as_the_cli_reads_it(tmp_path):
+    from app.schemas import TrainRequest
+    from training.main import build_parser
+
+    body = {"max_minutes": 5.0, "epochs": 3, "max_steps": 150, "lr": 5e-5, "batch_size": 16, "k": 2,
+            "val_identities": 0.3, "lfw_pairs": 600, "mining": "semi_hard", "margin": 0.3, "train_from": "mixed_6a",
+            "validate_every": 25, "seed": 7, "keep": "last", "patience": 5, "select_lfw_pairs": 100,
+            "schedule": "linear", "warmup": 0.2, "l2sp": 0.5}
+    options = TrainRequest(**body).model_dump()
+    cmd = training_command(options, tmp_path / "p.json", Settings(checkpoints_dir=tmp_path))
+    args = vars(build_parser().parse_args(cmd[3:]))
+    renamed = {"lr": "lrin", "batch_size": "bs"}
+    assert {k: args[renamed.get(k, k)] for k in body} == body
 
 
 def test_job_files_are_private_and_hold_no_password(store, tmp_path, standin):  # noqa: F811

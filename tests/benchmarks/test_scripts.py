@@ -65,14 +65,21 @@ def test_ceiling_script(faces):
 @pytest.mark.faces
 @pytest.mark.slow
 def test_feedback_loop_script(faces):
+    """Two step budgets from one enrolment and correction phase, on the second camera, one correction at most."""
     got = run("benchmarks.feedback_loop", "--people", "8", "--enroll", "2", "--feedback-probes", "2",
-              "--eval-probes", "2", "--train-minutes", "0.2", "--lfw-pairs", "40", "--bs", "8", "--k", "2",
-              "--val-identities", "0.5")
+              "--eval-probes", "2", "--max-steps", "2", "3", "--lfw-pairs", "40", "--bs", "8", "--k", "2",
+              "--val-identities", "0.5", "--domain", "blurjpeg", "--corrections", "1", "--validate-every", "1")
     assert got["people"] == 8 and got["eval_probes"] == 16 and 0 <= got["rank1_before"]["rank1"] <= 1
-    assert got["corrections_sent"] <= got["feedback_probes"] - got["feedback_no_face"]
-    assert got["job"]["returncode"] in (0, 3) and got["job"]["state"] in ("published", "not_published")
-    assert (got["rank1_after"] is not None) == (got["job"]["state"] == "published")
-    assert got["lfw_10fold"]["base"] is not None and got["gate"]
+    assert got["domain"] == "blurjpeg" and got["corrections_sent"] == min(1, got["mistakes"])
+    assert got["mistakes"] <= got["feedback_probes"] - got["feedback_no_face"]
+    assert [r["max_steps"] for r in got["runs"]] == [2, 3]
+    for r in got["runs"]:
+        assert r["job"]["returncode"] in (0, 3) and r["job"]["state"] in ("published", "not_published")
+        assert (r["rank1_after"] is not None) == (r["job"]["state"] == "published")
+        assert r["lfw_10fold"]["base"] is not None and r["gate"]
+        assert r["train"]["steps"] <= r["max_steps"] and r["recipe"]["steps"] == r["max_steps"]
+        assert [p["step"] for p in r["curve"]] == list(range(1, r["train"]["steps"] + 1))
+        assert r["kept"]["step"] in [p["step"] for p in r["curve"]]
 
 
 @pytest.mark.faces

@@ -165,11 +165,21 @@ def test_a_candidate_better_than_a_degraded_serving_model_is_published(gallery, 
                                         preprocessing=ckpt.preprocessing, thresholds=dict(ckpt.thresholds)),
                      ckdir / "degraded.pt")
     out = ckdir / "better.pt"
-    rc, report = run(gallery[0], out, "--weights", "casia-webface", "--lrin", "1e-7",
-                     env={"FACEID_WEIGHTS": "degraded.pt"}, monkeypatch=monkeypatch)
+    progress = tmp_path / "progress.json"
+    rc, report = run(gallery[0], out, "--weights", "casia-webface", "--lrin", "1e-7", "--validate-every", "1",
+                     "--progress", str(progress), env={"FACEID_WEIGHTS": "degraded.pt"}, monkeypatch=monkeypatch)
     assert report["base"]["checkpoint"] == "degraded" and report["started_from"] == "casia-webface"
     assert rc == 0 and report["published"] is True and out.is_file(), report
     assert load_checkpoint(str(out)).version == report["candidate"]["version"]
+    # the learning curve (held-out rank-1, FNIR, LFW at each evaluation) and the kept step, in the job's status
+    state = json.loads(progress.read_text())
+    curve = state["validation"]
+    assert [p["step"] for p in curve] == [1, 2] and report["curve"] == curve
+    assert all({"rank1", "fnir", "lfw_accuracy", "passes_gate", "gate"} <= p.keys() for p in curve)
+    best = max((p for p in curve if p["passes_gate"]), key=lambda p: (p["score"], -p["step"]))
+    assert state["kept"] == report["kept"] and report["kept"]["step"] == best["step"], report["kept"]
+    assert "passed the gate" in report["kept"]["reason"]
+    assert report["recipe"]["steps"] == 2 and report["recipe"]["schedule"] == "cosine"
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
