@@ -216,8 +216,11 @@ class Events:
                     self.forward()
             except asyncio.CancelledError:
                 raise
+            except DBAPIError as exc:  # the database is away (an outage): one line, the next poll retries
+                log.warning("events: database unavailable (looking for subscriptions, relaying collections): %s",
+                            str(exc.orig or exc).strip().splitlines()[0][:200])
             except Exception:  # noqa: BLE001 - the next poke or poll tries again
-                log.warning("relaying the collections' events failed", exc_info=True)
+                log.warning("looking for subscriptions or relaying the collections' events failed", exc_info=True)
             try:
                 await asyncio.wait_for(self.wake.wait(), self.settings.events_poll_interval_s)
             except TimeoutError:
