@@ -126,8 +126,13 @@ def install(app: FastAPI) -> None:
         return error_response(500, "internal_error", "internal server error")
 
 
+def outage_reason(exc: BaseException) -> str:
+    """A database error in one log line: the driver's first line (SQLAlchemy's `orig`), at most 200 characters."""
+    return (str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__).splitlines()[0][:200]
+
+
 def _database_unavailable(request: Request, exc: Exception) -> JSONResponse:
-    reason = (str(getattr(exc, "orig", None) or exc).strip() or type(exc).__name__).splitlines()[0][:200]
+    reason = outage_reason(exc)
     log.warning("database unavailable on %s %s: %s", request.method, request.url.path, reason)
     return error_response(503, "database_unavailable", "the gallery database is unavailable; retry shortly",
                           headers={"Retry-After": "2"})

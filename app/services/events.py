@@ -23,7 +23,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.exc import DBAPIError
 
 from app.core.config import Settings
-from app.core.errors import AppError
+from app.core.errors import AppError, outage_reason
 from app.gallery.events import EventStore, Pending, new_event
 from app.gallery.models import OutboxEvent
 from app.services.webhooks import WebhookSender, new_secret, validate_subscription
@@ -173,8 +173,7 @@ class Events:
                 except asyncio.CancelledError:
                     raise
                 except DBAPIError as exc:  # the database is away (an outage): one line, the next round retries
-                    log.warning("event delivery round failed, database unavailable: %s",
-                                str(exc.orig or exc).strip().splitlines()[0][:200])
+                    log.warning("event delivery round failed, database unavailable: %s", outage_reason(exc))
                 except Exception:  # noqa: BLE001 - a database hiccup must not end delivery for good
                     log.warning("event delivery round failed", exc_info=True)
                 await asyncio.sleep(s.events_round_interval_s)  # the events of several requests go in one round
@@ -218,7 +217,7 @@ class Events:
                 raise
             except DBAPIError as exc:  # the database is away (an outage): one line, the next poll retries
                 log.warning("events: database unavailable (looking for subscriptions, relaying collections): %s",
-                            str(exc.orig or exc).strip().splitlines()[0][:200])
+                            outage_reason(exc))
             except Exception:  # noqa: BLE001 - the next poke or poll tries again
                 log.warning("looking for subscriptions or relaying the collections' events failed", exc_info=True)
             try:
