@@ -102,17 +102,19 @@ class Events:
         `relay_forever`, which starts the worker process for a first subscription)."""
         self._wanted = None
         self._subscribed = True
-        loop = self._loop
-        if loop is not None and not loop.is_closed():
-            loop.call_soon_threadsafe(self.wake.set)
+        self._wake()
 
     def poke(self) -> None:
         """Wake this process's worker now (from any thread or loop) rather than at its next poll."""
+        self._wake()
+        if self.forward is not None:
+            self.forward()
+
+    def _wake(self) -> None:
+        """Wake `run` or `relay_forever` on their loop, from any thread."""
         loop = self._loop
         if loop is not None and not loop.is_closed():
             loop.call_soon_threadsafe(self.wake.set)
-        if self.forward is not None:
-            self.forward()
 
     # --- webhooks, for the routes (run off the event loop) --------------------------------------------------
     def create_webhook(self, url: str, events: list[str], secret: str | None) -> dict:
