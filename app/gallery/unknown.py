@@ -43,18 +43,18 @@ class _Cache:
 
 
 class _Ride:
-    """One `UnknownStore.riding()`: the keep done inside another transaction, and whether that committed."""
+    """One `UnknownStore.riding(...)`: its keep, done inside another transaction, and whether that committed."""
 
-    def __init__(self, store: "UnknownStore"):
-        self.store = store
+    def __init__(self, store: "UnknownStore", args: tuple):
+        self.store, self.args = store, args  # `_keep`'s arguments after the session
         self.before: int | None = None
         self.out: list[KeptFace | None] | None = None
+        self.picked: list[int] | None = None  # the caller's: which of its faces these are
         self.committed = False
 
-    def keep(self, s: Session, faces, version: str, threshold: float, retention_s: float = 0.0,
-             max_faces: int | None = None) -> None:
-        if faces:
-            self.before, self.out = self.store._keep(s, faces, version, threshold, retention_s, max_faces)
+    def keep(self, s: Session) -> None:
+        if self.args[0]:
+            self.before, self.out = self.store._keep(s, *self.args)
 
 
 class UnknownStore:
@@ -131,12 +131,13 @@ class UnknownStore:
                 raise
 
     @contextmanager
-    def riding(self):
+    def riding(self, faces: list[tuple[FaceCrop, dict[str, np.ndarray]]], version: str, threshold: float,
+               retention_s: float = 0.0, max_faces: int | None = None):
         """`keep` inside another transaction of the same database (identify's probes: one commit per answer).
-        Hold this around that transaction; its `also` calls `ride.keep(session, ...)`; set `ride.committed` once
-        it committed. The keep lock is held until then, and the cached clusters follow the commit (or are
+        Hold this around that transaction; its `also` calls `ride.keep(session)`; set `ride.committed` once it
+        committed. The keep lock is held until then, and the cached clusters follow the commit (or are
         dropped)."""
-        ride = _Ride(self)
+        ride = _Ride(self, (faces, version, threshold, retention_s, max_faces))
         with self._lock:
             try:
                 yield ride

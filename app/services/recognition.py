@@ -413,25 +413,23 @@ class FaceService:
             riding: list[dict] = []
             # (another collection's probes are in its own database; the outbox is the default's)
             ride = wanted and self.shared is None
-            unknown = self.unknown.ride(result, decisions) if remember else None  # its faces: the probes' database
-            context, keep_unknown, picked = unknown if unknown is not None else (nullcontext(), None, None)
+            # unknown faces: in the probes' database (None: not asked for, or no face is unknown)
+            with stage("probes"), (self.unknown.riding(result, decisions) if remember else nullcontext()) as unknown:
+                def with_probes(s, probe_ids):  # events and unknown faces ride on the probes' transaction
+                    if ride:
+                        riding.extend(events_of(probe_ids))
+                        add_events(s, riding)
+                    if unknown is not None:
+                        unknown.keep(s)
 
-            def with_probes(s, probe_ids):  # events and unknown faces ride on the probes' transaction
-                if ride:
-                    riding.extend(events_of(probe_ids))
-                    add_events(s, riding)
-                if keep_unknown is not None:
-                    keep_unknown(unknown_ride, s)
-
-            with stage("probes"), context as unknown_ride:
                 probe_ids = self.feedback.keep_probes(result, decisions, owner,
                                                       with_probes if ride or unknown is not None else None)
                 committed = any(pid is not None for pid in probe_ids)
                 if unknown is not None:
-                    unknown_ride.committed = committed
+                    unknown.committed = committed
             kept = None
-            if unknown is not None and committed and unknown_ride.out is not None:
-                kept = self.unknown.kept(decisions, picked, unknown_ride.out)
+            if unknown is not None and committed and unknown.out is not None:
+                kept = self.unknown.kept(decisions, unknown.picked, unknown.out)
             if ride and committed:  # committed, with the events
                 events = riding
             else:  # no probes kept (retention off, or their write failed): the events alone, before the answer

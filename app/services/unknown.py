@@ -16,6 +16,7 @@ import asyncio
 import logging
 import threading
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
@@ -107,14 +108,18 @@ class UnknownService:
             return [None] * len(decisions)
         return self.kept(decisions, picked, kept)
 
-    def ride(self, result, decisions):
-        """For FaceService.identify: (the store's `riding()` context, `also(session)` that keeps this answer's
-        unknown faces in the caller's transaction, the picked faces); None when no face is unknown."""
+    @contextmanager
+    def riding(self, result, decisions):
+        """For FaceService.identify: hold it around the probes' transaction; it yields a ride whose `keep(session)`
+        writes this answer's unknown faces there (`UnknownStore.riding`; set `committed`, read `picked` and `out`),
+        or None when no face is unknown."""
         picked = [i for i, d in enumerate(decisions) if d.status == "unknown"]
         if not picked:
-            return None
-        args = self._keep_args(result, picked)
-        return self.store.riding(), (lambda ride, s: ride.keep(s, *args)), picked
+            yield None
+            return
+        with self.store.riding(*self._keep_args(result, picked)) as ride:
+            ride.picked = picked
+            yield ride
 
     def _keep_args(self, result, picked: list[int]) -> tuple:
         embedder, cfg = result.embedder, self.settings
