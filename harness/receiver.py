@@ -1,9 +1,14 @@
 """A real webhook receiver on 127.0.0.1 for tests and benchmarks: answers a share of deliveries with 500, checks
-every signature, records what arrived (in arrival order); can be stopped and started again on the same port."""
+every signature, records what arrived (in arrival order); can be stopped and started again on the same port.
+
+It speaks HTTP/1.1 and keeps connections open between deliveries, as the web servers that receive webhooks do
+(http.server's default, HTTP/1.0, makes every delivery connect anew and start a thread). Stopping it closes the
+open connections too: a stopped receiver answers nothing."""
 from __future__ import annotations
 
 import json
 import random
+import socket
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -22,6 +27,8 @@ class Receiver:
         self.got: list[dict] = []      # accepted deliveries (2xx), arrival order
         self.failed = 0                # deliveries answered 500 on purpose
         self._server: ThreadingHTTPServer | None = None
+        self._conns: set[socket.socket] = set()  # the open connections, closed by stop()
+        self._serving = False
 
     def url(self, path: str = "/hook") -> str:
         return f"http://127.0.0.1:{self.port}{path}"
@@ -32,6 +39,20 @@ class Receiver:
         owner = self
 
         class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"  # keep-alive
+
+            def setup(self):
+                super().setup()
+                with owner.lock:
+                    if not owner._serving:  # accepted as stop() ran: closed at once
+                        self.connection.shutdown(socket.SHUT_RDWR)
+                    owner._conns.add(self.connection)
+
+            def finish(self):
+                with owner.lock:
+                    owner._conns.discard(self.connection)
+                super().finish()
+
             def do_POST(self):  # noqa: N802 - http.server's name
                 body = self.rfile.read(int(self.headers.get("Content-Length", 0)))
                 with owner.lock:
@@ -55,6 +76,7 @@ class Receiver:
 
         self._server = ThreadingHTTPServer(("127.0.0.1", self.port), Handler)
         self._server.daemon_threads = True
+        self._serving = True
         threading.Thread(target=self._server.serve_forever, daemon=True).start()
         return self
 
@@ -63,6 +85,13 @@ class Receiver:
             self._server.shutdown()
             self._server.server_close()
             self._server = None
+            with self.lock:
+                self._serving = False
+                for conn in self._conns:
+                    try:
+                        conn.shutdown(socket.SHUT_RDWR)
+                    except OSError:
+                        pass
 
     def deliveries(self, path: str | None = None) -> list[dict]:
         with self.lock:

@@ -150,23 +150,27 @@ class EventStore:
               kinds: tuple[str, ...] = ("webhook",)) -> list[Subscription]:
         """Subscriptions of `kinds` (what this process can deliver) due for delivery that no other worker holds,
         leased to `owner`. The conditional UPDATE is atomic on both databases (PostgreSQL re-checks the WHERE after
-        a concurrent update commits)."""
+        a concurrent update commits). A lease this owner holds with at least half its time left is not written
+        again (each delivery renews it: `done`): a worker that keeps up writes nothing here."""
         now = time.time() if now is None else now
         free = (Subscription.lease_until < now) | (Subscription.lease_owner == owner)
         due = [Subscription.next_attempt_at <= now, free, Subscription.kind.in_(kinds)]
         with self.work() as s:  # a read first: no write at all while nothing is waiting
             last = self.last_seq(s)
             replays = select(DeadLetter.subscription_id).where(DeadLetter.replay.is_(True))
-            ids = list(s.scalars(select(Subscription.id).where(
-                *due, (Subscription.cursor < last) | Subscription.id.in_(replays))))
+            subs = list(s.scalars(select(Subscription).where(
+                *due, (Subscription.cursor < last) | Subscription.id.in_(replays)).order_by(Subscription.id)))
+        held = [sub for sub in subs if sub.lease_owner == owner and sub.lease_until >= now + lease_s / 2]
+        ids = [sub.id for sub in subs if sub not in held]
         if not ids:
-            return []
+            return held
         until = now + lease_s
         with self.work() as s, s.begin():
             s.execute(update(Subscription).where(Subscription.id.in_(ids), *due)
                       .values(lease_owner=owner, lease_until=until))
-            return list(s.scalars(select(Subscription).where(Subscription.id.in_(ids), Subscription.lease_owner == owner,
-                                                             Subscription.lease_until == until)))
+            taken = list(s.scalars(select(Subscription).where(Subscription.id.in_(ids), Subscription.lease_owner == owner,
+                                                              Subscription.lease_until == until)))
+        return sorted(held + taken, key=lambda sub: sub.id)
 
     def release_all(self, owner: str) -> None:
         with self.work() as s, s.begin():
