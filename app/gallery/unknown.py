@@ -9,12 +9,13 @@ enrolling a cluster, which is a gallery write (`GalleryStore.enroll`).
 from __future__ import annotations
 
 import threading
+import time
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 import numpy as np
-from sqlalchemy import delete, exists, func, select, update
+from sqlalchemy import bindparam, delete, exists, func, insert, select, update
 from sqlalchemy.orm import Session
 
 from app.gallery.feedback import FaceCrop
@@ -24,6 +25,8 @@ from model.align import box_iou
 from model.clustering import OnlineClusters
 
 SAME_BOX_IOU = 0.8  # a face of a photo kept already: the same photo (sha256) and about the same box
+EXPIRY_LOOK_S = 1.0  # `keep` deletes expired faces at most this often (a query per request otherwise)
+_CLUSTERS, _FACES, _EMBEDDINGS = UnknownCluster.__table__, UnknownFace.__table__, UnknownEmbedding.__table__
 
 
 @dataclass
@@ -64,6 +67,7 @@ class UnknownStore:
         self._lock = threading.Lock()
         self._cache: _Cache | None = None
         self._since_cap_check = 0  # faces kept by this process since `keep` last looked for its cap
+        self._expiry_looked = float("-inf")  # when `keep` last deleted expired faces (time.monotonic())
 
     # --- revision and the cached clusters ------------------------------------------------------------------
     @staticmethod
@@ -114,10 +118,11 @@ class UnknownStore:
              retention_s: float = 0.0, max_faces: int | None = None) -> list[KeptFace | None]:
         """Store faces (crop, embeddings by model version) in one transaction; each joins the cluster its
         `version` embedding scores highest with on average when that reaches `threshold`, else starts its own.
-        Expired faces go first; past `max_faces` the oldest are dropped (and clusters left empty: None for a face
-        of this call dropped at once). Finding the oldest reads past the newest `max_faces` rows, so the cap is
-        looked at once per `max_faces // 32` faces kept (each keep for a cap under 64), as for probes: the table
-        may exceed it by 1/32 (3 %) between looks, and no request pays a 50,000-row read."""
+        Expired faces go first (looked for at most once per EXPIRY_LOOK_S); past `max_faces` the oldest are
+        dropped (and clusters left empty: None for a face of this call dropped at once). Finding the oldest reads
+        past the newest `max_faces` rows, so the cap is looked at once per `max_faces // 32` faces kept (each keep
+        for a cap under 64), as for probes: the table may exceed it by 1/32 (3 %) between looks, and no request
+        pays a 50,000-row read."""
         if not faces:
             return []
         with self._lock:
@@ -158,7 +163,9 @@ class UnknownStore:
         dim = len(next(iter(faces[0][1].values())))
         before = self._bump(s)
         oc = self._clusters(s, before, version, threshold, dim)
-        self._drop(s, oc, version, UnknownFace.expires_at < now)
+        if time.monotonic() - self._expiry_looked >= EXPIRY_LOOK_S:  # (and the background prune, every minute)
+            self._expiry_looked = time.monotonic()
+            self._drop(s, oc, version, UnknownFace.expires_at < now)
         out = []
         seen = self._seen(s, [crop for crop, _ in faces], now)
         for crop, vectors in faces:
@@ -170,20 +177,18 @@ class UnknownStore:
             v = vectors[version]
             cid = oc.assign(v)
             joined = cid is not None
+            # Core inserts (no unit of work to flush: this runs inside a request's commit)
             if cid is None:
-                cluster = UnknownCluster(dismissed=False, created_at=now, updated_at=now)
-                s.add(cluster)
-                s.flush()
-                cid = cluster.id
+                cid = s.execute(insert(_CLUSTERS).values(dismissed=False, created_at=now, updated_at=now)
+                                ).inserted_primary_key[0]
             else:
-                s.execute(update(UnknownCluster).where(UnknownCluster.id == cid).values(updated_at=now))
-            row = UnknownFace(cluster_id=cid, created_at=now, expires_at=expires, **crop.columns())
-            s.add(row)
-            s.flush()
-            for ver, vec in vectors.items():
-                s.add(UnknownEmbedding(face_id=row.id, model_version=ver, vector=vector_to_bytes(vec)))
+                s.execute(update(_CLUSTERS).where(_CLUSTERS.c.id == cid).values(updated_at=now))
+            face_id = s.execute(insert(_FACES).values(cluster_id=cid, created_at=now, expires_at=expires,
+                                                      **crop.columns())).inserted_primary_key[0]
+            s.execute(insert(_EMBEDDINGS), [{"face_id": face_id, "model_version": ver, "vector": vector_to_bytes(vec)}
+                                            for ver, vec in vectors.items()])
             oc.add(cid, v)
-            out.append(KeptFace(row.id, cid, joined))
+            out.append(KeptFace(face_id, cid, joined))
         if max_faces is not None and self._cap_due(len(faces), max_faces):
             cutoff = s.scalar(select(UnknownFace.id).order_by(UnknownFace.id.desc()).offset(max_faces).limit(1))
             if cutoff is not None:
@@ -316,13 +321,24 @@ class UnknownStore:
             return True
 
     def set_suggestions(self, suggestions: dict[int, tuple[int | None, float | None]]) -> None:
-        """{cluster id: (identity id or None, score or None)}; clusters gone meanwhile are skipped."""
+        """{cluster id: (identity id or None, score or None)}; clusters gone meanwhile are skipped. Only the
+        suggestions that changed are written (one statement, executed for each): with most faces new, most
+        clusters have none, and a statement per cluster held the interpreter lock that requests need."""
         if not suggestions:
             return
         with self.sessions() as s, s.begin():
-            for cid, (iid, score) in suggestions.items():
-                s.execute(update(UnknownCluster).where(UnknownCluster.id == cid)
-                          .values(suggested_identity_id=iid, suggested_score=score))
+            ids = list(suggestions)
+            now: dict[int, tuple] = {}
+            for i in range(0, len(ids), 500):
+                now.update((cid, (iid, score)) for cid, iid, score in s.execute(
+                    select(UnknownCluster.id, UnknownCluster.suggested_identity_id, UnknownCluster.suggested_score)
+                    .where(UnknownCluster.id.in_(ids[i:i + 500]))))
+            changed = [{"cid": cid, "iid": iid, "score": score} for cid, (iid, score) in suggestions.items()
+                       if cid in now and now[cid] != (iid, score)]
+            if changed:
+                s.execute(update(_CLUSTERS).where(_CLUSTERS.c.id == bindparam("cid"))
+                          .values(suggested_identity_id=bindparam("iid"), suggested_score=bindparam("score")),
+                          changed)
 
     # --- edits --------------------------------------------------------------------------------------------
     def dismiss(self, cluster_id: int) -> bool:
