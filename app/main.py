@@ -30,6 +30,17 @@ detection. Images are multipart uploads (`file` / `files`) or JSON with base64 (
 Every error is `{"error": {"code", "message", "detail"?}}` with a stable machine-readable `code`."""
 
 
+def limit_blas_threads(n: int) -> None:
+    """numpy's and scipy's BLAS held to `n` threads (FACEID_BLAS_THREADS; 0: as they are). app/__init__.py sets it
+    before they load where it can; this covers a process that loaded them first. Call it on the main thread (the
+    lifespan's, under uvicorn): this OpenBLAS ignores a limit set by another thread after the main thread set one.
+    torch's OpenMP threads are not BLAS's and stay as they are."""
+    if n:
+        from threadpoolctl import threadpool_limits
+
+        threadpool_limits(n, user_api="blas")
+
+
 def build_service(settings: Settings):
     from app.gallery.reserve import StorageReserve
     from app.gallery.store import GalleryStore, make_engine, migrate
@@ -38,6 +49,7 @@ def build_service(settings: Settings):
 
     if settings.torch_threads:
         torch.set_num_threads(settings.torch_threads)
+    limit_blas_threads(settings.blas_threads)
     try:
         torch.set_num_interop_threads(1)  # model work runs on one thread; intra-op threads use the cores
     except RuntimeError:

@@ -147,7 +147,8 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
             early = False
             if validate is not None and validate_every and step % validate_every == 0 and main:
                 _validate(net, validate, writer, step, history)
-                early = bool(should_stop and should_stop())
+                # (at the last step the budget ends the run, whatever the keeper says: not early)
+                early = bool(should_stop and should_stop()) and not (max_steps and step >= max_steps)
                 history["stopped_early"] = early
             if resume_path is not None and step % save_every == 0 and main:
                 state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch}

@@ -75,3 +75,32 @@ def _png() -> bytes:
     buf = io.BytesIO()
     Image.fromarray(np.full((64, 64, 3), 128, np.uint8)).save(buf, format="PNG")
     return buf.getvalue()
+
+
+BLAS_THREADS = ("from threadpoolctl import threadpool_info; "
+                "print([p['num_threads'] for p in threadpool_info() if p['user_api'] == 'blas'])")
+
+
+def blas_threads_in_a_process(code: str, **env) -> list[int]:
+    import subprocess
+    import sys
+
+    clean = {k: v for k, v in os.environ.items() if k not in ("OPENBLAS_NUM_THREADS", "FACEID_BLAS_THREADS")}
+    out = subprocess.run([sys.executable, "-c", f"{code}; {BLAS_THREADS}"], env={**clean, **env},
+                         capture_output=True, text=True, timeout=120, check=True).stdout
+    return eval(out.strip().splitlines()[-1])  # noqa: S307 - a list of ints this test printed
+
+
+@pytest.mark.skipif((os.cpu_count() or 1) < 2, reason="one core: OpenBLAS runs one thread anyway")
+def test_the_server_holds_numpy_s_blas_to_one_thread():
+    """OpenBLAS's idle threads spin on a core after each call: in a server, beside the model's threads, that costs
+    CPU and gains nothing (FACEID_BLAS_THREADS, default 1). Loaded after `app` (as uvicorn does), or before it and
+    then limited by build_service's call; FACEID_BLAS_THREADS=0 leaves the library's default."""
+    libs = "import numpy, scipy.sparse.csgraph"
+    default = blas_threads_in_a_process(libs)
+    assert default and all(n > 1 for n in default)
+    assert blas_threads_in_a_process(f"import app; {libs}") == [1] * len(default)
+    assert blas_threads_in_a_process(f"import app; {libs}", FACEID_BLAS_THREADS="0") == default
+    limit = "from app.core.config import Settings; from app.main import limit_blas_threads; " \
+            "limit_blas_threads(Settings().blas_threads)"  # as build_service does
+    assert blas_threads_in_a_process(f"{libs}; {limit}") == [1] * len(default)
