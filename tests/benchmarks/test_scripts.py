@@ -132,3 +132,12 @@ def test_openset_collections_script(faces, tmp_path):
     got = run("benchmarks.openset", "--collections", "2", "--people", "10", "--targets", "0.01,0.1", "--check", "1",
               "--out", str(tmp_path / "o.json"))
     assert json.loads((tmp_path / "o.json").read_text()) == got
+
+
+def test_unknown_store_script():
+    got = run("benchmarks.unknown_store", "--faces", "200", "--keeps", "20")
+    assert set(got["runs"]) == {"blas_1_thread", "blas_default"} and got["blas_default_threads"] >= 1
+    for row in got["runs"].values():
+        assert row["keep_cpu_ms"] > 0 and row["keep_wall_ms"] > 0
+        assert row["refine_wall_ms"] == pytest.approx(sum(row[k]["wall_ms"] for k in (
+            "snapshot", "cluster", "apply", "templates", "suggestions")), abs=0.3)
