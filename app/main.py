@@ -5,6 +5,7 @@ Importing this module is cheap: nothing is loaded until the lifespan runs.
 from __future__ import annotations
 
 import logging
+import os
 from contextlib import asynccontextmanager
 
 import torch
@@ -31,14 +32,21 @@ Every error is `{"error": {"code", "message", "detail"?}}` with a stable machine
 
 
 def limit_blas_threads(n: int) -> None:
-    """numpy's and scipy's BLAS held to `n` threads (FACEID_BLAS_THREADS; 0: as they are). app/__init__.py sets it
-    before they load where it can; this covers a process that loaded them first. Call it on the main thread (the
+    """numpy's and scipy's BLAS held to `n` threads (FACEID_BLAS_THREADS; 0: the libraries' default, one per core),
+    unless the operator set OPENBLAS_NUM_THREADS. app/__init__.py sets it before they load where it can; this
+    covers a process that loaded them first, and a setting read from `.env`. Call it on the main thread (the
     lifespan's, under uvicorn): this OpenBLAS ignores a limit set by another thread after the main thread set one.
     torch's OpenMP threads are not BLAS's and stay as they are."""
-    if n:
-        from threadpoolctl import threadpool_limits
+    import app
 
-        threadpool_limits(n, user_api="blas")
+    if "OPENBLAS_NUM_THREADS" in os.environ and not app.BLAS_ENV_SET:
+        return  # the operator's
+    if app.BLAS_ENV_SET:  # loaded with it already; the processes this one starts get the default again
+        os.environ.pop("OPENBLAS_NUM_THREADS", None)
+        app.BLAS_ENV_SET = False
+    from threadpoolctl import threadpool_limits
+
+    threadpool_limits(n or os.cpu_count() or 1, user_api="blas")
 
 
 def build_service(settings: Settings):

@@ -45,7 +45,10 @@ class Receiver:
                 super().setup()
                 with owner.lock:
                     if not owner._serving:  # accepted as stop() ran: closed at once
-                        self.connection.shutdown(socket.SHUT_RDWR)
+                        try:
+                            self.connection.shutdown(socket.SHUT_RDWR)
+                        except OSError:  # the client left already
+                            pass
                     owner._conns.add(self.connection)
 
             def finish(self):

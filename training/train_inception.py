@@ -147,16 +147,17 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
             early = False
             if validate is not None and validate_every and step % validate_every == 0 and main:
                 _validate(net, validate, writer, step, history)
-                # (at the last step the budget ends the run, whatever the keeper says: not early)
-                early = bool(should_stop and should_stop()) and not (max_steps and step >= max_steps)
-                history["stopped_early"] = early
+                early = bool(should_stop and should_stop())
             if resume_path is not None and step % save_every == 0 and main:
                 state = {"model": net.state_dict(), "optimizer": optimizer.state_dict(), "step": step, "epoch": epoch}
                 if scheduler is not None:
                     state["scheduler"] = scheduler.state_dict()
                 atomic_save(state, Path(resume_path))
             elapsed_min = (time.perf_counter() - t0) / 60
-            stop = bool((max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes) or early)
+            budget_spent = bool((max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes))
+            if validate is not None and validate_every and step % validate_every == 0 and main:
+                history["stopped_early"] = early and not budget_spent  # the budget ended it anyway: not early
+            stop = budget_spent or early
             if world_size > 1:  # every rank stops at the same step (clocks differ), or the others would hang
                 flag = torch.tensor([float(stop)], device=device)
                 torch.distributed.all_reduce(flag, op=torch.distributed.ReduceOp.MAX)

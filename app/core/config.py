@@ -96,9 +96,9 @@ class Settings(BaseSettings):
     port: int = 8000
     torch_threads: int | None = Field(None, ge=1)
     blas_threads: int = Field(1, ge=0, description="threads of numpy's and scipy's BLAS (OpenBLAS) in the server "
-                              "(searches, clustering, calibration); 0: the library's default (one per core). "
-                              "OpenBLAS's idle threads spin on a core after each call: next to the model's own "
-                              "threads, one is faster and takes half the CPU")
+                              "(clustering unknown faces, duplicates, calibration); 0: the library's default (one "
+                              "per core); OPENBLAS_NUM_THREADS, when set, wins. OpenBLAS's idle threads spin on a "
+                              "core after each call: beside the model's own threads they take CPU the model needs")
     # security
     api_keys: list[ApiKey] = Field(default_factory=list, description="JSON list of {name, sha256, scopes}")
     cors_origins: list[str] = Field(default_factory=list, description="CORS is off unless origins are listed; "

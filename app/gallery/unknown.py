@@ -25,7 +25,7 @@ from model.align import box_iou
 from model.clustering import OnlineClusters
 
 SAME_BOX_IOU = 0.8  # a face of a photo kept already: the same photo (sha256) and about the same box
-EXPIRY_LOOK_S = 1.0  # `keep` deletes expired faces at most this often (a query per request otherwise)
+EXPIRY_LOOK_S = 1.0  # without a retention `keep` deletes expired faces (of an earlier one) at most this often
 _CLUSTERS, _FACES, _EMBEDDINGS = UnknownCluster.__table__, UnknownFace.__table__, UnknownEmbedding.__table__
 
 
@@ -118,7 +118,7 @@ class UnknownStore:
              retention_s: float = 0.0, max_faces: int | None = None) -> list[KeptFace | None]:
         """Store faces (crop, embeddings by model version) in one transaction; each joins the cluster its
         `version` embedding scores highest with on average when that reaches `threshold`, else starts its own.
-        Expired faces go first (looked for at most once per EXPIRY_LOOK_S); past `max_faces` the oldest are
+        Expired faces go first (without a retention, looked for once per EXPIRY_LOOK_S); past `max_faces` the oldest are
         dropped (and clusters left empty: None for a face of this call dropped at once). Finding the oldest reads
         past the newest `max_faces` rows, so the cap is looked at once per `max_faces // 32` faces kept (each keep
         for a cap under 64), as for probes: the table may exceed it by 1/32 (3 %) between looks, and no request
@@ -163,7 +163,9 @@ class UnknownStore:
         dim = len(next(iter(faces[0][1].values())))
         before = self._bump(s)
         oc = self._clusters(s, before, version, threshold, dim)
-        if time.monotonic() - self._expiry_looked >= EXPIRY_LOOK_S:  # (and the background prune, every minute)
+        # expired faces out first, so that no face joins a cluster whose faces have all expired; with no retention
+        # (the default) only faces kept under an earlier one can expire: looked for once per EXPIRY_LOOK_S
+        if retention_s > 0 or time.monotonic() - self._expiry_looked >= EXPIRY_LOOK_S:
             self._expiry_looked = time.monotonic()
             self._drop(s, oc, version, UnknownFace.expires_at < now)
         out = []

@@ -98,9 +98,11 @@ def test_the_server_holds_numpy_s_blas_to_one_thread():
     then limited by build_service's call; FACEID_BLAS_THREADS=0 leaves the library's default."""
     libs = "import numpy, scipy.sparse.csgraph"
     default = blas_threads_in_a_process(libs)
-    assert default and all(n > 1 for n in default)
+    if not default or not all(n > 1 for n in default):
+        pytest.skip(f"OpenBLAS runs {default} threads here by default (OMP_NUM_THREADS, CPU affinity)")
     assert blas_threads_in_a_process(f"import app; {libs}") == [1] * len(default)
     assert blas_threads_in_a_process(f"import app; {libs}", FACEID_BLAS_THREADS="0") == default
-    limit = "from app.core.config import Settings; from app.main import limit_blas_threads; " \
-            "limit_blas_threads(Settings().blas_threads)"  # as build_service does
-    assert blas_threads_in_a_process(f"{libs}; {limit}") == [1] * len(default)
+    limit = "from app.main import limit_blas_threads; import os; limit_blas_threads({}); " \
+            "assert 'OPENBLAS_NUM_THREADS' not in os.environ"  # as build_service does; its children get the default
+    assert blas_threads_in_a_process(f"{libs}; {limit.format(1)}") == [1] * len(default)  # loaded before `app`
+    assert blas_threads_in_a_process(f"import app; {libs}; {limit.format(0)}") == default  # 0 read from .env

@@ -116,3 +116,15 @@ def test_a_photo_s_face_is_kept_once_and_again_after_it_expired(stores):
     assert unknown.prune_expired(now=utcnow() + timedelta(seconds=61)) == 1
     [d] = unknown.keep([(crop(7), {"v1": v[0]})], "v1", 0.5)
     assert not d.again and d.face_id != a.face_id
+
+
+def test_a_face_does_not_join_a_cluster_whose_faces_have_all_expired(stores):
+    """With a retention every keep deletes the expired faces first: a new face of the same person starts a cluster
+    of its own rather than keeping an expired one's (its id, its dismissal) alive."""
+    gallery, unknown = stores
+    v, _ = person_vectors(np.random.default_rng(3), 1, 2, noise=0.05)
+    [a] = unknown.keep([(crop(1), {"v1": v[0]})], "v1", 0.5, retention_s=1e-6)  # expired as soon as it is kept
+    assert unknown.dismiss(a.cluster_id)
+    [b] = unknown.keep([(crop(2), {"v1": v[1]})], "v1", 0.5, retention_s=60)
+    assert not b.joined and b.cluster_id != a.cluster_id
+    assert unknown.get_cluster(a.cluster_id) is None
