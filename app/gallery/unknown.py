@@ -118,11 +118,11 @@ class UnknownStore:
              retention_s: float = 0.0, max_faces: int | None = None) -> list[KeptFace | None]:
         """Store faces (crop, embeddings by model version) in one transaction; each joins the cluster its
         `version` embedding scores highest with on average when that reaches `threshold`, else starts its own.
-        Expired faces go first (without a retention, looked for once per EXPIRY_LOOK_S); past `max_faces` the oldest are
-        dropped (and clusters left empty: None for a face of this call dropped at once). Finding the oldest reads
-        past the newest `max_faces` rows, so the cap is looked at once per `max_faces // 32` faces kept (each keep
-        for a cap under 64), as for probes: the table may exceed it by 1/32 (3 %) between looks, and no request
-        pays a 50,000-row read."""
+        Expired faces go first (without a retention, looked for once per EXPIRY_LOOK_S); past `max_faces` the
+        oldest are dropped (and clusters left empty: None for a face of this call dropped at once). Finding the
+        oldest reads past the newest `max_faces` rows, so the cap is looked at once per `max_faces // 32` faces kept
+        (each keep for a cap under 64), as for probes: the table may exceed it by 1/32 (3 %) between looks, and no
+        request pays a 50,000-row read."""
         if not faces:
             return []
         with self._lock:
