@@ -1,4 +1,4 @@
-"""What keeping unknown faces costs in CPU, step by step, on a real SQLite file: one kept face (`UnknownStore._keep`
+"""What keeping unknown faces costs in CPU, step by step, on a real SQLite file: one kept face (`UnknownStore.riding`
 inside a transaction, as identify's probes carry it, with the commit), and a refine's parts (snapshot, clustering,
 apply, templates, suggestions) over N faces, each with numpy's BLAS at one thread (what the server runs,
 FACEID_BLAS_THREADS=1) and at the library's default (one per core), in the same process and the same run.
@@ -55,10 +55,11 @@ def run(faces: int, keeps: int, seed: int = 0) -> dict:
             for i in range(faces):
                 store.keep([(crop(i), {"v1": v[i]})], "v1", 0.5, 0, 10 * (faces + keeps))
             c, w = time.process_time(), time.perf_counter()
-            for i in range(faces, faces + keeps):
-                with store.sessions() as s, s.begin():
-                    before, _ = store._keep(s, [(crop(i), {"v1": v[i]})], "v1", 0.5, 0.0, 10 * (faces + keeps))
-                store._written(before)
+            for i in range(faces, faces + keeps):  # as identify's probes' transaction carries them
+                with store.riding([(crop(i), {"v1": v[i]})], "v1", 0.5, 0.0, 10 * (faces + keeps)) as ride:
+                    with store.sessions() as s, s.begin():
+                        ride.keep(s)
+                    ride.committed = True
             row = {"keep_cpu_ms": round(1000 * (time.process_time() - c) / keeps, 2),
                    "keep_wall_ms": round(1000 * (time.perf_counter() - w) / keeps, 2)}
             (rev, ids, old, _, vec), cpu, wall = _timed(lambda: store.snapshot("v1"))

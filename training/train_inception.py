@@ -145,7 +145,8 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
                 writer.add_scalar("train/triplets", int(a.numel()), step)
                 writer.add_scalar("train/lr", optimizer.param_groups[0]["lr"], step)
             early = False
-            if validate is not None and validate_every and step % validate_every == 0 and main:
+            evaluated = bool(validate is not None and validate_every and step % validate_every == 0 and main)
+            if evaluated:
                 _validate(net, validate, writer, step, history)
                 early = bool(should_stop and should_stop())
             if resume_path is not None and step % save_every == 0 and main:
@@ -155,7 +156,7 @@ def train_inception(dataloader, batch_size: int, net: nn.Module, criterion: Trip
                 atomic_save(state, Path(resume_path))
             elapsed_min = (time.perf_counter() - t0) / 60
             budget_spent = bool((max_steps and step >= max_steps) or (max_minutes and elapsed_min >= max_minutes))
-            if validate is not None and validate_every and step % validate_every == 0 and main:
+            if evaluated:
                 history["stopped_early"] = early and not budget_spent  # the budget ended it anyway: not early
             stop = budget_spent or early
             if world_size > 1:  # every rank stops at the same step (clocks differ), or the others would hang

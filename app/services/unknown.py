@@ -77,6 +77,11 @@ def cluster(vectors: np.ndarray, thresholds: dict, far: float, default: float,
     return average_linkage(vectors, base, groups, threshold_for)
 
 
+def _unknown_faces(decisions) -> list[int]:
+    """The indexes of an answer's faces decided `unknown`: the ones kept."""
+    return [i for i, d in enumerate(decisions) if d.status == "unknown"]
+
+
 class UnknownService:
     def __init__(self, settings: Settings, store: UnknownStore, serving):
         self.settings, self.store, self.serving = settings, store, serving
@@ -94,7 +99,7 @@ class UnknownService:
         """Keep the `unknown` faces of one /identify answer (one transaction); per face its KeptFace or None (not
         unknown, or the write failed: the answer never fails for it, the failure is logged). FaceService.identify
         keeps them in its probes' transaction instead (`ride`) when it keeps probes: this is the way without."""
-        picked = [i for i, d in enumerate(decisions) if d.status == "unknown"]
+        picked = _unknown_faces(decisions)
         if not picked:
             return [None] * len(decisions)
 
@@ -113,7 +118,7 @@ class UnknownService:
         """For FaceService.identify: hold it around the probes' transaction; it yields a ride whose `keep(session)`
         writes this answer's unknown faces there (`UnknownStore.riding`; set `committed`, read `picked` and `out`),
         or None when no face is unknown."""
-        picked = [i for i, d in enumerate(decisions) if d.status == "unknown"]
+        picked = _unknown_faces(decisions)
         if not picked:
             yield None
             return
