@@ -9,10 +9,16 @@ were all signatures valid.
 `latency` (acceptance 2): /identify p50 on two servers, one with 3 webhook subscriptions (and MQTT when
 --mqtt-url is given), one without, measured taking turns in one run.
 
+`worker`: what delivering costs, without a model in the way: the delivery process as the server starts it
+(app/services/delivery.py), fed identify events at a steady rate (one event per "request", the server's poke after
+each), 3 webhooks to a receiver process and MQTT; its CPU seconds (user + system, from /proc) per event and per
+delivery, and the receiver's and the broker's beside it.
+
     python -m benchmarks.events delivery --requests 1000 --fail-share 0.3
     python -m benchmarks.events delivery --requests 400 --postgres --replicas 2 --subscriptions 3
     python -m benchmarks.events latency --seconds 20 --passes 3 --mosquitto   (or --mqtt-url mqtt://host:1883)
                                          [--compare: also the worker as a thread, and at nice 0]
+    python -m benchmarks.events worker --seconds 30 --rate 13 --mosquitto
 """
 from __future__ import annotations
 
@@ -174,6 +180,71 @@ def latency(seconds: float, passes: int, clients: int, tmp: Path, mqtt_url: str 
                 for n in runs if n not in ("events_off", "events_on")})}
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (all its threads), from /proc."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def worker(seconds: float, rate: float, webhooks: int, tmp: Path, mqtt_url: str | None,
+           broker_pid: int | None = None, drain_timeout_s: float = 60) -> dict:
+    from app.core.config import Settings
+    from app.gallery.events import EventStore, new_event
+    from app.gallery.store import make_engine, migrate
+    from app.services.delivery import DeliveryProcess
+    from app.services.webhooks import new_secret
+
+    url = f"sqlite:///{tmp / 'worker.db'}"
+    engine = make_engine(url)
+    migrate(engine)
+    store = EventStore(engine)
+    receiver = ReceiverProcess().start()
+    for i in range(webhooks):
+        store.create("webhook", receiver.url(f"/hook{i}"), ["*"], new_secret())
+    settings = Settings(webhook_allowed_hosts=["127.0.0.1"], mqtt_url=mqtt_url)
+    proc = DeliveryProcess(settings, url).start()
+    pid = proc.proc.pid
+    sent = 0
+    try:
+        time.sleep(3)  # the worker's imports and its MQTT connection, outside the measure
+        cpu0 = {"worker": _cpu_s(pid), "receiver": _cpu_s(receiver._proc.pid),
+                **({"broker": _cpu_s(broker_pid)} if broker_pid else {})}
+        t0 = time.perf_counter()
+        while (now := time.perf_counter() - t0) < seconds:
+            if sent < now * rate:
+                store.append([new_event("identify.match", {
+                    "face_index": 0, "probe_id": sent + 1, "box": [10.0, 20.0, 110.0, 140.0], "detection_score": 0.99,
+                    "decision": "match", "identity": {"id": 1 + sent % 10, "label": f"p{sent % 10}"},
+                    "score": 0.81, "threshold": 0.52, "model_version": "v1", "image_sha256": "0" * 64})])
+                proc.poke()
+                sent += 1
+            time.sleep(max(0.0, min((sent / rate) - (time.perf_counter() - t0), 0.05)))
+        deadline = time.monotonic() + drain_timeout_s
+        last = EventStore(engine).last_seq
+        while time.monotonic() < deadline:  # until every subscription has passed the last event
+            with store.sessions() as s:
+                from sqlalchemy import func, select
+
+                from app.gallery.models import Subscription
+                if (s.scalar(select(func.min(Subscription.cursor))) or 0) >= last(s):
+                    break
+            time.sleep(0.05)
+        elapsed = time.perf_counter() - t0
+        cpu = {"worker": _cpu_s(pid) - cpu0["worker"], "receiver": _cpu_s(receiver._proc.pid) - cpu0["receiver"],
+               **({"broker": _cpu_s(broker_pid) - cpu0["broker"]} if broker_pid else {})}
+    finally:
+        proc.stop()
+        delivered = receiver.stop()
+        engine.dispose()
+    deliveries = sent * (webhooks + (1 if mqtt_url else 0))
+    return {"seconds": seconds, "rate_per_s": rate, "events": sent, "webhook_subscriptions": webhooks,
+            "mqtt": bool(mqtt_url), "webhook_deliveries": delivered, "elapsed_s": round(elapsed, 2),
+            "cpu_s": {k: round(v, 3) for k, v in cpu.items()},
+            "worker_cores": round(cpu["worker"] / elapsed, 4),
+            "worker_cpu_ms_per_event": round(1000 * cpu["worker"] / max(1, sent), 3),
+            "worker_cpu_ms_per_delivery": round(1000 * cpu["worker"] / max(1, deliveries), 3)}
+
+
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="mode", required=True)
@@ -193,10 +264,16 @@ def main(argv=None) -> int:
                      "value: on one machine they stand for other machines, whose CPU is not the server's")
     lat.add_argument("--compare", action="store_true", help="two more servers with events on: the worker in a "
                      "thread of the server's process; in its own process at the requests' CPU priority")
-    for p in (d, lat):
+    w = sub.add_parser("worker")
+    w.add_argument("--seconds", type=float, default=30.0)
+    w.add_argument("--rate", type=float, default=13.0, help="events per second (one per identify, as at one client)")
+    w.add_argument("--webhooks", type=int, default=3)
+    w.add_argument("--mqtt-url", default=None)
+    w.add_argument("--mosquitto", action="store_true")
+    for p in (d, lat, w):
         p.add_argument("--out", default=None, help="also write the JSON here")
     args = ap.parse_args(argv)
-    if not (faces_dir() / "lfw").is_dir():
+    if args.mode != "worker" and not (faces_dir() / "lfw").is_dir():
         return emit({"skipped": f"no LFW under {faces_dir()}"})
     with tempfile.TemporaryDirectory() as tmp:
         if args.mode == "delivery" and args.postgres:
@@ -211,6 +288,18 @@ def main(argv=None) -> int:
         elif args.mode == "delivery":
             result = delivery(args.requests, args.fail_share, args.subscriptions, Path(tmp) / "g.db",
                               replicas=args.replicas)
+        elif args.mode == "worker":
+            broker = None
+            if args.mosquitto:
+                from harness.mosquitto import Mosquitto
+
+                broker = Mosquitto(Path(tmp) / "mqtt").start()
+            try:
+                result = worker(args.seconds, args.rate, args.webhooks, Path(tmp),
+                                broker.url if broker else args.mqtt_url, broker.proc.pid if broker else None)
+            finally:
+                if broker:
+                    broker.stop()
         elif args.mosquitto:
             from harness.mosquitto import Mosquitto
 

@@ -177,8 +177,8 @@ class Settings(BaseSettings):
     events_round_interval_s: float = Field(0.2, ge=0, le=10, description="the worker delivers at most this often: "
                                            "the events of several requests go in one round (less work beside "
                                            "the requests), each delayed up to this long")
-    events_lease_s: float = Field(30.0, gt=0, description="a worker's hold on a subscription, renewed per event; a "
-                                  "worker that died loses it after this long")
+    events_lease_s: float = Field(30.0, gt=0, description="a worker's hold on a subscription, renewed each time "
+                                  "its cursor is written; a worker that died loses it after this long")
     mqtt_url: str | None = Field(None, description="mqtt://user:pass@host:1883: publish events there too "
                                  "(topics, retained state, Home Assistant discovery: docs/events.md)")
     mqtt_topic_prefix: str = Field("faceid", pattern=r"^[^#+/][^#+]*$")

@@ -149,9 +149,16 @@ class EventStore:
     def claim(self, owner: str, lease_s: float, now: float | None = None,
               kinds: tuple[str, ...] = ("webhook",)) -> list[Subscription]:
         """Subscriptions of `kinds` (what this process can deliver) due for delivery that no other worker holds,
-        leased to `owner`. The conditional UPDATE is atomic on both databases (PostgreSQL re-checks the WHERE after
-        a concurrent update commits). A lease this owner holds with at least half its time left is not written
-        again (each delivery renews it: `done`): a worker that keeps up writes nothing here."""
+        leased to `owner` (`claim_pending` without reading what they have)."""
+        return [sub for sub, _ in self.claim_pending(owner, lease_s, 0, now, kinds)]
+
+    def claim_pending(self, owner: str, lease_s: float, limit: int, now: float | None = None,
+                      kinds: tuple[str, ...] = ("webhook",)) -> list[tuple[Subscription, list[Pending]]]:
+        """The worker's round in one trip: the subscriptions it may deliver now (`claim`) and, for each, up to
+        `limit` things to deliver (`pending`). The conditional UPDATE is atomic on both databases (PostgreSQL
+        re-checks the WHERE after a concurrent update commits). A lease this owner holds with at least half its
+        time left is not written again (each delivery renews it: `advance`): a worker that keeps up writes
+        nothing here, and reads the subscriptions and what they have in one session."""
         now = time.time() if now is None else now
         free = (Subscription.lease_until < now) | (Subscription.lease_owner == owner)
         due = [Subscription.next_attempt_at <= now, free, Subscription.kind.in_(kinds)]
@@ -160,17 +167,40 @@ class EventStore:
             replays = select(DeadLetter.subscription_id).where(DeadLetter.replay.is_(True))
             subs = list(s.scalars(select(Subscription).where(
                 *due, (Subscription.cursor < last) | Subscription.id.in_(replays)).order_by(Subscription.id)))
-        held = [sub for sub in subs if sub.lease_owner == owner and sub.lease_until >= now + lease_s / 2]
-        ids = [sub.id for sub in subs if sub not in held]
-        if not ids:
-            return held
+            held = [sub for sub in subs if sub.lease_owner == owner and sub.lease_until >= now + lease_s / 2]
+            ids = [sub.id for sub in subs if sub not in held]
+            if not ids:
+                return self._with_pending(s, held, limit)
         until = now + lease_s
         with self.work() as s, s.begin():
             s.execute(update(Subscription).where(Subscription.id.in_(ids), *due)
                       .values(lease_owner=owner, lease_until=until))
             taken = list(s.scalars(select(Subscription).where(Subscription.id.in_(ids), Subscription.lease_owner == owner,
                                                               Subscription.lease_until == until)))
-        return sorted(held + taken, key=lambda sub: sub.id)
+        # read after the lease's commit (SQLite's write lock is not held over the reads); the cursors of
+        # subscriptions this owner holds move only by its own writes
+        with self.work() as s:
+            return self._with_pending(s, sorted(held + taken, key=lambda sub: sub.id), limit)
+
+    @staticmethod
+    def _with_pending(s: Session, subs: list[Subscription], limit: int) -> list[tuple[Subscription, list[Pending]]]:
+        """`pending` of each of `subs` (held by the caller, so their cursors are current): one read of the dead
+        letters queued again, and one of the outbox per distinct cursor (one, for subscriptions that keep up)."""
+        if not subs or limit <= 0:
+            return [(sub, []) for sub in subs]
+        replayed: dict[int, list[Pending]] = {}
+        for sub_id in s.scalars(select(DeadLetter.subscription_id).distinct().where(
+                DeadLetter.subscription_id.in_([sub.id for sub in subs]), DeadLetter.replay.is_(True))):
+            replayed[sub_id] = [Pending(r[1], r[2], r[3], dead_letter_id=r[0], attempts=0) for r in s.execute(
+                select(DeadLetter.id, DeadLetter.event_id, DeadLetter.type, DeadLetter.body)
+                .where(DeadLetter.subscription_id == sub_id, DeadLetter.replay.is_(True))
+                .order_by(DeadLetter.id).limit(limit))]
+        after: dict[int, list[Pending]] = {}
+        for cursor in {sub.cursor for sub in subs if sub.id not in replayed}:
+            after[cursor] = [Pending(r[1], r[2], r[3], seq=r[0]) for r in s.execute(
+                select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type, OutboxEvent.body)
+                .where(OutboxEvent.seq > cursor).order_by(OutboxEvent.seq).limit(limit))]
+        return [(sub, replayed[sub.id] if sub.id in replayed else list(after[sub.cursor])) for sub in subs]
 
     def release_all(self, owner: str) -> None:
         with self.work() as s, s.begin():
@@ -205,13 +235,24 @@ class EventStore:
     def done(self, sub_id: int, owner: str, item: Pending, lease_s: float) -> bool:
         """`item` was delivered (or is not wanted): move past it and renew the lease. False when the lease was
         lost (another worker holds the subscription now: stop)."""
-        values = {} if item.dead_letter_id is not None else {"cursor": item.seq}
+        return self.advance(owner, lease_s, [(sub_id, item)])[0]
+
+    def advance(self, owner: str, lease_s: float, done: list[tuple[int, Pending]]) -> list[bool]:
+        """`done` for several subscriptions in one transaction (a worker's round); per item, whether this owner
+        still held the subscription (False: nothing written, another worker delivers it from its cursor)."""
+        until = time.time() + lease_s
+        out = []
         with self.work() as s, s.begin():
-            n = s.execute(update(Subscription).where(self._held(sub_id, owner))
-                          .values(**values, attempts=0, last_error=None, lease_until=time.time() + lease_s)).rowcount
-            if n == 1 and item.dead_letter_id is not None:
-                s.execute(delete(DeadLetter).where(DeadLetter.id == item.dead_letter_id))
-            return n == 1
+            for sub_id, item in done:
+                values = {} if item.dead_letter_id is not None else {"cursor": item.seq}
+                n = s.execute(update(Subscription).where(self._held(sub_id, owner))
+                              .values(**values, attempts=0, last_error=None, lease_until=until)
+                              .execution_options(synchronize_session=False)).rowcount
+                if n == 1 and item.dead_letter_id is not None:
+                    s.execute(delete(DeadLetter).where(DeadLetter.id == item.dead_letter_id)
+                              .execution_options(synchronize_session=False))
+                out.append(n == 1)
+        return out
 
     def retry_later(self, sub_id: int, owner: str, attempts: int, next_attempt_at: float, error: str) -> None:
         with self.work() as s, s.begin():

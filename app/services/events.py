@@ -234,16 +234,46 @@ class Events:
             self.sender = WebhookSender(s.webhook_timeout_s, s.webhook_allowed_hosts)
         await self.relay_collections()
         kinds = ("webhook", "mqtt") if self.mqtt is not None else ("webhook",)
-        subs = await asyncio.to_thread(self.store.claim, self.owner, s.events_lease_s, None, kinds)
-        if subs:
-            await asyncio.gather(*(self._deliver(sub) for sub in subs))
+        claimed = await asyncio.to_thread(self.store.claim_pending, self.owner, s.events_lease_s, BATCH, None, kinds)
+        if claimed:
+            await self._deliver_all(claimed)
         if time.monotonic() - self._last_prune > 5:
             # twice the backlog cap: a subscription that far behind sheds (dead letters) on its own first
             pruned = await asyncio.to_thread(self.store.prune, 2 * s.events_max_backlog)
             if pruned:
                 log.debug("pruned %d delivered events from the outbox", pruned)
             self._last_prune = time.monotonic()
-        return len(subs)
+        return len(claimed)
+
+    async def _deliver_all(self, claimed: list) -> None:
+        """Deliver each claimed subscription's items concurrently. The cursors of the runs that ended are written
+        together (one transaction) every PERSIST_EVERY_S while others still deliver, and at the end: a fast
+        subscription's progress and lease do not wait for a slow receiver. One subscription's error does not
+        lose the others' progress; the first is raised afterwards."""
+        s = self.settings
+        tasks = {asyncio.ensure_future(self._deliver(sub, items)): sub for sub, items in claimed}
+        waiting, errors = set(tasks), []
+        try:
+            while waiting:
+                finished, waiting = await asyncio.wait(waiting, timeout=PERSIST_EVERY_S)
+                done = []
+                for task in finished:
+                    if task.exception() is not None:
+                        errors.append(task.exception())
+                    elif task.result() is not None:
+                        done.append((tasks[task].id, task.result()))
+                if done:
+                    kept = await asyncio.to_thread(self.store.advance, self.owner, s.events_lease_s, done)
+                    for (sub_id, _), ok in zip(done, kept):
+                        if not ok:
+                            log.debug("subscription %s: lease lost before its cursor was written (another worker "
+                                      "delivers it again from there)", sub_id)
+        except BaseException:
+            for task in waiting:
+                task.cancel()
+            raise
+        if errors:
+            raise errors[0]
 
     async def aclose(self) -> None:
         """Give back this worker's leases (another replica takes over at once) and close the HTTP client."""
@@ -255,10 +285,11 @@ class Events:
             await self.sender.aclose()
             self.sender = None
 
-    async def _shed(self, sub) -> None:
+    async def _shed(self, sub) -> bool:
+        """Whether events were shed (the subscription's cursor moved)."""
         s = self.settings
         if time.monotonic() - self._shed_at.get(sub.id, 0.0) < SHED_EVERY_S:
-            return
+            return False
         self._shed_at[sub.id] = time.monotonic()
         if sub.kind == "webhook":
             shed, dropped = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
@@ -267,28 +298,43 @@ class Events:
                 log.warning("webhook %s was %d events too far behind: oldest made dead letters", sub.id, shed)
                 DEAD.labels(sub.kind).inc(shed)
                 DROPPED.labels("dead_letter_cap").inc(dropped)
+            return bool(shed)
         elif sub.kind == "mqtt":  # no dead letters: the outbox is the broker outage's queue, its cap the backlog's
             shed, _ = await asyncio.to_thread(self.store.shed_backlog, sub, self.owner, s.events_max_backlog,
                                               lambda t: False, 0)
             if shed:
                 DROPPED.labels("mqtt_backlog").inc(shed)
+            return bool(shed)
+        return False
 
-    async def _deliver(self, sub) -> None:
-        """Send `sub`'s pending events in order until one fails. The cursor is written after a run of successes
-        (at least every PERSIST_EVERY_S, and before a failure is recorded): a crash re-delivers at most that run.
-        The lease is kept afterwards (no write while idle); `aclose` gives it back."""
+    async def _deliver(self, sub, items: list[Pending]) -> Pending | None:
+        """Send `sub`'s pending `items` (read by `claim_pending`) in order until one fails. Returns the last of a
+        run of successes whose cursor is still to be written (`round` writes the round's in one transaction);
+        a run longer than PERSIST_EVERY_S writes its own on the way, and a failure writes it before it is
+        recorded: a crash re-delivers at most that run. The lease is kept afterwards (no write while idle);
+        `aclose` gives it back. MQTT publishes all the items in one trip to paho's thread (`publish_events`)."""
         s = self.settings
-        await self._shed(sub)
-        items = await asyncio.to_thread(self.store.pending, sub, BATCH)
+        if await self._shed(sub):
+            items = await asyncio.to_thread(self.store.pending, sub, BATCH)
         attempts, passed, persisted_at = sub.attempts, None, time.monotonic()
+        mqtt_outcomes: dict[int, str | None] = {}
+        if sub.kind == "mqtt" and self.mqtt is not None:
+            wanted = [i for i, item in enumerate(items)
+                      if wants(sub.events, item.type) or item.dead_letter_id is not None]
+            if wanted:
+                results = await asyncio.to_thread(self.mqtt.publish_events, [items[i].body for i in wanted])
+                mqtt_outcomes = dict(zip(wanted, results))  # stops after the first failure: nothing later is asked
 
         async def persist(item) -> bool:
             return await asyncio.to_thread(self.store.done, sub.id, self.owner, item, s.events_lease_s)
 
-        for item in items:
+        for i, item in enumerate(items):
             error = None
             if wants(sub.events, item.type) or item.dead_letter_id is not None:
-                error = await self._send(sub, item)
+                if sub.kind == "mqtt":  # published above; past the first failure nothing is asked (we stop there)
+                    error = mqtt_outcomes.get(i, "no transport for this subscription in this process")
+                else:
+                    error = await self._send(sub, item)
                 DELIVERIES.labels(sub.kind, "ok" if error is None else "failed").inc()
             if error is None:
                 attempts = 0
@@ -297,11 +343,11 @@ class Events:
                     if time.monotonic() - persisted_at < PERSIST_EVERY_S:
                         continue
                 if not await persist(item):
-                    return  # the lease went to another worker
+                    return None  # the lease went to another worker
                 passed, persisted_at = None, time.monotonic()
                 continue
             if passed is not None and not await persist(passed):
-                return
+                return None
             passed = None
             attempts += 1
             if attempts >= s.events_max_attempts and sub.kind == "webhook":
@@ -316,15 +362,12 @@ class Events:
             delay = min(s.events_retry_max_s, s.events_retry_base_s * 2 ** (attempts - 1))
             delay *= random.uniform(0.5, 1.0)
             await asyncio.to_thread(self.store.retry_later, sub.id, self.owner, attempts, time.time() + delay, error)
-            return
-        if passed is not None:
-            await persist(passed)
+            return None
+        return passed
 
     async def _send(self, sub, item: Pending) -> str | None:
         if sub.kind == "webhook":
             return await self.sender.send(sub.url, sub.secret, item.event_id, item.type, item.body, item.seq)
-        if sub.kind == "mqtt" and self.mqtt is not None:
-            return await asyncio.to_thread(self.mqtt.publish_event, item.body)
         return "no transport for this subscription in this process"
 
 

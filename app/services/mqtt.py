@@ -6,7 +6,7 @@ Topics (prefix `faceid`, collection `default`):
 - `faceid/<collection>/person/<id>/state`: retained, the person's last sighting (JSON, `last_seen` ISO time);
 - `homeassistant/sensor/faceid_<id>/config`: retained Home Assistant discovery, one sensor per enrolled person
   (its state is the last-seen time); an empty retained config removes it when the identity is deleted.
-`publish_event` returns None once the broker has acknowledged every message (QoS 1), else why not: the worker
+`publish_events` says, per event, None once the broker has acknowledged every message (QoS 1), else why not: the worker
 then retries, the outbox holding the events meanwhile.
 """
 from __future__ import annotations
@@ -39,6 +39,7 @@ class MqttPublisher:
                                   keepalive=30)
         self.client.loop_start()  # paho's network thread reconnects by itself
         self._lock = threading.Lock()
+        self._unacked: list = []  # a failed batch's messages (paho.MQTTMessageInfo), see _settle
 
     def messages(self, event: dict) -> list[tuple[str, str, bool]]:
         """(topic, payload, retain) for one event."""
@@ -71,25 +72,61 @@ class MqttPublisher:
                   "device": {"identifiers": ["faceid"], "name": "faceid", "manufacturer": "faceid"}}
         return f"{self.discovery}/sensor/faceid_{iid}/config", json.dumps(config), True
 
-    def publish_event(self, body: str) -> str | None:
-        """Publish one event's messages and wait for the broker's acknowledgements; None when all arrived."""
+    def publish_events(self, bodies: list[str]) -> list[str | None]:
+        """Publish several events' messages at once, in order, then wait for the acknowledgements event by
+        event: None for each event whose messages all arrived, up to the first that failed (why, and nothing
+        after it). One TCP connection keeps the order: an event the broker got means it got those before it.
+        paho sends a failed batch's unacknowledged messages again after a reconnect; they are waited for before
+        anything new goes out (`_settle`), so that a retained state cannot go back in time."""
+        if not bodies:
+            return []
         if not self.connected.wait(0.5):
-            return "not connected to the MQTT broker"
-        event = json.loads(body)
+            return ["not connected to the MQTT broker"]
+        problem = self._settle()
+        if problem:
+            return [problem]
         with self._lock:
-            infos = [self.client.publish(t, p, qos=1, retain=r) for t, p, r in self.messages(event)]
-        for info in infos:
+            sent = [[self.client.publish(t, p, qos=1, retain=r) for t, p, r in self.messages(json.loads(body))]
+                    for body in bodies]
+        out: list[str | None] = []
+        for k, infos in enumerate(sent):
+            error = _acknowledged(infos)
+            out.append(error)
+            if error is not None:
+                self._unacked = [info for later in sent[k:] for info in later]
+                break
+        return out
+
+    def _settle(self) -> str | None:
+        """Wait for an earlier batch's messages that were not acknowledged (paho sends them again after a
+        reconnect); why not, if they still are not."""
+        for info in self._unacked:
+            if info.is_published():
+                continue
             try:
                 info.wait_for_publish(ACK_TIMEOUT_S)
-            except (RuntimeError, ValueError) as exc:
-                return f"MQTT publish failed: {exc}"
+            except (RuntimeError, ValueError):  # never queued: paho will not send it again
+                continue
             if not info.is_published():
-                return "MQTT broker did not acknowledge in time"
+                return "MQTT broker has not acknowledged earlier messages yet"
+        self._unacked = []
         return None
 
     def close(self) -> None:
         self.client.loop_stop()
         self.client.disconnect()
+
+
+def _acknowledged(infos: list) -> str | None:
+    """None when the broker acknowledged every one of an event's messages; else why not."""
+    for info in infos:
+        try:
+            info.wait_for_publish(ACK_TIMEOUT_S)
+        except (RuntimeError, ValueError) as exc:
+            return f"MQTT publish failed: {exc}"
+        if not info.is_published():
+            return "MQTT broker did not acknowledge in time"
+    return None
 
 
 def _topic_part(label: str) -> str:

@@ -8,12 +8,14 @@ import time
 
 import numpy as np
 import pytest
+from sqlalchemy import event as sa_event
 from sqlalchemy import select
 
 from app.core.config import Settings
 from app.gallery.events import EventStore, new_event
 from app.gallery.models import OutboxEvent
 from app.gallery.store import GalleryStore, NewFace, make_engine
+from app.services import events as events_module
 from app.services.events import Events
 from app.services.webhooks import check_destination, sign, verify
 from tests.app.conftest import copied_store
@@ -215,6 +217,145 @@ def test_a_lease_held_by_a_live_worker_is_not_taken(store):
     assert len(es.claim("w1", lease_s=30)) == 1
     assert es.claim("w2", lease_s=30) == []
     assert len(es.claim("w2", lease_s=30, now=time.time() + 31)) == 1           # w1 died: its lease runs out
+
+
+def test_claim_pending_gives_each_subscription_its_own_events(store):
+    es = EventStore(store.engine)
+    behind = es.create("webhook", "http://127.0.0.1:9/a", ["*"], "s")
+    es.append([new_event("enroll", {"i": i}) for i in range(2)])
+    ahead = es.create("webhook", "http://127.0.0.1:9/b", ["*"], "s")   # starts after the first two
+    replayed = es.create("webhook", "http://127.0.0.1:9/c", ["*"], "s")
+    es.append([new_event("enroll", {"i": i}) for i in range(2, 5)])
+    first = es.pending(es.get(replayed.id), 1)[0]
+    es.give_up(replayed.id, None, first, 3, "HTTP 500", 10)              # a dead letter (nobody holds it yet)
+    es.replay(replayed.id)
+    got = {sub.id: items for sub, items in es.claim_pending("w1", 30, 10)}
+    assert [json.loads(p.body)["data"]["i"] for p in got[behind.id]] == [0, 1, 2, 3, 4]
+    assert [json.loads(p.body)["data"]["i"] for p in got[ahead.id]] == [2, 3, 4]
+    assert [(p.dead_letter_id is not None, json.loads(p.body)["data"]["i"]) for p in got[replayed.id]] == [(True, 2)]
+    assert [len(items) for _, items in es.claim_pending("w1", 30, 2)] == [2, 2, 1]   # the limit, per subscription
+    assert es.claim_pending("w2", 30, 10) == []                                        # w1 holds them all
+
+
+def test_advance_writes_several_cursors_in_one_transaction_and_says_which_lease_was_lost(store):
+    es = EventStore(store.engine)
+    a = es.create("webhook", "http://127.0.0.1:9/a", ["*"], "s")
+    b = es.create("webhook", "http://127.0.0.1:9/b", ["*"], "s")
+    es.append([new_event("enroll", {"i": i}) for i in range(3)])
+    claimed = es.claim_pending("w1", 30, 10)
+    es.release(b.id, "w1")
+    assert len(es.claim_pending("w2", 30, 10)) == 1                                    # b went to w2
+    commits = []
+
+    def count(_conn):
+        commits.append(1)
+
+    sa_event.listen(store.engine, "commit", count)
+    try:
+        assert es.advance("w1", 30, [(sub.id, items[-1]) for sub, items in claimed]) == [True, False]
+    finally:
+        sa_event.remove(store.engine, "commit", count)
+    assert len(commits) == 1
+    assert es.get(a.id).cursor == claimed[0][1][-1].seq and es.get(b.id).cursor < claimed[1][1][-1].seq
+
+
+def test_a_round_reads_and_writes_as_often_with_six_subscriptions_as_with_two(store, monkeypatch):
+    """The worker's database work per round does not grow with the subscriptions that keep up: one read of the
+    subscriptions and what they have, one transaction for their cursors."""
+    monkeypatch.setattr(events_module, "PERSIST_EVERY_S", 60.0)  # a slow moment must not add a mid-run write
+
+    def statements(n_subs: int) -> tuple[int, int]:
+        es = EventStore(store.engine)
+        for sub in es.list():
+            es.delete(sub.id)
+        for i in range(n_subs):
+            es.create("webhook", f"http://127.0.0.1:9/{i}", ["*"], "s")
+        events = Events(settings(), es)
+        events.sender = FakeSender()
+        events._last_prune = time.monotonic()  # no prune in the rounds counted
+        asyncio.run(events.round())
+        events.record([new_event("enroll", {"i": i}) for i in range(3)])
+        for sub in es.list():  # the sheds' look at each backlog is every SHED_EVERY_S, not every round
+            events._shed_at[sub.id] = time.monotonic()
+        seen = {"sql": 0, "commit": 0}
+
+        def count_sql(_conn, _cursor, statement, *_a):
+            seen["sql"] += statement.lstrip().upper().startswith("SELECT")
+
+        def count_commit(_conn):
+            seen["commit"] += 1
+
+        sa_event.listen(store.engine, "before_cursor_execute", count_sql)
+        sa_event.listen(store.engine, "commit", count_commit)
+        try:
+            assert asyncio.run(events.round()) == n_subs
+        finally:
+            sa_event.remove(store.engine, "before_cursor_execute", count_sql)
+            sa_event.remove(store.engine, "commit", count_commit)
+        assert len(events.sender.got) == 3 * n_subs
+        return seen["sql"], seen["commit"]
+
+    two, six = statements(2), statements(6)
+    assert six == two and two[1] <= 2  # the lease's first write, and the cursors'
+
+
+class FakeMqtt:
+    """What the worker asks of app.services.mqtt.MqttPublisher: `publish_events` answers as told."""
+
+    def __init__(self, answer):
+        self.answer, self.asked = answer, []
+
+    def publish_events(self, bodies):
+        self.asked.append([json.loads(b)["data"]["i"] for b in bodies])
+        return self.answer(len(bodies))
+
+
+def test_an_mqtt_batch_counts_as_delivered_only_up_to_its_first_failure(store):
+    es = EventStore(store.engine)
+    sub = es.ensure("mqtt", "mqtt", ["*"])
+    mqtt = FakeMqtt(lambda n: [None, None, "MQTT broker did not acknowledge in time"])
+    events = Events(settings(events_retry_base_s=60, events_retry_max_s=120), es, mqtt=mqtt)
+    events.sender = FakeSender()
+    events.record([new_event("enroll", {"i": i}) for i in range(5)])
+    asyncio.run(events.round())
+    assert mqtt.asked == [[0, 1, 2, 3, 4]]                                   # one batch, in order
+    after = es.get(sub.id)
+    assert after.cursor == es.pending(after, 10)[0].seq - 1                  # past 0 and 1 only
+    assert [json.loads(p.body)["data"]["i"] for p in es.pending(after, 10)] == [2, 3, 4]
+    assert after.attempts == 1 and after.next_attempt_at > time.time() + 20  # 2 is retried later, 3 and 4 wait
+
+
+def test_a_shed_backlog_is_not_delivered(store):
+    es = EventStore(store.engine)
+    sub = es.create("webhook", "http://127.0.0.1:9/a", ["*"], "s")
+    events = Events(settings(events_max_backlog=5), es)
+    events.sender = FakeSender()
+    events.record([new_event("enroll", {"i": i}) for i in range(12)])
+    asyncio.run(events.round())
+    assert [e["data"]["i"] for _, e in events.sender.got] == list(range(7, 12))  # the 7 oldest became dead letters
+    assert events.dead_letters(sub.id, 0, 10)["total"] == 7
+
+
+def test_one_subscription_s_error_does_not_lose_the_others_progress(store):
+    es = EventStore(store.engine)
+    good = es.create("webhook", "http://127.0.0.1:9/good", ["*"], "s")
+    es.create("webhook", "http://127.0.0.1:9/broken", ["*"], "s")
+
+    class Breaks(FakeSender):
+        async def send(self, url, *a, **kw):
+            if url.endswith("/broken"):
+                raise RuntimeError("a bug in one subscription's delivery")
+            return await super().send(url, *a, **kw)
+
+    events = Events(settings(), es)
+    events.sender = Breaks()
+    events.record([new_event("enroll", {"i": i}) for i in range(3)])
+    with pytest.raises(RuntimeError, match="one subscription"):
+        asyncio.run(events.round())
+    assert len(events.sender.got) == 3 and es.backlog(good.id) == 0          # its cursor was written all the same
+    events.sender = FakeSender()
+    asyncio.run(events.round())
+    assert [e["data"]["i"] for _, e in events.sender.got] == [0, 1, 2]       # only the broken one's, once more
 
 
 def test_a_subscription_no_process_delivers_cannot_grow_the_outbox(store):

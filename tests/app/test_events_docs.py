@@ -1,5 +1,5 @@
-"""docs/events.md's ten-line receiver, run as written (its secret and port replaced): it accepts a delivery signed
-as the service signs it and refuses a forged, a stale or an unsigned one."""
+"""docs/events.md's and the README's ten-line receiver, run as written (its secret and port replaced): it accepts a
+delivery signed as the service signs it and refuses a forged, a stale or an unsigned one."""
 from __future__ import annotations
 
 import re
@@ -16,13 +16,14 @@ from harness import REPO, free_port
 pytestmark = pytest.mark.slow
 
 
-def receiver_code() -> str:
-    text = (REPO / "docs" / "events.md").read_text()
-    return re.search(r"A receiver in ten lines.*?```python\n(.*?)```", text, re.S).group(1)
+def receiver_code(doc: str) -> str:
+    text = (REPO / doc).read_text()
+    return re.search(r"A receiver in ten\s+lines.*?```python\n(.*?)```", text, re.S).group(1)
 
 
-def test_the_documented_receiver_is_ten_lines_and_checks_signatures():
-    code = receiver_code()
+@pytest.mark.parametrize("doc", ["docs/events.md", "README.md"])
+def test_the_documented_receiver_is_ten_lines_and_checks_signatures(doc):
+    code = receiver_code(doc)
     assert len(code.strip().splitlines()) <= 10
     port = free_port()
     code = code.replace('b"whsec_..."', 'b"whsec_doc"').replace("8080", str(port))

@@ -134,7 +134,76 @@ def test_a_broker_outage_loses_nothing(app, broker):
         listener.wait(lambda: len(listener.topics("faceid/default/events/identify.match")) >= sent, timeout_s=120)
         ids = [json.loads(p)["id"] for _, p, _ in listener.topics("faceid/default/events/identify.match")]
         assert len(set(ids)) == sent  # every one of them (duplicates, if any, recognisable by id)
+        made = {json.loads(p)["id"]: json.loads(p)["created_at"] for _, p, _ in
+                listener.topics("faceid/default/events/identify.match")}
+        first = list(dict.fromkeys(ids))  # first arrivals: the queued events went out in one batch, in order
+        assert [made[i] for i in first] == sorted(made[i] for i in first)
         print(f"broker away {OUTAGE_S:.0f} s: {sent} identifications, {len(set(ids))} events after it came back, "
               f"{len(ids) - len(set(ids))} duplicates")
     finally:
         listener.close()
+
+
+def test_publish_events_sends_a_batch_in_order(broker):
+    from app.gallery.events import new_event
+    from app.services.mqtt import MqttPublisher
+
+    listener = Listener(broker, client_id="batch-listener", clean=True)
+    publisher = MqttPublisher(broker.url)
+    try:
+        assert publisher.connected.wait(20)
+        warm = json.dumps(new_event("model.swapped", {}))
+        # the listener's subscription is in place once it gets a message (its SUBACK is not exposed)
+        listener.wait(lambda: publisher.publish_events([warm]) == [None] and
+                      listener.topics("faceid/default/events/model.swapped"), timeout_s=20)
+        events = [new_event("enroll", {"identity": {"id": i, "label": f"p{i}"}}) for i in range(5)]
+        assert publisher.publish_events([json.dumps(e) for e in events]) == [None] * 5
+        listener.wait(lambda: len(listener.topics("faceid/default/events/enroll")) == 5)
+        assert [json.loads(p)["id"] for _, p, _ in listener.topics("faceid/default/events/enroll")] == \
+            [e["id"] for e in events]
+        broker.stop()
+        listener.wait(lambda: not publisher.connected.is_set())  # paho saw the connection close
+        out = publisher.publish_events([json.dumps(e) for e in events])
+        assert len(out) == 1 and "not connected" in out[0]
+    finally:
+        publisher.close()
+        listener.close()
+
+
+def test_publish_events_stops_at_the_first_event_not_acknowledged_and_waits_for_it_before_more(broker):
+    """paho's acknowledgements replaced by handles that fail for the third event: the answer stops there, and the
+    next batch waits for that event's messages (paho would send them again after a reconnect)."""
+    from app.gallery.events import new_event
+    from app.services.mqtt import MqttPublisher
+
+    class Handle:
+        def __init__(self, ok):
+            self.ok, self.waited = ok, 0
+
+        def wait_for_publish(self, timeout=None):
+            self.waited += 1
+
+        def is_published(self):
+            return self.ok
+
+    publisher = MqttPublisher(broker.url)
+    try:
+        assert publisher.connected.wait(20)
+        handles = []
+
+        def publish(topic, payload, qos, retain):  # the first copy of event 2's message is not acknowledged
+            first_of_2 = "/events/" in topic and json.loads(payload)["data"]["i"] == 2 and len(handles) == 2
+            handles.append(Handle(ok=not first_of_2))
+            return handles[-1]
+
+        publisher.client.publish = publish
+        bodies = [json.dumps(new_event("enroll", {"i": i})) for i in range(5)]
+        out = publisher.publish_events(bodies)
+        assert out[:2] == [None, None] and len(out) == 3 and "did not acknowledge" in out[2]
+        assert all(h.waited == 0 for h in handles[3:])                   # nothing after the failure was asked
+        assert "earlier messages" in publisher.publish_events(bodies[2:])[0]  # still unacknowledged: nothing sent
+        assert len(handles) == 5
+        handles[2].ok = True                                               # paho delivered it after all
+        assert publisher.publish_events(bodies[2:]) == [None, None, None] and len(handles) == 8
+    finally:
+        publisher.close()

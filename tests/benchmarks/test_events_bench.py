@@ -17,3 +17,9 @@ def test_every_event_delivered_through_a_kill_and_a_flaky_receiver(tmp_path, fac
         assert sub["missing_identify_events"] == 0, (path, result)
         assert sub["enroll_events"] == result["enrolled"], (path, result)
         assert sub["order_kept"] and sub["signatures_valid"] and sub["event_id_header_matches_body"], (path, sub)
+
+
+def test_the_worker_run_delivers_every_event_and_reports_its_cpu(tmp_path):
+    result = events.worker(seconds=2, rate=10, webhooks=2, tmp=tmp_path, mqtt_url=None)
+    assert result["events"] >= 19 and result["webhook_deliveries"] == 2 * result["events"], result
+    assert result["cpu_s"]["worker"] > 0 and result["worker_cpu_ms_per_event"] > 0, result
