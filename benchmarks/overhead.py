@@ -172,6 +172,9 @@ def main(argv=None) -> int:
     sets = {"photos": sorted((root / "photos").glob("*/*.jpg"))[: args.limit]}
     if args.lfw:
         sets["lfw"] = lfw_sample(root, args.lfw)
+    sets = {name: images for name, images in sets.items() if images}  # --limit 0: LFW only
+    if not sets:
+        return emit({"skipped": "no images: --limit 0 and --lfw 0"})
     env = {"FACEID_LOG_JSON": "true", "FACEID_WEIGHTS": args.weights, "FACEID_DEVICE": args.device,
            **dict(e.split("=", 1) for e in args.env)}
     result = {"benchmark": "overhead", "server_env": env, "server_checkout": args.checkout, "torch_threads": torch.get_num_threads(), "sets": {}}
@@ -194,7 +197,7 @@ def main(argv=None) -> int:
                                        and k[7:].lower() in Settings.model_fields})
                 floor = None if settings.detect_below_gate else float(settings.search_min_face_size)
                 result["detection_floor_px"] = floor
-                warm = sets["photos"][:3]
+                warm = next(iter(sets.values()))[:3]
                 run_set(warm, 1, http, pipeline, reference, floor)  # warm-up: every path, every shape once
                 for name, photos in sets.items():
                     result["sets"][name] = run_set(photos, args.passes, http, pipeline, reference, floor)
