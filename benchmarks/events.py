@@ -188,8 +188,11 @@ def _cpu_s(pid: int) -> float:
 
 def worker(seconds: float, rate: float, webhooks: int, tmp: Path, mqtt_url: str | None,
            broker_pid: int | None = None, drain_timeout_s: float = 60) -> dict:
+    from sqlalchemy import func, select
+
     from app.core.config import Settings
     from app.gallery.events import EventStore, new_event
+    from app.gallery.models import Subscription
     from app.gallery.store import make_engine, migrate
     from app.services.delivery import DeliveryProcess
     from app.services.webhooks import new_secret
@@ -220,13 +223,9 @@ def worker(seconds: float, rate: float, webhooks: int, tmp: Path, mqtt_url: str 
                 sent += 1
             time.sleep(max(0.0, min((sent / rate) - (time.perf_counter() - t0), 0.05)))
         deadline = time.monotonic() + drain_timeout_s
-        last = EventStore(engine).last_seq
         while time.monotonic() < deadline:  # until every subscription has passed the last event
             with store.sessions() as s:
-                from sqlalchemy import func, select
-
-                from app.gallery.models import Subscription
-                if (s.scalar(select(func.min(Subscription.cursor))) or 0) >= last(s):
+                if (s.scalar(select(func.min(Subscription.cursor))) or 0) >= store.last_seq(s):
                     break
             time.sleep(0.05)
         elapsed = time.perf_counter() - t0

@@ -213,21 +213,12 @@ class EventStore:
                       .values(lease_until=0.0, lease_owner=None))
 
     def pending(self, sub: Subscription, limit: int) -> list[Pending]:
-        """Dead letters queued again first (oldest first), then the outbox after the cursor, in order. Events of
-        types the subscription does not want come back too (`type` says so): the cursor moves past them."""
+        """Dead letters queued again first (oldest first), then the outbox after the cursor (read again: a shed may
+        have moved it), in order. Events of types the subscription does not want come back too (`type` says so):
+        the cursor moves past them."""
         with self.work() as s:
-            replays = s.execute(select(DeadLetter.id, DeadLetter.event_id, DeadLetter.type, DeadLetter.body,
-                                       DeadLetter.attempts)
-                                .where(DeadLetter.subscription_id == sub.id, DeadLetter.replay.is_(True))
-                                .order_by(DeadLetter.id).limit(limit)).all()
-            if replays:
-                return [Pending(r[1], r[2], r[3], dead_letter_id=r[0], attempts=0) for r in replays]
-            cursor = s.scalar(select(Subscription.cursor).where(Subscription.id == sub.id))
-            if cursor is None:
-                return []
-            rows = s.execute(select(OutboxEvent.seq, OutboxEvent.event_id, OutboxEvent.type, OutboxEvent.body)
-                             .where(OutboxEvent.seq > cursor).order_by(OutboxEvent.seq).limit(limit)).all()
-        return [Pending(r[1], r[2], r[3], seq=r[0]) for r in rows]
+            current = s.get(Subscription, sub.id)
+            return [] if current is None else self._with_pending(s, [current], limit)[0][1]
 
     def _held(self, sub_id: int, owner: str):
         return (Subscription.id == sub_id) & (Subscription.lease_owner == owner)
