@@ -141,3 +141,23 @@ def test_unknown_store_script():
         assert row["keep_cpu_ms"] > 0 and row["keep_wall_ms"] > 0
         assert row["refine_wall_ms"] == pytest.approx(sum(row[k]["wall_ms"] for k in (
             "snapshot", "cluster", "apply", "templates", "suggestions")), abs=0.3)
+
+
+def test_png_script():
+    got = run("benchmarks.png", "--crops", "4", "--rounds", "1")
+    assert got["crops"] == 4 and got["shape"] == [182, 182, 3]
+    assert got["lossless"] == {"pillow_png_level1": True, "faceid_png": True}
+    assert all(v > 0 for v in got["median_ms"].values()) and got["pillow_over_faceid"] > 0
+
+
+@pytest.mark.faces
+@pytest.mark.slow
+def test_batching_ceiling_script(faces):
+    got = run("benchmarks.batching_ceiling", "--batch", "2", "--seconds", "0.3", "--passes", "1")
+    assert got["batch"] == 2 and got["images"] == 32
+    for mode in ("one_at_a_time", "batched"):
+        row = got["median"][mode]
+        assert row["images_per_s"] > 0
+        # the networks' time is part of their stage's
+        assert 0 < row["detect_networks_ms"] <= row["detect_ms"] and 0 < row["embed_network_ms"] <= row["embed_ms"]
+    assert set(got["batched_over_one_at_a_time"]) >= {"images_per_s", "detect_networks", "embed_network"}
