@@ -6,7 +6,10 @@ taken in turns photo by photo (the order rotating), so that machine noise hits a
 Reports per set (the 61 photos; a sample of LFW) and overall: the median time of each path, the medians of
 the per-photo ratios (HTTP / in-process; facenet-pytorch / HTTP), the median overhead (HTTP minus
 in-process) and where a request's time goes: the median of each stage of the server's own `Server-Timing`
-header (app.core.timing). Also whether the service and facenet-pytorch found the same faces at or above the
+header (app.core.timing). And the floor under any answer: the same number of bytes that are not an image, sent
+in the same turns (`http_not_an_image`: read, parsed, checked and refused before any model work), as
+`floor_over_in_process`, the lowest `http_over_in_process` a server on this HTTP stack could reach with these
+photos. Also whether the service and facenet-pytorch found the same faces at or above the
 search gate (FACEID_SEARCH_MIN_FACE_SIZE, 24 px): faces matched at IoU >= 0.5, per side.
 
     python -m benchmarks.overhead [--passes 2] [--lfw 40] [--out benchmarks/results/overhead.json]
@@ -103,7 +106,11 @@ def matched(a: np.ndarray, b: np.ndarray, min_px: float = GATE_PX, min_iou: floa
 
 def run_set(photos: list[Path], passes: int, http: httpx.Client, pipeline, reference, floor: float | None) -> dict:
     paths = {"in_process": lambda d: pipeline.process(d, min_face_px=floor), "http": lambda d: http.post(
-        "/identify", files={"file": ("p.jpg", d, "image/jpeg")})}
+        "/identify", files={"file": ("p.jpg", d, "image/jpeg")}),
+             # the floor of any answer: the same number of bytes, not an image, refused after the upload is read,
+             # parsed and its header checked (keys, limits, routing, an error's JSON), before any model work
+             "http_not_an_image": lambda d: http.post("/identify", files={"file": ("p.jpg", bytes(len(d)),
+                                                                                     "image/jpeg")})}
     if reference is not None:
         paths["facenet_pytorch"] = reference
     names = list(paths)
@@ -119,6 +126,8 @@ def run_set(photos: list[Path], passes: int, http: httpx.Client, pipeline, refer
                 t0 = time.perf_counter()
                 out = paths[n](data)
                 per_photo[n][i].append(time.perf_counter() - t0)
+                if n == "http_not_an_image" and not 400 <= out.status_code < 500:
+                    raise RuntimeError(f"{path.name}: not an image answered HTTP {out.status_code}")
                 if n == "http":
                     if out.status_code != 200:
                         raise RuntimeError(f"{path.name}: HTTP {out.status_code} {out.text[:200]}")
@@ -138,6 +147,10 @@ def run_set(photos: list[Path], passes: int, http: httpx.Client, pipeline, refer
            "median_ms": {n: round(statistics.median(v), 1) for n, v in med.items()},
            "http_over_in_process": round(statistics.median(h / i for h, i in zip(med["http"], med["in_process"])), 3),
            "overhead_ms": round(statistics.median(h - i for h, i in zip(med["http"], med["in_process"])), 1),
+           # what a request costs before any model work, per photo against the in-process pipeline: the lowest
+           # http_over_in_process any server built on this HTTP stack could reach with these photos
+           "floor_over_in_process": round(statistics.median(
+               1 + f / i for f, i in zip(med["http_not_an_image"], med["in_process"])), 3),
            "server_timing_median_ms": {k: round(statistics.median(s.get(k, 0.0) for s in stages), 2)
                                        for k in dict.fromkeys(k for s in stages for k in s)}}
     if reference is not None:
@@ -210,7 +223,9 @@ def main(argv=None) -> int:
                      "http_over_in_process": round(statistics.median(
                          h / i for h, i in zip(every["http"], every["in_process"])), 3),
                      "overhead_ms": round(statistics.median(
-                         h - i for h, i in zip(every["http"], every["in_process"])), 1)}
+                         h - i for h, i in zip(every["http"], every["in_process"])), 1),
+                     "floor_over_in_process": round(statistics.median(
+                         1 + f / i for f, i in zip(every["http_not_an_image"], every["in_process"])), 3)}
     if "facenet_pytorch" in every:
         result["all"]["facenet_pytorch_over_http"] = round(statistics.median(
             f / h for f, h in zip(every["facenet_pytorch"], every["http"])), 3)

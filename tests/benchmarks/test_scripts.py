@@ -92,6 +92,9 @@ def test_overhead_script(faces):
         assert row["median_ms"]["http"] > 0 and row["median_ms"]["in_process"] > 0
         stages = row["server_timing_median_ms"]
         assert {"read", "decode", "detect", "align", "embed", "search", "probes", "total"} <= set(stages)
+        # the floor (an upload that is not an image, refused before any model work) is under a real answer
+        assert 0 < row["median_ms"]["http_not_an_image"] < row["median_ms"]["http"]
+        assert 1 < row["floor_over_in_process"]
     assert got["detection_floor_px"] == 24.0
 
 
