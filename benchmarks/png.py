@@ -2,8 +2,9 @@
 app.gallery.png (Up filter, zlib's run-length strategy), side by side on the same crops, in turns. JSON: the
 median milliseconds per crop, the mean size, and whether every crop decodes back to the same pixels.
 
-The crops are the centre 182 x 182 of LFW images (the size the service stores for a 160 px model input with
-its margin), or random pixels where LFW is absent (the worst case for compression).
+The crops are the centre 182 x 182 of LFW images (about the face and its margin) resized to 160 x 160, the size
+the service stores (the model's input: `align.crop` resizes the box with its margin to `image_size`), or random
+pixels where LFW is absent (the worst case for compression).
 
     python -m benchmarks.png [--crops 200] [--rounds 5]
 """
@@ -33,8 +34,9 @@ def crops(n: int) -> tuple[str, list[np.ndarray]]:
     paths = sorted((faces_dir() / "lfw").glob("*/*_0001.jpg"))[:n]
     if not paths:
         rng = np.random.default_rng(0)
-        return "random", [rng.integers(0, 256, (182, 182, 3), dtype=np.uint8) for _ in range(n)]
-    return "lfw", [np.asarray(Image.open(p).convert("RGB"))[34:216, 34:216].copy() for p in paths]
+        return "random", [rng.integers(0, 256, (160, 160, 3), dtype=np.uint8) for _ in range(n)]
+    return "lfw", [np.asarray(Image.open(p).convert("RGB").crop((34, 34, 216, 216)).resize((160, 160), Image.BILINEAR))
+                   for p in paths]
 
 
 def main(argv=None) -> int:

@@ -26,7 +26,7 @@ class FeedbackService:
         answer; only they may report on them), within FACEID_PROBE_MAX_ROWS(_PER_KEY); their ids, or None each
         when retention is off or the write failed (an answer is never lost to its probes: the failure is
         logged). `also(session, ids)` writes in the same transaction (`FeedbackStore.keep_probes`); it is not
-        called when nothing is kept. Blocking (PNG encoding, about 0.9 ms a face, and the write): call it off
+        called when nothing is kept. Blocking (PNG encoding, about 0.75 ms a face, and the write): call it off
         the event loop."""
         cfg = self.settings
         if cfg.probe_retention_s <= 0 or not result.faces or min(cfg.probe_max_rows, cfg.probe_max_rows_per_key) <= 0:

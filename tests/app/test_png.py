@@ -54,6 +54,11 @@ def test_anything_but_rgb_bytes_is_refused(bad):
         encode_rgb(bad)
 
 
+def test_crop_to_png_encodes_rgb_crops_with_the_fast_encoder():
+    crop = np.random.default_rng(3).integers(0, 256, (160, 160, 3), dtype=np.uint8)
+    assert crop_to_png(crop) == encode_rgb(crop)
+
+
 def test_crop_to_png_still_takes_gray_through_pillow():
     gray = np.arange(100, dtype=np.uint8).reshape(10, 10)
     assert np.array_equal(np.asarray(Image.open(io.BytesIO(crop_to_png(gray)))), gray)

@@ -148,7 +148,7 @@ def test_unknown_store_script():
 
 def test_png_script():
     got = run("benchmarks.png", "--crops", "4", "--rounds", "1")
-    assert got["crops"] == 4 and got["shape"] == [182, 182, 3]
+    assert got["crops"] == 4 and got["shape"] == [160, 160, 3]
     assert got["lossless"] == {"pillow_png_level1": True, "faceid_png": True}
     assert all(v > 0 for v in got["median_ms"].values()) and got["pillow_over_faceid"] > 0
 
@@ -162,5 +162,11 @@ def test_batching_ceiling_script(faces):
         row = got["median"][mode]
         assert row["images_per_s"] > 0
         # the networks' time is part of their stage's
-        assert 0 < row["detect_networks_ms"] <= row["detect_ms"] and 0 < row["embed_network_ms"] <= row["embed_ms"]
+        # the networks' time is part of their stage's (0 where a stage runs in PyTorch, not ONNX Runtime: the
+        # embedder without VNNI, the torch detector)
+        assert 0 <= row["detect_networks_ms"] <= row["detect_ms"] and 0 <= row["embed_network_ms"] <= row["embed_ms"]
+        if got["detector_backend"] == "onnxruntime":
+            assert row["detect_networks_ms"] > 0
+        if got["precision"] == "int8":
+            assert row["embed_network_ms"] > 0
     assert set(got["batched_over_one_at_a_time"]) >= {"images_per_s", "detect_networks", "embed_network"}
