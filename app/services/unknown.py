@@ -20,11 +20,11 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from starlette.concurrency import run_in_threadpool
 
 from app.core.config import Settings
-from app.core.errors import AppError, is_disk_full
+from app.core.errors import AppError, is_disk_full, outage_reason
 from app.gallery.models import MAX_ID
 from app.gallery.store import NotFound
 from app.gallery.unknown import KeptFace, UnknownStore
@@ -217,6 +217,8 @@ class UnknownService:
                     await self.refine()
             except asyncio.CancelledError:
                 raise
+            except DBAPIError as exc:  # the database is away (an outage): one line, the next wake retries
+                log.warning("unknown faces: database unavailable (pruning, refining): %s", outage_reason(exc))
             except Exception:  # noqa: BLE001 - the clusters stay as the online step left them; try again later
                 log.warning("refining the unknown clusters failed", exc_info=True)
 

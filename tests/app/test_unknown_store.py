@@ -128,3 +128,47 @@ def test_a_face_does_not_join_a_cluster_whose_faces_have_all_expired(stores):
     [b] = unknown.keep([(crop(2), {"v1": v[1]})], "v1", 0.5, retention_s=60)
     assert not b.joined and b.cluster_id != a.cluster_id
     assert unknown.get_cluster(a.cluster_id) is None
+
+
+def test_the_background_loop_logs_an_outage_in_one_line_and_goes_on(postgres, caplog):
+    """The refiner's loop with PostgreSQL stopped under it: one warning without a traceback per wake (as the
+    events service logs an outage), and the loop still runs; after the restart a wake prunes again."""
+    import asyncio
+    import logging
+
+    from app.core.config import Settings
+    from app.services.unknown import UnknownService
+
+    engine = make_engine(database_url(postgres.create_database()))
+    migrate(engine)
+    service = UnknownService(Settings(unknown_refine_interval_s=3600), UnknownStore(GalleryStore(engine)), None)
+
+    async def wait_for(predicate, timeout=60.0):
+        deadline = asyncio.get_running_loop().time() + timeout
+        while not predicate():
+            assert asyncio.get_running_loop().time() < deadline, caplog.text
+            await asyncio.sleep(0.05)
+
+    async def scenario():
+        task = asyncio.create_task(service.run())
+        try:
+            postgres.stop()
+            try:
+                service._wake.set()
+                await wait_for(lambda: any("unknown faces: database unavailable" in r.getMessage()
+                                           for r in caplog.records))
+                assert task.done() is False
+            finally:
+                postgres.start()
+            engine.dispose()  # the pool's connections died with the server
+            assert service.store.prune_expired() == 0
+        finally:
+            task.cancel()
+            await asyncio.gather(task, return_exceptions=True)
+
+    with caplog.at_level(logging.WARNING, logger="app.services.unknown"):
+        asyncio.run(scenario())
+    outage = [r for r in caplog.records if "unknown faces: database unavailable" in r.getMessage()]
+    assert outage and all(r.exc_info is None for r in outage)
+    assert not any("refining the unknown clusters failed" in r.getMessage() for r in caplog.records)
+    engine.dispose()

@@ -11,10 +11,10 @@ import pytest
 from harness import REPO
 
 
-def run(module: str, *args: str) -> dict:
+def run(module: str, *args: str, timeout: float = 600) -> dict:
     env = {**os.environ, "TORCH_HOME": os.environ.get("TORCH_HOME", str(REPO / ".torch"))}
     out = subprocess.run([sys.executable, "-m", module, *args], cwd=REPO, env=env, capture_output=True, text=True,
-                         timeout=600)
+                         timeout=timeout)
     assert out.returncode == 0, out.stderr[-2000:]
     return json.loads(out.stdout)
 
@@ -132,8 +132,9 @@ def test_collections_pgvector_script():
 
 @pytest.mark.slow  # a real server with collections
 def test_openset_collections_script(faces, tmp_path):
+    # on a fresh machine it embeds all of LFW first (413 s on a quiet 2-core EPYC; over 600 at load 4-6)
     got = run("benchmarks.openset", "--collections", "2", "--people", "10", "--targets", "0.01,0.1", "--check", "1",
-              "--out", str(tmp_path / "o.json"))
+              "--out", str(tmp_path / "o.json"), timeout=1800)
     assert json.loads((tmp_path / "o.json").read_text()) == got
 
 
