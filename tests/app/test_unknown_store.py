@@ -132,7 +132,7 @@ def test_a_face_does_not_join_a_cluster_whose_faces_have_all_expired(stores):
 
 def test_the_background_loop_logs_an_outage_in_one_line_and_goes_on(postgres, caplog):
     """The refiner's loop with PostgreSQL stopped under it: one warning without a traceback per wake (as the
-    events service logs an outage), and the loop still runs; after the restart a wake prunes again."""
+    events service logs an outage), the loop still runs, and after the restart the store prunes again."""
     import asyncio
     import logging
 
