@@ -173,8 +173,7 @@ def test_ctrl_c_closes_the_bar_and_says_how_to_resume(server, faces, tmp_path):
                              "--concurrency", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     err = b""
     deadline = time.monotonic() + 300
-    done = re.compile(rb"\| *[1-9]\d*/%d " % len(photos))
-    while not done.search(err):  # the bar counts a first upload done: the run is under way
+    while not re.search(rb"\| *[1-9]\d*/\d+ ", err):  # the bar counts a first upload done: the run is under way
         assert time.monotonic() < deadline and proc.poll() is None, err
         ready, _, _ = select.select([proc.stderr], [], [], 5)
         if ready:
