@@ -536,6 +536,10 @@ class TrainRequest(BaseModel):
     schedule: Literal["cosine", "linear", "constant"] = Field("cosine", description="learning rate over the steps")
     warmup: float = Field(0.1, ge=0, lt=1, description="share of the steps that warm the learning rate up")
     l2sp: float = Field(0.01, ge=0, le=100, description="L2-SP weight: pull toward the weights training starts from")
+    blend: list[Annotated[float, Field(gt=0, lt=1)]] = Field(
+        [0.5], max_length=4, description="with keep `best`: at each evaluation also offer these blends of the "
+        "starting and the trained weights (the trained weights' share; WiSE-FT) and keep whichever the gate "
+        "rates best; [] for none")
     seed: int = Field(0, ge=0, le=2**31 - 1)
     start_from: str | None = Field(None, min_length=1, max_length=255, description="registry name or checkpoint "
                                    "file to start from (default: the serving model); the gate still compares "

@@ -89,7 +89,7 @@ def blur_jpeg(crops: np.ndarray, radius: float = 2.0, low: int = 64, quality: in
 
 DOMAINS = {"gray24": ("LFW crops, grayscale, 24 px, back to 160 px (domain_adapt.degrade)", degrade),
            "blurjpeg": ("LFW crops, Gaussian blur radius 2, 64 px, JPEG quality 10, back to 160 px", blur_jpeg)}
-RECIPE = ("keep", "patience", "schedule", "warmup", "l2sp", "select_lfw_pairs", "validate_every")
+RECIPE = ("keep", "patience", "schedule", "warmup", "l2sp", "select_lfw_pairs", "validate_every", "blend")
 
 
 def snapshot(db: Path, to: Path) -> None:
@@ -178,6 +178,8 @@ def main(argv=None) -> int:
     g.add_argument("--l2sp", type=float, default=None)
     g.add_argument("--select-lfw-pairs", type=int, default=None)
     g.add_argument("--validate-every", type=int, default=None)
+    g.add_argument("--blend", type=float, nargs="*", default=None, help="WiSE-FT blends offered at each evaluation "
+                   "(none: --blend with no value)")
     ap.add_argument("--workdir", default=None, help="server gallery and checkpoints (default: a temp folder)")
     ap.add_argument("--out", default=None)
     args = ap.parse_args(argv)

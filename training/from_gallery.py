@@ -10,6 +10,7 @@ starts from the model the gallery serves. The candidate and its report are alway
 """
 from __future__ import annotations
 
+import copy
 import json
 import logging
 import os
@@ -28,7 +29,7 @@ from training.gallery import GallerySettings, collection_url, load_gallery, serv
 from training.gate import decide, identification_report, lfw_accuracy, lfw_pairs
 from training.loss import TripletLoss
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
-from training.recipe import L2SP, KeepBest, step_schedule
+from training.recipe import L2SP, KeepBest, blend_state, step_schedule
 from training.train_inception import embed_for_training, train_inception
 from training.triplet_selection import TripletSelection
 
@@ -184,15 +185,29 @@ def _run(args, rank: int, world_size: int) -> int:
         keeper = KeepBest(base_sel, base_sel_lfw, args.max_lfw_drop, args.patience)
     recipe = {"steps": total, "schedule": args.schedule, "warmup_steps": warmup, "lr": args.lrin,
               "l2sp": args.l2sp, "train_from": args.train_from, "keep": args.keep, "evaluate_every": every,
-              "patience": args.patience, "selection_lfw_pairs": len(lfw_select[1]) if lfw_select else 0}
+              "patience": args.patience, "selection_lfw_pairs": len(lfw_select[1]) if lfw_select else 0,
+              "blend": sorted(set(args.blend or [])) if select else []}
     progress.update(phase="training", recipe=recipe)
 
+    blends = sorted(set(args.blend or [])) if keeper else []
+    start = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if blends else None
+    blended = copy.deepcopy(net) if blends else None
+
     def validate(n, step) -> dict:
+        points = []
+        for alpha in blends:  # nearest the starting weights first: a tie keeps the nearer
+            blended.to(next(n.parameters()).device).load_state_dict(blend_state(start, n.state_dict(), alpha))
+            figures, lfw_acc, _ = evaluate(blended, lfw_select)
+            points.append(keeper.offer(step, blended, figures, lfw_acc, blend=alpha))
         figures, lfw_acc, _ = evaluate(n, lfw_select)
         point = keeper.offer(step, n, figures, lfw_acc) if keeper else {
             "step": step, **{k: figures[k] for k in ("rank1", "fnir")}, "lfw_accuracy": lfw_acc}
-        progress.update(validation=progress.state["validation"] + [point], phase="training")
-        return {k: v for k, v in point.items() if isinstance(v, float) and k != "score"}
+        progress.update(validation=progress.state["validation"] + points + [point], phase="training")
+        metrics = {k: v for k, v in point.items() if isinstance(v, float) and k not in ("score", "blend")}
+        for p in points:  # TensorBoard: val/blend_0.5/rank1 beside val/rank1
+            metrics.update({f"blend_{p['blend']:g}/{k}": p[k] for k in ("rank1", "fnir", "lfw_accuracy")
+                            if isinstance(p[k], float)})
+        return metrics
 
     from torch.utils.tensorboard import SummaryWriter
 

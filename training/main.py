@@ -141,6 +141,9 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--warmup", type=float, default=0.1, help="share of the steps that warm the learning rate up")
     g.add_argument("--l2sp", type=float, default=0.01, help="L2-SP: alpha/2 * ||w - w0||^2 over the trained "
                    "weights, w0 the weights training starts from (0: off)")
+    g.add_argument("--blend", type=float, nargs="*", default=[0.5], help="--keep best: at each evaluation also "
+                   "offer these blends of the starting and the trained weights (the trained weights' share, in "
+                   "(0, 1); WiSE-FT), and keep whichever the gate rates best (--blend with no value: none)")
     g.add_argument("--progress", default=None, help="write the job's progress here as JSON (POST /admin/train)")
     ap.add_argument("--publish-url", default=None, help="tell this faceid server to swap to the checkpoint")
     ap.add_argument("--api-key", default=os.environ.get("FACEID_API_KEY"),
@@ -149,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv=None) -> int:
-    args = build_parser().parse_args(argv)
+    ap = build_parser()
+    args = ap.parse_args(argv)
+    if any(not 0.0 < a < 1.0 for a in args.blend):
+        ap.error("--blend: each share of the trained weights must be between 0 and 1 (both excluded)")
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if args.from_gallery:
         from training.from_gallery import run

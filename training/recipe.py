@@ -2,7 +2,10 @@
 `total_steps` (linear warm-up, then cosine or linear decay), L2-SP (a pull toward the serving weights, Li et al.
 2018, "Explicit inductive bias for transfer learning with convolutional networks") and checkpoint selection
 (`KeepBest`: every evaluation is judged by the gate's own rule against the serving model; the best one that
-passes is kept, and training stops when `patience` evaluations in a row bring nothing better).
+passes is kept, and training stops when `patience` evaluations in a row bring nothing better) and weight
+blending (`blend_state`: a point on the straight line between the weights training started from and the trained
+ones, as WiSE-FT, Wortsman et al. 2022, "Robust fine-tuning of zero-shot models"; each evaluation can offer
+blends beside the trained weights, and the selection keeps whichever the gate likes best).
 """
 from __future__ import annotations
 
@@ -64,6 +67,21 @@ class L2SP:
         return 0.5 * self.alpha * self.distance(net)
 
 
+def blend_state(start: dict, trained: dict, alpha: float) -> dict:
+    """`start + alpha * (trained - start)` for every floating-point tensor (alpha 1: the trained weights, 0: the
+    start); anything else (counters) from `trained`."""
+    if not 0.0 <= alpha <= 1.0:
+        raise ValueError("alpha must be in [0, 1]")
+    out = {}
+    for k, v in trained.items():
+        w0 = start.get(k)
+        if w0 is not None and torch.is_floating_point(v):
+            out[k] = torch.lerp(w0.to(v.device, v.dtype), v, alpha)
+        else:
+            out[k] = v.clone() if isinstance(v, torch.Tensor) else v
+    return out
+
+
 class KeepBest:
     """Checkpoint selection by the gate's own rule: an evaluation passes when `training.gate.decide` would
     publish it against the serving model's figures (`base`, `base_lfw`; LFW on the same pair subset). Among the
@@ -76,24 +94,28 @@ class KeepBest:
         self.best_step: int | None = None
         self.best_score: float | None = None
         self.best_state: dict | None = None
+        self.best_blend: float = 1.0
         self.last_step: int | None = None
-        self.since_best = 0
         self.curve: list[dict] = []
 
-    def offer(self, step: int, net: nn.Module, held_out: dict, lfw_accuracy: float | None) -> dict:
-        """Record one evaluation of `net` at `step`; keep a copy of its weights when it is the best so far.
-        Returns its point of the learning curve."""
+    @property
+    def since_best(self) -> int:
+        """Evaluations (distinct steps) since the best one, all of them when none passed yet."""
+        return len({p["step"] for p in self.curve if self.best_step is None or p["step"] > self.best_step})
+
+    def offer(self, step: int, net: nn.Module, held_out: dict, lfw_accuracy: float | None,
+              blend: float = 1.0) -> dict:
+        """Record one evaluation of `net` at `step` (`blend`: its share of the trained weights, 1 unless it is a
+        blend with the starting ones); keep a copy of its weights when it is the best so far. Offer the nearer
+        blends first: a tie keeps the first. Returns its point of the learning curve."""
         ok, reasons = decide(self.base, held_out, self.base_lfw, lfw_accuracy, self.max_lfw_drop_points)
         score = held_out["rank1"] - held_out["fnir"]
         better = ok and (self.best_score is None or score > self.best_score)
         if better:
-            self.best_step, self.best_score = step, score
+            self.best_step, self.best_score, self.best_blend = step, score, blend
             self.best_state = copy.deepcopy(net.state_dict())
-            self.since_best = 0
-        else:
-            self.since_best += 1
         self.last_step = step
-        point = {"step": step, "rank1": held_out["rank1"], "fnir": held_out["fnir"], "lfw_accuracy": lfw_accuracy,
+        point = {"step": step, "blend": blend, "rank1": held_out["rank1"], "fnir": held_out["fnir"], "lfw_accuracy": lfw_accuracy,
                  "passes_gate": ok, "score": round(score, 6), "best": better, "gate": reasons or ["passed"]}
         self.curve.append(point)
         return point
@@ -103,17 +125,18 @@ class KeepBest:
         return self.patience > 0 and self.since_best >= self.patience
 
     def restore(self, net: nn.Module, stopped_early: bool = False) -> dict:
-        """Load the kept weights into `net`; returns {step, reason}. When no evaluation passed, `net` stays as
+        """Load the kept weights into `net`; returns {step, blend, reason}. When no evaluation passed, `net` stays as
         trained (the last step) and the final gate will refuse it. `stopped_early`: training ended on `stop`."""
         if self.best_state is None:
-            return {"step": self.last_step, "reason": "no evaluation passed the gate against the serving model; "
+            return {"step": self.last_step, "blend": 1.0, "reason": "no evaluation passed the gate against the serving model; "
                     "the last step is the candidate"}
         net.load_state_dict(self.best_state)
-        entry = next(p for p in self.curve if p["step"] == self.best_step)
-        reason = (f"best held-out rank-1 minus FNIR among the {sum(p['passes_gate'] for p in self.curve)} of "
+        entry = next(p for p in self.curve if p["step"] == self.best_step and p["blend"] == self.best_blend)
+        what = "" if self.best_blend == 1.0 else f"the blend {self.best_blend:g} of the way from the starting weights; "
+        reason = (f"{what}best held-out rank-1 minus FNIR among the {sum(p['passes_gate'] for p in self.curve)} of "
                   f"{len(self.curve)} evaluations that passed the gate (rank-1 {entry['rank1']:.4f}, "
                   f"FNIR {entry['fnir']:.4f}")
         reason += f", LFW {entry['lfw_accuracy']:.4f})" if entry["lfw_accuracy"] is not None else ")"
         if stopped_early:
             reason += f"; stopped early: {self.since_best} evaluations without a better one"
-        return {"step": self.best_step, "reason": reason}
+        return {"step": self.best_step, "blend": self.best_blend, "reason": reason}

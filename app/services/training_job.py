@@ -95,6 +95,8 @@ def training_command(options: dict, progress: Path, settings) -> list[str]:
     for key, flag in flags.items():
         if options.get(key) is not None:
             cmd += [flag, str(options[key])]
+    if options.get("blend") is not None:
+        cmd += ["--blend", *(str(a) for a in options["blend"])]
     return cmd
 
 

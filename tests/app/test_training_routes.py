@@ -106,7 +106,8 @@ def test_a_crashed_job_is_failed_with_its_log(admin, standin, tmp_path):
                                   {"start_from": ""}, {"max_steps": 0}, {"max_steps": -5}, {"max_steps": 1.5},
                                   {"max_steps": "many"}, {"max_steps": 10**8}, {"keep": "worst"},
                                   {"schedule": "step"}, {"warmup": 1}, {"warmup": -0.1}, {"l2sp": -1},
-                                  {"patience": -1}, {"select_lfw_pairs": 7000}])
+                                  {"patience": -1}, {"select_lfw_pairs": 7000}, {"blend": [1.0]}, {"blend": [0]},
+                                  {"blend": 0.5}, {"blend": [0.1, 0.2, 0.3, 0.4, 0.5]}])
 def test_bad_training_requests_start_nothing(admin, body):
     c, service = admin
     error(c.post("/admin/train", json=body), 422, "invalid_request")
@@ -165,7 +166,7 @@ def test_every_option_reaches_the_training_command_line_as_the_cli_reads_it(tmp_
     body = {"max_minutes": 5.0, "epochs": 3, "max_steps": 150, "lr": 5e-5, "batch_size": 16, "k": 2,
             "val_identities": 0.3, "lfw_pairs": 600, "mining": "semi_hard", "margin": 0.3, "train_from": "mixed_6a",
             "validate_every": 25, "seed": 7, "keep": "last", "patience": 5, "select_lfw_pairs": 100,
-            "schedule": "linear", "warmup": 0.2, "l2sp": 0.5}
+            "schedule": "linear", "warmup": 0.2, "l2sp": 0.5, "blend": [0.25, 0.5]}
     options = TrainRequest(**body).model_dump()
     cmd = training_command(options, tmp_path / "p.json", Settings(checkpoints_dir=tmp_path))
     args = vars(build_parser().parse_args(cmd[3:]))

@@ -13,7 +13,7 @@ import torch
 from training.data import make_loader
 from training.gate import identification_report
 from training.loss import TripletLoss
-from training.recipe import L2SP, KeepBest, lr_factor, step_schedule
+from training.recipe import L2SP, KeepBest, blend_state, lr_factor, step_schedule
 from training.tiny import TinyEmbedder
 from training.train_inception import embed_for_training, train_inception
 
@@ -138,3 +138,48 @@ def test_keep_best_refuses_what_the_gate_refuses():
     assert keeper.stop and keeper.best_step is None
     assert keeper.offer(3, net, {"rank1": 0.6, "fnir": 0.5}, 0.978)["best"]
     assert not keeper.stop and keeper.restore(net)["step"] == 3
+
+
+def test_a_blend_is_the_point_between_the_starting_and_the_trained_weights():
+    torch.manual_seed(0)
+
+    def make():
+        net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.BatchNorm2d(4), torch.nn.Flatten())
+        net[1].running_mean.uniform_(), net[1].num_batches_tracked.fill_(int(torch.randint(1, 99, ())))
+        return net
+
+    start_net, trained_net = make(), make()
+    start, trained = start_net.state_dict(), trained_net.state_dict()
+    for alpha in (0.0, 0.3, 1.0):
+        got = blend_state(start, trained, alpha)
+        assert got.keys() == trained.keys()
+        for k, v in trained.items():
+            if torch.is_floating_point(v):
+                assert torch.allclose(got[k], start[k] * (1 - alpha) + v * alpha, atol=1e-6), k
+            else:  # batch-norm counters are the trained model's
+                assert torch.equal(got[k], v) and not torch.equal(v, start[k]), k
+    start_net.load_state_dict(blend_state(start, trained, 1.0))
+    x = torch.randn(3, 3, 32, 32)
+    start_net.eval(), trained_net.eval()
+    assert torch.allclose(start_net(x), trained_net(x), atol=1e-5)
+    with pytest.raises(ValueError):
+        blend_state(start, trained, 1.5)
+
+
+def test_blends_offered_at_one_step_are_one_evaluation_and_a_kept_blend_is_restored():
+    base = {"rank1": 0.5, "fnir": 0.5, "target_fpir": 0.01}
+    keeper = KeepBest(base, 0.98, max_lfw_drop_points=0.5, patience=2)
+    trained, blend = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    # step 10: the trained weights forget LFW, their halfway blend passes and is kept
+    assert keeper.offer(10, blend, {"rank1": 0.6, "fnir": 0.4}, 0.978, blend=0.5)["best"]
+    assert not keeper.offer(10, trained, {"rank1": 0.8, "fnir": 0.3}, 0.96)["passes_gate"]
+    # steps 20 and 30: nothing better from either; two evaluations, not four offers, end it
+    for step in (20, 30):
+        assert not keeper.stop
+        keeper.offer(step, blend, {"rank1": 0.55, "fnir": 0.4}, 0.98, blend=0.5)
+        keeper.offer(step, trained, {"rank1": 0.9, "fnir": 0.1}, 0.95)
+    assert keeper.stop and keeper.since_best == 2
+    into = torch.nn.Linear(2, 2)
+    kept = keeper.restore(into, stopped_early=True)
+    assert (kept["step"], kept["blend"]) == (10, 0.5) and "blend 0.5" in kept["reason"]
+    assert torch.equal(into.weight, blend.weight)
