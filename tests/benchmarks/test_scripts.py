@@ -78,8 +78,10 @@ def test_feedback_loop_script(faces):
         assert (r["rank1_after"] is not None) == (r["job"]["state"] == "published")
         assert r["lfw_10fold"]["base"] is not None and r["gate"]
         assert r["train"]["steps"] <= r["max_steps"] and r["recipe"]["steps"] == r["max_steps"]
-        assert [p["step"] for p in r["curve"]] == list(range(1, r["train"]["steps"] + 1))
-        assert r["kept"]["step"] in [p["step"] for p in r["curve"]]
+        # each evaluation: the default blend (0.5 of the way from the serving weights), then the trained weights
+        assert [(p["step"], p["blend"]) for p in r["curve"]] == \
+            [(s, b) for s in range(1, r["train"]["steps"] + 1) for b in (0.5, 1.0)]
+        assert (r["kept"]["step"], r["kept"]["blend"]) in [(p["step"], p["blend"]) for p in r["curve"]]
 
 
 @pytest.mark.faces
