@@ -93,10 +93,11 @@ def embed(net, crops: np.ndarray, normalization: str, batch: int = 64) -> np.nda
     from model.preprocessing import normalize
 
     net.eval()
+    device = next(net.parameters()).device  # on CUDA during training's evaluations
     out = [np.zeros((0, 512), np.float32)]
     with torch.inference_mode():
         for i in range(0, len(crops), batch):
-            x = normalize(torch.from_numpy(crops[i:i + batch]).permute(0, 3, 1, 2), normalization)
+            x = normalize(torch.from_numpy(crops[i:i + batch]).permute(0, 3, 1, 2), normalization).to(device)
             out.append(embed_for_training(net, x, None)[0].float().cpu().numpy())
     return np.concatenate(out)
 

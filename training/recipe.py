@@ -128,14 +128,16 @@ class KeepBest:
         """Load the kept weights into `net`; returns {step, blend, reason}. When no evaluation passed, `net` stays as
         trained (the last step) and the final gate will refuse it. `stopped_early`: training ended on `stop`."""
         if self.best_state is None:
-            return {"step": self.last_step, "blend": 1.0, "reason": "no evaluation passed the gate against the serving model; "
-                    "the last step is the candidate"}
+            return {"step": self.last_step, "blend": 1.0, "reason": "no evaluation passed the gate against the "
+                    "serving model; the last step is the candidate"}
         net.load_state_dict(self.best_state)
         entry = next(p for p in self.curve if p["step"] == self.best_step and p["blend"] == self.best_blend)
         what = "" if self.best_blend == 1.0 else f"the blend {self.best_blend:g} of the way from the starting weights; "
-        reason = (f"{what}best held-out rank-1 minus FNIR among the {sum(p['passes_gate'] for p in self.curve)} of "
-                  f"{len(self.curve)} evaluations that passed the gate (rank-1 {entry['rank1']:.4f}, "
-                  f"FNIR {entry['fnir']:.4f}")
+        passed, offered = sum(p["passes_gate"] for p in self.curve), len(self.curve)
+        steps = len({p["step"] for p in self.curve})
+        what += f"best held-out rank-1 minus FNIR among the {passed} of {offered} "
+        what += "evaluations" if offered == steps else f"weights evaluated (at {steps} steps, with their blends)"
+        reason = (f"{what} that passed the gate (rank-1 {entry['rank1']:.4f}, FNIR {entry['fnir']:.4f}")
         reason += f", LFW {entry['lfw_accuracy']:.4f})" if entry["lfw_accuracy"] is not None else ")"
         if stopped_early:
             reason += f"; stopped early: {self.since_best} evaluations without a better one"

@@ -172,6 +172,11 @@ def test_every_option_reaches_the_training_command_line_as_the_cli_reads_it(tmp_
     args = vars(build_parser().parse_args(cmd[3:]))
     renamed = {"lr": "lrin", "batch_size": "bs"}
     assert {k: args[renamed.get(k, k)] for k in body} == body
+    # an empty list turns blending off; left out, the trainer's default
+    for blend, expected in (([], []), (None, [0.5])):
+        options = TrainRequest(**({"blend": blend} if blend is not None else {})).model_dump()
+        cmd = training_command(options, tmp_path / "p.json", Settings(checkpoints_dir=tmp_path))
+        assert build_parser().parse_args(cmd[3:]).blend == expected
 
 
 def test_job_files_are_private_and_hold_no_password(store, tmp_path, standin):  # noqa: F811

@@ -179,7 +179,21 @@ def test_blends_offered_at_one_step_are_one_evaluation_and_a_kept_blend_is_resto
         keeper.offer(step, blend, {"rank1": 0.55, "fnir": 0.4}, 0.98, blend=0.5)
         keeper.offer(step, trained, {"rank1": 0.9, "fnir": 0.1}, 0.95)
     assert keeper.stop and keeper.since_best == 2
+    kept_weight = blend.weight.detach().clone()
+    with torch.no_grad():  # from_gallery reuses one module for every blend: the keeper holds a copy
+        blend.weight.add_(1.0)
     into = torch.nn.Linear(2, 2)
     kept = keeper.restore(into, stopped_early=True)
     assert (kept["step"], kept["blend"]) == (10, 0.5) and "blend 0.5" in kept["reason"]
-    assert torch.equal(into.weight, blend.weight)
+    assert "rank-1 0.6000" in kept["reason"] and "of 6 weights evaluated (at 3 steps" in kept["reason"]
+    assert torch.equal(into.weight, kept_weight)
+
+
+def test_a_tie_between_a_blend_and_the_trained_weights_keeps_the_blend():
+    base = {"rank1": 0.5, "fnir": 0.5, "target_fpir": 0.01}
+    keeper = KeepBest(base, 0.98)
+    blend, trained = torch.nn.Linear(2, 2), torch.nn.Linear(2, 2)
+    keeper.offer(5, blend, {"rank1": 0.7, "fnir": 0.4}, 0.98, blend=0.5)
+    assert not keeper.offer(5, trained, {"rank1": 0.7, "fnir": 0.4}, 0.98)["best"]
+    into = torch.nn.Linear(2, 2)
+    assert keeper.restore(into)["blend"] == 0.5 and torch.equal(into.weight, blend.weight)
