@@ -26,7 +26,7 @@ from training.data import cached_crops, make_loader
 from training.distributed import DistributedPKSampler, cleanup, setup
 from training.evaluate import calibrate
 from training.gallery import GallerySettings, collection_url, load_gallery, serving_model, split_identities
-from training.gate import decide, identification_report, lfw_accuracy, lfw_pairs
+from training.gate import decide, identification_report, lfw_accuracy, lfw_allowance, lfw_pairs
 from training.loss import TripletLoss
 from training.publish import checkpoint_payload, notify_server, write_checkpoint
 from training.recipe import L2SP, KeepBest, blend_state, step_schedule
@@ -122,6 +122,7 @@ def _run(args, rank: int, world_size: int) -> int:
     pre = ckpt.preprocessing
     data = load_gallery(collection_url(url, args.collection), pre.image_size)  # the serving model: the service's
     train, val = split_identities(data, args.val_identities, seed=args.seed)
+    max_lfw_drop = lfw_allowance(args.max_lfw_drop, data.counts["reports"])
     progress.update(phase="evaluating the serving model", base=serving.name, data=data.counts,
                     train_crops=int(train.sum()), validation_crops=int(val.sum()))
     torch.manual_seed(args.seed)
@@ -183,11 +184,11 @@ def _run(args, rank: int, world_size: int) -> int:
         if lfw_select is not lfw:
             progress.update(phase="evaluating the serving model (selection)")
             base_sel, base_sel_lfw, _ = evaluate(build_network(serving) if ckpt is not serving else net, lfw_select)
-        keeper = KeepBest(base_sel, base_sel_lfw, args.max_lfw_drop, args.patience)
+        keeper = KeepBest(base_sel, base_sel_lfw, max_lfw_drop, args.patience)
     recipe = {"steps": total, "schedule": args.schedule, "warmup_steps": warmup, "lr": args.lrin,
               "l2sp": args.l2sp, "train_from": args.train_from, "keep": args.keep, "evaluate_every": every,
               "patience": args.patience, "selection_lfw_pairs": len(lfw_select[1]) if lfw_select else 0,
-              "blend": sorted(set(args.blend or [])) if select else []}
+              "blend": sorted(set(args.blend or [])) if select else [], "max_lfw_drop_points": max_lfw_drop}
     progress.update(phase="training", recipe=recipe)
 
     blends = sorted(set(args.blend or [])) if keeper else []
@@ -230,7 +231,7 @@ def _run(args, rank: int, world_size: int) -> int:
     writer.close()
     progress.update(phase="evaluating the candidate", kept=kept)
     new, new_lfw, new_emb_lfw = evaluate(net)
-    ok, reasons = decide(base, new, base_lfw, new_lfw, args.max_lfw_drop)
+    ok, reasons = decide(base, new, base_lfw, new_lfw, max_lfw_drop)
     if lfw is None:
         ok, reasons = False, reasons + ["LFW not checked (--lfw-pairs 0): the gate cannot pass without it"]
     result.update({"candidate": {"held_out": new, "lfw_accuracy": new_lfw}, "steps": history["steps"],

@@ -82,6 +82,15 @@ def lfw_accuracy(emb: np.ndarray, idx: np.ndarray, issame: np.ndarray, folds: np
     return float(kfold_accuracy(scores, issame, folds)["accuracy_mean"])
 
 
+def lfw_allowance(max_lfw_drop: float | None, corrections: int) -> float:
+    """The LFW points a candidate may lose: `max_lfw_drop` when given; else 0.5 when the gallery holds corrections
+    (someone asked the model to learn their camera, at a small cost on faces in general) and 0 when it holds
+    none (training on the gallery's own labels must not cost anything elsewhere)."""
+    if max_lfw_drop is not None:
+        return max_lfw_drop
+    return 0.5 if corrections > 0 else 0.0
+
+
 def decide(base: dict, new: dict, base_lfw: float | None, new_lfw: float | None,
            max_lfw_drop_points: float = 0.5) -> tuple[bool, list[str]]:
     """(publish?, reasons). Better on held-out identities: rank-1 no lower and FNIR no higher, one of them

@@ -125,7 +125,8 @@ def build_parser() -> argparse.ArgumentParser:
                    "the collection `default`); the model is the service's, shared by every collection")
     g.add_argument("--lfw-pairs", type=int, default=None, help="LFW View 2 pairs the gate checks (an equal share "
                    "of each fold; default all 6000; 0 skips LFW, and then nothing is published)")
-    g.add_argument("--max-lfw-drop", type=float, default=0.5, help="LFW 10-fold accuracy may fall this many points")
+    g.add_argument("--max-lfw-drop", type=float, default=None, help="LFW 10-fold accuracy may fall this many "
+                   "points (default: 0.5 when the gallery holds corrections, 0 when it holds none)")
     g.add_argument("--validate-every", type=int, default=None, help="evaluate on the held-out identities every N "
                    "steps (default with --keep best: a sixth of the steps, at least 5)")
     g.add_argument("--keep", choices=("best", "last"), default="best", help="best: keep the evaluated step that "

@@ -17,7 +17,7 @@ from model.pipeline import load_checkpoint
 from training.data import cached_crops
 from training.datasets import faces_dir
 from training.gallery import GallerySettings, load_gallery, split_identities
-from training.gate import decide, identification_report
+from training.gate import decide, identification_report, lfw_allowance
 from training.main import main as train_main
 from training.publish import checkpoint_payload, write_checkpoint
 
@@ -78,6 +78,14 @@ def test_gate_decision(new, new_lfw, ok):
     base = {"rank1": 0.8, "fnir": 0.3, "target_fpir": 0.01}
     got, reasons = decide(base, {**base, **new}, 0.99, new_lfw)
     assert got is ok and bool(reasons) is not ok
+
+
+@pytest.mark.parametrize("given, corrections, allowed", [(None, 3, 0.5), (None, 0, 0.0), (0.2, 3, 0.2), (1.0, 0, 1.0)])
+def test_the_lfw_allowance_is_none_without_corrections_unless_given(given, corrections, allowed):
+    assert lfw_allowance(given, corrections) == allowed
+    base = {"rank1": 0.8, "fnir": 0.3, "target_fpir": 0.01}
+    ok, _ = decide(base, {**base, "rank1": 0.9}, 0.99, 0.9867, lfw_allowance(given, corrections))  # 0.33 lost
+    assert ok is (allowed >= 0.5)
 
 
 @pytest.mark.parametrize("base_lfw, new_lfw, ok", [
@@ -194,6 +202,7 @@ def test_a_candidate_better_than_a_degraded_serving_model_is_published(gallery, 
     assert "passed the gate" in report["kept"]["reason"]
     assert report["recipe"]["steps"] == 2 and report["recipe"]["schedule"] == "cosine"
     assert report["recipe"]["blend"] == [0.5]
+    assert report["recipe"]["max_lfw_drop_points"] == 0.5  # the gallery holds corrections
 
 
 @pytest.mark.parametrize("backend", ["sqlite", pytest.param("postgres", marks=pytest.mark.slow)])
