@@ -172,6 +172,11 @@ def test_every_option_reaches_the_training_command_line_as_the_cli_reads_it(tmp_
     args = vars(build_parser().parse_args(cmd[3:]))
     renamed = {"lr": "lrin", "batch_size": "bs"}
     assert {k: args[renamed.get(k, k)] for k in body} == body
+    # an empty body trains as the README's table was measured (benchmarks/feedback_loop.py's settings)
+    args = build_parser().parse_args(training_command(TrainRequest().model_dump(), tmp_path / "p.json",
+                                                      Settings(checkpoints_dir=tmp_path))[3:])
+    assert (args.lrin, args.train_from, args.val_identities, args.bs, args.k, args.blend, args.l2sp) == \
+        (5e-5, "mixed_6a", 0.3, 32, 4, [0.5], 0.01)
     # an empty list turns blending off; left out, the trainer's default
     for blend, expected in (([], []), (None, [0.5])):
         options = TrainRequest(**({"blend": blend} if blend is not None else {})).model_dump()
