@@ -115,8 +115,9 @@ class KeepBest:
             self.best_step, self.best_score, self.best_blend = step, score, blend
             self.best_state = copy.deepcopy(net.state_dict())
         self.last_step = step
-        point = {"step": step, "blend": blend, "rank1": held_out["rank1"], "fnir": held_out["fnir"], "lfw_accuracy": lfw_accuracy,
-                 "passes_gate": ok, "score": round(score, 6), "best": better, "gate": reasons or ["passed"]}
+        point = {"step": step, "blend": blend, "rank1": held_out["rank1"], "fnir": held_out["fnir"],
+                 "lfw_accuracy": lfw_accuracy, "passes_gate": ok, "score": round(score, 6), "best": better,
+                 "gate": reasons or ["passed"]}
         self.curve.append(point)
         return point
 
@@ -125,8 +126,8 @@ class KeepBest:
         return self.patience > 0 and self.since_best >= self.patience
 
     def restore(self, net: nn.Module, stopped_early: bool = False) -> dict:
-        """Load the kept weights into `net`; returns {step, blend, reason}. When no evaluation passed, `net` stays as
-        trained (the last step) and the final gate will refuse it. `stopped_early`: training ended on `stop`."""
+        """Load the kept weights into `net`; returns {step, blend, reason}. When no evaluation passed, `net` stays
+        as trained (the last step) and the final gate will refuse it. `stopped_early`: training ended on `stop`."""
         if self.best_state is None:
             return {"step": self.last_step, "blend": 1.0, "reason": "no evaluation passed the gate against the "
                     "serving model; the last step is the candidate"}
