@@ -169,8 +169,10 @@ def test_ctrl_c_closes_the_bar_and_says_how_to_resume(server, faces, tmp_path):
     for f in photos:                                      # that a starved test process still interrupts it
         link(f, tmp_path / "p" / f.parent.name / f.name)
     env = {**os.environ, "FACEID_URL": server.url, "FACEID_API_KEY": KEY, "PYTHONPATH": str(CLIENT_DIR)}
+    # a run started in the background (nohup, `&` in a script) inherits SIGINT ignored: the CLI would never see it
     proc = subprocess.Popen([sys.executable, "-m", "faceid_client.cli", "enroll", tmp_path / "p", "--progress",
-                             "--concurrency", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+                             "--concurrency", "1"], env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     err = b""
     deadline = time.monotonic() + 300
     while not re.search(rb"\| *[1-9]\d*/\d+ ", err):  # the bar counts a first upload done: the run is under way
