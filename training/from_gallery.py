@@ -185,13 +185,13 @@ def _run(args, rank: int, world_size: int) -> int:
             progress.update(phase="evaluating the serving model (selection)")
             base_sel, base_sel_lfw, _ = evaluate(build_network(serving) if ckpt is not serving else net, lfw_select)
         keeper = KeepBest(base_sel, base_sel_lfw, max_lfw_drop, args.patience)
+    blends = sorted(set(args.blend or [])) if select else []  # offered only where a keeper chooses
     recipe = {"steps": total, "schedule": args.schedule, "warmup_steps": warmup, "lr": args.lrin,
               "l2sp": args.l2sp, "train_from": args.train_from, "keep": args.keep, "evaluate_every": every,
               "patience": args.patience, "selection_lfw_pairs": len(lfw_select[1]) if lfw_select else 0,
-              "blend": sorted(set(args.blend or [])) if select else [], "max_lfw_drop_points": max_lfw_drop}
+              "blend": blends, "max_lfw_drop_points": max_lfw_drop}
     progress.update(phase="training", recipe=recipe)
 
-    blends = sorted(set(args.blend or [])) if keeper else []
     start = {k: v.detach().cpu().clone() for k, v in net.state_dict().items()} if blends else None
     blended = copy.deepcopy(net) if blends else None
 
